@@ -1,0 +1,102 @@
+//! Redis URLs, kept whole for connecting and shown only with the password hidden.
+
+use std::fmt;
+
+/// A `redis://` or `rediss://` URL. `Display` and `Debug` never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+pub const DEFAULT: &str = "redis://127.0.0.1:6379/0";
+
+impl RedisUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Err(format!(
+                "{:?} is not a Redis URL: write it as redis://host:port/db (or rediss:// for TLS)",
+                redact(text)
+            ));
+        };
+        if scheme != "redis" && scheme != "rediss" {
+            return Err(format!(
+                "unsupported scheme {scheme:?} in {:?}: use redis:// or rediss://",
+                redact(text)
+            ));
+        }
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let host = host.split('/').next().unwrap_or_default();
+        if host.is_empty() {
+            return Err(format!("{:?} names no host", redact(text)));
+        }
+        Ok(RedisUrl(text.to_string()))
+    }
+
+    /// The URL with its password, for the client library only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `host:port` (or the host alone), for error messages.
+    pub fn address(&self) -> String {
+        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        host.split(['/', '?']).next().unwrap_or_default().to_string()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
+    }
+}
+
+/// `text` with any password in it replaced by `***`.
+pub fn redact(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return text.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None if userinfo.is_empty() => text.to_string(),
+        // redis://secret@host: a lone userinfo is taken as the password.
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", redact(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hides_passwords() {
+        let url = RedisUrl::parse("redis://alice:s3cret@db.example:6380/2").unwrap();
+        assert_eq!(url.to_string(), "redis://alice:***@db.example:6380/2");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(url.address(), "db.example:6380");
+        assert_eq!(redact("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact("rediss://pw@h"), "rediss://***@h");
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_redis_url() {
+        assert!(RedisUrl::parse("127.0.0.1:6379").is_err());
+        assert!(RedisUrl::parse("http://h").is_err());
+        assert!(RedisUrl::parse("redis://").is_err());
+        let err = RedisUrl::parse("http://u:topsecret@h").unwrap_err();
+        assert!(!err.contains("topsecret"), "{err}");
+        assert!(RedisUrl::parse("rediss://u:p@h:6379/0").unwrap().is_tls());
+    }
+}

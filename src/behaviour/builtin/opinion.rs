@@ -1,0 +1,122 @@
+//! `opinion`: bounded-confidence opinion dynamics (Hegselmann-Krause).
+//!
+//! Each agent starts with an opinion drawn uniformly from `[0, 1]` and publishes it every
+//! tick. At the end of a tick it moves `mu` of the way towards the mean of the opinions it
+//! heard that tick that lie within `epsilon` of its own (its own opinion included, as in the
+//! classic model). Opinions are convex combinations of opinions, so they stay in `[0, 1]`.
+//! Lockstep only: the model is defined tick by tick.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::check_probability;
+use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
+use crate::message::Message;
+use crate::scenario::Mode;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpinionParams {
+    pub epsilon: f64,
+    pub mu: f64,
+}
+
+impl Default for OpinionParams {
+    fn default() -> Self {
+        OpinionParams {
+            epsilon: 0.2,
+            mu: 0.5,
+        }
+    }
+}
+
+pub struct Opinion {
+    epsilon: f64,
+    mu: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OpinionState {
+    pub opinion: f64,
+    /// The opinions heard this tick that lie within `epsilon`: their sum and count.
+    pub near_sum: f64,
+    pub near_count: u64,
+}
+
+pub(crate) fn register(registry: &mut Registry) {
+    registry.register(
+        "opinion",
+        "bounded confidence (Hegselmann-Krause): move towards the opinions within epsilon",
+        &[
+            (
+                "epsilon",
+                "confidence bound: opinions further away than this are ignored",
+            ),
+            (
+                "mu",
+                "how far to move towards the mean of the near opinions, from 0 to 1",
+            ),
+        ],
+        |p: OpinionParams, setup: &Setup<'_>| {
+            if !(p.epsilon.is_finite() && p.epsilon >= 0.0) {
+                return Err(format!(
+                    "`epsilon` must be a finite number of at least 0, got {}",
+                    p.epsilon
+                ));
+            }
+            check_probability("mu", p.mu)?;
+            if setup.mode != Mode::Lockstep {
+                return Err(
+                    "opinion runs in lockstep mode only: set scenario.mode = \"lockstep\"".to_string(),
+                );
+            }
+            Ok(Opinion {
+                epsilon: p.epsilon,
+                mu: p.mu,
+            })
+        },
+    );
+}
+
+fn announce(opinion: f64) -> Effects {
+    Effects::new()
+        .publish(Outgoing::broadcast(format!("{opinion:.4}")).with_data(json!({ "opinion": opinion })))
+}
+
+impl Behaviour for Opinion {
+    type State = OpinionState;
+
+    fn init(&self, ctx: &mut Context<'_>) -> Result<OpinionState, BehaviourError> {
+        Ok(OpinionState {
+            opinion: ctx.unit(),
+            ..OpinionState::default()
+        })
+    }
+
+    fn on_start(&self, state: &mut OpinionState, _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        Ok(announce(state.opinion))
+    }
+
+    fn on_message(
+        &self,
+        state: &mut OpinionState,
+        msg: &Message,
+        _ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        if let Some(x) = msg.data_f64("opinion")
+            && (x - state.opinion).abs() <= self.epsilon
+        {
+            state.near_sum += x;
+            state.near_count += 1;
+        }
+        Ok(Effects::none())
+    }
+
+    fn on_tick(&self, state: &mut OpinionState, _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        let mean = (state.near_sum + state.opinion) / (state.near_count + 1) as f64;
+        state.opinion = (state.opinion + self.mu * (mean - state.opinion)).clamp(0.0, 1.0);
+        state.near_sum = 0.0;
+        state.near_count = 0;
+        Ok(announce(state.opinion))
+    }
+}

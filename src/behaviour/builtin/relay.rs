@@ -1,0 +1,112 @@
+//! `relay`: workload W1 of the old project's benchmark.
+//!
+//! Tokens travel round the ring of relay agents (declaration order). At the start, token `k`
+//! is published by relay agent number `k mod N`, addressed to the next agent. An agent that
+//! receives a token addressed to it remembers it in the cache and, while the token has hops
+//! left, publishes it on to the next agent, so each token is published `hops` times in all.
+//! Every agent still reads and acknowledges every message, as every consumer group does.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
+use crate::message::Message;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayParams {
+    pub tokens: u64,
+    pub hops: u64,
+}
+
+impl Default for RelayParams {
+    fn default() -> Self {
+        RelayParams { tokens: 1, hops: 100 }
+    }
+}
+
+pub struct Relay {
+    tokens: u64,
+    hops: u64,
+}
+
+/// What a relay agent keeps: how many tokens it has passed on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RelayState {
+    pub relayed: u64,
+}
+
+pub(crate) fn register(registry: &mut Registry) {
+    registry.register(
+        "relay",
+        "workload W1: tokens travel round the ring of relay agents, `hops` publishes each",
+        &[
+            (
+                "tokens",
+                "tokens in flight; token k starts at relay agent k mod N",
+            ),
+            ("hops", "how many times each token is published in all"),
+        ],
+        |p: RelayParams, _setup: &Setup<'_>| {
+            if p.hops < 1 {
+                return Err("`hops` must be at least 1".to_string());
+            }
+            if p.tokens > 1_000_000 {
+                return Err(format!("`tokens` is limited to 1000000, got {}", p.tokens));
+            }
+            Ok(Relay {
+                tokens: p.tokens,
+                hops: p.hops,
+            })
+        },
+    );
+}
+
+impl Relay {
+    fn pass(&self, token: u64, hop: u64, ctx: &Context<'_>) -> Outgoing {
+        let peers = ctx.peers();
+        let next = &peers[(ctx.peer_index() + 1) % peers.len()];
+        Outgoing::to(next.to_string(), format!("token {token}"))
+            .with_data(json!({ "token": token, "hop": hop }))
+    }
+}
+
+impl Behaviour for Relay {
+    type State = RelayState;
+
+    fn init(&self, _ctx: &mut Context<'_>) -> Result<RelayState, BehaviourError> {
+        Ok(RelayState::default())
+    }
+
+    fn on_start(&self, _state: &mut RelayState, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        let n = ctx.peers().len() as u64;
+        let mut effects = Effects::none();
+        let mut token = ctx.peer_index() as u64;
+        while token < self.tokens {
+            effects = effects.publish(self.pass(token, 1, ctx));
+            token += n;
+        }
+        Ok(effects)
+    }
+
+    fn on_message(
+        &self,
+        state: &mut RelayState,
+        msg: &Message,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        if msg.to.as_deref() != Some(ctx.agent()) {
+            return Ok(Effects::none());
+        }
+        let (Some(token), Some(hop)) = (msg.data_u64("token"), msg.data_u64("hop")) else {
+            // Addressed to us but not a token: not ours to relay.
+            return Ok(Effects::none());
+        };
+        let effects = Effects::new().remember(json!({ "token": token, "hop": hop }));
+        if hop >= self.hops {
+            return Ok(effects);
+        }
+        state.relayed += 1;
+        Ok(effects.publish(self.pass(token, hop + 1, ctx)))
+    }
+}

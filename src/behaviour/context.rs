@@ -1,0 +1,152 @@
+//! What a behaviour can see while it handles a message: who it is, the tick, its random
+//! stream, and reads from the cache.
+
+use std::sync::Arc;
+
+use super::BehaviourError;
+use crate::backend::cache::CacheEntry;
+use crate::random::{self, ChaCha8Rng};
+use crate::scenario::AgentSpec;
+
+/// Cache reads as the runtime serves them to one agent during one step.
+///
+/// In lockstep tick `t` they see what was committed by the end of tick `t - 1`, plus the
+/// agent's own writes of this step. A read the runtime cannot answer yet returns
+/// [`BehaviourError::CacheMiss`]: the runtime fetches the data and runs the step again.
+pub trait CacheReads {
+    /// The last `n` entries of this agent's own list, oldest first.
+    fn own_last(&mut self, n: usize) -> Result<Vec<CacheEntry>, BehaviourError>;
+    /// The last `n` entries of the global sorted set, oldest first.
+    fn last(&mut self, n: usize) -> Result<Vec<CacheEntry>, BehaviourError>;
+    /// How many entries of the global sorted set this step may see.
+    fn count(&mut self) -> Result<u64, BehaviourError>;
+    /// The entries at these ranks (0 = oldest) of the global sorted set.
+    fn at_ranks(&mut self, ranks: &[u64]) -> Result<Vec<CacheEntry>, BehaviourError>;
+}
+
+/// A cache with nothing in it, for testing behaviours on their own.
+#[derive(Debug, Default)]
+pub struct EmptyCache;
+
+impl CacheReads for EmptyCache {
+    fn own_last(&mut self, _n: usize) -> Result<Vec<CacheEntry>, BehaviourError> {
+        Ok(Vec::new())
+    }
+    fn last(&mut self, _n: usize) -> Result<Vec<CacheEntry>, BehaviourError> {
+        Ok(Vec::new())
+    }
+    fn count(&mut self) -> Result<u64, BehaviourError> {
+        Ok(0)
+    }
+    fn at_ranks(&mut self, _ranks: &[u64]) -> Result<Vec<CacheEntry>, BehaviourError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The world as one agent sees it during one call of its behaviour.
+pub struct Context<'a> {
+    agent: &'a AgentSpec,
+    peers: &'a [Arc<str>],
+    tick: Option<u64>,
+    rng: &'a mut ChaCha8Rng,
+    cache: &'a mut dyn CacheReads,
+}
+
+impl<'a> Context<'a> {
+    /// The runtime builds contexts; behaviours' own tests can too, with [`EmptyCache`] or a
+    /// cache of their own.
+    pub fn new(
+        agent: &'a AgentSpec,
+        peers: &'a [Arc<str>],
+        tick: Option<u64>,
+        rng: &'a mut ChaCha8Rng,
+        cache: &'a mut dyn CacheReads,
+    ) -> Self {
+        Context {
+            agent,
+            peers,
+            tick,
+            rng,
+            cache,
+        }
+    }
+
+    /// This agent's name.
+    pub fn agent(&self) -> &str {
+        &self.agent.name
+    }
+
+    /// This agent's position in declaration order.
+    pub fn agent_index(&self) -> usize {
+        self.agent.index
+    }
+
+    /// This agent's position among [`peers`](Context::peers).
+    pub fn peer_index(&self) -> usize {
+        self.agent.peer_index
+    }
+
+    /// The agents that run the same behaviour, this one included, in declaration order.
+    pub fn peers(&self) -> &[Arc<str>] {
+        self.peers
+    }
+
+    /// The lockstep tick (0 at the start); `None` in free mode.
+    pub fn tick(&self) -> Option<u64> {
+        self.tick
+    }
+
+    /// This agent's own random stream. Draw only from here: it is what makes runs
+    /// reproducible. The helpers below use fixed algorithms; `rand`'s methods work too but may
+    /// change their results between `rand` releases.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        self.rng
+    }
+
+    /// A uniform integer in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        random::below(self.rng, n)
+    }
+
+    /// A uniform float in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        random::unit(self.rng)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        random::chance(self.rng, p)
+    }
+
+    /// Up to `k` distinct peers other than this agent, drawn at random.
+    pub fn random_peers(&mut self, k: usize) -> Vec<Arc<str>> {
+        let own = self.agent.peer_index;
+        let others = self.peers.len().saturating_sub(1) as u64;
+        random::distinct(self.rng, others, k)
+            .into_iter()
+            .map(|i| {
+                let i = i as usize;
+                // Skip over this agent's own position.
+                self.peers[if i >= own { i + 1 } else { i }].clone()
+            })
+            .collect()
+    }
+
+    /// The last `n` values this agent remembered, oldest first.
+    pub fn own_last(&mut self, n: usize) -> Result<Vec<CacheEntry>, BehaviourError> {
+        self.cache.own_last(n)
+    }
+
+    /// The last `n` values anyone remembered, oldest first.
+    pub fn last(&mut self, n: usize) -> Result<Vec<CacheEntry>, BehaviourError> {
+        self.cache.last(n)
+    }
+
+    /// `n` distinct values anyone remembered, drawn at random from this agent's stream
+    /// (fewer if the cache holds fewer).
+    pub fn sample(&mut self, n: usize) -> Result<Vec<CacheEntry>, BehaviourError> {
+        let count = self.cache.count()?;
+        let ranks = random::distinct(self.rng, count, n);
+        self.cache.at_ranks(&ranks)
+    }
+}

@@ -1,0 +1,106 @@
+//! What a behaviour returns: messages to publish, values to remember, numbers to report.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+/// A message a behaviour wants published. The runtime adds the sender, the sender's counter
+/// and the tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub to: Option<String>,
+    pub content: String,
+    pub data: Option<Map<String, Value>>,
+}
+
+impl Outgoing {
+    /// A message for every agent.
+    pub fn broadcast(content: impl Into<String>) -> Self {
+        Outgoing {
+            to: None,
+            content: content.into(),
+            data: None,
+        }
+    }
+
+    /// A message addressed to one agent (every agent still reads it, as on the old project's
+    /// stream; the `to` field says whom it is for).
+    pub fn to(agent: impl Into<String>, content: impl Into<String>) -> Self {
+        Outgoing {
+            to: Some(agent.into()),
+            content: content.into(),
+            data: None,
+        }
+    }
+
+    /// Attaches a JSON object as the message's `data`. Anything but an object is wrapped as
+    /// `{"value": ...}`, because the wire format's `data` is always an object.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(match data {
+            Value::Object(map) => map,
+            other => {
+                let mut map = Map::new();
+                map.insert("value".to_string(), other);
+                map
+            }
+        });
+        self
+    }
+}
+
+/// Everything one call of a behaviour produced. Discarded whole if the call fails.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    pub(crate) publish: Vec<Outgoing>,
+    pub(crate) remember: Vec<Value>,
+    pub(crate) metrics: Vec<(Cow<'static, str>, i64)>,
+}
+
+impl Effects {
+    /// Nothing to do. Does not allocate.
+    pub fn none() -> Self {
+        Effects::default()
+    }
+
+    pub fn new() -> Self {
+        Effects::default()
+    }
+
+    /// Publishes a message on the scenario's stream.
+    pub fn publish(mut self, message: Outgoing) -> Self {
+        self.publish.push(message);
+        self
+    }
+
+    /// Appends a value to the cache: to this agent's list and to the global sorted set.
+    pub fn remember(mut self, value: impl Into<Value>) -> Self {
+        self.remember.push(value.into());
+        self
+    }
+
+    /// Adds `delta` to a per-tick counter that the summary reports (for example gossip's
+    /// `informed`). Counters are summed over agents, tick by tick.
+    pub fn count(mut self, metric: impl Into<Cow<'static, str>>, delta: i64) -> Self {
+        self.metrics.push((metric.into(), delta));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.remember.is_empty() && self.metrics.is_empty()
+    }
+
+    /// Adds everything `other` holds to `self`.
+    pub fn extend(&mut self, other: Effects) {
+        self.publish.extend(other.publish);
+        self.remember.extend(other.remember);
+        self.metrics.extend(other.metrics);
+    }
+
+    pub fn published(&self) -> &[Outgoing] {
+        &self.publish
+    }
+
+    pub fn remembered(&self) -> &[Value] {
+        &self.remember
+    }
+}

@@ -1,0 +1,82 @@
+//! Behaviours with their state type erased, so that agents of different behaviours can live
+//! side by side in one runtime.
+
+use std::any::Any;
+
+use super::{Behaviour, BehaviourError, Context, Effects};
+use crate::message::Message;
+
+/// An agent's state, whatever its behaviour's `State` type is.
+pub type StateBox = Box<dyn Any + Send>;
+
+/// The form of a [`Behaviour`] the runtime works with. Implement [`Behaviour`] instead;
+/// the registry wraps it.
+pub trait DynBehaviour: Send + Sync {
+    fn init(&self, ctx: &mut Context<'_>) -> Result<StateBox, BehaviourError>;
+    fn on_start(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError>;
+    fn on_message(
+        &self,
+        state: &mut StateBox,
+        msg: &Message,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError>;
+    fn on_tick(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError>;
+    /// The state as JSON, for checkpoints.
+    fn save(&self, state: &StateBox) -> Result<String, BehaviourError>;
+    /// The state back from [`save`](DynBehaviour::save)'s JSON.
+    fn restore(&self, json: &str) -> Result<StateBox, BehaviourError>;
+    /// The parameters as the behaviour was built with them, defaults included.
+    fn resolved_params(&self) -> toml::Table;
+}
+
+pub(crate) struct Erased<B> {
+    pub inner: B,
+    pub params: toml::Table,
+}
+
+fn typed<S: 'static>(state: &mut StateBox) -> Result<&mut S, BehaviourError> {
+    state
+        .downcast_mut::<S>()
+        .ok_or_else(|| BehaviourError::new("internal error: agent state of the wrong type"))
+}
+
+impl<B: Behaviour> DynBehaviour for Erased<B> {
+    fn init(&self, ctx: &mut Context<'_>) -> Result<StateBox, BehaviourError> {
+        Ok(Box::new(self.inner.init(ctx)?))
+    }
+
+    fn on_start(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        self.inner.on_start(typed(state)?, ctx)
+    }
+
+    fn on_message(
+        &self,
+        state: &mut StateBox,
+        msg: &Message,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        self.inner.on_message(typed(state)?, msg, ctx)
+    }
+
+    fn on_tick(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        self.inner.on_tick(typed(state)?, ctx)
+    }
+
+    fn save(&self, state: &StateBox) -> Result<String, BehaviourError> {
+        let state = state
+            .downcast_ref::<B::State>()
+            .ok_or_else(|| BehaviourError::new("internal error: agent state of the wrong type"))?;
+        serde_json::to_string(state)
+            .map_err(|e| BehaviourError::new(format!("cannot save the agent's state: {e}")))
+    }
+
+    fn restore(&self, json: &str) -> Result<StateBox, BehaviourError> {
+        let state: B::State = serde_json::from_str(json)
+            .map_err(|e| BehaviourError::new(format!("cannot restore the agent's state: {e}")))?;
+        Ok(Box::new(state))
+    }
+
+    fn resolved_params(&self) -> toml::Table {
+        self.params.clone()
+    }
+}

@@ -1,0 +1,157 @@
+//! Behaviours: what an agent does with the messages it reads.
+//!
+//! A behaviour is written once and shared by every agent of an `[[agents]]` table; each
+//! agent keeps its own [`Behaviour::State`]. The runtime owns that state, hands it to the
+//! behaviour with each message, and checkpoints it (serialised, with the agent's random
+//! stream position) in the same transaction as the agent's effects. Keeping behaviour apart
+//! from state is what makes runs reproducible and resumable: a behaviour must decide
+//! everything from its state, the message, the [`Context`] and nothing else (no clocks,
+//! no global random generators, no I/O).
+//!
+//! # Writing one
+//!
+//! ```
+//! use agora::{Behaviour, BehaviourError, Context, Effects, Message, Outgoing, Registry, Setup};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// Counts what it hears and says so every tenth message.
+//! struct Counter { every: u64 }
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! #[serde(deny_unknown_fields, default)]
+//! struct CounterParams { every: u64 }
+//!
+//! impl Behaviour for Counter {
+//!     type State = u64;
+//!
+//!     fn init(&self, _ctx: &mut Context<'_>) -> Result<u64, BehaviourError> {
+//!         Ok(0)
+//!     }
+//!
+//!     fn on_message(&self, heard: &mut u64, _msg: &Message, _ctx: &mut Context<'_>)
+//!         -> Result<Effects, BehaviourError>
+//!     {
+//!         *heard += 1;
+//!         if *heard % self.every == 0 {
+//!             return Ok(Effects::new().publish(Outgoing::broadcast(format!("heard {heard}"))));
+//!         }
+//!         Ok(Effects::none())
+//!     }
+//! }
+//!
+//! let mut registry = Registry::builtin();
+//! registry.register("counter", "counts messages", &[("every", "how often to speak")],
+//!     |p: CounterParams, _setup: &Setup<'_>| {
+//!         if p.every == 0 { return Err("`every` must be at least 1".to_string()); }
+//!         Ok(Counter { every: p.every })
+//!     });
+//! assert!(registry.contains("counter"));
+//! ```
+
+pub mod builtin;
+mod context;
+mod effects;
+mod erased;
+mod registry;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use context::{CacheReads, Context, EmptyCache};
+pub use effects::{Effects, Outgoing};
+pub use erased::{DynBehaviour, StateBox};
+pub use registry::{BuildError, ParamDoc, Registry, RegistryEntry};
+
+use crate::message::Message;
+use crate::scenario::{AgentSpec, Mode};
+
+/// What an agent does. Implement it in your own crate, register it in a [`Registry`], and
+/// name it in a scenario's `[[agents]]` table.
+///
+/// The runtime calls, for each agent: [`init`](Behaviour::init) and
+/// [`on_start`](Behaviour::on_start) once at the start (tick 0), then
+/// [`on_message`](Behaviour::on_message) for every message others publish, and in lockstep
+/// mode [`on_tick`](Behaviour::on_tick) at the end of each tick, after that tick's messages.
+///
+/// In lockstep mode, tick `t` hands the agent exactly what was published in tick `t - 1`,
+/// sorted by sender and the sender's counter. A method that returns an error (or panics) is
+/// retried from the same state and random position, up to `scenario.max_retries`; a message
+/// that keeps failing goes to the dead-letter stream and the run goes on.
+pub trait Behaviour: Send + Sync + 'static {
+    /// One agent's state. The runtime serialises it after every step (as JSON) and restores
+    /// it on `--resume`, so everything the agent knows must be in here.
+    type State: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The initial state of an agent, drawn (if it needs randomness) from `ctx.rng()`.
+    fn init(&self, ctx: &mut Context<'_>) -> Result<Self::State, BehaviourError>;
+
+    /// What the agent does at the start, before it has heard anything.
+    fn on_start(&self, _state: &mut Self::State, _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        Ok(Effects::none())
+    }
+
+    /// What the agent does with one message another agent published.
+    fn on_message(
+        &self,
+        state: &mut Self::State,
+        msg: &Message,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError>;
+
+    /// What the agent does at the end of each lockstep tick (never called in free mode).
+    fn on_tick(&self, _state: &mut Self::State, _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        Ok(Effects::none())
+    }
+}
+
+/// Why a behaviour could not handle a message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BehaviourError {
+    #[error("{0}")]
+    Failed(String),
+    /// A cache read needs data the runtime has not fetched yet. Return it with `?`: the
+    /// runtime fetches the data and runs the step again from the same state, so the
+    /// behaviour never sees a difference.
+    #[error("cache data is being fetched")]
+    CacheMiss,
+}
+
+impl BehaviourError {
+    pub fn new(message: impl Into<String>) -> Self {
+        BehaviourError::Failed(message.into())
+    }
+}
+
+impl From<String> for BehaviourError {
+    fn from(message: String) -> Self {
+        BehaviourError::Failed(message)
+    }
+}
+
+impl From<&str> for BehaviourError {
+    fn from(message: &str) -> Self {
+        BehaviourError::Failed(message.to_string())
+    }
+}
+
+impl From<serde_json::Error> for BehaviourError {
+    fn from(e: serde_json::Error) -> Self {
+        BehaviourError::Failed(e.to_string())
+    }
+}
+
+/// What a behaviour's constructor knows about the scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup<'a> {
+    pub seed: u64,
+    pub mode: Mode,
+    /// The id of the `[[agents]]` table being built.
+    pub table_id: &'a str,
+    /// The agents of this table.
+    pub agents: &'a [AgentSpec],
+    /// The agents that run the same behaviour (this table's and others'), in declaration
+    /// order: the population a behaviour such as gossip or relay works over.
+    pub peers: &'a [AgentSpec],
+    /// Every agent of the scenario, in declaration order.
+    pub all: &'a [AgentSpec],
+}

@@ -1,0 +1,368 @@
+//! The `agora` command line. Parsing and printing only: every command calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::behaviour::Registry;
+use crate::error::{Error, exit};
+use crate::runtime::{self, RunOptions};
+use crate::scenario::{self, Overrides, Scenario};
+
+const ABOUT: &str = "Run multi-agent simulations on Redis Streams (or the embedded memory backend).";
+
+const AFTER_HELP: &str = "\
+Examples:
+  agora run scenarios/gossip.toml                 run on the embedded memory backend
+  agora run scenarios/gossip.toml --seed 7        another seed, another (reproducible) run
+  agora run scenarios/relay.toml --backend redis  run on Redis at redis://127.0.0.1:6379/0
+  agora check scenarios/opinion.toml              validate and show the resolved scenario
+  agora behaviours                                list behaviours and their parameters
+
+Exit codes: 0 success, 1 failure while running, 2 bad input, 3 backend unusable.
+Logs: set RUST_LOG (for example RUST_LOG=agora=debug); they go to stderr.";
+
+#[derive(Parser)]
+#[command(name = "agora", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario and write transcript.jsonl and summary.json
+    #[command(after_help = "\
+Precedence, highest first: --set and the flags, then AGORA_<SECTION>__<KEY> environment
+variables (such as AGORA_SCENARIO__SEED=7), then the file, then defaults.
+
+Output: {output.dir}/{name}-{seed}/transcript.jsonl and summary.json; the last line printed is
+`transcript sha256: <hex>`.")]
+    Run(RunArgs),
+    /// Host one share of a scenario's agents, for runs spread over processes
+    Worker(WorkerArgs),
+    /// Validate a scenario and print it resolved, every default filled in
+    Check(CheckArgs),
+    /// List the behaviours and their parameters
+    Behaviours,
+    /// Delete a run's keys from Redis: stream, groups, dead letters, cache
+    Cleanup(CleanupArgs),
+    /// Show a run's keys on Redis: stream length, groups' pending and lag, dead letters, cache
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct ScenarioArgs {
+    /// The scenario file, such as scenarios/gossip.toml
+    scenario: PathBuf,
+    /// Override a key with a TOML value, such as --set scenario.seed=7 or
+    /// --set agents.0.count=50 (repeatable; plain words are strings)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// The backend: the embedded `memory` one, or `redis`
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// The Redis URL (redis://[user:password@]host:port/db, or rediss:// for TLS)
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// The seed (scenario.seed)
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The output directory (output.dir)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+    /// No progress line (the summary is still printed)
+    #[arg(long)]
+    quiet: bool,
+    /// Continue an interrupted Redis run from what Redis holds (never cleans up first)
+    #[arg(long)]
+    resume: bool,
+    /// Run the agents in N worker processes sharing the Redis backend
+    #[arg(long, value_name = "N")]
+    workers: Option<u32>,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The scenario file
+    scenario: PathBuf,
+    /// Which share of the agents to host, as I/N (from 1/N to N/N)
+    #[arg(long, value_name = "I/N")]
+    shard: String,
+    /// The Redis URL
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+}
+
+#[derive(Args)]
+struct CleanupArgs {
+    /// The Redis URL
+    #[arg(long, value_name = "URL")]
+    redis_url: String,
+    /// The stream key
+    #[arg(long, value_name = "KEY")]
+    stream: String,
+    /// Delete groups {group-prefix}1..N instead of those XINFO GROUPS lists
+    #[arg(long, value_name = "N")]
+    num_groups: Option<u64>,
+    /// Consumer group prefix
+    #[arg(long, value_name = "P", default_value = "group_")]
+    group_prefix: String,
+    /// Cache key prefix (default: "{stream}:cache:")
+    #[arg(long, value_name = "P")]
+    cache_prefix: Option<String>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The Redis URL
+    #[arg(long, value_name = "URL")]
+    redis_url: String,
+    /// The stream key
+    #[arg(long, value_name = "KEY")]
+    stream: String,
+    /// Cache key prefix (default: "{stream}:cache:")
+    #[arg(long, value_name = "P")]
+    cache_prefix: Option<String>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Memory,
+    Redis,
+}
+
+/// Runs the command line with `registry`'s behaviours; returns the process's exit code.
+/// A program with behaviours of its own calls this from its `main`.
+pub fn main(registry: Registry) -> ExitCode {
+    install_panic_hook();
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli, &registry)));
+    let result = match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = crate::runtime::panic_text(&panic);
+            eprintln!("error: internal error: {message}");
+            eprintln!("hint: this is a bug in agora; please report it with the scenario file");
+            return ExitCode::from(exit::RUN_FAILED);
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report_error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn report_error(e: &Error) {
+    eprintln!("error: {}", one_line(&e.to_string()));
+    if let Some(hint) = e.hint() {
+        eprintln!("hint: {}", one_line(&hint));
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// clap's errors as one `error:` line and a `hint:`; help and version as clap prints them.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(exit::BAD_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {}", one_line(first));
+            let usage = rendered.lines().find(|l| l.starts_with("Usage:"));
+            match usage {
+                Some(u) => eprintln!("hint: {} (see --help)", u.trim()),
+                None => eprintln!("hint: see agora --help"),
+            }
+            ExitCode::from(exit::BAD_INPUT)
+        }
+    }
+}
+
+fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Error> {
+    match cli.command {
+        Command::Run(args) => run(args, registry),
+        Command::Check(args) => check(args, registry),
+        Command::Behaviours => {
+            print!("{}", behaviours_text(registry));
+            Ok(exit::SUCCESS)
+        }
+        Command::Worker(_) => Err(Error::Usage(
+            "`agora worker` needs the redis backend, which this version does not include yet".into(),
+        )),
+        Command::Cleanup(_) | Command::Inspect(_) => Err(Error::Usage(
+            "`agora cleanup` and `agora inspect` need the redis backend, which this version does not include yet"
+                .into(),
+        )),
+    }
+}
+
+fn load(args: &ScenarioArgs, registry: &Registry) -> Result<Scenario, Error> {
+    let mut overrides = Overrides::new();
+    for set in &args.sets {
+        overrides.set(set)?;
+    }
+    if let Some(backend) = args.backend {
+        let kind = match backend {
+            BackendArg::Memory => "memory",
+            BackendArg::Redis => "redis",
+        };
+        overrides.flag("--backend", "backend.kind", toml::Value::String(kind.into()));
+    }
+    if let Some(url) = &args.redis_url {
+        overrides.flag("--redis-url", "backend.url", toml::Value::String(url.clone()));
+    }
+    if let Some(seed) = args.seed {
+        let seed = i64::try_from(seed).map_err(|_| {
+            Error::Usage(format!(
+                "--seed {seed}: seeds are limited to 0..=9223372036854775807"
+            ))
+        })?;
+        overrides.flag("--seed", "scenario.seed", toml::Value::Integer(seed));
+    }
+    if let Some(out) = &args.out {
+        overrides.flag(
+            "--out",
+            "output.dir",
+            toml::Value::String(out.display().to_string()),
+        );
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    Ok(scenario::load(&args.scenario, &env, &overrides, registry)?)
+}
+
+fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
+    let scenario = load(&args.scenario, registry)?;
+    if args.workers.is_some_and(|n| n > 0) {
+        return Err(Error::Usage(
+            "--workers needs the redis backend, which this version does not include yet".into(),
+        ));
+    }
+    let options = RunOptions {
+        quiet: args.quiet,
+        resume: args.resume,
+    };
+    let outcome = runtime::run(&scenario, &options)?;
+    let s = &outcome.summary;
+    println!("{}", s.table().trim_end());
+    println!("  transcript    {}", outcome.transcript.display());
+    println!("  summary       {}", outcome.summary_path.display());
+    if let Some(path) = &outcome.dead_letters_path {
+        println!("  dead letters  {}", path.display());
+    }
+    println!("transcript sha256: {}", s.transcript_sha256);
+    if let Some(error) = outcome.error {
+        let e = Error::from(error);
+        report_error(&e);
+        return Ok(e.exit_code());
+    }
+    if s.behaviour_failures > 0 {
+        eprintln!(
+            "error: {} message(s) were dead-lettered because their behaviour kept failing (see {})",
+            s.behaviour_failures,
+            outcome.dead_letters_path.as_deref().map_or_else(
+                || "the dead-letter stream".to_string(),
+                |p| p.display().to_string()
+            )
+        );
+        return Ok(exit::RUN_FAILED);
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn check(args: CheckArgs, registry: &Registry) -> Result<u8, Error> {
+    let scenario = load(&args.scenario, registry)?;
+    println!(
+        "# {}: valid; {} agents, {} mode, {} backend",
+        scenario.path.display(),
+        scenario.agents.len(),
+        scenario.mode.as_str(),
+        scenario.backend.kind.as_str()
+    );
+    print!("{}", scenario.to_toml());
+    Ok(exit::SUCCESS)
+}
+
+/// `agora behaviours`: each behaviour, what it does, its parameters and their defaults.
+pub fn behaviours_text(registry: &Registry) -> String {
+    let mut out = String::new();
+    for entry in registry.entries() {
+        out.push_str(&format!("{}\n  {}\n", entry.name, entry.summary));
+        let width = entry
+            .params
+            .iter()
+            .map(|p| p.name.len() + p.default.len() + 3)
+            .max()
+            .unwrap_or(0);
+        for p in &entry.params {
+            let assignment = format!("{} = {}", p.name, p.default);
+            out.push_str(&format!("    {assignment:<width$}  {}\n", p.doc));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(crate::report::progress::LogWriter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+/// Panics are caught (behaviours are retried; anything else becomes one `error:` line), so
+/// the default hook's message and backtrace are never printed.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::debug!("panic{location}: {}", crate::runtime::panic_info_text(info));
+    }));
+}

@@ -1,0 +1,5 @@
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    agora::cli::main(agora::Registry::builtin())
+}

@@ -1,0 +1,313 @@
+//! Messages: what agents publish, and how they travel as stream entries.
+//!
+//! On the wire (CONTRACT.md, "Wire format on Redis") an entry is a list of string fields:
+//! `sender_id` and `content` (the seed project's two fields), plus `seq`, `tick`, `to` and
+//! `data` (a JSON object) when the message has them. [`Message::to_fields`] writes that layout
+//! and [`parse_fields`] reads it back; an entry without the two required fields, or with
+//! fields that do not parse, is [`Malformed`] and goes to the dead-letter stream.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// A stream entry id, `ms-seq` as Redis writes it. Ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EntryId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EntryId {
+    pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
+
+    pub fn new(ms: u64, seq: u64) -> Self {
+        EntryId { ms, seq }
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for EntryId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        match (ms.parse(), seq.parse()) {
+            (Ok(ms), Ok(seq)) => Ok(EntryId { ms, seq }),
+            _ => Err(format!("not a stream entry id: {s:?}")),
+        }
+    }
+}
+
+/// A message as a behaviour sees it, and as the transcript records it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    /// The lockstep tick in which it was published; `None` in free mode and for entries
+    /// written by other programs.
+    pub tick: Option<u64>,
+    /// The agent (or outside program) that published it.
+    pub sender_id: Arc<str>,
+    /// The sender's own counter, from 1. `None` for entries written by other programs.
+    pub seq: Option<u64>,
+    /// The agent the message is addressed to; `None` for a broadcast.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Arc<str>>,
+    pub content: String,
+    /// Structured payload: always a JSON object when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Map<String, Value>>,
+}
+
+impl Message {
+    /// The stream fields of this message, in the order the wire format lists them.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = Vec::with_capacity(6);
+        fields.push((field::SENDER_ID, self.sender_id.to_string()));
+        fields.push((field::CONTENT, self.content.clone()));
+        if let Some(seq) = self.seq {
+            fields.push((field::SEQ, seq.to_string()));
+        }
+        if let Some(tick) = self.tick {
+            fields.push((field::TICK, tick.to_string()));
+        }
+        if let Some(to) = &self.to {
+            fields.push((field::TO, to.to_string()));
+        }
+        if let Some(data) = &self.data {
+            fields.push((field::DATA, Value::Object(data.clone()).to_string()));
+        }
+        fields
+    }
+
+    /// `data[key]` as a number, for behaviours that read their own payloads.
+    pub fn data_f64(&self, key: &str) -> Option<f64> {
+        self.data.as_ref()?.get(key)?.as_f64()
+    }
+
+    pub fn data_u64(&self, key: &str) -> Option<u64> {
+        self.data.as_ref()?.get(key)?.as_u64()
+    }
+
+    pub fn data_str(&self, key: &str) -> Option<&str> {
+        self.data.as_ref()?.get(key)?.as_str()
+    }
+
+    /// Whether the message is for `agent`: addressed to it, or broadcast.
+    pub fn is_for(&self, agent: &str) -> bool {
+        self.to.as_deref().is_none_or(|to| to == agent)
+    }
+
+    /// One line of `transcript.jsonl`.
+    pub fn transcript_line(&self) -> String {
+        // Serialising plain strings, integers and JSON values cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The order of messages within a lockstep tick: by sender, then by the sender's counter
+    /// (DESIGN.md invariant 3), never by stream id or arrival.
+    pub fn lockstep_key(&self) -> (Option<u64>, &str, Option<u64>) {
+        (self.tick, &self.sender_id, self.seq)
+    }
+}
+
+/// The names of the stream fields.
+pub mod field {
+    pub const SENDER_ID: &str = "sender_id";
+    pub const CONTENT: &str = "content";
+    pub const SEQ: &str = "seq";
+    pub const TICK: &str = "tick";
+    pub const TO: &str = "to";
+    pub const DATA: &str = "data";
+}
+
+/// An entry that is not a valid message, with the reason and what it held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    pub reason: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// What a stream entry turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Message(Arc<Message>),
+    Malformed(Arc<Malformed>),
+}
+
+/// One entry as a consumer group delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: EntryId,
+    pub entry: Entry,
+}
+
+impl Delivery {
+    pub fn message(&self) -> Option<&Arc<Message>> {
+        match &self.entry {
+            Entry::Message(m) => Some(m),
+            Entry::Malformed(_) => None,
+        }
+    }
+}
+
+/// Reads an entry's fields. Unknown fields are ignored, so other programs may add their own.
+pub fn parse_fields<K, V>(fields: &[(K, V)]) -> Entry
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    match try_parse_fields(fields) {
+        Ok(message) => Entry::Message(Arc::new(message)),
+        Err(reason) => Entry::Malformed(Arc::new(Malformed {
+            reason,
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+                .collect(),
+        })),
+    }
+}
+
+fn try_parse_fields<K, V>(fields: &[(K, V)]) -> Result<Message, String>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut sender_id = None;
+    let mut content = None;
+    let mut seq = None;
+    let mut tick = None;
+    let mut to = None;
+    let mut data = None;
+    for (key, value) in fields {
+        let value = value.as_ref();
+        match key.as_ref() {
+            field::SENDER_ID => sender_id = Some(value),
+            field::CONTENT => content = Some(value),
+            field::SEQ => seq = Some(parse_counter(field::SEQ, value)?),
+            field::TICK => tick = Some(parse_counter(field::TICK, value)?),
+            field::TO => to = Some(Arc::from(value)),
+            field::DATA => match serde_json::from_str::<Value>(value) {
+                Ok(Value::Object(map)) => data = Some(map),
+                Ok(_) => return Err("field `data` is not a JSON object".to_string()),
+                Err(e) => return Err(format!("field `data` is not valid JSON: {e}")),
+            },
+            _ => {}
+        }
+    }
+    let sender_id = sender_id.ok_or("no `sender_id` field")?;
+    if sender_id.is_empty() {
+        return Err("field `sender_id` is empty".to_string());
+    }
+    let content = content.ok_or("no `content` field")?;
+    Ok(Message {
+        tick,
+        sender_id: Arc::from(sender_id),
+        seq,
+        to,
+        content: content.to_string(),
+        data,
+    })
+}
+
+fn parse_counter(name: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("field `{name}` is not a non-negative integer: {value:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Message {
+        let mut data = Map::new();
+        data.insert("x".into(), Value::from(0.1));
+        Message {
+            tick: Some(3),
+            sender_id: "a_1".into(),
+            seq: Some(7),
+            to: Some("a_2".into()),
+            content: "hello".into(),
+            data: Some(data),
+        }
+    }
+
+    #[test]
+    fn fields_round_trip() {
+        let m = message();
+        let fields = m.to_fields();
+        assert_eq!(parse_fields(&fields), Entry::Message(Arc::new(m)));
+    }
+
+    #[test]
+    fn seed_style_entry_is_a_message() {
+        let entry = parse_fields(&[("sender_id", "alice"), ("content", "hi")]);
+        let Entry::Message(m) = entry else {
+            panic!("expected a message, got {entry:?}")
+        };
+        assert_eq!((&*m.sender_id, m.content.as_str()), ("alice", "hi"));
+        assert_eq!(
+            (m.seq, m.tick, m.to.clone(), m.data.clone()),
+            (None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn malformed_entries_say_why() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("content", "x")], "sender_id"),
+            (&[("sender_id", "a")], "content"),
+            (
+                &[("sender_id", "a"), ("content", "x"), ("data", "{")],
+                "not valid JSON",
+            ),
+            (
+                &[("sender_id", "a"), ("content", "x"), ("data", "[1]")],
+                "not a JSON object",
+            ),
+            (&[("sender_id", "a"), ("content", "x"), ("seq", "-1")], "seq"),
+        ];
+        for (fields, why) in cases {
+            match parse_fields(fields) {
+                Entry::Malformed(m) => assert!(m.reason.contains(why), "{:?}", m.reason),
+                other => panic!("{fields:?} parsed as {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn transcript_line_has_the_contract_fields() {
+        let line = message().transcript_line();
+        assert_eq!(
+            line,
+            r#"{"tick":3,"sender_id":"a_1","seq":7,"to":"a_2","content":"hello","data":{"x":0.1}}"#
+        );
+        let free = Message {
+            tick: None,
+            to: None,
+            data: None,
+            ..message()
+        };
+        assert_eq!(
+            free.transcript_line(),
+            r#"{"tick":null,"sender_id":"a_1","seq":7,"content":"hello"}"#
+        );
+    }
+
+    #[test]
+    fn entry_ids_parse_and_order() {
+        let a: EntryId = "1700000000000-5".parse().unwrap();
+        let b: EntryId = "1700000000001-0".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(a.to_string(), "1700000000000-5");
+        assert!("x-1".parse::<EntryId>().is_err());
+    }
+}

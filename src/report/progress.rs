@@ -1,0 +1,139 @@
+//! The live progress line, and a log writer that keeps logs from tearing it.
+//!
+//! The line goes to stderr and only when stderr is a terminal; `--quiet` drops it. Log lines
+//! (`tracing`, filtered by `RUST_LOG`) are written through [`LogWriter`], which hides the
+//! line, writes, and redraws it.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::summary::human;
+
+/// The bar on screen now, if any, for [`LogWriter`].
+static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// No progress display at all.
+    pub fn hidden() -> Self {
+        Progress { bar: None }
+    }
+
+    /// A bar over `ticks` ticks.
+    pub fn lockstep(ticks: u64, quiet: bool) -> Self {
+        Self::with(quiet, || {
+            let bar = ProgressBar::with_draw_target(Some(ticks), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} tick {pos}/{len} [{bar:30}] {elapsed} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar
+        })
+    }
+
+    /// A spinner with counts, for free mode.
+    pub fn free(quiet: bool) -> Self {
+        Self::with(quiet, || {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar
+        })
+    }
+
+    fn with(quiet: bool, make: impl FnOnce() -> ProgressBar) -> Self {
+        if quiet {
+            return Progress::hidden();
+        }
+        let bar = make();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        if let Ok(mut active) = ACTIVE.lock() {
+            *active = Some(bar.clone());
+        }
+        Progress { bar: Some(bar) }
+    }
+
+    /// Updates the counts shown; `tick` moves a lockstep bar.
+    pub fn update(&self, tick: Option<u64>, messages: u64, deliveries: u64, elapsed: Duration) {
+        let Some(bar) = &self.bar else { return };
+        if let Some(t) = tick {
+            bar.set_position(t);
+        }
+        let rate = deliveries as f64 / elapsed.as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "{messages} messages, {deliveries} deliveries ({}/s)",
+            human(rate)
+        ));
+    }
+
+    /// Shows what the run is waiting for (a lost Redis, a worker).
+    pub fn waiting(&self, what: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("waiting: {what}"));
+        }
+    }
+
+    /// Removes the line before the summary is printed.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if let Ok(mut active) = ACTIVE.lock() {
+            *active = None;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// A `tracing` writer that writes each log line to stderr around the progress line.
+#[derive(Clone, Copy, Default)]
+pub struct LogWriter;
+
+pub struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let bytes = std::mem::take(&mut self.0);
+        let write = || {
+            let _ = std::io::stderr().write_all(&bytes);
+        };
+        let bar = ACTIVE.lock().ok().and_then(|a| a.clone());
+        match bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogLine(Vec::new())
+    }
+}

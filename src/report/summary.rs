@@ -1,0 +1,154 @@
+//! `summary.json` and the summary table printed at the end of a run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// What `summary.json` holds (CONTRACT.md lists the required keys; the rest are extras).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub seed: u64,
+    pub mode: String,
+    pub backend: String,
+    pub agents: u64,
+    /// Lockstep: the last tick completed. Free mode: null.
+    pub ticks: Option<u64>,
+    /// Messages published.
+    pub messages: u64,
+    /// Stream entries read and acknowledged, summed over all groups.
+    pub deliveries: u64,
+    /// Messages handed to behaviours and handled.
+    pub handled: u64,
+    pub dead_letters: u64,
+    /// Of the dead letters, messages a behaviour kept failing on.
+    pub behaviour_failures: u64,
+    pub elapsed_s: f64,
+    pub deliveries_per_s: f64,
+    /// `ticks`, `duration`, `budget`, `quiescent`, `interrupted`, or `failed`.
+    pub stop_reason: String,
+    /// Why the run failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub transcript_sha256: String,
+    /// Counters behaviours reported, such as gossip's `informed`.
+    pub metrics: BTreeMap<String, MetricSeries>,
+}
+
+/// A behaviour counter: its total and, in lockstep, its value tick by tick.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MetricSeries {
+    pub total: i64,
+    /// Lockstep: the counter's sum in each tick, from tick 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_tick: Vec<i64>,
+    /// Lockstep: the running total at the end of each tick.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cumulative: Vec<i64>,
+}
+
+impl MetricSeries {
+    /// Records this counter's sum for tick `tick` (ticks may be skipped: they count 0).
+    pub fn record_tick(&mut self, tick: u64, delta: i64) {
+        let tick = tick as usize;
+        if self.per_tick.len() <= tick {
+            self.per_tick.resize(tick + 1, 0);
+        }
+        self.per_tick[tick] += delta;
+        self.total += delta;
+    }
+
+    pub fn finish(&mut self) {
+        let mut running = 0;
+        self.cumulative = self
+            .per_tick
+            .iter()
+            .map(|d| {
+                running += d;
+                running
+            })
+            .collect();
+    }
+}
+
+impl Summary {
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(&str, String)> = vec![
+            ("scenario", format!("{} (seed {})", self.scenario, self.seed)),
+            ("mode", format!("{} on {}", self.mode, self.backend)),
+            ("agents", self.agents.to_string()),
+        ];
+        if let Some(ticks) = self.ticks {
+            rows.push(("ticks", ticks.to_string()));
+        }
+        rows.extend([
+            ("messages", self.messages.to_string()),
+            ("deliveries", self.deliveries.to_string()),
+            ("handled", self.handled.to_string()),
+            ("dead letters", self.dead_letters.to_string()),
+            ("elapsed", format!("{:.3} s", self.elapsed_s)),
+            ("rate", format!("{} deliveries/s", human(self.deliveries_per_s))),
+            ("stop reason", self.stop_reason.clone()),
+        ]);
+        for (name, series) in &self.metrics {
+            let shown = if series.cumulative.is_empty() {
+                series.total.to_string()
+            } else {
+                format!("{} (by tick: {})", series.total, abbreviate(&series.cumulative))
+            };
+            rows.push((name.as_str(), shown));
+        }
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (key, value) in rows {
+            let _ = writeln!(out, "  {key:<width$}  {value}");
+        }
+        out
+    }
+}
+
+/// A series as `1 3 7 ... 40 40`, at most a dozen numbers.
+fn abbreviate(series: &[i64]) -> String {
+    let show = |s: &[i64]| s.iter().map(i64::to_string).collect::<Vec<_>>().join(" ");
+    if series.len() <= 12 {
+        show(series)
+    } else {
+        format!("{} ... {}", show(&series[..6]), show(&series[series.len() - 5..]))
+    }
+}
+
+/// 1234567.0 as "1.23M".
+pub fn human(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.2}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e4 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_accumulate() {
+        let mut s = MetricSeries::default();
+        s.record_tick(0, 1);
+        s.record_tick(2, 4);
+        s.record_tick(2, 1);
+        s.finish();
+        assert_eq!(s.per_tick, [1, 0, 5]);
+        assert_eq!(s.cumulative, [1, 1, 6]);
+        assert_eq!(s.total, 6);
+    }
+
+    #[test]
+    fn long_series_are_abbreviated() {
+        let s: Vec<i64> = (1..=20).collect();
+        assert_eq!(abbreviate(&s), "1 2 3 4 5 6 ... 16 17 18 19 20");
+        assert_eq!(human(2_500_000.0), "2.50M");
+    }
+}

@@ -1,0 +1,132 @@
+//! Running a scenario: agents as actix actors, a shard that feeds them, a coordinator that
+//! drives ticks (lockstep) or watches the flow (free mode) and decides when to stop.
+//!
+//! [`run`] is the whole of `agora run`: it starts an actix system, connects the backend,
+//! prepares the keys and the output directory, runs, and writes `transcript.jsonl` and
+//! `summary.json`, also when the run is interrupted or fails part-way.
+
+mod agent;
+mod coordinator;
+mod shard;
+mod step_cache;
+
+use std::path::PathBuf;
+
+pub use coordinator::StopReason;
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::{Backend, BackendError};
+use crate::report::Summary;
+use crate::scenario::{BackendKind, Scenario};
+
+/// How to run, beyond what the scenario says.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// No progress line.
+    pub quiet: bool,
+    /// Continue an interrupted run from what the backend holds.
+    pub resume: bool,
+}
+
+/// What a run produced. `error` is set when the run stopped on a failure; the files were
+/// written all the same.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub summary: Summary,
+    pub run_dir: PathBuf,
+    pub transcript: PathBuf,
+    pub summary_path: PathBuf,
+    /// Written only when some messages were dead-lettered.
+    pub dead_letters_path: Option<PathBuf>,
+    pub error: Option<RunError>,
+}
+
+/// A failure while running.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    #[error("agent {agent}: the behaviour {message}")]
+    Behaviour { agent: String, message: String },
+    #[error("agent {agent}: {message}")]
+    State { agent: String, message: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("cannot write {path}: {message}")]
+    Output { path: PathBuf, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunError {
+    pub fn backend_unavailable(&self) -> bool {
+        matches!(self, RunError::Backend(e) if e.is_unavailable())
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RunError::Backend(e) => e.hint(),
+            RunError::Behaviour { .. } => Some(
+                "fix the behaviour, or raise scenario.max_retries if its failures are transient".to_string(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn output(path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        RunError::Output {
+            path: path.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs `scenario` on the backend it names, in a new actix system.
+pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutcome, RunError> {
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        match scenario.backend.kind {
+            BackendKind::Memory => {
+                if options.resume {
+                    return Err(RunError::Usage(
+                        "--resume needs the redis backend: the memory backend keeps nothing after the process ends"
+                            .to_string(),
+                    ));
+                }
+                run_on(MemoryBackend::new(scenario.backend.keys.clone()), scenario, options).await
+            }
+            BackendKind::Redis => Err(RunError::Backend(BackendError::unavailable(
+                "the redis backend is not built into this version of agora",
+                "run with --backend memory",
+            ))),
+        }
+    })
+}
+
+/// Runs `scenario` on `backend`, from within an actix system.
+pub async fn run_on<B: Backend>(
+    backend: B,
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> Result<RunOutcome, RunError> {
+    coordinator::Coordinator::new(backend, scenario, options)
+        .run()
+        .await
+}
+
+/// The text of a caught panic.
+pub fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
+    agent::panic_message(payload)
+}
+
+/// The text of a panic as a panic hook sees it.
+pub fn panic_info_text(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
