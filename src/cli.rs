@@ -203,12 +203,15 @@ fn clap_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let first = rendered
+            // clap writes the message, sometimes continued on indented lines, then a blank
+            // line and the usage.
+            let message: Vec<&str> = rendered
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {}", one_line(first));
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("error: {}", one_line(message));
             let usage = rendered.lines().find(|l| l.starts_with("Usage:"));
             match usage {
                 Some(u) => eprintln!("hint: {} (see --help)", u.trim()),

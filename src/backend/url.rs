@@ -27,6 +27,13 @@ impl RedisUrl {
         if host.is_empty() {
             return Err(format!("{:?} names no host", redact(text)));
         }
+        // A port after the host (not inside an IPv6 address's brackets) must be a number.
+        let after_brackets = host.rsplit_once(']').map_or(host, |(_, rest)| rest);
+        if let Some((_, port)) = after_brackets.rsplit_once(':')
+            && port.parse::<u16>().is_err()
+        {
+            return Err(format!("{:?} has an invalid port {port:?}", redact(text)));
+        }
         Ok(RedisUrl(text.to_string()))
     }
 
@@ -95,6 +102,8 @@ mod tests {
         assert!(RedisUrl::parse("127.0.0.1:6379").is_err());
         assert!(RedisUrl::parse("http://h").is_err());
         assert!(RedisUrl::parse("redis://").is_err());
+        assert!(RedisUrl::parse("redis://h:http/0").is_err());
+        assert!(RedisUrl::parse("redis://[::1]:6379").is_ok());
         let err = RedisUrl::parse("http://u:topsecret@h").unwrap_err();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(RedisUrl::parse("rediss://u:p@h:6379/0").unwrap().is_tls());

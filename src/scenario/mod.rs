@@ -48,10 +48,22 @@ impl ScenarioError {
     }
 }
 
+/// Serde's type names in words a scenario author uses.
+pub(crate) fn friendly(message: &str) -> String {
+    message
+        .replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected u32", "expected a non-negative integer")
+        .replace("expected f64", "expected a number")
+        .replace("expected usize", "expected a non-negative integer")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected a table")
+}
+
 impl fmt::Display for ScenarioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One line, whatever the underlying parser wrote.
-        let message = self.message.replace('\n', " ");
+        let message = friendly(&self.message).replace('\n', " ");
         match &self.key {
             Some(key) if !key.is_empty() => write!(f, "{}: {key}: {message}", self.place),
             _ => write!(f, "{}: {message}", self.place),

@@ -221,12 +221,17 @@ impl Behaviour for Discussion {
         } else {
             "I disagree with"
         };
+        let mood = match (feed.len(), in_favour) {
+            (0, _) => String::new(),
+            (1, 1) => " The last post was in favour.".to_string(),
+            (1, _) => " The last post was against.".to_string(),
+            (n, k) => format!(" Of the last {n} posts, {k} were in favour."),
+        };
         let text = format!(
-            "@{} {verdict} you on {}: I {} it. Of the last {} posts, {in_favour} were in favour.",
+            "@{} {verdict} you on {}: I {} it.{mood}",
             msg.sender_id,
             self.topic,
             position(state.stance),
-            feed.len(),
         );
         Ok(self.post(state, text, Some(&msg.sender_id), ctx))
     }

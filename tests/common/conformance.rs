@@ -1,0 +1,342 @@
+//! The backend conformance suite: one body of tests, run against every backend
+//! (`tests/conformance.rs` instantiates it). A backend passes when it keeps the semantics of
+//! Redis Streams consumer groups and of the old project's cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora::backend::{
+    Backend, CacheAnswer, CacheAppend, CacheEntry, CacheQuery, Commit, DeadLetter, GroupRead, ScoreBound,
+};
+use agora::message::{Entry, EntryId};
+use agora::random::agent_rng;
+
+use super::{fields, message};
+
+fn read(group: &str, count: usize) -> GroupRead {
+    GroupRead {
+        group: group.to_string(),
+        consumer: "c".to_string(),
+        count,
+        pending: false,
+    }
+}
+
+fn pending(group: &str) -> GroupRead {
+    GroupRead {
+        pending: true,
+        ..read(group, 1000)
+    }
+}
+
+fn ids(deliveries: &[agora::message::Delivery]) -> Vec<EntryId> {
+    deliveries.iter().map(|d| d.id).collect()
+}
+
+fn contents(deliveries: &[agora::message::Delivery]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|d| d.message().map(|m| m.content.clone()).unwrap_or_default())
+        .collect()
+}
+
+async fn publish_n<B: Backend>(b: &B, n: u64) -> Vec<EntryId> {
+    let messages: Vec<_> = (1..=n).map(|i| message("p", i, Some(0), None, &format!("m{i}"))).collect();
+    b.publish(&messages).await.unwrap()
+}
+
+fn append(agent: &str, n: u64, score: f64, value: &str) -> CacheAppend {
+    CacheAppend {
+        agent: Arc::from(agent),
+        member: CacheEntry {
+            agent: agent.to_string(),
+            n,
+            tick: Some(score as u64),
+            value: serde_json::Value::from(value),
+        }
+        .encode(),
+        score,
+    }
+}
+
+fn values(members: &[String]) -> Vec<String> {
+    members
+        .iter()
+        .map(|m| CacheEntry::decode(m).unwrap().value.as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn members<B: Backend>(b: &B, q: CacheQuery) -> Vec<String> {
+    match b.cache_read(&[q]).await.unwrap().pop() {
+        Some(CacheAnswer::Members(m)) => m,
+        other => panic!("expected members, got {other:?}"),
+    }
+}
+
+async fn count<B: Backend>(b: &B, bound: ScoreBound) -> u64 {
+    match b.cache_read(&[CacheQuery::Count { bound }]).await.unwrap().pop() {
+        Some(CacheAnswer::Count(c)) => c,
+        other => panic!("expected a count, got {other:?}"),
+    }
+}
+
+pub async fn groups_are_created_once_and_listed<B: Backend>(b: B) {
+    let groups = vec!["group_a".to_string(), "group_b".to_string()];
+    b.ensure_groups(&groups).await.unwrap();
+    publish_n(&b, 2).await;
+    b.read(&[read("group_a", 10)]).await.unwrap();
+    // Creating again is not an error and does not reset the group.
+    b.ensure_groups(&groups).await.unwrap();
+    let infos = b.groups().await.unwrap();
+    let names: Vec<&str> = infos.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["group_a", "group_b"]);
+    assert_eq!(infos[0].pending, 2, "{infos:?}");
+    assert_eq!(infos[1].lag, Some(2), "{infos:?}");
+}
+
+pub async fn reading_without_a_group_fails<B: Backend>(b: B) {
+    publish_n(&b, 1).await;
+    assert!(b.read(&[read("group_missing", 1)]).await.is_err());
+}
+
+pub async fn every_group_reads_every_entry<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into(), "group_b".into()]).await.unwrap();
+    let published = publish_n(&b, 5).await;
+    assert!(published.windows(2).all(|w| w[0] < w[1]), "ids increase: {published:?}");
+    let first = b.read(&[read("group_a", 3), read("group_b", 10)]).await.unwrap();
+    assert_eq!(ids(&first[0]), published[..3]);
+    assert_eq!(ids(&first[1]), published);
+    assert_eq!(contents(&first[1]), ["m1", "m2", "m3", "m4", "m5"]);
+    let rest = b.read(&[read("group_a", 10), read("group_b", 10)]).await.unwrap();
+    assert_eq!(ids(&rest[0]), published[3..]);
+    assert!(rest[1].is_empty());
+}
+
+pub async fn groups_read_from_the_start_of_the_stream<B: Backend>(b: B) {
+    // A group created after entries were written still sees them (it starts at id 0).
+    let published = publish_n(&b, 3).await;
+    b.ensure_groups(&["group_late".into()]).await.unwrap();
+    let got = b.read(&[read("group_late", 10)]).await.unwrap();
+    assert_eq!(ids(&got[0]), published);
+}
+
+pub async fn pending_entries_until_acknowledged<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let published = publish_n(&b, 4).await;
+    b.read(&[read("group_a", 3)]).await.unwrap();
+    let info = &b.groups().await.unwrap()[0];
+    assert_eq!((info.pending, info.lag), (3, Some(1)));
+    assert_eq!(b.ack("group_a", &published[..2]).await.unwrap(), 2);
+    // Acknowledging again, or an entry never delivered, counts nothing.
+    assert_eq!(b.ack("group_a", &published[..1]).await.unwrap(), 0);
+    assert_eq!(b.ack("group_a", &published[3..]).await.unwrap(), 0);
+    let again = b.read(&[pending("group_a")]).await.unwrap();
+    assert_eq!(ids(&again[0]), published[2..3], "only the unacknowledged entry is pending");
+    let info = &b.groups().await.unwrap()[0];
+    assert_eq!(info.pending, 1);
+    assert_eq!(info.last_delivered, published[2]);
+}
+
+pub async fn pending_reads_are_per_consumer<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    publish_n(&b, 2).await;
+    let mut other = read("group_a", 1);
+    other.consumer = "other".into();
+    b.read(&[other.clone(), read("group_a", 1)]).await.unwrap();
+    let mine = b.read(&[pending("group_a")]).await.unwrap();
+    assert_eq!(contents(&mine[0]), ["m2"]);
+    other.pending = true;
+    let theirs = b.read(&[other]).await.unwrap();
+    assert_eq!(contents(&theirs[0]), ["m1"]);
+}
+
+pub async fn seed_style_and_malformed_entries<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    b.publish_fields(&fields(&[("sender_id", "alice"), ("content", "hi")])).await.unwrap();
+    b.publish_fields(&fields(&[("content", "who am i")])).await.unwrap();
+    b.publish_fields(&fields(&[("sender_id", "bob"), ("content", "x"), ("data", "{oops")]))
+        .await
+        .unwrap();
+    let got = b.read(&[read("group_a", 10)]).await.unwrap().remove(0);
+    assert_eq!(got.len(), 3);
+    match &got[0].entry {
+        Entry::Message(m) => assert_eq!((&*m.sender_id, m.content.as_str(), m.seq), ("alice", "hi", None)),
+        other => panic!("a seed-style entry is a message, got {other:?}"),
+    }
+    for (d, why) in got[1..].iter().zip(["sender_id", "data"]) {
+        match &d.entry {
+            Entry::Malformed(m) => assert!(m.reason.contains(why), "{}", m.reason),
+            other => panic!("expected a malformed entry, got {other:?}"),
+        }
+    }
+}
+
+pub async fn messages_keep_every_field<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let mut m = (*message("a_1", 7, Some(3), Some("a_2"), "hello")).clone();
+    m.data = Some(serde_json::json!({ "x": 0.1, "n": 3, "s": "é" }).as_object().unwrap().clone());
+    b.publish(&[Arc::new(m.clone())]).await.unwrap();
+    let got = b.read(&[read("group_a", 1)]).await.unwrap().remove(0);
+    assert_eq!(got[0].message().map(|x| (**x).clone()), Some(m));
+}
+
+pub async fn range_reads_without_a_group<B: Backend>(b: B) {
+    let published = publish_n(&b, 5).await;
+    let after_two = b.range(published[1], 2).await.unwrap();
+    assert_eq!(ids(&after_two), published[2..4]);
+    let all = b.range(EntryId::ZERO, 100).await.unwrap();
+    assert_eq!(ids(&all), published);
+    assert_eq!(b.last_id().await.unwrap(), published[4]);
+}
+
+pub async fn trimming_spares_unread_entries<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let published = publish_n(&b, 6).await;
+    assert_eq!(b.trim(2).await.unwrap(), 0, "nothing is read yet");
+    b.read(&[read("group_a", 4)]).await.unwrap();
+    b.ack("group_a", &published[..3]).await.unwrap();
+    // Entries 1-3 are read and acknowledged; entry 4 is read but pending.
+    assert_eq!(b.trim(2).await.unwrap(), 3);
+    let left = b.range(EntryId::ZERO, 10).await.unwrap();
+    assert_eq!(ids(&left), published[3..]);
+    let pending = b.read(&[pending("group_a")]).await.unwrap();
+    assert_eq!(ids(&pending[0]), published[3..4]);
+}
+
+pub async fn waiting_for_entries<B: Backend>(b: B) {
+    let last = b.last_id().await.unwrap();
+    let nothing = b.wait_for_entries(last, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(nothing, None);
+    let publisher = b.clone();
+    let waiter = b.wait_for_entries(last, Duration::from_secs(5));
+    let (waited, published) = futures_util::join!(waiter, async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        publish_n(&publisher, 1).await
+    });
+    assert_eq!(waited.unwrap(), Some(published[0]));
+}
+
+pub async fn cache_lists_and_sorted_set<B: Backend>(b: B) {
+    b.cache_append(&[
+        append("a", 1, 0.0, "a1"),
+        append("b", 1, 0.0, "b1"),
+        append("a", 2, 1.0, "a2"),
+        append("b", 2, 2.0, "b2"),
+    ])
+    .await
+    .unwrap();
+    let own = members(&b, CacheQuery::OwnLast { agent: "a".into(), n: 5 }).await;
+    assert_eq!(values(&own), ["a1", "a2"]);
+    let own = members(&b, CacheQuery::OwnLast { agent: "b".into(), n: 1 }).await;
+    assert_eq!(values(&own), ["b2"]);
+    let last = members(&b, CacheQuery::Last { n: 3, bound: ScoreBound::ALL }).await;
+    assert_eq!(values(&last), ["b1", "a2", "b2"], "oldest first, ties by member bytes");
+    let before_two = members(&b, CacheQuery::Last { n: 10, bound: ScoreBound::below(2.0) }).await;
+    assert_eq!(values(&before_two), ["a1", "b1", "a2"]);
+    assert_eq!(count(&b, ScoreBound::below(1.0)).await, 2);
+    assert_eq!(count(&b, ScoreBound::ALL).await, 4);
+    let rank = members(&b, CacheQuery::Rank { rank: 2 }).await;
+    assert_eq!(values(&rank), ["a2"]);
+    assert!(members(&b, CacheQuery::Rank { rank: 99 }).await.is_empty());
+}
+
+pub async fn cache_keeps_equal_values_of_different_writers<B: Backend>(b: B) {
+    // The old project scored members by value, so two agents saying the same lost one.
+    b.cache_append(&[append("a", 1, 0.0, "same"), append("b", 1, 0.0, "same")]).await.unwrap();
+    assert_eq!(count(&b, ScoreBound::ALL).await, 2);
+}
+
+pub async fn cache_samples_are_reproducible<B: Backend>(b: B) {
+    let appends: Vec<CacheAppend> = (1..=20).map(|i| append("a", i, i as f64, &format!("v{i}"))).collect();
+    b.cache_append(&appends).await.unwrap();
+    let first = b.cache_sample(5, &mut agent_rng(9, 1), ScoreBound::ALL).await.unwrap();
+    let again = b.cache_sample(5, &mut agent_rng(9, 1), ScoreBound::ALL).await.unwrap();
+    let other = b.cache_sample(5, &mut agent_rng(9, 2), ScoreBound::ALL).await.unwrap();
+    assert_eq!(first.len(), 5);
+    assert_eq!(first, again);
+    assert_ne!(first, other);
+    let mut distinct = first.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5);
+    let bounded = b.cache_sample(50, &mut agent_rng(9, 1), ScoreBound::below(4.0)).await.unwrap();
+    let mut got = values(&bounded);
+    got.sort();
+    assert_eq!(got, ["v1", "v2", "v3"]);
+}
+
+pub async fn cache_clear_expire_and_clear_all<B: Backend>(b: B) {
+    b.cache_append(&[append("a", 1, 0.0, "a1"), append("b", 1, 0.0, "b1"), append("c", 1, 0.0, "c1")])
+        .await
+        .unwrap();
+    b.cache_clear("a").await.unwrap();
+    assert!(members(&b, CacheQuery::OwnLast { agent: "a".into(), n: 5 }).await.is_empty());
+    assert_eq!(values(&members(&b, CacheQuery::OwnLast { agent: "b".into(), n: 5 }).await), ["b1"]);
+    assert!(b.cache_expire("b", Duration::from_millis(100)).await.unwrap());
+    assert!(!b.cache_expire("nobody", Duration::from_millis(100)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(members(&b, CacheQuery::OwnLast { agent: "b".into(), n: 5 }).await.is_empty());
+    let sizes = b.sizes().await.unwrap();
+    assert_eq!(sizes.lists, [("c".to_string(), 1)]);
+    assert!(b.cache_clear_all().await.unwrap() >= 2);
+    assert_eq!(count(&b, ScoreBound::ALL).await, 0);
+    assert!(members(&b, CacheQuery::OwnLast { agent: "c".into(), n: 5 }).await.is_empty());
+}
+
+pub async fn commit_applies_a_whole_step<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let incoming = publish_n(&b, 3).await;
+    b.read(&[read("group_a", 3)]).await.unwrap();
+    let out = [message("a", 1, Some(1), Some("b"), "reply")];
+    let ids = b
+        .commit(&Commit {
+            group: "group_a",
+            acks: &incoming[..2],
+            publish: &out,
+            cache: &[append("a", 1, 1.0, "noted")],
+            state: Some(("a", r#"{"x":1}"#)),
+            dead: &[DeadLetter {
+                id: incoming[2],
+                agent: "a".into(),
+                reason: "it was bad".into(),
+                fields: fields(&[("content", "m3")]),
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert!(ids[0] > incoming[2]);
+    assert_eq!(b.groups().await.unwrap()[0].pending, 1);
+    let tail = b.range(incoming[2], 10).await.unwrap();
+    assert_eq!(contents(&tail), ["reply"]);
+    assert_eq!(values(&members(&b, CacheQuery::OwnLast { agent: "a".into(), n: 1 }).await), ["noted"]);
+    let states = b.load_states(&[Arc::from("a"), Arc::from("z")]).await.unwrap();
+    assert_eq!(states, [Some(r#"{"x":1}"#.to_string()), None]);
+    let dead = b.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].contains(&("reason".to_string(), "it was bad".to_string())), "{dead:?}");
+    assert!(dead[0].contains(&("content".to_string(), "m3".to_string())), "{dead:?}");
+}
+
+pub async fn cleanup_removes_the_run<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let published = publish_n(&b, 2).await;
+    b.read(&[read("group_a", 1)]).await.unwrap();
+    b.commit(&Commit {
+        group: "group_a",
+        acks: &published[..1],
+        publish: &[],
+        cache: &[append("a", 1, 0.0, "x")],
+        state: Some(("a", "{}")),
+        dead: &[],
+    })
+    .await
+    .unwrap();
+    let report = b.cleanup().await.unwrap();
+    assert_eq!(report.groups, 1);
+    assert!(b.groups().await.unwrap().is_empty());
+    let sizes = b.sizes().await.unwrap();
+    assert_eq!((sizes.stream, sizes.dead_letters, sizes.timestamps), (0, 0, 0));
+    assert!(sizes.lists.is_empty());
+    assert_eq!(b.load_states(&[Arc::from("a")]).await.unwrap(), [None]);
+}

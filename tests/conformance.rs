@@ -1,0 +1,49 @@
+//! The backend conformance suite (tests/common/conformance.rs), run on each backend.
+
+mod common;
+
+
+use agora::backend::Keys;
+use agora::backend::memory::MemoryBackend;
+use common::conformance as case;
+
+/// One test per case, for a backend made by `$make`.
+macro_rules! conformance {
+    ($name:ident, $make:expr, [$($case:ident),* $(,)?]) => {
+        mod $name {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    common::block_on(async { case::$case($make).await });
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_cases {
+    ($name:ident, $make:expr) => {
+        conformance!($name, $make, [
+            groups_are_created_once_and_listed,
+            reading_without_a_group_fails,
+            every_group_reads_every_entry,
+            groups_read_from_the_start_of_the_stream,
+            pending_entries_until_acknowledged,
+            pending_reads_are_per_consumer,
+            seed_style_and_malformed_entries,
+            messages_keep_every_field,
+            range_reads_without_a_group,
+            trimming_spares_unread_entries,
+            waiting_for_entries,
+            cache_lists_and_sorted_set,
+            cache_keeps_equal_values_of_different_writers,
+            cache_samples_are_reproducible,
+            cache_clear_expire_and_clear_all,
+            commit_applies_a_whole_step,
+            cleanup_removes_the_run,
+        ]);
+    };
+}
+
+all_cases!(memory, MemoryBackend::new(Keys::for_stream("conformance")));
