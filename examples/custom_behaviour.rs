@@ -77,7 +77,11 @@ impl Behaviour for Echo {
         if !speak || state.spoken >= self.limit {
             return Ok(Effects::none());
         }
-        let words = format!("{} (as {} said)", msg.content.split(" (as ").next().unwrap_or(""), msg.sender_id);
+        let words = format!(
+            "{} (as {} said)",
+            msg.content.split(" (as ").next().unwrap_or(""),
+            msg.sender_id
+        );
         // Cache reads may be answered later: propagate them with `?`.
         let last = ctx.own_last(1)?;
         if last.iter().any(|e| e.value["said"] == json!(words)) {

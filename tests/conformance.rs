@@ -2,7 +2,6 @@
 
 mod common;
 
-
 use agora::backend::Keys;
 use agora::backend::memory::MemoryBackend;
 use common::conformance as case;
@@ -24,25 +23,29 @@ macro_rules! conformance {
 
 macro_rules! all_cases {
     ($name:ident, $make:expr) => {
-        conformance!($name, $make, [
-            groups_are_created_once_and_listed,
-            reading_without_a_group_fails,
-            every_group_reads_every_entry,
-            groups_read_from_the_start_of_the_stream,
-            pending_entries_until_acknowledged,
-            pending_reads_are_per_consumer,
-            seed_style_and_malformed_entries,
-            messages_keep_every_field,
-            range_reads_without_a_group,
-            trimming_spares_unread_entries,
-            waiting_for_entries,
-            cache_lists_and_sorted_set,
-            cache_keeps_equal_values_of_different_writers,
-            cache_samples_are_reproducible,
-            cache_clear_expire_and_clear_all,
-            commit_applies_a_whole_step,
-            cleanup_removes_the_run,
-        ]);
+        conformance!(
+            $name,
+            $make,
+            [
+                groups_are_created_once_and_listed,
+                reading_without_a_group_fails,
+                every_group_reads_every_entry,
+                groups_read_from_the_start_of_the_stream,
+                pending_entries_until_acknowledged,
+                pending_reads_are_per_consumer,
+                seed_style_and_malformed_entries,
+                messages_keep_every_field,
+                range_reads_without_a_group,
+                trimming_spares_unread_entries,
+                waiting_for_entries,
+                cache_lists_and_sorted_set,
+                cache_keeps_equal_values_of_different_writers,
+                cache_samples_are_reproducible,
+                cache_clear_expire_and_clear_all,
+                commit_applies_a_whole_step,
+                cleanup_removes_the_run,
+            ]
+        );
     };
 }
 

@@ -25,7 +25,13 @@ fn load_with(text: &str, env: &[(&str, &str)], sets: &[&str]) -> Result<Scenario
     for s in sets {
         overrides.set(s)?;
     }
-    scenario::load_str(Path::new("s.toml"), text.to_string(), &env, &overrides, &Registry::builtin())
+    scenario::load_str(
+        Path::new("s.toml"),
+        text.to_string(),
+        &env,
+        &overrides,
+        &Registry::builtin(),
+    )
 }
 
 fn load(text: &str) -> Result<Scenario, ScenarioError> {
@@ -34,7 +40,9 @@ fn load(text: &str) -> Result<Scenario, ScenarioError> {
 
 /// The one-line error for `text`, checked to be one line.
 fn error(text: &str) -> String {
-    let e = load(text).expect_err("the scenario should be refused").to_string();
+    let e = load(text)
+        .expect_err("the scenario should be refused")
+        .to_string();
     assert!(!e.contains('\n'), "errors are one line: {e:?}");
     e
 }
@@ -42,13 +50,19 @@ fn error(text: &str) -> String {
 #[test]
 fn a_valid_scenario_has_its_defaults() {
     let s = load(BASE).unwrap();
-    assert_eq!((s.name.as_str(), s.seed, s.mode, s.ticks), ("t", 5, Mode::Lockstep, Some(3)));
+    assert_eq!(
+        (s.name.as_str(), s.seed, s.mode, s.ticks),
+        ("t", 5, Mode::Lockstep, Some(3))
+    );
     assert_eq!(s.max_messages, 1_000_000);
     assert_eq!(s.max_retries, 3);
     let names: Vec<&str> = s.agents.iter().map(|a| &*a.name).collect();
     assert_eq!(names, ["a_1", "a_2"]);
     let keys = &s.backend.keys;
-    assert_eq!((keys.stream.as_str(), keys.group_prefix.as_str()), ("t", "group_"));
+    assert_eq!(
+        (keys.stream.as_str(), keys.group_prefix.as_str()),
+        ("t", "group_")
+    );
     assert_eq!(keys.cache_prefix, "t:cache:");
     assert_eq!(s.backend.url.expose(), "redis://127.0.0.1:6379/0");
     assert_eq!(s.run_dir(), Path::new("runs/t-5"));
@@ -56,8 +70,15 @@ fn a_valid_scenario_has_its_defaults() {
 
 #[test]
 fn agents_are_named_in_declaration_order() {
-    let s = load(&format!("{BASE}\n[[agents]]\nid = \"solo\"\nbehaviour = \"relay\"\n")).unwrap();
-    let spec: Vec<(&str, usize, usize)> = s.agents.iter().map(|a| (&*a.name, a.index, a.peer_index)).collect();
+    let s = load(&format!(
+        "{BASE}\n[[agents]]\nid = \"solo\"\nbehaviour = \"relay\"\n"
+    ))
+    .unwrap();
+    let spec: Vec<(&str, usize, usize)> = s
+        .agents
+        .iter()
+        .map(|a| (&*a.name, a.index, a.peer_index))
+        .collect();
     assert_eq!(spec, [("a_1", 0, 0), ("a_2", 1, 1), ("solo", 2, 2)]);
 }
 
@@ -69,7 +90,10 @@ fn environment_then_set_then_flags() {
     assert_eq!(set_wins.seed, 9);
     let agents = load_with(BASE, &[], &["agents.0.count=4", "agents.0.params.hops=5"]).unwrap();
     assert_eq!(agents.agents.len(), 4);
-    assert_eq!(agents.tables[0].behaviour.resolved_params()["hops"].as_integer(), Some(5));
+    assert_eq!(
+        agents.tables[0].behaviour.resolved_params()["hops"].as_integer(),
+        Some(5)
+    );
     let url = load_with(BASE, &[("AGORA_BACKEND__URL", "redis://h:1/2")], &[]).unwrap();
     assert_eq!(url.backend.url.expose(), "redis://h:1/2");
     // Plain words are strings.
@@ -89,7 +113,10 @@ fn syntax_errors_name_the_line() {
 #[test]
 fn unknown_keys_are_named() {
     let e = error(&BASE.replace("seed = 5", "sede = 5"));
-    assert!(e.starts_with("s.toml:4: scenario.sede: unknown field `sede`"), "{e}");
+    assert!(
+        e.starts_with("s.toml:4: scenario.sede: unknown field `sede`"),
+        "{e}"
+    );
     let e = error(&format!("{BASE}\n[output]\ndir = \"x\"\nformat = \"csv\"\n"));
     assert!(e.contains("output.format") && e.contains("unknown field"), "{e}");
     let e = error(&format!("{BASE}\n[extras]\nx = 1\n"));
@@ -99,9 +126,19 @@ fn unknown_keys_are_named() {
 #[test]
 fn wrong_types_are_named() {
     let e = error(&BASE.replace("ticks = 3", "ticks = \"three\""));
-    assert!(e.starts_with("s.toml:5: scenario.ticks:") && e.contains("expected an integer"), "{e}");
-    let e = error(&BASE.replace("mode", "x").replace("seed = 5", "mode = \"sideways\""));
-    assert!(e.contains("scenario.mode") && e.contains("`lockstep` or `free`"), "{e}");
+    assert!(
+        e.starts_with("s.toml:5: scenario.ticks:") && e.contains("expected an integer"),
+        "{e}"
+    );
+    let e = error(
+        &BASE
+            .replace("mode", "x")
+            .replace("seed = 5", "mode = \"sideways\""),
+    );
+    assert!(
+        e.contains("scenario.mode") && e.contains("`lockstep` or `free`"),
+        "{e}"
+    );
     let e = error(&BASE.replace("seed = 5", "seed = -5"));
     assert!(e.contains("scenario.seed"), "{e}");
 }
@@ -110,7 +147,10 @@ fn wrong_types_are_named() {
 fn counts_must_be_positive() {
     for count in ["0", "-3"] {
         let e = error(&BASE.replace("count = 2", &format!("count = {count}")));
-        assert_eq!(e, format!("s.toml:9: agents[0].count: must be at least 1, got {count}"));
+        assert_eq!(
+            e,
+            format!("s.toml:9: agents[0].count: must be at least 1, got {count}")
+        );
     }
 }
 
@@ -118,7 +158,10 @@ fn counts_must_be_positive() {
 fn agent_names_must_be_unique() {
     let text = format!("{BASE}\n[[agents]]\nid = \"a_2\"\nbehaviour = \"relay\"\n");
     let e = error(&text);
-    assert!(e.contains("agents[1].id") && e.contains("\"a_2\" is already used"), "{e}");
+    assert!(
+        e.contains("agents[1].id") && e.contains("\"a_2\" is already used"),
+        "{e}"
+    );
     let e = error(&BASE.replace("id = \"a\"", "id = \"bad name\""));
     assert!(e.contains("agents[0].id") && e.contains("not a valid id"), "{e}");
     let e = error(&BASE.replace("id = \"a\"\ncount = 2", "id = \"timestamps\"\ncount = 1"));
@@ -128,21 +171,49 @@ fn agent_names_must_be_unique() {
 #[test]
 fn unknown_behaviours_list_the_known_ones() {
     let err = load(&BASE.replace("\"relay\"", "\"rely\"")).unwrap_err();
-    assert!(err.to_string().contains("agents[0].behaviour: unknown behaviour \"rely\""), "{err}");
-    assert_eq!(err.hint.as_deref(), Some("known behaviours: discussion, gossip, opinion, relay"));
+    assert!(
+        err.to_string()
+            .contains("agents[0].behaviour: unknown behaviour \"rely\""),
+        "{err}"
+    );
+    assert_eq!(
+        err.hint.as_deref(),
+        Some("known behaviours: discussion, gossip, opinion, relay")
+    );
 }
 
 #[test]
 fn behaviour_parameters_are_checked() {
     let e = error(&BASE.replace("tokens = 2", "tokns = 2"));
-    assert!(e.starts_with("s.toml:11: agents[0].params.tokns: unknown field `tokns`"), "{e}");
+    assert!(
+        e.starts_with("s.toml:11: agents[0].params.tokns: unknown field `tokns`"),
+        "{e}"
+    );
     let e = error(&BASE.replace("tokens = 2", "tokens = \"many\""));
-    assert!(e.contains("agents[0].params.tokens") && e.contains("invalid type"), "{e}");
-    let e = error(&BASE.replace("\"relay\"", "\"gossip\"").replace("tokens = 2", "p_forward = 1.5"));
-    assert!(e.contains("agents[0].params") && e.contains("between 0 and 1"), "{e}");
-    let e = error(&BASE.replace("\"relay\"", "\"gossip\"").replace("tokens = 2", "p_forward = nan"));
+    assert!(
+        e.contains("agents[0].params.tokens") && e.contains("invalid type"),
+        "{e}"
+    );
+    let e = error(
+        &BASE
+            .replace("\"relay\"", "\"gossip\"")
+            .replace("tokens = 2", "p_forward = 1.5"),
+    );
+    assert!(
+        e.contains("agents[0].params") && e.contains("between 0 and 1"),
+        "{e}"
+    );
+    let e = error(
+        &BASE
+            .replace("\"relay\"", "\"gossip\"")
+            .replace("tokens = 2", "p_forward = nan"),
+    );
     assert!(e.contains("between 0 and 1, got NaN"), "{e}");
-    let e = error(&BASE.replace("\"relay\"", "\"gossip\"").replace("tokens = 2", "seeds = 3"));
+    let e = error(
+        &BASE
+            .replace("\"relay\"", "\"gossip\"")
+            .replace("tokens = 2", "seeds = 3"),
+    );
     assert!(e.contains("only 2 gossip agents"), "{e}");
 }
 
@@ -173,16 +244,27 @@ fn other_limits() {
 
 #[test]
 fn override_errors_name_the_override() {
-    let e = load_with(BASE, &[], &["scenario.seed=abc"]).unwrap_err().to_string();
+    let e = load_with(BASE, &[], &["scenario.seed=abc"])
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("--set scenario.seed=abc: scenario.seed:"), "{e}");
-    let e = load_with(BASE, &[], &["agents.5.count=2"]).unwrap_err().to_string();
+    let e = load_with(BASE, &[], &["agents.5.count=2"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("1 [[agents]] table"), "{e}");
-    let e = load_with(BASE, &[("AGORA_SCENARIO__TICKS", "x")], &[]).unwrap_err().to_string();
-    assert!(e.starts_with("environment variable AGORA_SCENARIO__TICKS:"), "{e}");
+    let e = load_with(BASE, &[("AGORA_SCENARIO__TICKS", "x")], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("environment variable AGORA_SCENARIO__TICKS:"),
+        "{e}"
+    );
     let e = load_with(BASE, &[("AGORA_SCENARIO_SEED", "1")], &[]).unwrap_err();
     assert_eq!(e.hint.as_deref(), Some("write AGORA_SCENARIO__SEED"));
     // A value set from the command line is blamed on the command line, not the file.
-    let e = load_with(BASE, &[], &["agents.0.count=0"]).unwrap_err().to_string();
+    let e = load_with(BASE, &[], &["agents.0.count=0"])
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("--set agents.0.count=0: agents[0].count"), "{e}");
     assert!(load_with(BASE, &[], &["novalue"]).is_err());
 }
@@ -193,7 +275,9 @@ fn passwords_never_show() {
     let s = load(&text).unwrap();
     assert!(!s.to_toml().contains("hunter2"));
     assert!(!format!("{s:?}").contains("hunter2"));
-    let e = load_with(&text, &[], &["backend.url=redis://u:hunter2@h:notaport"]).map(|_| ()).unwrap_err();
+    let e = load_with(&text, &[], &["backend.url=redis://u:hunter2@h:notaport"])
+        .map(|_| ())
+        .unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
 

@@ -41,7 +41,9 @@ fn contents(deliveries: &[agora::message::Delivery]) -> Vec<String> {
 }
 
 async fn publish_n<B: Backend>(b: &B, n: u64) -> Vec<EntryId> {
-    let messages: Vec<_> = (1..=n).map(|i| message("p", i, Some(0), None, &format!("m{i}"))).collect();
+    let messages: Vec<_> = (1..=n)
+        .map(|i| message("p", i, Some(0), None, &format!("m{i}")))
+        .collect();
     b.publish(&messages).await.unwrap()
 }
 
@@ -100,9 +102,14 @@ pub async fn reading_without_a_group_fails<B: Backend>(b: B) {
 }
 
 pub async fn every_group_reads_every_entry<B: Backend>(b: B) {
-    b.ensure_groups(&["group_a".into(), "group_b".into()]).await.unwrap();
+    b.ensure_groups(&["group_a".into(), "group_b".into()])
+        .await
+        .unwrap();
     let published = publish_n(&b, 5).await;
-    assert!(published.windows(2).all(|w| w[0] < w[1]), "ids increase: {published:?}");
+    assert!(
+        published.windows(2).all(|w| w[0] < w[1]),
+        "ids increase: {published:?}"
+    );
     let first = b.read(&[read("group_a", 3), read("group_b", 10)]).await.unwrap();
     assert_eq!(ids(&first[0]), published[..3]);
     assert_eq!(ids(&first[1]), published);
@@ -131,7 +138,11 @@ pub async fn pending_entries_until_acknowledged<B: Backend>(b: B) {
     assert_eq!(b.ack("group_a", &published[..1]).await.unwrap(), 0);
     assert_eq!(b.ack("group_a", &published[3..]).await.unwrap(), 0);
     let again = b.read(&[pending("group_a")]).await.unwrap();
-    assert_eq!(ids(&again[0]), published[2..3], "only the unacknowledged entry is pending");
+    assert_eq!(
+        ids(&again[0]),
+        published[2..3],
+        "only the unacknowledged entry is pending"
+    );
     let info = &b.groups().await.unwrap()[0];
     assert_eq!(info.pending, 1);
     assert_eq!(info.last_delivered, published[2]);
@@ -152,11 +163,19 @@ pub async fn pending_reads_are_per_consumer<B: Backend>(b: B) {
 
 pub async fn seed_style_and_malformed_entries<B: Backend>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
-    b.publish_fields(&fields(&[("sender_id", "alice"), ("content", "hi")])).await.unwrap();
-    b.publish_fields(&fields(&[("content", "who am i")])).await.unwrap();
-    b.publish_fields(&fields(&[("sender_id", "bob"), ("content", "x"), ("data", "{oops")]))
+    b.publish_fields(&fields(&[("sender_id", "alice"), ("content", "hi")]))
         .await
         .unwrap();
+    b.publish_fields(&fields(&[("content", "who am i")]))
+        .await
+        .unwrap();
+    b.publish_fields(&fields(&[
+        ("sender_id", "bob"),
+        ("content", "x"),
+        ("data", "{oops"),
+    ]))
+    .await
+    .unwrap();
     let got = b.read(&[read("group_a", 10)]).await.unwrap().remove(0);
     assert_eq!(got.len(), 3);
     match &got[0].entry {
@@ -174,7 +193,12 @@ pub async fn seed_style_and_malformed_entries<B: Backend>(b: B) {
 pub async fn messages_keep_every_field<B: Backend>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     let mut m = (*message("a_1", 7, Some(3), Some("a_2"), "hello")).clone();
-    m.data = Some(serde_json::json!({ "x": 0.1, "n": 3, "s": "é" }).as_object().unwrap().clone());
+    m.data = Some(
+        serde_json::json!({ "x": 0.1, "n": 3, "s": "é" })
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
     b.publish(&[Arc::new(m.clone())]).await.unwrap();
     let got = b.read(&[read("group_a", 1)]).await.unwrap().remove(0);
     assert_eq!(got[0].message().map(|x| (**x).clone()), Some(m));
@@ -225,13 +249,45 @@ pub async fn cache_lists_and_sorted_set<B: Backend>(b: B) {
     ])
     .await
     .unwrap();
-    let own = members(&b, CacheQuery::OwnLast { agent: "a".into(), n: 5 }).await;
+    let own = members(
+        &b,
+        CacheQuery::OwnLast {
+            agent: "a".into(),
+            n: 5,
+        },
+    )
+    .await;
     assert_eq!(values(&own), ["a1", "a2"]);
-    let own = members(&b, CacheQuery::OwnLast { agent: "b".into(), n: 1 }).await;
+    let own = members(
+        &b,
+        CacheQuery::OwnLast {
+            agent: "b".into(),
+            n: 1,
+        },
+    )
+    .await;
     assert_eq!(values(&own), ["b2"]);
-    let last = members(&b, CacheQuery::Last { n: 3, bound: ScoreBound::ALL }).await;
-    assert_eq!(values(&last), ["b1", "a2", "b2"], "oldest first, ties by member bytes");
-    let before_two = members(&b, CacheQuery::Last { n: 10, bound: ScoreBound::below(2.0) }).await;
+    let last = members(
+        &b,
+        CacheQuery::Last {
+            n: 3,
+            bound: ScoreBound::ALL,
+        },
+    )
+    .await;
+    assert_eq!(
+        values(&last),
+        ["b1", "a2", "b2"],
+        "oldest first, ties by member bytes"
+    );
+    let before_two = members(
+        &b,
+        CacheQuery::Last {
+            n: 10,
+            bound: ScoreBound::below(2.0),
+        },
+    )
+    .await;
     assert_eq!(values(&before_two), ["a1", "b1", "a2"]);
     assert_eq!(count(&b, ScoreBound::below(1.0)).await, 2);
     assert_eq!(count(&b, ScoreBound::ALL).await, 4);
@@ -242,16 +298,29 @@ pub async fn cache_lists_and_sorted_set<B: Backend>(b: B) {
 
 pub async fn cache_keeps_equal_values_of_different_writers<B: Backend>(b: B) {
     // The old project scored members by value, so two agents saying the same lost one.
-    b.cache_append(&[append("a", 1, 0.0, "same"), append("b", 1, 0.0, "same")]).await.unwrap();
+    b.cache_append(&[append("a", 1, 0.0, "same"), append("b", 1, 0.0, "same")])
+        .await
+        .unwrap();
     assert_eq!(count(&b, ScoreBound::ALL).await, 2);
 }
 
 pub async fn cache_samples_are_reproducible<B: Backend>(b: B) {
-    let appends: Vec<CacheAppend> = (1..=20).map(|i| append("a", i, i as f64, &format!("v{i}"))).collect();
+    let appends: Vec<CacheAppend> = (1..=20)
+        .map(|i| append("a", i, i as f64, &format!("v{i}")))
+        .collect();
     b.cache_append(&appends).await.unwrap();
-    let first = b.cache_sample(5, &mut agent_rng(9, 1), ScoreBound::ALL).await.unwrap();
-    let again = b.cache_sample(5, &mut agent_rng(9, 1), ScoreBound::ALL).await.unwrap();
-    let other = b.cache_sample(5, &mut agent_rng(9, 2), ScoreBound::ALL).await.unwrap();
+    let first = b
+        .cache_sample(5, &mut agent_rng(9, 1), ScoreBound::ALL)
+        .await
+        .unwrap();
+    let again = b
+        .cache_sample(5, &mut agent_rng(9, 1), ScoreBound::ALL)
+        .await
+        .unwrap();
+    let other = b
+        .cache_sample(5, &mut agent_rng(9, 2), ScoreBound::ALL)
+        .await
+        .unwrap();
     assert_eq!(first.len(), 5);
     assert_eq!(first, again);
     assert_ne!(first, other);
@@ -259,28 +328,81 @@ pub async fn cache_samples_are_reproducible<B: Backend>(b: B) {
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 5);
-    let bounded = b.cache_sample(50, &mut agent_rng(9, 1), ScoreBound::below(4.0)).await.unwrap();
+    let bounded = b
+        .cache_sample(50, &mut agent_rng(9, 1), ScoreBound::below(4.0))
+        .await
+        .unwrap();
     let mut got = values(&bounded);
     got.sort();
     assert_eq!(got, ["v1", "v2", "v3"]);
 }
 
 pub async fn cache_clear_expire_and_clear_all<B: Backend>(b: B) {
-    b.cache_append(&[append("a", 1, 0.0, "a1"), append("b", 1, 0.0, "b1"), append("c", 1, 0.0, "c1")])
-        .await
-        .unwrap();
+    b.cache_append(&[
+        append("a", 1, 0.0, "a1"),
+        append("b", 1, 0.0, "b1"),
+        append("c", 1, 0.0, "c1"),
+    ])
+    .await
+    .unwrap();
     b.cache_clear("a").await.unwrap();
-    assert!(members(&b, CacheQuery::OwnLast { agent: "a".into(), n: 5 }).await.is_empty());
-    assert_eq!(values(&members(&b, CacheQuery::OwnLast { agent: "b".into(), n: 5 }).await), ["b1"]);
+    assert!(
+        members(
+            &b,
+            CacheQuery::OwnLast {
+                agent: "a".into(),
+                n: 5
+            }
+        )
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        values(
+            &members(
+                &b,
+                CacheQuery::OwnLast {
+                    agent: "b".into(),
+                    n: 5
+                }
+            )
+            .await
+        ),
+        ["b1"]
+    );
     assert!(b.cache_expire("b", Duration::from_millis(100)).await.unwrap());
-    assert!(!b.cache_expire("nobody", Duration::from_millis(100)).await.unwrap());
+    assert!(
+        !b.cache_expire("nobody", Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(members(&b, CacheQuery::OwnLast { agent: "b".into(), n: 5 }).await.is_empty());
+    assert!(
+        members(
+            &b,
+            CacheQuery::OwnLast {
+                agent: "b".into(),
+                n: 5
+            }
+        )
+        .await
+        .is_empty()
+    );
     let sizes = b.sizes().await.unwrap();
     assert_eq!(sizes.lists, [("c".to_string(), 1)]);
     assert!(b.cache_clear_all().await.unwrap() >= 2);
     assert_eq!(count(&b, ScoreBound::ALL).await, 0);
-    assert!(members(&b, CacheQuery::OwnLast { agent: "c".into(), n: 5 }).await.is_empty());
+    assert!(
+        members(
+            &b,
+            CacheQuery::OwnLast {
+                agent: "c".into(),
+                n: 5
+            }
+        )
+        .await
+        .is_empty()
+    );
 }
 
 pub async fn commit_applies_a_whole_step<B: Backend>(b: B) {
@@ -309,13 +431,31 @@ pub async fn commit_applies_a_whole_step<B: Backend>(b: B) {
     assert_eq!(b.groups().await.unwrap()[0].pending, 1);
     let tail = b.range(incoming[2], 10).await.unwrap();
     assert_eq!(contents(&tail), ["reply"]);
-    assert_eq!(values(&members(&b, CacheQuery::OwnLast { agent: "a".into(), n: 1 }).await), ["noted"]);
+    assert_eq!(
+        values(
+            &members(
+                &b,
+                CacheQuery::OwnLast {
+                    agent: "a".into(),
+                    n: 1
+                }
+            )
+            .await
+        ),
+        ["noted"]
+    );
     let states = b.load_states(&[Arc::from("a"), Arc::from("z")]).await.unwrap();
     assert_eq!(states, [Some(r#"{"x":1}"#.to_string()), None]);
     let dead = b.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].contains(&("reason".to_string(), "it was bad".to_string())), "{dead:?}");
-    assert!(dead[0].contains(&("content".to_string(), "m3".to_string())), "{dead:?}");
+    assert!(
+        dead[0].contains(&("reason".to_string(), "it was bad".to_string())),
+        "{dead:?}"
+    );
+    assert!(
+        dead[0].contains(&("content".to_string(), "m3".to_string())),
+        "{dead:?}"
+    );
 }
 
 pub async fn cleanup_removes_the_run<B: Backend>(b: B) {

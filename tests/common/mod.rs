@@ -23,6 +23,101 @@ pub fn message(sender: &str, seq: u64, tick: Option<u64>, to: Option<&str>, cont
 }
 
 pub fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 pub mod conformance;
+
+pub mod remote_cache {
+    //! The memory backend, except that cache reads can never be answered at once: every
+    //! read goes through a fetch, as on Redis. Running a scenario on it exercises the
+    //! runtime's fetch-and-replay of agent steps.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use agora::backend::memory::MemoryBackend;
+    use agora::backend::*;
+    use agora::message::{Delivery, EntryId, Message};
+
+    #[derive(Clone)]
+    pub struct RemoteCache(pub MemoryBackend);
+
+    impl Backend for RemoteCache {
+        fn kind(&self) -> &'static str {
+            "memory"
+        }
+        fn keys(&self) -> &Keys {
+            self.0.keys()
+        }
+        async fn ensure_groups(&self, groups: &[String]) -> Result<(), BackendError> {
+            self.0.ensure_groups(groups).await
+        }
+        async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {
+            self.0.publish(messages).await
+        }
+        async fn publish_fields(&self, fields: &[(String, String)]) -> Result<EntryId, BackendError> {
+            self.0.publish_fields(fields).await
+        }
+        async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Vec<Delivery>>, BackendError> {
+            self.0.read(reads).await
+        }
+        async fn ack(&self, group: &str, ids: &[EntryId]) -> Result<u64, BackendError> {
+            self.0.ack(group, ids).await
+        }
+        async fn groups(&self) -> Result<Vec<GroupInfo>, BackendError> {
+            self.0.groups().await
+        }
+        async fn range(&self, after: EntryId, count: usize) -> Result<Vec<Delivery>, BackendError> {
+            self.0.range(after, count).await
+        }
+        async fn last_id(&self) -> Result<EntryId, BackendError> {
+            self.0.last_id().await
+        }
+        async fn wait_for_entries(
+            &self,
+            after: EntryId,
+            timeout: Duration,
+        ) -> Result<Option<EntryId>, BackendError> {
+            self.0.wait_for_entries(after, timeout).await
+        }
+        async fn trim(&self, maxlen: u64) -> Result<u64, BackendError> {
+            self.0.trim(maxlen).await
+        }
+        async fn dead_letters(&self) -> Result<Vec<Vec<(String, String)>>, BackendError> {
+            self.0.dead_letters().await
+        }
+        async fn cache_append(&self, appends: &[CacheAppend]) -> Result<(), BackendError> {
+            self.0.cache_append(appends).await
+        }
+        async fn cache_read(&self, queries: &[CacheQuery]) -> Result<Vec<CacheAnswer>, BackendError> {
+            self.0.cache_read(queries).await
+        }
+        fn cache_read_now(&self, _query: &CacheQuery) -> Option<CacheAnswer> {
+            None
+        }
+        async fn cache_expire(&self, agent: &str, ttl: Duration) -> Result<bool, BackendError> {
+            self.0.cache_expire(agent, ttl).await
+        }
+        async fn cache_clear(&self, agent: &str) -> Result<(), BackendError> {
+            self.0.cache_clear(agent).await
+        }
+        async fn cache_clear_all(&self) -> Result<u64, BackendError> {
+            self.0.cache_clear_all().await
+        }
+        async fn commit(&self, commit: &Commit<'_>) -> Result<Vec<EntryId>, BackendError> {
+            self.0.commit(commit).await
+        }
+        async fn load_states(&self, agents: &[Arc<str>]) -> Result<Vec<Option<String>>, BackendError> {
+            self.0.load_states(agents).await
+        }
+        async fn sizes(&self) -> Result<Sizes, BackendError> {
+            self.0.sizes().await
+        }
+        async fn cleanup(&self) -> Result<CleanupReport, BackendError> {
+            self.0.cleanup().await
+        }
+    }
+}

@@ -5,7 +5,12 @@
 //! receives a token addressed to it remembers it in the cache and, while the token has hops
 //! left, publishes it on to the next agent, so each token is published `hops` times in all.
 //! Every agent still reads and acknowledges every message, as every consumer group does.
+//!
+//! With `payload > 0` each message also carries that many random hex digits, drawn from the
+//! sender's random stream: a stand-in for real message bodies that also makes the transcript
+//! depend on the seed.
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -17,17 +22,23 @@ use crate::message::Message;
 pub struct RelayParams {
     pub tokens: u64,
     pub hops: u64,
+    pub payload: u64,
 }
 
 impl Default for RelayParams {
     fn default() -> Self {
-        RelayParams { tokens: 1, hops: 100 }
+        RelayParams {
+            tokens: 1,
+            hops: 100,
+            payload: 0,
+        }
     }
 }
 
 pub struct Relay {
     tokens: u64,
     hops: u64,
+    payload: usize,
 }
 
 /// What a relay agent keeps: how many tokens it has passed on.
@@ -46,6 +57,7 @@ pub(crate) fn register(registry: &mut Registry) {
                 "tokens in flight; token k starts at relay agent k mod N",
             ),
             ("hops", "how many times each token is published in all"),
+            ("payload", "random hex digits each message carries (0: none)"),
         ],
         |p: RelayParams, _setup: &Setup<'_>| {
             if p.hops < 1 {
@@ -54,20 +66,36 @@ pub(crate) fn register(registry: &mut Registry) {
             if p.tokens > 1_000_000 {
                 return Err(format!("`tokens` is limited to 1000000, got {}", p.tokens));
             }
+            if p.payload > 1 << 20 {
+                return Err(format!(
+                    "`payload` is limited to 1048576 digits, got {}",
+                    p.payload
+                ));
+            }
             Ok(Relay {
                 tokens: p.tokens,
                 hops: p.hops,
+                payload: p.payload as usize,
             })
         },
     );
 }
 
 impl Relay {
-    fn pass(&self, token: u64, hop: u64, ctx: &Context<'_>) -> Outgoing {
+    fn pass(&self, token: u64, hop: u64, ctx: &mut Context<'_>) -> Outgoing {
         let peers = ctx.peers();
-        let next = &peers[(ctx.peer_index() + 1) % peers.len()];
-        Outgoing::to(next.to_string(), format!("token {token}"))
-            .with_data(json!({ "token": token, "hop": hop }))
+        let next = peers[(ctx.peer_index() + 1) % peers.len()].to_string();
+        let content = if self.payload == 0 {
+            format!("token {token}")
+        } else {
+            let mut digits = String::with_capacity(self.payload);
+            while digits.len() < self.payload {
+                digits.push_str(&format!("{:016x}", ctx.rng().next_u64()));
+            }
+            digits.truncate(self.payload);
+            format!("token {token} {digits}")
+        };
+        Outgoing::to(next, content).with_data(json!({ "token": token, "hop": hop }))
     }
 }
 

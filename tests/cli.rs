@@ -1,0 +1,379 @@
+//! The `agora` command line, run as a user types it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn agora() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_agora"))
+}
+
+/// The custom-behaviour example, built by `cargo test` next to the binaries.
+fn custom_example() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_agora"));
+    bin.parent().unwrap().join("examples").join("custom_behaviour")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run_in(out: &Path, cmd: &mut Command) -> Output {
+    cmd.arg("--out").arg(out).arg("--quiet");
+    // Keep the user's environment from changing what the tests see.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AGORA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().unwrap()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn scenario_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir("scenarios")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Checks a finished run's files against CONTRACT.md; returns the summary.
+fn check_outputs(out: &Path, output: &Output) -> Value {
+    let stdout = text(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let hex = last
+        .strip_prefix("transcript sha256: ")
+        .unwrap_or_else(|| panic!("last line: {last:?}"));
+    assert_eq!(hex.len(), 64);
+    let run_dir = std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path();
+    let transcript = run_dir.join("transcript.jsonl");
+    assert_eq!(sha256_hex(&transcript), hex);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "scenario",
+        "seed",
+        "mode",
+        "backend",
+        "agents",
+        "ticks",
+        "messages",
+        "deliveries",
+        "handled",
+        "dead_letters",
+        "elapsed_s",
+        "stop_reason",
+        "transcript_sha256",
+    ] {
+        assert!(summary.get(key).is_some(), "summary.json lacks {key}: {summary}");
+    }
+    assert_eq!(summary["transcript_sha256"], hex);
+    let lines = std::fs::read_to_string(&transcript).unwrap();
+    assert_eq!(
+        summary["messages"].as_u64().unwrap(),
+        lines.lines().count() as u64
+    );
+    for line in lines.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        for key in ["tick", "sender_id", "seq", "content"] {
+            assert!(v.get(key).is_some(), "transcript line lacks {key}: {line}");
+        }
+    }
+    summary
+}
+
+#[test]
+fn every_scenario_runs_and_writes_its_files() {
+    for file in scenario_files() {
+        let out = tempfile::tempdir().unwrap();
+        let mut cmd = if file.ends_with("custom.toml") {
+            Command::new(custom_example())
+        } else {
+            agora()
+        };
+        let output = run_in(out.path(), cmd.arg("run").arg(&file));
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            file.display(),
+            text(&output.stderr)
+        );
+        let summary = check_outputs(out.path(), &output);
+        assert!(summary["messages"].as_u64().unwrap() > 0, "{}", file.display());
+        assert!(
+            ["ticks", "quiescent"].contains(&summary["stop_reason"].as_str().unwrap()),
+            "{}: {summary}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn the_custom_behaviour_is_unknown_to_plain_agora() {
+    let out = tempfile::tempdir().unwrap();
+    let output = run_in(out.path(), agora().args(["run", "scenarios/custom.toml"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("unknown behaviour \"echo\""));
+    let listed = Command::new(custom_example()).arg("behaviours").output().unwrap();
+    assert!(text(&listed.stdout).contains("echo\n"));
+}
+
+fn transcript_of(args: &[&str], envs: &[(&str, &str)]) -> (String, Value) {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = agora();
+    cmd.args(args);
+    let output = {
+        cmd.arg("--out").arg(out.path()).arg("--quiet");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AGORA_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(envs.iter().copied());
+        cmd.output().unwrap()
+    };
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = check_outputs(out.path(), &output);
+    let run_dir = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    (
+        std::fs::read_to_string(run_dir.join("transcript.jsonl")).unwrap(),
+        summary,
+    )
+}
+
+#[test]
+fn seeds_from_flags_set_and_environment() {
+    let (base, s) = transcript_of(&["run", "scenarios/gossip.toml"], &[]);
+    assert_eq!(s["seed"], 42);
+    let (again, _) = transcript_of(&["run", "scenarios/gossip.toml"], &[]);
+    assert_eq!(base, again, "the same scenario and seed give the same bytes");
+    let (set, s) = transcript_of(&["run", "scenarios/gossip.toml", "--set", "scenario.seed=7"], &[]);
+    assert_eq!(s["seed"], 7);
+    assert_ne!(set, base);
+    let (env, s) = transcript_of(
+        &["run", "scenarios/gossip.toml"],
+        &[("AGORA_SCENARIO__SEED", "7")],
+    );
+    assert_eq!(s["seed"], 7);
+    assert_eq!(env, set);
+    let (flag, _) = transcript_of(&["run", "scenarios/gossip.toml", "--seed", "7"], &[]);
+    assert_eq!(flag, set);
+    // --set wins over the environment.
+    let (both, s) = transcript_of(
+        &["run", "scenarios/gossip.toml", "--set", "scenario.seed=8"],
+        &[("AGORA_SCENARIO__SEED", "7")],
+    );
+    assert_eq!(s["seed"], 8);
+    assert_ne!(both, set);
+}
+
+/// Runs `agora run` on a scenario text and checks it is refused as bad input.
+fn refused(scenario: &str, extra: &[&str], expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, scenario).unwrap();
+    let output = run_in(dir.path(), agora().arg("run").arg(&path).args(extra));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{scenario}\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(
+        lines.len() == 1 || (lines.len() == 2 && lines[1].starts_with("hint: ")),
+        "{stderr}"
+    );
+    assert!(lines[0].contains(expect), "expected {expect:?} in {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("bad-0").exists(),
+        "a refused scenario writes nothing"
+    );
+}
+
+const GOOD: &str =
+    "[scenario]\nname = \"bad\"\nticks = 3\n\n[[agents]]\nid = \"a\"\ncount = 3\nbehaviour = \"gossip\"\n";
+
+#[test]
+fn bad_scenarios_are_refused_with_one_line() {
+    refused("[scenario\nname = 1", &[], "bad.toml:1:");
+    refused(
+        &GOOD.replace("ticks = 3", "ticks = 3\ncolour = \"red\""),
+        &[],
+        "bad.toml:4: scenario.colour: unknown field",
+    );
+    refused(
+        &GOOD.replace("ticks = 3", "ticks = \"3\""),
+        &[],
+        "bad.toml:3: scenario.ticks: invalid type",
+    );
+    refused(
+        &GOOD.replace("count = 3", "count = 0"),
+        &[],
+        "bad.toml:7: agents[0].count: must be at least 1",
+    );
+    refused(
+        &GOOD.replace("count = 3", "count = -2"),
+        &[],
+        "agents[0].count: must be at least 1, got -2",
+    );
+    refused(
+        &format!("{GOOD}\n[[agents]]\nid = \"a_2\"\nbehaviour = \"relay\"\n"),
+        &[],
+        "agents[1].id: agent name \"a_2\" is already used",
+    );
+    refused(
+        &GOOD.replace("\"gossip\"", "\"gosip\""),
+        &[],
+        "agents[0].behaviour: unknown behaviour \"gosip\"",
+    );
+    refused(
+        &format!("{GOOD}params = {{ fanot = 2 }}\n"),
+        &[],
+        "bad.toml:9: agents[0].params.fanot: unknown field",
+    );
+    refused(
+        &format!("{GOOD}params = {{ fanout = \"two\" }}\n"),
+        &[],
+        "agents[0].params.fanout: invalid type",
+    );
+    refused(&GOOD.replace("ticks = 3", ""), &[], "lockstep mode needs `ticks`");
+    refused(
+        GOOD,
+        &["--set", "agents.0.count=zero"],
+        "--set agents.0.count=zero",
+    );
+    refused(GOOD, &["--set", "scenario"], "expected KEY=VALUE");
+    refused(GOOD, &["--backend", "postgres"], "invalid value 'postgres'");
+    refused(GOOD, &["--frobnicate"], "unexpected argument '--frobnicate'");
+}
+
+#[test]
+fn the_unknown_behaviour_error_lists_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, GOOD.replace("\"gossip\"", "\"gosip\"")).unwrap();
+    let output = run_in(dir.path(), agora().arg("run").arg(&path));
+    assert!(text(&output.stderr).contains("hint: known behaviours: discussion, gossip, opinion, relay"));
+}
+
+#[test]
+fn missing_and_unreadable_files_are_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_in(dir.path(), agora().args(["run", "no/such/scenario.toml"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).starts_with("error: no/such/scenario.toml: no such file"));
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let output = run_in(dir.path(), agora().arg("run").arg(&binary));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("not valid UTF-8"));
+    let output = run_in(dir.path(), agora().arg("run").arg(dir.path()));
+    assert_eq!(output.status.code(), Some(2));
+    let output = agora().arg("run").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn an_earlier_transcript_survives_a_refused_run() {
+    let out = tempfile::tempdir().unwrap();
+    let first = run_in(out.path(), agora().args(["run", "scenarios/relay.toml"]));
+    assert!(first.status.success());
+    let transcript = out.path().join("relay-1").join("transcript.jsonl");
+    let before = std::fs::read(&transcript).unwrap();
+    let refused = run_in(
+        out.path(),
+        agora().args(["run", "scenarios/relay.toml", "--set", "agents.0.count=0"]),
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(std::fs::read(&transcript).unwrap(), before);
+}
+
+#[test]
+fn behaviours_lists_the_built_ins_and_their_defaults() {
+    let output = agora().arg("behaviours").output().unwrap();
+    assert!(output.status.success());
+    let listed = text(&output.stdout);
+    for expected in [
+        "relay\n",
+        "tokens = 1",
+        "hops = 100",
+        "gossip\n",
+        "fanout = 2",
+        "p_forward = 1.0",
+        "seeds = 1",
+        "rumor = \"the bridge is closed\"",
+        "opinion\n",
+        "epsilon = 0.2",
+        "mu = 0.5",
+        "discussion\n",
+        "topic = \"a four-day work week\"",
+        "policy = \"random\"",
+        "echo_probability = 0.6",
+        "feed = 5",
+    ] {
+        assert!(listed.contains(expected), "missing {expected:?} in\n{listed}");
+    }
+}
+
+#[test]
+fn check_prints_the_resolved_scenario() {
+    let output = agora()
+        .args(["check", "scenarios/gossip.toml", "--set", "agents.0.count=5"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let printed = text(&output.stdout);
+    let parsed: toml::Table = toml::from_str(&printed).unwrap();
+    assert_eq!(parsed["agents"][0]["count"].as_integer(), Some(5));
+    assert_eq!(parsed["backend"]["stream"].as_str(), Some("gossip"));
+    assert_eq!(parsed["backend"]["cache_prefix"].as_str(), Some("gossip:cache:"));
+    assert_eq!(parsed["agents"][0]["params"]["p_forward"].as_float(), Some(0.9));
+    let hidden = agora()
+        .args([
+            "check",
+            "scenarios/gossip.toml",
+            "--redis-url",
+            "redis://me:s3cret@example:6379/0",
+        ])
+        .output()
+        .unwrap();
+    assert!(hidden.status.success());
+    assert!(!text(&hidden.stdout).contains("s3cret"));
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["worker", "--help"],
+        vec!["check", "--help"],
+        vec!["behaviours", "--help"],
+        vec!["cleanup", "--help"],
+        vec!["inspect", "--help"],
+    ] {
+        let output = agora().args(&args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        assert!(text(&output.stdout).contains("Usage:"), "{args:?}");
+    }
+    let version = agora().arg("--version").output().unwrap();
+    assert!(text(&version.stdout).starts_with("agora "));
+}

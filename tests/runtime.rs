@@ -1,0 +1,528 @@
+//! The runtime, through the library: determinism, each built-in behaviour's own rules, and
+//! how failing behaviours and cache reads are handled.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use agora::backend::Keys;
+use agora::backend::memory::MemoryBackend;
+use agora::runtime::{self, RunOptions, RunOutcome};
+use agora::scenario::{self, Overrides, Scenario};
+use agora::{Behaviour, BehaviourError, Context, Effects, Message, Outgoing, Registry, Setup};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use common::remote_cache::RemoteCache;
+
+fn load(path_or_text: &str, sets: &[&str], out: &Path, registry: &Registry) -> Scenario {
+    let mut overrides = Overrides::new();
+    for s in sets {
+        overrides.set(s).unwrap();
+    }
+    overrides.flag(
+        "--out",
+        "output.dir",
+        toml::Value::String(out.display().to_string()),
+    );
+    let path = Path::new(path_or_text);
+    if path.exists() {
+        scenario::load(path, &[], &overrides, registry).unwrap()
+    } else {
+        scenario::load_str(
+            Path::new("test.toml"),
+            path_or_text.to_string(),
+            &[],
+            &overrides,
+            registry,
+        )
+        .unwrap()
+    }
+}
+
+/// A finished run and the directory its files are in (deleted when this is dropped).
+struct Run {
+    outcome: RunOutcome,
+    lines: Vec<Value>,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs a scenario (a file or TOML text) on the memory backend.
+fn run_with(path_or_text: &str, sets: &[&str], registry: &Registry) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = load(path_or_text, sets, dir.path(), registry);
+    let outcome = runtime::run(
+        &scenario,
+        &RunOptions {
+            quiet: true,
+            resume: false,
+        },
+    )
+    .unwrap();
+    let lines = transcript(&outcome.transcript);
+    Run {
+        outcome,
+        lines,
+        _dir: dir,
+    }
+}
+
+fn run(path_or_text: &str, sets: &[&str]) -> Run {
+    run_with(path_or_text, sets, &Registry::builtin())
+}
+
+fn transcript(path: &PathBuf) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn lockstep_scenarios() -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir("scenarios")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && !p.ends_with("custom.toml"))
+        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("mode = \"free\""))
+        .map(|p| p.display().to_string())
+        .collect();
+    found.sort();
+    assert!(found.len() >= 4, "{found:?}");
+    found
+}
+
+#[test]
+fn lockstep_runs_repeat_byte_for_byte() {
+    for path in lockstep_scenarios() {
+        let Run {
+            outcome: a,
+            lines,
+            _dir,
+            ..
+        } = run(&path, &[]);
+        let Run { outcome: b, _dir, .. } = run(&path, &[]);
+        assert!(!lines.is_empty(), "{path} published nothing");
+        assert_eq!(a.summary.transcript_sha256, b.summary.transcript_sha256, "{path}");
+        let Run { outcome: c, _dir, .. } = run(&path, &["scenario.seed=99"]);
+        assert_ne!(
+            a.summary.transcript_sha256, c.summary.transcript_sha256,
+            "{path}: seed changed nothing"
+        );
+    }
+}
+
+#[test]
+fn transcripts_are_sorted_and_numbered() {
+    for path in lockstep_scenarios() {
+        let Run {
+            outcome, lines, _dir, ..
+        } = run(&path, &[]);
+        let keys: Vec<(u64, String, u64)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["tick"].as_u64().unwrap(),
+                    l["sender_id"].as_str().unwrap().to_string(),
+                    l["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "{path}: lines sorted by (tick, sender, seq)"
+        );
+        // Each sender counts from 1 without gaps.
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, sender, seq) in &keys {
+            let prev = last.insert(sender.clone(), *seq).unwrap_or(0);
+            assert_eq!(*seq, prev + 1, "{path}: {sender}");
+        }
+        let s = &outcome.summary;
+        assert_eq!(s.messages, lines.len() as u64);
+        let sha = outcome.transcript.with_file_name("transcript.jsonl");
+        let bytes = std::fs::read(sha).unwrap();
+        use sha2::Digest;
+        let digest: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(s.transcript_sha256, digest);
+    }
+}
+
+#[test]
+fn relay_publishes_tokens_times_hops() {
+    for mode in ["lockstep", "free"] {
+        let text = format!(
+            "[scenario]\nname = \"r\"\nmode = \"{mode}\"\nticks = 100\n\
+             [[agents]]\nid = \"r\"\ncount = 4\nbehaviour = \"relay\"\nparams = {{ tokens = 6, hops = 9 }}\n"
+        );
+        let Run {
+            outcome, lines, _dir, ..
+        } = run(&text, &[]);
+        let s = &outcome.summary;
+        assert_eq!(s.messages, 6 * 9, "{mode}");
+        assert_eq!(s.deliveries, 6 * 9 * 4, "{mode}: every group reads every message");
+        assert_eq!(s.stop_reason, "quiescent");
+        let mut hops: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for l in &lines {
+            hops.entry(l["data"]["token"].as_u64().unwrap())
+                .or_default()
+                .push(l["data"]["hop"].as_u64().unwrap());
+            // Each hop goes to the next agent in the ring.
+            let from: u64 = l["sender_id"].as_str().unwrap()[2..].parse().unwrap();
+            let to: u64 = l["to"].as_str().unwrap()[2..].parse().unwrap();
+            assert_eq!(to, from % 4 + 1);
+        }
+        for (token, mut h) in hops {
+            h.sort();
+            assert_eq!(h, (1..=9).collect::<Vec<_>>(), "{mode}: token {token}");
+        }
+        // Token k starts at relay agent k mod N.
+        let first: Vec<&str> = lines
+            .iter()
+            .filter(|l| l["data"]["hop"] == 1)
+            .map(|l| l["sender_id"].as_str().unwrap())
+            .collect();
+        let mut first_sorted = first.clone();
+        first_sorted.sort();
+        assert_eq!(first_sorted, ["r_1", "r_1", "r_2", "r_2", "r_3", "r_4"]);
+    }
+}
+
+#[test]
+fn gossip_never_informs_more_agents_than_exist() {
+    for seed in 0..8 {
+        let text = format!(
+            "[scenario]\nname = \"g\"\nseed = {seed}\nticks = 40\n\
+             [[agents]]\nid = \"g\"\ncount = 25\nbehaviour = \"gossip\"\nparams = {{ fanout = 3, seeds = 2 }}\n"
+        );
+        let Run {
+            outcome, lines, _dir, ..
+        } = run(&text, &[]);
+        let informed = &outcome.summary.metrics["informed"];
+        assert!(
+            informed.total <= 25 && informed.total >= 2,
+            "seed {seed}: {informed:?}"
+        );
+        assert!(informed.cumulative.windows(2).all(|w| w[0] <= w[1]));
+        // Every agent tells at most once, to at most `fanout` distinct peers, never itself.
+        let mut told: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut ticks: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+        for l in &lines {
+            let (from, to) = (l["sender_id"].as_str().unwrap(), l["to"].as_str().unwrap());
+            assert_ne!(from, to);
+            assert!(told.entry(from).or_default().insert(to), "{from} told {to} twice");
+            ticks.entry(from).or_default().insert(l["tick"].as_u64().unwrap());
+        }
+        assert!(told.values().all(|t| t.len() <= 3));
+        assert!(ticks.values().all(|t| t.len() == 1), "each agent forwards once");
+        // With p_forward = 1, everyone informed forwards: tellers = informed agents.
+        assert_eq!(told.len() as i64, informed.total, "seed {seed}");
+    }
+}
+
+#[test]
+fn gossip_with_no_forwarding_stops_at_the_seeds() {
+    let text = "[scenario]\nname = \"g\"\nticks = 10\n\
+        [[agents]]\nid = \"g\"\ncount = 10\nbehaviour = \"gossip\"\nparams = { fanout = 2, p_forward = 0.0 }\n";
+    let Run {
+        outcome, lines, _dir, ..
+    } = run(text, &[]);
+    assert_eq!(lines.len(), 2, "only the seed tells");
+    assert_eq!(outcome.summary.metrics["informed"].total, 3);
+    assert_eq!(outcome.summary.stop_reason, "quiescent");
+}
+
+#[test]
+fn opinions_stay_in_the_unit_interval_and_agree_when_all_are_near() {
+    let Run { lines, _dir, .. } = run("scenarios/opinion.toml", &["agents.0.count=60"]);
+    for l in &lines {
+        let x = l["data"]["opinion"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{x}");
+    }
+    // With epsilon = 1 every agent hears every other: the spread shrinks tick by tick.
+    let Run { lines, _dir, .. } = run(
+        "scenarios/opinion.toml",
+        &["agents.0.count=30", "agents.0.params.epsilon=1.0"],
+    );
+    let spread = |tick: u64| {
+        let xs: Vec<f64> = lines
+            .iter()
+            .filter(|l| l["tick"] == tick)
+            .map(|l| l["data"]["opinion"].as_f64().unwrap())
+            .collect();
+        assert_eq!(xs.len(), 30);
+        xs.iter().cloned().fold(f64::MIN, f64::max) - xs.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    assert!(spread(5) < spread(0) / 4.0, "{} then {}", spread(0), spread(5));
+    assert!(spread(20) < 1e-3);
+}
+
+#[test]
+fn discussion_posts_once_a_tick_and_the_addressee_speaks_next() {
+    for policy in ["random", "round_robin", "echo"] {
+        let Run { lines, _dir, .. } = run(
+            "scenarios/discussion.toml",
+            &[
+                &format!("agents.0.params.policy={policy}"),
+                &format!("agents.1.params.policy={policy}"),
+            ],
+        );
+        assert_eq!(lines.len(), 25, "{policy}: one post per tick, ticks 0 to 24");
+        for (tick, l) in lines.iter().enumerate() {
+            assert_eq!(l["tick"], tick as u64);
+            assert_ne!(l["to"], l["sender_id"], "nobody addresses themself");
+        }
+        for pair in lines.windows(2) {
+            assert_eq!(pair[1]["sender_id"], pair[0]["to"], "{policy}");
+            assert_eq!(pair[1]["data"]["replying_to"], pair[0]["sender_id"]);
+        }
+        assert_eq!(lines[0]["sender_id"], "moderator", "the first agent opens");
+    }
+    let Run { lines, _dir, .. } = run(
+        "scenarios/discussion.toml",
+        &[
+            "agents.0.params.policy=round_robin",
+            "agents.1.params.policy=round_robin",
+        ],
+    );
+    let speakers: Vec<&str> = lines
+        .iter()
+        .take(8)
+        .map(|l| l["sender_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        speakers,
+        [
+            "moderator",
+            "member_1",
+            "member_2",
+            "member_3",
+            "member_4",
+            "member_5",
+            "member_6",
+            "moderator"
+        ]
+    );
+}
+
+/// A behaviour that reads the cache every way it can, to test the runtime's fetching.
+struct Reader;
+
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+impl Behaviour for Reader {
+    type State = u64;
+
+    fn init(&self, _ctx: &mut Context<'_>) -> Result<u64, BehaviourError> {
+        Ok(0)
+    }
+
+    fn on_start(&self, _state: &mut u64, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        Ok(Effects::new()
+            .remember(json!(format!("{} starts", ctx.agent())))
+            .publish(Outgoing::broadcast("start")))
+    }
+
+    fn on_message(
+        &self,
+        heard: &mut u64,
+        _msg: &Message,
+        _ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        *heard += 1;
+        Ok(Effects::none())
+    }
+
+    fn on_tick(&self, heard: &mut u64, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        let own = ctx.own_last(2)?;
+        let last = ctx.last(3)?;
+        let sample = ctx.sample(2)?;
+        let show = |entries: &[agora::backend::CacheEntry]| {
+            entries
+                .iter()
+                .map(|e| format!("{}#{}", e.agent, e.n))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let text = format!(
+            "heard {heard}; own {}; last {}; sample {}",
+            show(&own),
+            show(&last),
+            show(&sample)
+        );
+        Ok(Effects::new()
+            .remember(json!(text.clone()))
+            .publish(Outgoing::broadcast(text)))
+    }
+}
+
+fn reader_registry() -> Registry {
+    let mut registry = Registry::builtin();
+    registry.register("reader", "reads the cache", &[], |_: NoParams, _: &Setup<'_>| {
+        Ok(Reader)
+    });
+    registry
+}
+
+const READERS: &str = "[scenario]\nname = \"readers\"\nseed = 11\nticks = 6\n\
+    [[agents]]\nid = \"r\"\ncount = 5\nbehaviour = \"reader\"\n";
+
+#[test]
+fn cache_reads_see_the_previous_tick_and_replays_change_nothing() {
+    let registry = reader_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = load(READERS, &[], dir.path(), &registry);
+    let options = RunOptions {
+        quiet: true,
+        resume: false,
+    };
+    let keys = Keys::for_stream("readers");
+    let direct = common::block_on(runtime::run_on(
+        MemoryBackend::new(keys.clone()),
+        &scenario,
+        &options,
+    ))
+    .unwrap();
+    let direct_lines = std::fs::read_to_string(&direct.transcript).unwrap();
+    let fetched = common::block_on(runtime::run_on(
+        RemoteCache(MemoryBackend::new(keys)),
+        &scenario,
+        &options,
+    ))
+    .unwrap();
+    let fetched_lines = std::fs::read_to_string(&fetched.transcript).unwrap();
+    assert_eq!(
+        direct_lines, fetched_lines,
+        "fetch-and-replay must not change the transcript"
+    );
+
+    let lines: Vec<Value> = direct_lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Tick 1 reads what tick 0 wrote: each agent's own start entry, the last 3 of 5 starts.
+    let r1 = lines
+        .iter()
+        .find(|l| l["tick"] == 1 && l["sender_id"] == "r_1")
+        .unwrap();
+    assert_eq!(
+        r1["content"],
+        "heard 4; own r_1#1; last r_3#1,r_4#1,r_5#1; sample r_2#1,r_1#1"
+    );
+    // Tick 2 sees tick 1's writes, never its own tick's (other than its own).
+    let r3 = lines
+        .iter()
+        .find(|l| l["tick"] == 2 && l["sender_id"] == "r_3")
+        .unwrap();
+    let content = r3["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("heard 8; own r_3#1,r_3#2; last r_3#2,r_4#2,r_5#2"),
+        "{content}"
+    );
+}
+
+/// Panics on one message, for one agent.
+struct Fragile;
+
+impl Behaviour for Fragile {
+    type State = Vec<String>;
+
+    fn init(&self, _ctx: &mut Context<'_>) -> Result<Vec<String>, BehaviourError> {
+        Ok(Vec::new())
+    }
+
+    fn on_start(&self, _state: &mut Vec<String>, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        let said = if ctx.peer_index() == 0 {
+            "poison".to_string()
+        } else {
+            format!("hello from {}", ctx.agent())
+        };
+        Ok(Effects::new().publish(Outgoing::broadcast(said)))
+    }
+
+    fn on_message(
+        &self,
+        heard: &mut Vec<String>,
+        msg: &Message,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        heard.push(msg.content.clone());
+        if msg.content == "poison" && ctx.agent() == "f_2" {
+            panic!("cannot digest {}", msg.content);
+        }
+        Ok(Effects::new().remember(json!(msg.content)))
+    }
+}
+
+#[test]
+fn a_panicking_behaviour_dead_letters_the_message_and_the_rest_goes_on() {
+    let mut registry = Registry::builtin();
+    registry.register(
+        "fragile",
+        "panics on poison",
+        &[],
+        |_: NoParams, _: &Setup<'_>| Ok(Fragile),
+    );
+    let text = "[scenario]\nname = \"fragile\"\nticks = 3\nmax_retries = 2\n\
+        [[agents]]\nid = \"f\"\ncount = 4\nbehaviour = \"fragile\"\n";
+    let Run {
+        outcome, lines, _dir, ..
+    } = run_with(text, &[], &registry);
+    let s = &outcome.summary;
+    assert_eq!(s.dead_letters, 1);
+    assert_eq!(s.behaviour_failures, 1);
+    assert_eq!(lines.len(), 4);
+    // Each agent hears the 3 others; f_2 handles all but the poison.
+    assert_eq!(s.handled, 4 * 3 - 1);
+    assert_eq!(s.deliveries, 16);
+    let dead = std::fs::read_to_string(outcome.dead_letters_path.unwrap()).unwrap();
+    let dead: Value = serde_json::from_str(dead.trim()).unwrap();
+    assert_eq!(dead["agent"], "f_2");
+    assert_eq!(dead["content"], "poison");
+    assert!(
+        dead["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed 3 times: panicked: cannot digest poison"),
+        "{dead}"
+    );
+}
+
+#[test]
+fn budgets_stop_runs() {
+    let Run {
+        outcome, lines, _dir, ..
+    } = run("scenarios/opinion.toml", &["scenario.max_messages=500"]);
+    assert_eq!(outcome.summary.stop_reason, "budget");
+    // 200 agents publish every tick: the budget is reached at the end of tick 2.
+    assert_eq!(lines.len(), 600);
+    let Run { outcome, _dir, .. } = run(
+        "scenarios/w1.toml",
+        &["scenario.max_messages=1000", "agents.0.params.hops=100000"],
+    );
+    assert_eq!(outcome.summary.stop_reason, "budget");
+    assert!(outcome.summary.messages >= 1000);
+}
+
+#[test]
+fn free_mode_stops_at_its_duration() {
+    let Run { outcome, _dir, .. } = run(
+        "scenarios/w1.toml",
+        &[
+            "scenario.duration=300ms",
+            "agents.0.params.hops=100000000",
+            "scenario.max_messages=100000000000",
+        ],
+    );
+    let s = &outcome.summary;
+    assert_eq!(s.stop_reason, "duration");
+    assert!(s.elapsed_s >= 0.3, "{}", s.elapsed_s);
+    assert!(s.messages > 0);
+    assert_eq!(s.ticks, None);
+}
