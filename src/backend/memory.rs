@@ -7,12 +7,15 @@
 //! list, so a delivery costs a pointer copy. One lock covers the whole store, which is what
 //! makes [`Backend::commit`] atomic.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+/// A fast hash map: keys are agent names and cache members, not attacker-chosen.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use super::{
     Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, CleanupReport, Commit, GroupInfo, GroupRead,
@@ -61,12 +64,13 @@ struct Group {
     /// marked and dropped once they reach the front, so an in-order ack is O(1).
     pending: VecDeque<Pending>,
     live: u64,
-    consumers: BTreeMap<Arc<str>, ()>,
+    /// Consumer names; pending entries refer to them by position.
+    consumers: Vec<String>,
 }
 
 struct Pending {
     seq: u64,
-    consumer: Arc<str>,
+    consumer: u32,
     acked: bool,
 }
 
@@ -136,12 +140,11 @@ impl Store {
         let Some(group) = self.groups.get_mut(&r.group) else {
             return Err(no_group(&r.group));
         };
-        let consumer: Arc<str> = match group.consumers.get_key_value(r.consumer.as_str()) {
-            Some((c, _)) => c.clone(),
+        let consumer = match group.consumers.iter().position(|c| *c == r.consumer) {
+            Some(i) => i as u32,
             None => {
-                let c: Arc<str> = Arc::from(r.consumer.as_str());
-                group.consumers.insert(c.clone(), ());
-                c
+                group.consumers.push(r.consumer.clone());
+                (group.consumers.len() - 1) as u32
             }
         };
         let mut out = Vec::new();
@@ -181,7 +184,7 @@ impl Store {
             });
             group.pending.push_back(Pending {
                 seq,
-                consumer: consumer.clone(),
+                consumer,
                 acked: false,
             });
         }
@@ -195,13 +198,22 @@ impl Store {
             return 0;
         };
         let mut acked = 0;
+        // Ids usually come in order, as they were read: look from where the last one was.
+        let mut from = 0;
         for entry_id in ids {
-            if let Ok(i) = group.pending.binary_search_by_key(&entry_id.seq, |p| p.seq)
-                && !group.pending[i].acked
-                && entry_id.ms == 0
-            {
-                group.pending[i].acked = true;
-                acked += 1;
+            if entry_id.ms != 0 {
+                continue;
+            }
+            let found = match group.pending.get(from) {
+                Some(p) if p.seq == entry_id.seq => Some(from),
+                _ => group.pending.binary_search_by_key(&entry_id.seq, |p| p.seq).ok(),
+            };
+            if let Some(i) = found {
+                from = i + 1;
+                if !group.pending[i].acked {
+                    group.pending[i].acked = true;
+                    acked += 1;
+                }
             }
         }
         group.live -= acked;

@@ -79,6 +79,9 @@ pub(crate) struct Coordinator<'a, B> {
     scenario: &'a Scenario,
     options: &'a RunOptions,
     totals: RunTotals,
+    /// Free mode: what was published, with stream ids, for a transcript in stream order
+    /// written when the run ends.
+    free_published: Vec<(EntryId, Arc<Message>)>,
 }
 
 impl<'a, B: Backend> Coordinator<'a, B> {
@@ -88,6 +91,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             scenario,
             options,
             totals: RunTotals::default(),
+            free_published: Vec::new(),
         }
     }
 
@@ -119,15 +123,18 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                     self.lockstep(&mut shard, &mut transcript, &progress, &interrupted, started)
                         .await
                 }
-                Mode::Free => {
-                    self.free(shard, &mut transcript, &progress, interrupted, started)
-                        .await
-                }
+                Mode::Free => self.free(shard, &progress, interrupted, started).await,
             },
             Err(e) => Err(e),
         };
         let elapsed = started.elapsed();
         progress.finish();
+        // In free mode the transcript is in publication order: stream order.
+        let mut published = std::mem::take(&mut self.free_published);
+        published.sort_by_key(|(id, _)| *id);
+        transcript
+            .write(published.iter().map(|(_, m)| m))
+            .map_err(|e| RunError::output(transcript_path(scenario), e))?;
         let (stop_reason, error) = match outcome {
             Ok(reason) => (reason, None),
             Err(e) => (StopReason::Failed, Some(e)),
@@ -200,16 +207,14 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     async fn free(
         &mut self,
         mut shard: Shard<B>,
-        transcript: &mut TranscriptWriter,
         progress: &Progress,
         mut interrupted: watch::Receiver<bool>,
         started: Instant,
     ) -> Result<StopReason, RunError> {
         let scenario = self.scenario;
         let start = shard.start_agents(Mode::Free).await?;
-        let mut published: Vec<(EntryId, Arc<Message>)> = Vec::new();
         self.totals.add(&start, None);
-        published.extend(start.published);
+        self.free_published.extend(start.published);
 
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -241,7 +246,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                         let mut totals = Totals::default();
                         totals.add(report);
                         self.totals.add(&totals, None);
-                        published.extend(totals.published);
+                        self.free_published.extend(totals.published);
                         if self.totals.messages >= scenario.max_messages {
                             stop(StopReason::Budget, &mut reason);
                         }
@@ -267,11 +272,6 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let (_shard, result) = feeding
             .await
             .map_err(|e| RunError::Internal(format!("the shard task ended abnormally: {e}")))?;
-        // In free mode the transcript is in publication order: stream order.
-        published.sort_by_key(|(id, _)| *id);
-        transcript
-            .write(published.iter().map(|(_, m)| m))
-            .map_err(|e| RunError::output(transcript_path(scenario), e))?;
         result?;
         Ok(reason.unwrap_or(StopReason::Quiescent))
     }

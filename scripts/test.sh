@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs agora's test suite from a fresh checkout.
+#
+# The Redis tests start their own redis-server on a free port in a temporary directory (they
+# never touch a Redis you run yourself). This script installs redis-server first when it is
+# missing: with apt-get on Debian and Ubuntu, with brew on macOS. Set REDIS_SERVER to use a
+# redis-server binary somewhere else.
+#
+# Extra arguments go to `cargo test`, for example: scripts/test.sh --test conformance
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
+    echo "redis-server is not installed; installing it for the Redis tests" >&2
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+    elif command -v brew >/dev/null 2>&1; then
+        brew install redis
+    else
+        echo "error: cannot install redis-server here; install Redis 7 and run again (or set REDIS_SERVER)" >&2
+        exit 1
+    fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo is not installed; get Rust from https://rustup.rs and run again" >&2
+    exit 1
+fi
+
+cargo test --locked "$@"
