@@ -377,3 +377,35 @@ fn every_command_has_help() {
     let version = agora().arg("--version").output().unwrap();
     assert!(text(&version.stdout).starts_with("agora "));
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_still_writes_the_outputs() {
+    let out = tempfile::tempdir().unwrap();
+    let child = agora()
+        .args(["run", "scenarios/w1.toml", "--quiet", "--out"])
+        .arg(out.path())
+        .args([
+            "--set",
+            "agents.0.params.hops=1000000000",
+            "--set",
+            "scenario.max_messages=1000000000000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run is under way (its transcript file exists), then interrupt it.
+    let partial = out.path().join("w1-0").join("transcript.jsonl.partial");
+    let started = std::time::Instant::now();
+    while !partial.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: sending a signal to the child we started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = check_outputs(out.path(), &output);
+    assert_eq!(summary["stop_reason"], "interrupted");
+    assert!(summary["messages"].as_u64().unwrap() > 0);
+}

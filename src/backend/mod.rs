@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod keys;
 pub mod memory;
+pub mod redis;
 pub mod url;
 
 use std::sync::Arc;

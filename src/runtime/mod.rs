@@ -15,6 +15,7 @@ use std::path::PathBuf;
 pub use coordinator::StopReason;
 
 use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
 use crate::backend::{Backend, BackendError};
 use crate::report::Summary;
 use crate::scenario::{BackendKind, Scenario};
@@ -95,10 +96,11 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutcome, RunE
                 }
                 run_on(MemoryBackend::new(scenario.backend.keys.clone()), scenario, options).await
             }
-            BackendKind::Redis => Err(RunError::Backend(BackendError::unavailable(
-                "the redis backend is not built into this version of agora",
-                "run with --backend memory",
-            ))),
+            BackendKind::Redis => {
+                let b = &scenario.backend;
+                let backend = RedisBackend::connect(&b.url, b.keys.clone(), b.reconnect_timeout).await?;
+                run_on(backend, scenario, options).await
+            }
         }
     })
 }

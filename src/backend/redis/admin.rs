@@ -1,0 +1,238 @@
+//! Looking after a run's keys on Redis: what `agora cleanup` deletes and `agora inspect`
+//! shows. Keys are found with `SCAN MATCH prefix*`, never `KEYS`, and nothing outside the
+//! run's own names is touched.
+
+use redis::Value;
+use serde::Serialize;
+
+use super::{RedisBackend, parse};
+use crate::backend::{Backend, BackendError, CleanupReport, GroupInfo, Sizes};
+
+/// Which consumer groups cleanup destroys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Groups {
+    /// Those XINFO GROUPS lists on the stream.
+    Listed,
+    /// `{prefix}1` .. `{prefix}{count}`, as the old project's cleanup did with `num_groups`.
+    Numbered { prefix: String, count: u64 },
+}
+
+/// `text` with the glob characters SCAN MATCH would interpret escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Keys starting with `prefix` (of `kind` when given), by SCAN.
+async fn scan(b: &RedisBackend, prefix: &str, kind: Option<&str>) -> Result<Vec<String>, BackendError> {
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut cursor: u64 = 0;
+    let mut keys = Vec::new();
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+        if let Some(kind) = kind {
+            cmd.arg("TYPE").arg(kind);
+        }
+        let (next, batch): (u64, Vec<String>) = b.query("SCAN", &cmd).await?;
+        keys.extend(batch.into_iter().filter(|k| k.starts_with(prefix)));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// Deletes every key that starts with `prefix`; returns how many there were.
+pub(crate) async fn delete_matching(b: &RedisBackend, prefix: &str) -> Result<u64, BackendError> {
+    let keys = scan(b, prefix, None).await?;
+    let mut deleted = 0;
+    for chunk in keys.chunks(500) {
+        let mut cmd = redis::cmd("DEL");
+        for k in chunk {
+            cmd.arg(k);
+        }
+        deleted += b.query::<u64>("DEL", &cmd).await?;
+    }
+    Ok(deleted)
+}
+
+/// Deletes the run's keys: its groups, the stream, dead letters, agora's bookkeeping and the
+/// cache keys under the prefix.
+pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, BackendError> {
+    let keys = b.keys().clone();
+    let names: Vec<String> = match groups {
+        Groups::Listed => b.group_infos().await?.into_iter().map(|g| g.name).collect(),
+        Groups::Numbered { prefix, count } => (1..=count).map(|i| format!("{prefix}{i}")).collect(),
+    };
+    let mut destroyed = 0;
+    for chunk in names.chunks(500) {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for g in chunk {
+            pipe.cmd("XGROUP").arg("DESTROY").arg(&keys.stream).arg(g);
+        }
+        let results: Vec<redis::RedisResult<u64>> = b.pipeline("XGROUP DESTROY", &pipe).await?;
+        destroyed += results.into_iter().filter_map(Result::ok).sum::<u64>();
+    }
+    let mut del = redis::cmd("DEL");
+    for k in keys.run_keys() {
+        del.arg(k);
+    }
+    let mut deleted: u64 = b.query("DEL", &del).await?;
+    deleted += delete_matching(b, &keys.cache_prefix).await?;
+    Ok(CleanupReport {
+        groups: destroyed,
+        keys: deleted,
+    })
+}
+
+pub(crate) async fn sizes(b: &RedisBackend) -> Result<Sizes, BackendError> {
+    let keys = b.keys();
+    let mut pipe = redis::pipe();
+    pipe.cmd("XLEN").arg(&keys.stream);
+    pipe.cmd("XLEN").arg(keys.dead_letters());
+    pipe.cmd("ZCARD").arg(keys.cache_timestamps());
+    let (stream, dead_letters, timestamps): (u64, u64, u64) = b.pipeline("XLEN", &pipe).await?;
+    let list_keys = scan(b, &keys.cache_prefix, Some("list")).await?;
+    let mut lists = Vec::with_capacity(list_keys.len());
+    for chunk in list_keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.cmd("LLEN").arg(k);
+        }
+        let lengths: Vec<u64> = b.pipeline("LLEN", &pipe).await?;
+        for (k, len) in chunk.iter().zip(lengths) {
+            lists.push((k[keys.cache_prefix.len()..].to_string(), len));
+        }
+    }
+    Ok(Sizes {
+        stream,
+        dead_letters,
+        lists,
+        timestamps,
+    })
+}
+
+/// What `agora inspect` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub stream: String,
+    pub length: u64,
+    pub groups: Vec<GroupView>,
+    pub dead_letters: u64,
+    pub cache_prefix: String,
+    pub cache_lists: u64,
+    pub cache_list_entries: u64,
+    pub cache_timestamps: u64,
+    /// agora's record of the run (`{stream}:run`), if there is one.
+    pub checkpoint: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    pub name: String,
+    pub consumers: u64,
+    pub pending: u64,
+    pub lag: Option<u64>,
+    pub last_delivered: String,
+}
+
+impl From<GroupInfo> for GroupView {
+    fn from(g: GroupInfo) -> Self {
+        GroupView {
+            name: g.name,
+            consumers: g.consumers,
+            pending: g.pending,
+            lag: g.lag,
+            last_delivered: g.last_delivered.to_string(),
+        }
+    }
+}
+
+pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
+    let keys = b.keys();
+    let sizes = sizes(b).await?;
+    let groups = b.group_infos().await?;
+    let checkpoint: Value = b
+        .query("HGETALL", redis::cmd("HGETALL").arg(keys.checkpoint()))
+        .await?;
+    let mut pairs = Vec::new();
+    let flat = parse::array(checkpoint, "HGETALL").unwrap_or_default();
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        if let (Ok(k), Ok(v)) = (parse::text(k), parse::text(v)) {
+            pairs.push((k, v));
+        }
+    }
+    pairs.sort();
+    Ok(Inspection {
+        stream: keys.stream.clone(),
+        length: sizes.stream,
+        groups: groups.into_iter().map(GroupView::from).collect(),
+        dead_letters: sizes.dead_letters,
+        cache_prefix: keys.cache_prefix.clone(),
+        cache_lists: sizes.lists.len() as u64,
+        cache_list_entries: sizes.lists.iter().map(|(_, n)| n).sum(),
+        cache_timestamps: sizes.timestamps,
+        checkpoint: pairs,
+    })
+}
+
+impl Inspection {
+    /// A readable table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "stream        {} ({} entries)\ndead letters  {} ({} entries)\ncache         {}* ({} lists, {} entries; {} in the sorted set)\n",
+            self.stream,
+            self.length,
+            format_args!("{}:dead", self.stream),
+            self.dead_letters,
+            self.cache_prefix,
+            self.cache_lists,
+            self.cache_list_entries,
+            self.cache_timestamps,
+        );
+        if !self.checkpoint.is_empty() {
+            let shown: Vec<String> = self.checkpoint.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("run           {}\n", shown.join(" ")));
+        }
+        if self.groups.is_empty() {
+            out.push_str("groups        none\n");
+            return out;
+        }
+        let width = self.groups.iter().map(|g| g.name.len()).max().unwrap_or(5).max(5);
+        out.push_str(&format!(
+            "\n{:<width$}  {:>9}  {:>9}  {:>9}  last delivered\n",
+            "group", "consumers", "pending", "lag"
+        ));
+        for g in &self.groups {
+            let lag = g.lag.map_or_else(|| "?".to_string(), |l| l.to_string());
+            out.push_str(&format!(
+                "{:<width$}  {:>9}  {:>9}  {:>9}  {}\n",
+                g.name, g.consumers, g.pending, lag, g.last_delivered
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_are_escaped() {
+        assert_eq!(glob_escape("run:cache:"), "run:cache:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

@@ -1,0 +1,212 @@
+//! Connecting to Redis, and turning what can go wrong into errors a user can act on.
+//!
+//! Every message names the address and never the password; each comes with a hint.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
+
+use crate::backend::BackendError;
+use crate::backend::url::RedisUrl;
+
+/// How long the first connection may take before agora gives up on it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a command's reply may take. Blocking reads use a connection of their own with a
+/// longer limit (DESIGN.md invariant 4).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The oldest Redis with everything agora uses (XAUTOCLAIM, exclusive XRANGE bounds).
+const MIN_MAJOR_VERSION: u32 = 7;
+
+/// Hides the password in any text about this URL, including errors from the client library.
+#[derive(Clone)]
+pub(crate) struct Scrubber {
+    password: Option<String>,
+}
+
+impl Scrubber {
+    pub fn new(url: &RedisUrl) -> Self {
+        let text = url.expose();
+        let password = text
+            .split_once("://")
+            .and_then(|(_, rest)| rest.rsplit_once('@'))
+            .map(|(userinfo, _)| userinfo.split_once(':').map_or(userinfo, |(_, p)| p).to_string())
+            .filter(|p| !p.is_empty());
+        Scrubber { password }
+    }
+
+    pub fn scrub(&self, text: &str) -> String {
+        let text = crate::backend::url::redact(text);
+        match &self.password {
+            Some(p) => text.replace(p.as_str(), "***"),
+            None => text,
+        }
+    }
+}
+
+const START_HINT: &str = "start Redis with `docker compose up -d` (in agora's folder), or by hand with \
+`redis-server --port 6379 --appendonly yes`; or run on the embedded backend with --backend memory";
+
+/// An error from the first connection to `url`.
+pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError) -> BackendError {
+    let address = url.address();
+    let detail = scrubber.scrub(&e.to_string());
+    if e.kind() == ErrorKind::AuthenticationFailed
+        || e.code()
+            .is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH" || c == "NOPERM")
+    {
+        return BackendError::unavailable(
+            format!("Redis at {address} refused the credentials ({detail})"),
+            "check the user and password in the URL: redis://user:password@host:port/db",
+        );
+    }
+    if e.is_connection_refusal() {
+        return BackendError::unavailable(
+            format!("cannot connect to Redis at {address}: nothing is listening there"),
+            START_HINT,
+        );
+    }
+    if e.is_timeout() {
+        return BackendError::unavailable(
+            format!(
+                "no answer from Redis at {address} within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            "check the host and port in the URL, and that a firewall lets you through",
+        );
+    }
+    if matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType) || e.is_connection_dropped() {
+        return BackendError::unavailable(
+            format!("{address} did not answer like a Redis server ({detail})"),
+            "check the port: is Redis listening there, and with TLS (rediss://) or without (redis://)?",
+        );
+    }
+    BackendError::unavailable(format!("cannot use Redis at {address}: {detail}"), START_HINT)
+}
+
+/// An error from a command on a connection that worked.
+pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> BackendError {
+    let detail = scrubber.scrub(&e.to_string());
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        return BackendError::unavailable(
+            format!("lost the connection to Redis during {what}: {detail}"),
+            "check that Redis is running; an interrupted run can be continued with --resume",
+        );
+    }
+    if e.code() == Some("WRONGTYPE") {
+        return BackendError::conflict(
+            format!("{what}: a key agora uses holds another type of value ({detail})"),
+            "another program or run uses the same keys: choose another backend.stream or backend.cache_prefix",
+        );
+    }
+    BackendError::command(format!("Redis {what} failed: {detail}"))
+}
+
+/// Connects, checks that the server is a Redis that can run agora, and returns the
+/// reconnecting command connection.
+pub(crate) async fn connect(
+    url: &RedisUrl,
+    scrubber: &Scrubber,
+    reconnect_timeout: Duration,
+) -> Result<(Client, ConnectionManager), BackendError> {
+    let client = Client::open(url.expose()).map_err(|e| {
+        BackendError::unavailable(
+            format!(
+                "{url} is not a usable Redis URL: {}",
+                scrubber.scrub(&e.to_string())
+            ),
+            "write it as redis://[user:password@]host:port/db, or rediss:// for TLS",
+        )
+    })?;
+    // A plain first connection with short timeouts, so that a wrong address fails fast and
+    // clearly instead of being retried.
+    let probe_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(CONNECT_TIMEOUT));
+    let mut probe = client
+        .get_multiplexed_async_connection_with_config(&probe_config)
+        .await
+        .map_err(|e| connect_error(url, scrubber, &e))?;
+    check_server(url, scrubber, &mut probe).await?;
+
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(retries_within(reconnect_timeout));
+    let manager = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(|e| connect_error(url, scrubber, &e))?;
+    Ok((client, manager))
+}
+
+/// Enough reconnection attempts (at most 2 s apart) to cover `timeout`.
+fn retries_within(timeout: Duration) -> usize {
+    (timeout.as_secs() as usize / 2).clamp(3, 10_000)
+}
+
+async fn check_server(
+    url: &RedisUrl,
+    scrubber: &Scrubber,
+    con: &mut MultiplexedConnection,
+) -> Result<(), BackendError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(con)
+        .await
+        .map_err(|e| connect_error(url, scrubber, &e))?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .unwrap_or("");
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < MIN_MAJOR_VERSION {
+        return Err(BackendError::unavailable(
+            format!(
+                "Redis at {} is version {:?}; agora needs Redis {MIN_MAJOR_VERSION} or newer",
+                url.address(),
+                version
+            ),
+            "upgrade Redis, or use the docker-compose.yml in agora's folder (Redis 7)",
+        ));
+    }
+    Ok(())
+}
+
+/// A connection of its own for blocking reads, with no reply timeout shorter than the block.
+pub(crate) async fn blocking_connection(
+    client: &Client,
+    url: &RedisUrl,
+    scrubber: &Scrubber,
+    block: Duration,
+) -> Result<MultiplexedConnection, BackendError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| connect_error(url, scrubber, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbing_hides_the_password_everywhere() {
+        let url = RedisUrl::parse("redis://alice:pa55word@h:1/0").unwrap();
+        let s = Scrubber::new(&url);
+        assert_eq!(s.scrub("auth pa55word failed"), "auth *** failed");
+        assert!(!s.scrub("redis://alice:pa55word@h:1/0").contains("pa55word"));
+        let bare = Scrubber::new(&RedisUrl::parse("redis://h:1").unwrap());
+        assert_eq!(bare.scrub("text"), "text");
+    }
+}
