@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use std::time::Duration;
+
+use crate::backend::Keys;
+use crate::backend::redis::{RedisBackend, admin};
+use crate::backend::url::RedisUrl;
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
 use crate::runtime::{self, RunOptions};
@@ -233,10 +238,8 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Error> {
         Command::Worker(_) => Err(Error::Usage(
             "`agora worker` needs the redis backend, which this version does not include yet".into(),
         )),
-        Command::Cleanup(_) | Command::Inspect(_) => Err(Error::Usage(
-            "`agora cleanup` and `agora inspect` need the redis backend, which this version does not include yet"
-                .into(),
-        )),
+        Command::Cleanup(args) => cleanup(args),
+        Command::Inspect(args) => inspect(args),
     }
 }
 
@@ -323,6 +326,70 @@ fn check(args: CheckArgs, registry: &Registry) -> Result<u8, Error> {
         scenario.backend.kind.as_str()
     );
     print!("{}", scenario.to_toml());
+    Ok(exit::SUCCESS)
+}
+
+/// Connects to Redis for `cleanup` and `inspect`.
+fn connect_admin(
+    url: &str,
+    stream: &str,
+    group_prefix: &str,
+    cache_prefix: Option<&str>,
+) -> Result<(RedisUrl, Keys), Error> {
+    let url = RedisUrl::parse(url).map_err(|m| Error::Usage(format!("--redis-url: {m}")))?;
+    if stream.is_empty() {
+        return Err(Error::Usage("--stream: the stream key must not be empty".into()));
+    }
+    let cache_prefix = cache_prefix.map_or_else(|| format!("{stream}:cache:"), str::to_string);
+    Ok((url, Keys::new(stream, group_prefix, cache_prefix)))
+}
+
+fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
+    let (url, keys) = connect_admin(
+        &args.redis_url,
+        &args.stream,
+        &args.group_prefix,
+        args.cache_prefix.as_deref(),
+    )?;
+    let groups = match args.num_groups {
+        Some(count) => admin::Groups::Numbered {
+            prefix: args.group_prefix.clone(),
+            count,
+        },
+        None => admin::Groups::Listed,
+    };
+    let report = actix_rt::System::new().block_on(async {
+        let backend = RedisBackend::connect(&url, keys.clone(), Duration::from_secs(5)).await?;
+        admin::cleanup(&backend, groups).await
+    })?;
+    println!(
+        "deleted {} consumer group{} and {} key{} of stream {:?} on {url}",
+        report.groups,
+        if report.groups == 1 { "" } else { "s" },
+        report.keys,
+        if report.keys == 1 { "" } else { "s" },
+        keys.stream
+    );
+    Ok(exit::SUCCESS)
+}
+
+fn inspect(args: InspectArgs) -> Result<u8, Error> {
+    let (url, keys) = connect_admin(
+        &args.redis_url,
+        &args.stream,
+        "group_",
+        args.cache_prefix.as_deref(),
+    )?;
+    let inspection = actix_rt::System::new().block_on(async {
+        let backend = RedisBackend::connect(&url, keys, Duration::from_secs(5)).await?;
+        admin::inspect(&backend).await
+    })?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&inspection).map_err(|e| Error::Usage(e.to_string()))?;
+        println!("{json}");
+    } else {
+        print!("{}", inspection.table());
+    }
     Ok(exit::SUCCESS)
 }
 

@@ -3,8 +3,12 @@
 mod common;
 
 use agora::backend::Keys;
+use std::time::Duration;
+
 use agora::backend::memory::MemoryBackend;
+use agora::backend::redis::RedisBackend;
 use common::conformance as case;
+use common::redis_server::RedisServer;
 
 /// One test per case, for a backend made by `$make`.
 macro_rules! conformance {
@@ -14,7 +18,8 @@ macro_rules! conformance {
             $(
                 #[test]
                 fn $case() {
-                    common::block_on(async { case::$case($make).await });
+                    let (backend, _guard) = $make;
+                    common::block_on(async { case::$case(backend.await).await });
                 }
             )*
         }
@@ -49,4 +54,22 @@ macro_rules! all_cases {
     };
 }
 
-all_cases!(memory, MemoryBackend::new(Keys::for_stream("conformance")));
+/// A fresh memory backend (and nothing to keep alive).
+fn memory() -> (impl std::future::Future<Output = MemoryBackend>, ()) {
+    (async { MemoryBackend::new(Keys::for_stream("conformance")) }, ())
+}
+
+/// A Redis backend on a server of the test's own, kept alive by the returned guard.
+fn redis() -> (impl std::future::Future<Output = RedisBackend>, RedisServer) {
+    let server = RedisServer::start();
+    let url = server.parsed_url();
+    let connect = async move {
+        RedisBackend::connect(&url, Keys::for_stream("conformance"), Duration::from_secs(5))
+            .await
+            .expect("connect to the test's redis-server")
+    };
+    (connect, server)
+}
+
+all_cases!(memory, memory());
+all_cases!(redis, redis());

@@ -23,7 +23,7 @@ impl RedisUrl {
             ));
         }
         let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        let host = host.split('/').next().unwrap_or_default();
+        let host = host.split(['/', '?', '#']).next().unwrap_or_default();
         if host.is_empty() {
             return Err(format!("{:?} names no host", redact(text)));
         }
@@ -46,7 +46,7 @@ impl RedisUrl {
     pub fn address(&self) -> String {
         let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
         let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        host.split(['/', '?']).next().unwrap_or_default().to_string()
+        host.split(['/', '?', '#']).next().unwrap_or_default().to_string()
     }
 
     pub fn is_tls(&self) -> bool {
@@ -104,6 +104,8 @@ mod tests {
         assert!(RedisUrl::parse("redis://").is_err());
         assert!(RedisUrl::parse("redis://h:http/0").is_err());
         assert!(RedisUrl::parse("redis://[::1]:6379").is_ok());
+        let tls = RedisUrl::parse("rediss://h:6380#insecure").unwrap();
+        assert_eq!(tls.address(), "h:6380");
         let err = RedisUrl::parse("http://u:topsecret@h").unwrap_err();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(RedisUrl::parse("rediss://u:p@h:6379/0").unwrap().is_tls());

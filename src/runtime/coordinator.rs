@@ -15,6 +15,9 @@ use crate::message::{EntryId, Message};
 use crate::report::{MetricSeries, Progress, Summary, TranscriptWriter};
 use crate::scenario::{Mode, Scenario};
 
+/// How often a free-mode run trims its stream (when `backend.maxlen` is set).
+const TRIM_EVERY: Duration = Duration::from_millis(500);
+
 /// Why a run stopped (`stop_reason` in `summary.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -174,6 +177,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             }
             let totals = shard.run_tick(tick, expect).await?;
             expect = self.record_tick(tick, totals, transcript)?;
+            self.trim().await?;
             progress.update(
                 Some(tick),
                 self.totals.messages,
@@ -230,6 +234,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let deadline = scenario.duration.map(|d| tokio::time::Instant::now() + d);
         let mut reason: Option<StopReason> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        let mut last_trim = Instant::now();
         let stop = |why: StopReason, reason: &mut Option<StopReason>| {
             if reason.is_none() {
                 *reason = Some(why);
@@ -266,6 +271,10 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 }
                 _ = ticker.tick() => {
                     progress.update(None, self.totals.messages, self.totals.deliveries, started.elapsed());
+                    if last_trim.elapsed() >= TRIM_EVERY {
+                        self.trim().await?;
+                        last_trim = Instant::now();
+                    }
                 }
             }
         }
@@ -274,6 +283,17 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             .map_err(|e| RunError::Internal(format!("the shard task ended abnormally: {e}")))?;
         result?;
         Ok(reason.unwrap_or(StopReason::Quiescent))
+    }
+
+    /// Trims the stream towards `backend.maxlen` (when set), sparing what some group has not
+    /// read and acknowledged.
+    async fn trim(&self) -> Result<(), RunError> {
+        let maxlen = self.scenario.backend.maxlen;
+        if maxlen > 0 {
+            let removed = self.backend.trim(maxlen).await?;
+            tracing::debug!(removed, maxlen, "trimmed the stream");
+        }
+        Ok(())
     }
 
     /// Whether every agent's group has read and acknowledged everything on the stream.

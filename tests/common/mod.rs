@@ -121,3 +121,4 @@ pub mod remote_cache {
         }
     }
 }
+pub mod redis_server;

@@ -61,6 +61,13 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
             "check the user and password in the URL: redis://user:password@host:port/db",
         );
     }
+    if detail.contains("certificate") || detail.contains("TLS") || detail.contains("tls") {
+        return BackendError::unavailable(
+            format!("cannot connect to Redis at {address} with TLS: {detail}"),
+            "if the server's certificate is self-signed, trust its CA on this machine, or append \
+             #insecure to the URL to skip verification (for testing only)",
+        );
+    }
     if e.is_connection_refusal() {
         return BackendError::unavailable(
             format!("cannot connect to Redis at {address}: nothing is listening there"),
