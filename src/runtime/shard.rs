@@ -26,6 +26,9 @@ use crate::scenario::{AgentSpec, Mode, Scenario};
 const WINDOW: usize = 256;
 /// The most entries one group read asks for.
 const READ_COUNT: usize = 1024;
+/// Free mode: steps an agent may have queued, so that its next batch is read while it
+/// commits the last one (steps still run one at a time, in order).
+const FREE_STEPS_IN_FLIGHT: usize = 2;
 /// How long an idle free-mode shard waits for new entries before it looks again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
@@ -271,7 +274,7 @@ impl<B: Backend> Shard<B> {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), RunError> {
         let n = self.agents.len();
-        let mut busy = vec![false; n];
+        let mut in_flight = vec![0usize; n];
         let mut steps: FuturesUnordered<StepFuture> = FuturesUnordered::new();
         let mut pending = self.read_pending;
         let result: Result<(), RunError> = async {
@@ -279,7 +282,7 @@ impl<B: Backend> Shard<B> {
                 if *stop.borrow() {
                     return Ok(());
                 }
-                let idle: Vec<usize> = (0..n).filter(|&i| !busy[i]).collect();
+                let idle: Vec<usize> = (0..n).filter(|&i| in_flight[i] < FREE_STEPS_IN_FLIGHT).collect();
                 let mut dispatched = false;
                 for window in idle.chunks(WINDOW) {
                     let reads: Vec<GroupRead> = window
@@ -295,7 +298,7 @@ impl<B: Backend> Shard<B> {
                     for (&i, deliveries) in window.iter().zip(results) {
                         if !deliveries.is_empty() {
                             steps.push(self.send(i, StepKind::Free, deliveries));
-                            busy[i] = true;
+                            in_flight[i] += 1;
                             dispatched = true;
                         }
                     }
@@ -320,7 +323,7 @@ impl<B: Backend> Shard<B> {
                 }
                 tokio::select! {
                     Some((i, result)) = steps.next() => {
-                        busy[i] = false;
+                        in_flight[i] -= 1;
                         let _ = events.send(ShardEvent::Step(result?));
                     }
                     _ = stop.changed() => {}

@@ -13,8 +13,8 @@
 pub mod admin;
 mod connect;
 mod parse;
+mod reader;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{Client, FromRedisValue, Pipeline, Value};
 
 use self::connect::Scrubber;
+use self::reader::{EntryCache, GroupReader, Target};
 use super::{
     Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, CleanupReport, Commit, GroupInfo, GroupRead,
     Keys, ScoreBound, Sizes,
@@ -46,7 +47,18 @@ struct Inner {
     con: ConnectionManager,
     /// For blocking reads only, made when first needed.
     waiter: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Group reads: their own connection (plain TCP only) and the entries seen lately.
+    reads: tokio::sync::Mutex<ReadPath>,
 }
+
+struct ReadPath {
+    /// `None` for TLS, where reads take the client library's path.
+    fast: Option<GroupReader>,
+    cache: EntryCache,
+}
+
+/// How many recently read entries are kept to share between groups.
+const ENTRY_CACHE: usize = 1 << 16;
 
 impl RedisBackend {
     /// Connects to `url` for a run with `keys`. Fails fast, with a hint, when Redis is not
@@ -59,6 +71,17 @@ impl RedisBackend {
     ) -> Result<Self, BackendError> {
         let scrubber = Scrubber::new(url);
         let (client, con) = connect::connect(url, &scrubber, reconnect_timeout).await?;
+        let info = client.get_connection_info();
+        let fast = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Some(GroupReader::new(Target {
+                host: host.clone(),
+                port: *port,
+                db: info.redis_settings().db(),
+                username: info.redis_settings().username().map(str::to_string),
+                password: info.redis_settings().password().map(str::to_string),
+            })),
+            _ => None,
+        };
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 keys,
@@ -67,6 +90,10 @@ impl RedisBackend {
                 client,
                 con,
                 waiter: tokio::sync::Mutex::new(None),
+                reads: tokio::sync::Mutex::new(ReadPath {
+                    fast,
+                    cache: EntryCache::new(ENTRY_CACHE),
+                }),
             }),
         })
     }
@@ -188,6 +215,13 @@ impl Backend for RedisBackend {
         if reads.is_empty() {
             return Ok(Vec::new());
         }
+        let mut path = self.inner.reads.lock().await;
+        let ReadPath { fast, cache } = &mut *path;
+        if let Some(fast) = fast {
+            return fast
+                .read(&self.inner.keys.stream, reads, cache, MAX_READ_COUNT)
+                .await;
+        }
         let mut pipe = redis::pipe();
         for r in reads {
             pipe.cmd("XREADGROUP")
@@ -201,11 +235,7 @@ impl Backend for RedisBackend {
                 .arg(if r.pending { "0" } else { ">" });
         }
         let replies: Vec<Value> = self.pipeline("XREADGROUP", &pipe).await?;
-        let mut seen = HashMap::new();
-        replies
-            .into_iter()
-            .map(|v| parse::read_reply(v, &mut seen))
-            .collect()
+        replies.into_iter().map(|v| parse::read_reply(v, cache)).collect()
     }
 
     async fn ack(&self, group: &str, ids: &[EntryId]) -> Result<u64, BackendError> {
@@ -241,7 +271,7 @@ impl Backend for RedisBackend {
                     .arg(count.max(1)),
             )
             .await?;
-        parse::entries(reply, &mut HashMap::new())
+        parse::entries(reply, &mut EntryCache::new(0))
     }
 
     async fn last_id(&self) -> Result<EntryId, BackendError> {
@@ -256,7 +286,7 @@ impl Backend for RedisBackend {
                     .arg(1),
             )
             .await?;
-        let last = parse::entries(reply, &mut HashMap::new())?;
+        let last = parse::entries(reply, &mut EntryCache::new(0))?;
         Ok(last.first().map_or(EntryId::ZERO, |d| d.id))
     }
 
@@ -292,7 +322,9 @@ impl Backend for RedisBackend {
             .query_async(con)
             .await;
         match reply {
-            Ok(v) => Ok(parse::read_reply(v, &mut HashMap::new())?.last().map(|d| d.id)),
+            Ok(v) => Ok(parse::read_reply(v, &mut EntryCache::new(0))?
+                .last()
+                .map(|d| d.id)),
             Err(e) => {
                 // Make a new connection next time.
                 *waiter = None;
@@ -337,7 +369,7 @@ impl Backend for RedisBackend {
                     .arg(excess + 1),
             )
             .await?;
-        let head = parse::entries(reply, &mut HashMap::new())?;
+        let head = parse::entries(reply, &mut EntryCache::new(0))?;
         let Some(cut) = head.get(excess).map(|d| d.id) else {
             return Ok(0);
         };
@@ -529,6 +561,7 @@ impl Backend for RedisBackend {
     }
 
     async fn cleanup(&self) -> Result<CleanupReport, BackendError> {
+        self.inner.reads.lock().await.cache.clear();
         admin::cleanup(self, admin::Groups::Listed).await
     }
 }

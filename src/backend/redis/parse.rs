@@ -1,10 +1,10 @@
 //! Reading Redis replies straight from `redis::Value`, without a map per entry.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use redis::Value;
 
+use super::reader::EntryCache;
 use crate::backend::{BackendError, GroupInfo};
 use crate::message::{Delivery, Entry, EntryId, Malformed, parse_fields};
 
@@ -41,7 +41,7 @@ pub(crate) fn array(v: Value, what: &str) -> Result<Vec<Value>, BackendError> {
 
 /// One `[id, [field, value, ...]]` entry. Entries already parsed in this reply (every group
 /// of a read gets the same ones) are shared instead of parsed again.
-fn entry(v: Value, seen: &mut HashMap<EntryId, Entry>) -> Result<Delivery, BackendError> {
+fn entry(v: Value, seen: &mut EntryCache) -> Result<Delivery, BackendError> {
     let mut parts = array(v, "a stream entry")?.into_iter();
     let id = entry_id(parts.next().unwrap_or(Value::Nil))?;
     if let Some(known) = seen.get(&id) {
@@ -85,15 +85,12 @@ fn entry(v: Value, seen: &mut HashMap<EntryId, Entry>) -> Result<Delivery, Backe
 }
 
 /// A list of entries, as XRANGE returns it.
-pub(crate) fn entries(v: Value, seen: &mut HashMap<EntryId, Entry>) -> Result<Vec<Delivery>, BackendError> {
+pub(crate) fn entries(v: Value, seen: &mut EntryCache) -> Result<Vec<Delivery>, BackendError> {
     array(v, "XRANGE")?.into_iter().map(|e| entry(e, seen)).collect()
 }
 
 /// An XREAD/XREADGROUP reply for one stream: nil, or `[[key, entries]]`.
-pub(crate) fn read_reply(
-    v: Value,
-    seen: &mut HashMap<EntryId, Entry>,
-) -> Result<Vec<Delivery>, BackendError> {
+pub(crate) fn read_reply(v: Value, seen: &mut EntryCache) -> Result<Vec<Delivery>, BackendError> {
     let streams = match v {
         Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
         other => array(other, "XREADGROUP")?
@@ -211,7 +208,7 @@ mod tests {
                 ])]),
             ])])
         };
-        let mut seen = HashMap::new();
+        let mut seen = EntryCache::new(100);
         let first = read_reply(reply(), &mut seen).unwrap();
         let second = read_reply(reply(), &mut seen).unwrap();
         assert_eq!(first[0].id, EntryId::new(5, 1));
@@ -224,7 +221,7 @@ mod tests {
 
     #[test]
     fn deleted_and_binary_entries_are_malformed() {
-        let mut seen = HashMap::new();
+        let mut seen = EntryCache::new(100);
         let reply = Value::Array(vec![
             Value::Array(vec![bulk("1-0"), Value::Nil]),
             Value::Array(vec![
