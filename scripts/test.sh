@@ -25,6 +25,13 @@ if [ -z "${REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "openssl is not installed; installing it for the TLS test" >&2
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo is not installed; get Rust from https://rustup.rs and run again" >&2
     exit 1
