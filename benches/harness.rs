@@ -10,6 +10,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
+
 struct Measured {
     workload: String,
     deliveries: u64,
@@ -82,6 +86,54 @@ fn workload(name: &str, repeat: usize, args: &[&str]) -> Measured {
     runs.swap_remove(runs.len() / 2)
 }
 
+/// The old Python layer's W1 on the same Redis: deliveries per second.
+fn seed_python(port: u16, n: u32, k: u32, h: u32) -> Result<f64, String> {
+    let script = std::env::var("AGORA_SEED_BENCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("../shared/baseline/seed_py/bench_seed.py"));
+    if !script.exists() {
+        return Err(format!("{} not found (set AGORA_SEED_BENCH)", script.display()));
+    }
+    let python = std::env::var("AGORA_SEED_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = Command::new(&python)
+        .arg(script.file_name().unwrap())
+        .args([n.to_string(), k.to_string(), h.to_string(), port.to_string()])
+        .current_dir(script.parent().unwrap())
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{python} {} failed (is the `redis` package installed? set AGORA_SEED_PYTHON): {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+        ));
+    }
+    // "... in 14.66s = 682 deliveries/s, 68 handled/s"
+    stdout
+        .split(" = ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("unexpected output: {stdout}"))
+}
+
+/// `redis-benchmark -P 64` XADD requests per second on the same Redis.
+fn redis_benchmark(port: u16) -> Result<f64, String> {
+    let output = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-P", "64", "-n", "1000000", "-q", "XADD", "bench:xadd", "*", "field", "value"])
+        .output()
+        .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The last report: "XADD ...: 607533.38 requests per second, p50=..."
+    stdout
+        .rsplit("XADD bench:xadd * field value: ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("unexpected output: {stdout}"))
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -129,6 +181,31 @@ fn main() {
     if wanted("w1-memory") {
         results.push(workload("w1-memory (N=10, K=100, H=1000, free)", 5, &[w1]));
     }
+    let redis_wanted = ["w1-redis", "seed-py", "redis-benchmark"].iter().any(|w| wanted(w));
+    let server = redis_wanted.then(RedisServer::start);
+    let mut comparisons: Vec<(String, f64)> = Vec::new();
+    if let Some(server) = &server {
+        let url = server.url();
+        if wanted("w1-redis") {
+            results.push(workload(
+                "w1-redis (N=10, K=100, H=1000, free)",
+                3,
+                &[w1, "--backend", "redis", "--redis-url", &url],
+            ));
+        }
+        if wanted("seed-py") {
+            match seed_python(server.port, 10, 10, 100) {
+                Ok(rate) => comparisons.push(("seed-py W1 (N=10, K=10, H=100), deliveries/s".into(), rate)),
+                Err(e) => println!("seed-py: skipped: {e}"),
+            }
+        }
+        if wanted("redis-benchmark") {
+            match redis_benchmark(server.port) {
+                Ok(rate) => comparisons.push(("redis-benchmark -P 64 XADD, requests/s".into(), rate)),
+                Err(e) => println!("redis-benchmark: skipped: {e}"),
+            }
+        }
+    }
     if wanted("opinion-memory") {
         results.push(workload(
             "opinion-memory (1000 agents, 20 ticks)",
@@ -153,6 +230,14 @@ fn main() {
             r.peak_rss_mb,
             r.note
         );
+    }
+    if !comparisons.is_empty() {
+        println!("\nsame Redis, same run:");
+        let w1_redis = results.iter().find(|r| r.workload.starts_with("w1-redis")).map(Measured::rate);
+        for (what, rate) in &comparisons {
+            let ratio = w1_redis.map(|w| format!("  (w1-redis is {:.1}x this)", w / rate)).unwrap_or_default();
+            println!("{what:<52} {rate:>12.0}{ratio}");
+        }
     }
     println!("(harness took {:.1}s)", started.elapsed().as_secs_f64());
 }
