@@ -106,7 +106,10 @@ fn seed_python(port: u16, n: u32, k: u32, h: u32) -> Result<f64, String> {
         return Err(format!(
             "{python} {} failed (is the `redis` package installed? set AGORA_SEED_PYTHON): {}",
             script.display(),
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     // "... in 14.66s = 682 deliveries/s, 68 handled/s"
@@ -121,7 +124,20 @@ fn seed_python(port: u16, n: u32, k: u32, h: u32) -> Result<f64, String> {
 /// `redis-benchmark -P 64` XADD requests per second on the same Redis.
 fn redis_benchmark(port: u16) -> Result<f64, String> {
     let output = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-P", "64", "-n", "1000000", "-q", "XADD", "bench:xadd", "*", "field", "value"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-P",
+            "64",
+            "-n",
+            "1000000",
+            "-q",
+            "XADD",
+            "bench:xadd",
+            "*",
+            "field",
+            "value",
+        ])
         .output()
         .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -181,7 +197,9 @@ fn main() {
     if wanted("w1-memory") {
         results.push(workload("w1-memory (N=10, K=100, H=1000, free)", 5, &[w1]));
     }
-    let redis_wanted = ["w1-redis", "seed-py", "redis-benchmark"].iter().any(|w| wanted(w));
+    let redis_wanted = ["w1-redis", "seed-py", "redis-benchmark"]
+        .iter()
+        .any(|w| wanted(w));
     let server = redis_wanted.then(RedisServer::start);
     let mut comparisons: Vec<(String, f64)> = Vec::new();
     if let Some(server) = &server {
@@ -233,9 +251,14 @@ fn main() {
     }
     if !comparisons.is_empty() {
         println!("\nsame Redis, same run:");
-        let w1_redis = results.iter().find(|r| r.workload.starts_with("w1-redis")).map(Measured::rate);
+        let w1_redis = results
+            .iter()
+            .find(|r| r.workload.starts_with("w1-redis"))
+            .map(Measured::rate);
         for (what, rate) in &comparisons {
-            let ratio = w1_redis.map(|w| format!("  (w1-redis is {:.1}x this)", w / rate)).unwrap_or_default();
+            let ratio = w1_redis
+                .map(|w| format!("  (w1-redis is {:.1}x this)", w / rate))
+                .unwrap_or_default();
             println!("{what:<52} {rate:>12.0}{ratio}");
         }
     }

@@ -287,6 +287,7 @@ fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     let options = RunOptions {
         quiet: args.quiet,
         resume: args.resume,
+        instance: None,
     };
     let outcome = runtime::run(&scenario, &options)?;
     let s = &outcome.summary;

@@ -40,7 +40,9 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Scenario(_) | Error::Usage(_) => exit::BAD_INPUT,
+            Error::Scenario(_)
+            | Error::Usage(_)
+            | Error::Run(RunError::Usage(_) | RunError::Refused { .. }) => exit::BAD_INPUT,
             Error::Backend(e) if e.is_unavailable() => exit::BACKEND_UNAVAILABLE,
             Error::Run(e) if e.backend_unavailable() => exit::BACKEND_UNAVAILABLE,
             Error::Backend(_) | Error::Run(_) | Error::Output { .. } => exit::RUN_FAILED,

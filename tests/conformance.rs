@@ -49,6 +49,8 @@ macro_rules! all_cases {
                 cache_clear_expire_and_clear_all,
                 commit_applies_a_whole_step,
                 cleanup_removes_the_run,
+                idle_pending_entries_can_be_claimed,
+                checkpoints_are_kept,
             ]
         );
     };

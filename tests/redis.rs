@@ -179,9 +179,39 @@ fn cleanup_after_removes_the_run_and_nothing_else() {
         "discussion:cache:timestamps",
         "discussion:cache:moderator",
         "discussion:state",
+        "discussion:run",
     ] {
         assert!(during.contains(&k.to_string()), "{k} missing from {during:?}");
     }
+    // A new run will not silently run over the earlier one's keys.
+    let (refused, _) = run(
+        agora(),
+        Path::new("scenarios/discussion.toml"),
+        out.path(),
+        &[
+            "--backend",
+            "redis",
+            "--redis-url",
+            &server.url(),
+            "--set",
+            "backend.cleanup=after",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("keys of an earlier run") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let cleaned = agora()
+        .args(["cleanup", "--redis-url", &server.url(), "--stream", "discussion"])
+        .output()
+        .unwrap();
+    assert!(cleaned.status.success());
+    assert_eq!(
+        keys_on(&server),
+        ["discussion-archive", "discussion2", "other:key"]
+    );
     let (output, _) = run(
         agora(),
         Path::new("scenarios/discussion.toml"),
@@ -262,7 +292,7 @@ fn seed_style_entries_are_handled_and_malformed_ones_dead_lettered() {
             .unwrap();
         let options = RunOptions {
             quiet: true,
-            resume: false,
+            ..RunOptions::default()
         };
         // The old project's agents, on a plain client, while the run goes on.
         let outsider = async {

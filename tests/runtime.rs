@@ -56,7 +56,7 @@ fn run_with(path_or_text: &str, sets: &[&str], registry: &Registry) -> Run {
         &scenario,
         &RunOptions {
             quiet: true,
-            resume: false,
+            ..RunOptions::default()
         },
     )
     .unwrap();
@@ -380,7 +380,7 @@ fn cache_reads_see_the_previous_tick_and_replays_change_nothing() {
     let scenario = load(READERS, &[], dir.path(), &registry);
     let options = RunOptions {
         quiet: true,
-        resume: false,
+        ..RunOptions::default()
     };
     let keys = Keys::for_stream("readers");
     let direct = common::block_on(runtime::run_on(

@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use super::{
-    Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, CleanupReport, Commit, GroupInfo, GroupRead,
-    Keys, Sizes,
+    Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, ClaimReport, CleanupReport, Commit,
+    GroupInfo, GroupRead, KeyConflict, Keys, Sizes,
 };
 use crate::message::{Delivery, Entry, EntryId, Message, parse_fields};
 
@@ -50,6 +50,7 @@ struct Store {
     /// Each member's score, so that re-adding a member finds its old place quickly.
     scores: HashMap<Arc<str>, f64>,
     states: HashMap<String, String>,
+    checkpoint: BTreeMap<String, String>,
 }
 
 struct Stored {
@@ -72,6 +73,8 @@ struct Pending {
     seq: u64,
     consumer: u32,
     acked: bool,
+    /// When it was last delivered, for claiming entries of idle consumers.
+    delivered: Instant,
 }
 
 #[derive(Default)]
@@ -149,11 +152,13 @@ impl Store {
         };
         let mut out = Vec::new();
         if r.pending {
+            let now = Instant::now();
             for p in group
                 .pending
-                .iter()
+                .iter_mut()
                 .filter(|p| !p.acked && p.consumer == consumer)
             {
+                p.delivered = now;
                 if out.len() >= r.count {
                     break;
                 }
@@ -176,6 +181,7 @@ impl Store {
             return Ok(out);
         }
         out.reserve((to - from + 1) as usize);
+        let now = Instant::now();
         for seq in from..=to {
             let stored = &self.entries[(seq - first) as usize];
             out.push(Delivery {
@@ -186,6 +192,7 @@ impl Store {
                 seq,
                 consumer,
                 acked: false,
+                delivered: now,
             });
         }
         group.live += out.len() as u64;
@@ -312,6 +319,62 @@ impl Backend for MemoryBackend {
             store.groups.entry(group.clone()).or_default();
         }
         Ok(())
+    }
+
+    async fn claim(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<ClaimReport, BackendError> {
+        let mut store = self.store();
+        let Some(g) = store.groups.get_mut(group) else {
+            return Err(no_group(group));
+        };
+        let me = match g.consumers.iter().position(|c| c == consumer) {
+            Some(i) => i as u32,
+            None => {
+                g.consumers.push(consumer.to_string());
+                (g.consumers.len() - 1) as u32
+            }
+        };
+        let now = Instant::now();
+        let mut claimed = 0;
+        // As XAUTOCLAIM does: idle entries of any consumer, the claimant's own included.
+        for p in g.pending.iter_mut().filter(|p| !p.acked) {
+            if now.duration_since(p.delivered) >= min_idle {
+                p.consumer = me;
+                p.delivered = now;
+                claimed += 1;
+            }
+        }
+        Ok(ClaimReport { claimed, deleted: 0 })
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn read_checkpoint(&self) -> Result<Vec<(String, String)>, BackendError> {
+        Ok(self
+            .store()
+            .checkpoint
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn write_checkpoint(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
+        let mut store = self.store();
+        for (k, v) in fields {
+            store.checkpoint.insert(k.to_string(), v.clone());
+        }
+        Ok(())
+    }
+
+    async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
+        // Nothing else shares the embedded store.
+        Ok(Vec::new())
     }
 
     async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {
@@ -526,6 +589,7 @@ impl Backend for MemoryBackend {
         keys += u64::from(!store.entries.is_empty() || groups > 0);
         keys += u64::from(!store.dead.is_empty());
         keys += u64::from(!store.states.is_empty());
+        keys += u64::from(!store.checkpoint.is_empty());
         keys += store.lists.len() as u64 + u64::from(!store.timestamps.is_empty());
         // Ids keep growing across a cleanup, as a recreated Redis stream's would not; no one
         // relies on either.

@@ -177,6 +177,24 @@ pub struct CleanupReport {
     pub keys: u64,
 }
 
+/// What [`Backend::claim`] took over.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClaimReport {
+    /// Entries now pending on the claiming consumer.
+    pub claimed: u64,
+    /// Entries that were pending but no longer exist on the stream (trimmed or deleted);
+    /// Redis drops them from the pending list.
+    pub deleted: u64,
+}
+
+/// A key of the run that holds something else than agora would put there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyConflict {
+    pub key: String,
+    pub found: String,
+    pub expected: &'static str,
+}
+
 /// The stream, its consumer groups and the cache of one run.
 ///
 /// Futures need not be `Send`: agents live on actix arbiters, which are single-threaded.
@@ -190,6 +208,28 @@ pub trait Backend: Clone + Unpin + 'static {
     /// Creates consumer groups reading from id `0`, creating the stream if needed.
     /// Existing groups are left as they are.
     async fn ensure_groups(&self, groups: &[String]) -> Result<(), BackendError>;
+
+    /// Takes over the entries of `group` that are pending on other consumers and have been
+    /// idle for at least `min_idle` (XAUTOCLAIM), so that a consumer that is gone does not
+    /// strand them. Consumers left with nothing pending are removed.
+    async fn claim(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<ClaimReport, BackendError>;
+
+    /// Answers when the backend can be used (PING).
+    async fn ping(&self) -> Result<(), BackendError>;
+
+    /// The run's bookkeeping hash (`{stream}:run`), empty if there is none.
+    async fn read_checkpoint(&self) -> Result<Vec<(String, String)>, BackendError>;
+
+    /// Replaces fields of the run's bookkeeping hash.
+    async fn write_checkpoint(&self, fields: &[(&str, String)]) -> Result<(), BackendError>;
+
+    /// Keys of the run that exist with another type than agora gives them.
+    async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError>;
 
     /// Appends messages to the stream outside of any step (tests, tools).
     async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError>;

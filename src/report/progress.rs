@@ -15,6 +15,21 @@ use super::summary::human;
 /// The bar on screen now, if any, for [`LogWriter`].
 static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
+/// What the run is waiting for, shown instead of the counts while it lasts.
+static WAITING: Mutex<Option<String>> = Mutex::new(None);
+
+/// Shows (or, with `None`, clears) what the run is waiting for, such as a lost Redis.
+pub fn set_waiting(what: Option<&str>) {
+    if let Ok(mut waiting) = WAITING.lock() {
+        *waiting = what.map(str::to_string);
+    }
+    if let (Some(what), Ok(active)) = (what, ACTIVE.lock())
+        && let Some(bar) = active.as_ref()
+    {
+        bar.set_message(format!("waiting: {what}"));
+    }
+}
+
 pub struct Progress {
     bar: Option<ProgressBar>,
 }
@@ -68,18 +83,15 @@ impl Progress {
         if let Some(t) = tick {
             bar.set_position(t);
         }
+        if let Some(what) = WAITING.lock().ok().and_then(|w| w.clone()) {
+            bar.set_message(format!("waiting: {what}"));
+            return;
+        }
         let rate = deliveries as f64 / elapsed.as_secs_f64().max(1e-9);
         bar.set_message(format!(
             "{messages} messages, {deliveries} deliveries ({}/s)",
             human(rate)
         ));
-    }
-
-    /// Shows what the run is waiting for (a lost Redis, a worker).
-    pub fn waiting(&self, what: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("waiting: {what}"));
-        }
     }
 
     /// Removes the line before the summary is printed.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What `summary.json` holds (CONTRACT.md lists the required keys; the rest are extras).
 #[derive(Debug, Clone, Serialize)]
@@ -37,14 +37,14 @@ pub struct Summary {
 }
 
 /// A behaviour counter: its total and, in lockstep, its value tick by tick.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct MetricSeries {
     pub total: i64,
     /// Lockstep: the counter's sum in each tick, from tick 0.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_tick: Vec<i64>,
     /// Lockstep: the running total at the end of each tick.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cumulative: Vec<i64>,
 }
 

@@ -4,7 +4,7 @@
 //! that fails early never replaces the transcript of an earlier, complete run.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ pub struct TranscriptWriter {
     partial: PathBuf,
     path: PathBuf,
     lines: u64,
+    bytes: u64,
 }
 
 impl TranscriptWriter {
@@ -33,7 +34,56 @@ impl TranscriptWriter {
             partial,
             path,
             lines: 0,
+            bytes: 0,
         })
+    }
+
+    /// Reopens the transcript of an interrupted run, keeping its first `bytes` bytes (the
+    /// ticks its checkpoint covers) if they are there and hold `lines` lines. `None` if the
+    /// file is missing or shorter.
+    pub fn resume(dir: &Path, bytes: u64, lines: u64) -> std::io::Result<Option<Self>> {
+        let path = dir.join(FILE_NAME);
+        let partial = dir.join(format!("{FILE_NAME}.partial"));
+        let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(&partial) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if file.metadata()?.len() < bytes {
+            return Ok(None);
+        }
+        file.set_len(bytes)?;
+        let mut hasher = Sha256::new();
+        let mut counted = 0;
+        let mut reader = BufReader::new((&mut file).take(bytes));
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line)? > 0 {
+            hasher.update(&line);
+            counted += 1;
+            line.clear();
+        }
+        if counted != lines {
+            return Ok(None);
+        }
+        file.seek(SeekFrom::End(0))?;
+        Ok(Some(TranscriptWriter {
+            out: BufWriter::with_capacity(1 << 16, file),
+            hasher,
+            partial,
+            path,
+            lines,
+            bytes,
+        }))
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Pushes what was written to the file, so that a checkpoint can count on it.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 
     /// Appends messages in the order given.
@@ -46,6 +96,7 @@ impl TranscriptWriter {
             self.out.write_all(line.as_bytes())?;
             self.hasher.update(line.as_bytes());
             self.lines += 1;
+            self.bytes += line.len() as u64;
         }
         Ok(())
     }

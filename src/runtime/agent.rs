@@ -71,13 +71,44 @@ pub(crate) struct StepReport {
 /// The saved form of an agent: everything needed to continue it elsewhere.
 #[derive(Serialize, Deserialize)]
 struct AgentRecord {
-    /// The last step's tick (lockstep).
+    /// The last committed step's tick (lockstep).
     tick: Option<u64>,
+    /// Committed steps so far: makes every record unique, so that after a lost reply the
+    /// agent can tell whether its commit went through.
+    steps: u64,
     seq: u64,
     cache_n: u64,
     /// The random stream's word position.
     rng: String,
     state: Box<RawValue>,
+    /// What the last committed step counted, for a resumed run's totals.
+    #[serde(default)]
+    last: Counters,
+    /// What all committed steps counted.
+    #[serde(default)]
+    total: Counters,
+}
+
+/// What steps counted, kept in the agent's record so that a resumed run's summary is whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Counters {
+    pub deliveries: u64,
+    pub handled: u64,
+    pub dead_letters: u64,
+    pub failures: u64,
+    pub metrics: std::collections::BTreeMap<String, i64>,
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.deliveries += other.deliveries;
+        self.handled += other.handled;
+        self.dead_letters += other.dead_letters;
+        self.failures += other.failures;
+        for (name, delta) in &other.metrics {
+            *self.metrics.entry(name.clone()).or_insert(0) += delta;
+        }
+    }
 }
 
 /// The agent as it is between steps.
@@ -89,6 +120,24 @@ struct Live {
     /// Cache entries written so far.
     cache_n: u64,
     tick: Option<u64>,
+    steps: u64,
+    last: Counters,
+    total: Counters,
+}
+
+impl Live {
+    fn fresh(seed: u64, index: usize) -> Self {
+        Live {
+            state: None,
+            rng: random::agent_rng(seed, index),
+            seq: 0,
+            cache_n: 0,
+            tick: None,
+            steps: 0,
+            last: Counters::default(),
+            total: Counters::default(),
+        }
+    }
 }
 
 pub(crate) struct AgentCore<B> {
@@ -99,11 +148,17 @@ pub(crate) struct AgentCore<B> {
     backend: B,
     seed: u64,
     max_retries: u32,
+    reconnect_timeout: std::time::Duration,
     live: Live,
     /// The last committed record; `live` equals it at the start of every step.
     saved: Option<String>,
+    /// The part of `saved` that a step changes only if it did something.
+    saved_core: Option<String>,
     /// Lockstep: entries of a later tick that a read brought early, unacknowledged.
     carry: Vec<Delivery>,
+    /// The newest stream id this agent published, where to look for its entries after a
+    /// commit whose reply was lost.
+    last_own_id: EntryId,
 }
 
 /// Work of one attempt at a step.
@@ -134,6 +189,8 @@ pub(crate) struct AgentSetup<B> {
     pub backend: B,
     pub seed: u64,
     pub max_retries: u32,
+    /// How long to wait for a lost backend before giving up.
+    pub reconnect_timeout: std::time::Duration,
     /// A saved record to continue from (`--resume`).
     pub saved: Option<String>,
 }
@@ -141,13 +198,7 @@ pub(crate) struct AgentSetup<B> {
 impl<B: Backend> AgentCore<B> {
     pub fn new(setup: AgentSetup<B>) -> Result<Self, RunError> {
         let mut core = AgentCore {
-            live: Live {
-                state: None,
-                rng: random::agent_rng(setup.seed, setup.spec.index),
-                seq: 0,
-                cache_n: 0,
-                tick: None,
-            },
+            live: Live::fresh(setup.seed, setup.spec.index),
             spec: setup.spec,
             group: setup.group,
             behaviour: setup.behaviour,
@@ -155,11 +206,23 @@ impl<B: Backend> AgentCore<B> {
             backend: setup.backend,
             seed: setup.seed,
             max_retries: setup.max_retries,
+            reconnect_timeout: setup.reconnect_timeout,
             saved: setup.saved,
+            saved_core: None,
             carry: Vec::new(),
+            last_own_id: EntryId::ZERO,
         };
         core.restore()?;
+        core.saved_core = match core.saved {
+            Some(_) => Some(core.record()?.1),
+            None => None,
+        };
         Ok(core)
+    }
+
+    /// What the last committed step counted.
+    pub fn last_counters(&self) -> &Counters {
+        &self.live.last
     }
 
     /// The tick of the last committed step, and whether the agent has started at all.
@@ -174,13 +237,7 @@ impl<B: Backend> AgentCore<B> {
     /// Puts `live` back to the saved record (or to the very start).
     fn restore(&mut self) -> Result<(), RunError> {
         let Some(saved) = &self.saved else {
-            self.live = Live {
-                state: None,
-                rng: random::agent_rng(self.seed, self.spec.index),
-                seq: 0,
-                cache_n: 0,
-                tick: None,
-            };
+            self.live = Live::fresh(self.seed, self.spec.index);
             return Ok(());
         };
         let bad = |what: String| RunError::State {
@@ -205,11 +262,15 @@ impl<B: Backend> AgentCore<B> {
             seq: record.seq,
             cache_n: record.cache_n,
             tick: record.tick,
+            steps: record.steps,
+            last: record.last,
+            total: record.total,
         };
         Ok(())
     }
 
-    fn record(&self) -> Result<String, RunError> {
+    /// The record to save, and its core: what a step changes only if it did something.
+    fn record(&self) -> Result<(String, String), RunError> {
         let state = self.live.state.as_ref().ok_or_else(|| RunError::State {
             agent: self.spec.name.to_string(),
             message: "no state to save before the agent started".to_string(),
@@ -222,14 +283,20 @@ impl<B: Backend> AgentCore<B> {
             agent: self.spec.name.to_string(),
             message: format!("the saved state is not JSON: {e}"),
         })?;
+        let rng = self.live.rng.get_word_pos().to_string();
+        let core = format!("{} {} {rng} {}", self.live.seq, self.live.cache_n, state.get());
         let record = AgentRecord {
             tick: self.live.tick,
+            steps: self.live.steps,
             seq: self.live.seq,
             cache_n: self.live.cache_n,
-            rng: self.live.rng.get_word_pos().to_string(),
+            rng,
             state,
+            last: self.live.last.clone(),
+            total: self.live.total.clone(),
         };
-        serde_json::to_string(&record).map_err(|e| RunError::Internal(e.to_string()))
+        let record = serde_json::to_string(&record).map_err(|e| RunError::Internal(e.to_string()))?;
+        Ok((record, core))
     }
 
     /// Takes one step and commits it.
@@ -237,6 +304,8 @@ impl<B: Backend> AgentCore<B> {
         let result = self.step_inner(input).await;
         if result.is_err() {
             // The step did not commit: forget what it did, so the next step starts clean.
+            // Entries it held back are still pending on the backend and will be read again.
+            self.carry.clear();
             self.restore()?;
         }
         result
@@ -246,6 +315,11 @@ impl<B: Backend> AgentCore<B> {
         let kind = input.kind;
         let mut deliveries = std::mem::take(&mut self.carry);
         deliveries.extend(input.deliveries);
+        // A read repeated after a lost connection can bring an entry twice.
+        if !deliveries.is_sorted_by(|a, b| a.id < b.id) {
+            deliveries.sort_by_key(|d| d.id);
+            deliveries.dedup_by_key(|d| d.id);
+        }
 
         let mut acks: Vec<EntryId> = Vec::with_capacity(deliveries.len());
         let mut dead: Vec<DeadLetter> = Vec::new();
@@ -283,6 +357,8 @@ impl<B: Backend> AgentCore<B> {
             if !handle.is_sorted_by(|a, b| a.1.lockstep_key() <= b.1.lockstep_key()) {
                 handle.sort_by(|a, b| a.1.lockstep_key().cmp(&b.1.lockstep_key()));
             }
+            // (sender, seq) identifies a message: one published twice is handled once.
+            handle.dedup_by(|b, a| a.1.seq.is_some() && a.1.lockstep_key() == b.1.lockstep_key());
         }
 
         let mut skip = vec![false; handle.len()];
@@ -360,35 +436,105 @@ impl<B: Backend> AgentCore<B> {
                 score,
             })
             .collect();
-        let record = self.record()?;
-        let state_changed = self.saved.as_deref() != Some(record.as_str());
         let failures = skip.iter().filter(|&&s| s).count() as u64;
-        let mut report = StepReport {
+        let mut counters = Counters {
             deliveries: acks.len() as u64,
             handled: work.handled,
             dead_letters: dead.len() as u64,
             failures,
+            metrics: Default::default(),
+        };
+        for (name, delta) in &work.metrics {
+            *counters.metrics.entry(name.to_string()).or_insert(0) += delta;
+        }
+        let mut report = StepReport {
+            deliveries: counters.deliveries,
+            handled: counters.handled,
+            dead_letters: counters.dead_letters,
+            failures,
             metrics: work.metrics,
             published: Vec::new(),
         };
-        if acks.is_empty() && work.publish.is_empty() && cache.is_empty() && dead.is_empty() && !state_changed
-        {
+        let (_, core) = self.record()?;
+        let changed = self.saved_core.as_deref() != Some(core.as_str()) || !counters.metrics.is_empty();
+        if acks.is_empty() && work.publish.is_empty() && cache.is_empty() && dead.is_empty() && !changed {
+            // Nothing happened: no commit. Redoing such a step after a crash changes nothing.
             return Ok(report);
         }
-        let ids = self
-            .backend
-            .commit(&Commit {
-                group: &self.group,
-                acks: &acks,
-                publish: &work.publish,
-                cache: &cache,
-                state: state_changed.then_some((&*self.spec.name, record.as_str())),
-                dead: &dead,
-            })
-            .await?;
+        self.live.steps += 1;
+        self.live.total.add(&counters);
+        self.live.last = counters;
+        let (record, core) = self.record()?;
+        let commit = Commit {
+            group: &self.group,
+            acks: &acks,
+            publish: &work.publish,
+            cache: &cache,
+            state: Some((&*self.spec.name, record.as_str())),
+            dead: &dead,
+        };
+        let ids = self.commit(&commit, &work.publish).await?;
+        if let Some(last) = ids.last() {
+            self.last_own_id = self.last_own_id.max(*last);
+        }
         self.saved = Some(record);
+        self.saved_core = Some(core);
         report.published = ids.into_iter().zip(work.publish).collect();
         Ok(report)
+    }
+
+    /// Commits a step, riding out a lost connection: after Redis is back, the saved record
+    /// tells whether the commit went through before the connection broke.
+    async fn commit(&self, commit: &Commit<'_>, publish: &[Arc<Message>]) -> Result<Vec<EntryId>, RunError> {
+        loop {
+            match self.backend.commit(commit).await {
+                Ok(ids) => return Ok(ids),
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(agent = %self.spec.name, "{e}; waiting for the backend to come back");
+                    super::reconnect::wait(&self.backend, self.reconnect_timeout).await?;
+                    let stored = super::reconnect::retry(&self.backend, self.reconnect_timeout, || {
+                        self.backend.load_states(std::slice::from_ref(&self.spec.name))
+                    })
+                    .await?;
+                    let record = commit.state.map(|(_, r)| r);
+                    if stored.first().and_then(|s| s.as_deref()) == record {
+                        return self.find_published(publish).await;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The stream ids of messages this agent published in a commit whose reply was lost.
+    async fn find_published(&self, publish: &[Arc<Message>]) -> Result<Vec<EntryId>, RunError> {
+        let mut ids = Vec::with_capacity(publish.len());
+        let mut after = self.last_own_id;
+        while ids.len() < publish.len() {
+            let batch = super::reconnect::retry(&self.backend, self.reconnect_timeout, || {
+                self.backend.range(after, 1000)
+            })
+            .await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            for d in &batch {
+                if let Some(m) = d.message()
+                    && m.sender_id == self.spec.name
+                    && publish.iter().any(|p| p.seq == m.seq)
+                {
+                    ids.push(d.id);
+                }
+            }
+        }
+        if ids.len() != publish.len() {
+            return Err(RunError::Internal(format!(
+                "agent {}: its commit went through but only {} of its {} messages are on the stream",
+                self.spec.name,
+                ids.len(),
+                publish.len()
+            )));
+        }
+        Ok(ids)
     }
 
     /// Runs the behaviour over the step's messages once, from the current `live` state.

@@ -1,14 +1,18 @@
 //! The coordinator: prepares a run, drives it in lockstep or free mode, decides when to stop,
-//! and writes what the run leaves behind.
+//! records where the run is (so that `--resume` can continue it), and writes what the run
+//! leaves behind.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::shard::{Shard, ShardEvent, Totals};
+use super::reconnect;
+use super::shard::{Shard, ShardEvent, ShardOptions, Totals};
 use super::{RunError, RunOptions, RunOutcome};
 use crate::backend::Backend;
 use crate::message::{EntryId, Message};
@@ -46,10 +50,17 @@ impl StopReason {
             StopReason::Failed => "failed",
         }
     }
+
+    fn finished(self) -> bool {
+        matches!(
+            self,
+            StopReason::Ticks | StopReason::Duration | StopReason::Budget | StopReason::Quiescent
+        )
+    }
 }
 
 /// Counts over the whole run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct RunTotals {
     messages: u64,
     deliveries: u64,
@@ -57,7 +68,6 @@ struct RunTotals {
     dead_letters: u64,
     failures: u64,
     metrics: BTreeMap<String, MetricSeries>,
-    last_tick: Option<u64>,
 }
 
 impl RunTotals {
@@ -77,11 +87,27 @@ impl RunTotals {
     }
 }
 
+/// Where a lockstep run is, as `{stream}:run` records it after every tick.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    /// The last tick completed.
+    tick: Option<u64>,
+    /// Messages that tick published: what each agent reads in the next tick.
+    expect: u64,
+    /// The stream's newest entry when that tick ended.
+    last_id: String,
+    /// How much of the transcript covers the completed ticks.
+    transcript_bytes: u64,
+    transcript_lines: u64,
+    totals: RunTotals,
+}
+
 pub(crate) struct Coordinator<'a, B> {
     backend: B,
     scenario: &'a Scenario,
     options: &'a RunOptions,
     totals: RunTotals,
+    last_tick: Option<u64>,
     /// Free mode: what was published, with stream ids, for a transcript in stream order
     /// written when the run ends.
     free_published: Vec<(EntryId, Arc<Message>)>,
@@ -94,18 +120,25 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             scenario,
             options,
             totals: RunTotals::default(),
+            last_tick: None,
             free_published: Vec::new(),
         }
     }
 
+    fn timeout(&self) -> Duration {
+        self.scenario.backend.reconnect_timeout
+    }
+
     pub async fn run(mut self) -> Result<RunOutcome, RunError> {
         let scenario = self.scenario;
-        if !self.options.resume && scenario.backend.cleanup.before() {
-            self.backend.cleanup().await?;
-        }
+        let checkpoint = self.prepare().await?;
         let run_dir = scenario.run_dir();
         std::fs::create_dir_all(&run_dir).map_err(|e| RunError::output(&run_dir, e))?;
-        let mut transcript = TranscriptWriter::create(&run_dir).map_err(|e| RunError::output(&run_dir, e))?;
+        let mut transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
+        if let Some(c) = &checkpoint {
+            self.totals = c.totals.clone();
+            self.last_tick = c.tick;
+        }
         let interrupted = watch_interrupts();
         let progress = match scenario.mode {
             Mode::Lockstep => Progress::lockstep(scenario.ticks.unwrap_or(0), self.options.quiet),
@@ -113,28 +146,34 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         };
 
         let started = Instant::now();
-        let outcome = match Shard::start(
-            self.backend.clone(),
-            scenario,
-            &scenario.agents,
-            self.options.resume,
-        )
-        .await
-        {
-            Ok(mut shard) => match scenario.mode {
-                Mode::Lockstep => {
-                    self.lockstep(&mut shard, &mut transcript, &progress, &interrupted, started)
-                        .await
-                }
-                Mode::Free => self.free(shard, &progress, interrupted, started).await,
-            },
-            Err(e) => Err(e),
+        let shard_options = ShardOptions {
+            resume: self.options.resume,
+            instance: self.options.instance.clone().unwrap_or_else(instance_name),
         };
+        let outcome =
+            match Shard::start(self.backend.clone(), scenario, &scenario.agents, &shard_options).await {
+                Ok(mut shard) => match scenario.mode {
+                    Mode::Lockstep => {
+                        self.lockstep(
+                            &mut shard,
+                            checkpoint,
+                            &mut transcript,
+                            &progress,
+                            &interrupted,
+                            started,
+                        )
+                        .await
+                    }
+                    Mode::Free => self.free(shard, &progress, interrupted, started).await,
+                },
+                Err(e) => Err(e),
+            };
         let elapsed = started.elapsed();
         progress.finish();
         // In free mode the transcript is in publication order: stream order.
         let mut published = std::mem::take(&mut self.free_published);
         published.sort_by_key(|(id, _)| *id);
+        published.dedup_by_key(|(id, _)| *id);
         transcript
             .write(published.iter().map(|(_, m)| m))
             .map_err(|e| RunError::output(transcript_path(scenario), e))?;
@@ -146,10 +185,177 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             .await
     }
 
+    /// Checks the keys, cleans up or refuses to run over an earlier run, and records the
+    /// start. On `--resume`, returns the checkpoint to continue from.
+    async fn prepare(&mut self) -> Result<Option<Checkpoint>, RunError> {
+        let scenario = self.scenario;
+        let keys = &scenario.backend.keys;
+        let conflicts =
+            reconnect::retry(&self.backend, self.timeout(), || self.backend.key_conflicts()).await?;
+        if let Some(c) = conflicts.first() {
+            return Err(RunError::Refused {
+                message: format!(
+                    "key {:?} already holds a {}, where this run keeps a {}: another program (or run) uses it",
+                    c.key, c.found, c.expected
+                ),
+                hint: "choose another backend.stream (or backend.cache_prefix) for this scenario".to_string(),
+            });
+        }
+        let fields =
+            reconnect::retry(&self.backend, self.timeout(), || self.backend.read_checkpoint()).await?;
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let fingerprint = scenario.fingerprint();
+        let mut checkpoint = None;
+        if self.options.resume {
+            if fields.is_empty() {
+                return Err(RunError::Refused {
+                    message: format!(
+                        "nothing to resume: there is no run of stream {:?} on this backend",
+                        keys.stream
+                    ),
+                    hint: "run it without --resume to start it".to_string(),
+                });
+            }
+            if field("fingerprint").as_deref() != Some(fingerprint.as_str()) {
+                return Err(RunError::Refused {
+                    message: format!(
+                        "the scenario changed since the run of stream {:?} started; resuming it would not give the transcript of either",
+                        keys.stream
+                    ),
+                    hint: "resume with the scenario (and --set, --seed, environment) the run started with, or start afresh without --resume".to_string(),
+                });
+            }
+            if field("status").as_deref() == Some("finished") {
+                return Err(RunError::Refused {
+                    message: format!(
+                        "the run of stream {:?} finished; there is nothing to resume",
+                        keys.stream
+                    ),
+                    hint: "run it without --resume to start it again".to_string(),
+                });
+            }
+            if scenario.mode == Mode::Lockstep {
+                checkpoint =
+                    match field("checkpoint") {
+                        Some(json) => Some(serde_json::from_str::<Checkpoint>(&json).map_err(|e| {
+                            RunError::Refused {
+                                message: format!("the run's checkpoint is unreadable: {e}"),
+                                hint: "start afresh without --resume".to_string(),
+                            }
+                        })?),
+                        None => Some(Checkpoint::default()),
+                    };
+            }
+        } else if scenario.backend.cleanup.before() {
+            reconnect::retry(&self.backend, self.timeout(), || self.backend.cleanup()).await?;
+        } else if !fields.is_empty() {
+            return Err(RunError::Refused {
+                message: format!(
+                    "the keys of an earlier run of stream {:?} are still there (status: {}), and backend.cleanup = {:?} keeps them",
+                    keys.stream,
+                    field("status").unwrap_or_else(|| "unknown".into()),
+                    format!("{:?}", scenario.backend.cleanup).to_lowercase()
+                ),
+                hint: format!(
+                    "continue it with --resume, delete it with `agora cleanup --stream {}`, or set backend.cleanup = \"before\"",
+                    keys.stream
+                ),
+            });
+        }
+        let start = [
+            ("status", "running".to_string()),
+            ("scenario", scenario.name.clone()),
+            ("fingerprint", fingerprint),
+            ("mode", scenario.mode.as_str().to_string()),
+            ("seed", scenario.seed.to_string()),
+        ];
+        reconnect::retry(&self.backend, self.timeout(), || {
+            self.backend.write_checkpoint(&start)
+        })
+        .await?;
+        Ok(checkpoint)
+    }
+
+    /// The transcript to write to: a fresh one, or on resume the interrupted one, cut back to
+    /// what the checkpoint covers (or rebuilt from the stream when the file is gone).
+    async fn open_transcript(
+        &mut self,
+        run_dir: &Path,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<TranscriptWriter, RunError> {
+        let fresh = || TranscriptWriter::create(run_dir).map_err(|e| RunError::output(run_dir, e));
+        if !self.options.resume {
+            return fresh();
+        }
+        let Some(c) = checkpoint else {
+            // Free mode: the transcript is rebuilt from the stream.
+            self.free_published = self.published_on_stream(EntryId::ZERO, |_| true).await?;
+            if self.scenario.backend.maxlen > 0 {
+                tracing::warn!(
+                    "the stream is trimmed (backend.maxlen), so the transcript keeps only what it still holds"
+                );
+            }
+            return fresh();
+        };
+        if let Some(w) = TranscriptWriter::resume(run_dir, c.transcript_bytes, c.transcript_lines)
+            .map_err(|e| RunError::output(run_dir, e))?
+        {
+            return Ok(w);
+        }
+        // The interrupted run's transcript is not here: rebuild it from the stream, if the
+        // stream still holds everything.
+        let Some(done) = c.tick else { return fresh() };
+        let mut messages: Vec<Arc<Message>> = self
+            .published_on_stream(EntryId::ZERO, |m| m.tick.is_some_and(|t| t <= done))
+            .await?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        if messages.len() as u64 != c.transcript_lines {
+            return Err(RunError::Refused {
+                message: format!(
+                    "cannot resume: {} is missing, and the stream no longer holds every message to rebuild it",
+                    transcript_path(self.scenario).display()
+                ),
+                hint: "resume from the folder the run was started in, or start afresh".to_string(),
+            });
+        }
+        messages.sort_by(|a, b| a.lockstep_key().cmp(&b.lockstep_key()));
+        let mut w = fresh()?;
+        w.write(&messages).map_err(|e| RunError::output(run_dir, e))?;
+        Ok(w)
+    }
+
+    /// Agora messages on the stream after `after` that `keep` accepts, in stream order.
+    async fn published_on_stream(
+        &self,
+        after: EntryId,
+        keep: impl Fn(&Message) -> bool,
+    ) -> Result<Vec<(EntryId, Arc<Message>)>, RunError> {
+        let mut out = Vec::new();
+        let mut from = after;
+        loop {
+            let batch =
+                reconnect::retry(&self.backend, self.timeout(), || self.backend.range(from, 10_000)).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.id;
+            for d in batch {
+                if let Some(m) = d.message()
+                    && m.seq.is_some()
+                    && keep(m)
+                {
+                    out.push((d.id, m.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Tick 0 runs `on_start`; tick `t` hands every agent what tick `t - 1` published.
     async fn lockstep(
         &mut self,
         shard: &mut Shard<B>,
+        checkpoint: Option<Checkpoint>,
         transcript: &mut TranscriptWriter,
         progress: &Progress,
         interrupted: &watch::Receiver<bool>,
@@ -157,15 +363,26 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     ) -> Result<StopReason, RunError> {
         let scenario = self.scenario;
         let ticks = scenario.ticks.unwrap_or(0);
-        let start = shard.start_agents(Mode::Lockstep).await?;
-        let mut expect = self.record_tick(0, start, transcript)?;
-        progress.update(
-            Some(0),
-            self.totals.messages,
-            self.totals.deliveries,
-            started.elapsed(),
-        );
-        for tick in 1..=ticks {
+        let resumed = checkpoint.clone().unwrap_or_default();
+        let resumed_after: EntryId = resumed.last_id.parse().unwrap_or(EntryId::ZERO);
+        let mut expect = resumed.expect;
+        let first_tick = match resumed.tick {
+            Some(t) => t + 1,
+            None => {
+                let mut totals = self.done_before_resume(shard, 0, resumed_after).await?;
+                let start = shard.start_agents(Mode::Lockstep).await?;
+                merge(&mut totals, start);
+                expect = self.record_tick(0, totals, transcript).await?;
+                progress.update(
+                    Some(0),
+                    self.totals.messages,
+                    self.totals.deliveries,
+                    started.elapsed(),
+                );
+                1
+            }
+        };
+        for tick in first_tick..=ticks {
             if expect == 0 {
                 return Ok(StopReason::Quiescent);
             }
@@ -175,34 +392,91 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             if *interrupted.borrow() {
                 return Ok(StopReason::Interrupted);
             }
-            let totals = shard.run_tick(tick, expect).await?;
-            expect = self.record_tick(tick, totals, transcript)?;
-            self.trim().await?;
+            let mut totals = if tick == first_tick {
+                self.done_before_resume(shard, tick, resumed_after).await?
+            } else {
+                Totals::default()
+            };
+            merge(&mut totals, shard.run_tick(tick, expect).await?);
+            expect = self.record_tick(tick, totals, transcript).await?;
             progress.update(
                 Some(tick),
                 self.totals.messages,
                 self.totals.deliveries,
                 started.elapsed(),
             );
+            self.trim().await?;
+        }
+        if expect == 0 && self.last_tick.is_some_and(|t| t < ticks) {
+            return Ok(StopReason::Quiescent);
         }
         Ok(StopReason::Ticks)
     }
 
-    /// Adds a tick's results to the totals and its messages, sorted, to the transcript.
-    /// Returns how many messages the tick published.
-    fn record_tick(
+    /// After a resume: what the agents that finished `tick` before the crash did in it
+    /// (their messages are on the stream, their counts in their saved records).
+    async fn done_before_resume(
+        &self,
+        shard: &Shard<B>,
+        tick: u64,
+        after: EntryId,
+    ) -> Result<Totals, RunError> {
+        let mut totals = Totals::default();
+        if !self.options.resume {
+            return Ok(totals);
+        }
+        let done = shard.done_at(tick);
+        if done.is_empty() {
+            return Ok(totals);
+        }
+        for (_, counters) in &done {
+            totals.add_counters(counters);
+        }
+        let names: std::collections::HashSet<&str> = done.iter().map(|(a, _)| &*a.name).collect();
+        totals.published = self
+            .published_on_stream(after, |m| m.tick == Some(tick) && names.contains(&*m.sender_id))
+            .await?;
+        tracing::info!(
+            tick,
+            agents = done.len(),
+            "resuming a tick that some agents had finished"
+        );
+        Ok(totals)
+    }
+
+    /// Adds a tick's results to the totals and its messages, sorted, to the transcript, and
+    /// records the checkpoint. Returns how many messages the tick published.
+    async fn record_tick(
         &mut self,
         tick: u64,
         totals: Totals,
         transcript: &mut TranscriptWriter,
     ) -> Result<u64, RunError> {
         self.totals.add(&totals, Some(tick));
-        self.totals.last_tick = Some(tick);
+        self.last_tick = Some(tick);
         let mut published: Vec<Arc<Message>> = totals.published.into_iter().map(|(_, m)| m).collect();
         published.sort_by(|a, b| a.lockstep_key().cmp(&b.lockstep_key()));
+        published.dedup_by(|b, a| a.lockstep_key() == b.lockstep_key());
+        let path = transcript_path(self.scenario);
         transcript
             .write(&published)
-            .map_err(|e| RunError::output(transcript_path(self.scenario), e))?;
+            .map_err(|e| RunError::output(&path, e))?;
+        transcript.flush().map_err(|e| RunError::output(&path, e))?;
+        let last_id = reconnect::retry(&self.backend, self.timeout(), || self.backend.last_id()).await?;
+        let checkpoint = Checkpoint {
+            tick: Some(tick),
+            expect: published.len() as u64,
+            last_id: last_id.to_string(),
+            transcript_bytes: transcript.bytes(),
+            transcript_lines: transcript.lines(),
+            totals: self.totals.clone(),
+        };
+        let json = serde_json::to_string(&checkpoint).map_err(|e| RunError::Internal(e.to_string()))?;
+        let fields = [("tick", tick.to_string()), ("checkpoint", json)];
+        reconnect::retry(&self.backend, self.timeout(), || {
+            self.backend.write_checkpoint(&fields)
+        })
+        .await?;
         Ok(published.len() as u64)
     }
 
@@ -216,6 +490,9 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         started: Instant,
     ) -> Result<StopReason, RunError> {
         let scenario = self.scenario;
+        if self.options.resume {
+            self.totals.messages = self.free_published.len() as u64;
+        }
         let start = shard.start_agents(Mode::Free).await?;
         self.totals.add(&start, None);
         self.free_published.extend(start.published);
@@ -290,7 +567,8 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     async fn trim(&self) -> Result<(), RunError> {
         let maxlen = self.scenario.backend.maxlen;
         if maxlen > 0 {
-            let removed = self.backend.trim(maxlen).await?;
+            let removed =
+                reconnect::retry(&self.backend, self.timeout(), || self.backend.trim(maxlen)).await?;
             tracing::debug!(removed, maxlen, "trimmed the stream");
         }
         Ok(())
@@ -298,7 +576,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
 
     /// Whether every agent's group has read and acknowledged everything on the stream.
     async fn nothing_in_flight(&self, groups: &[String]) -> Result<bool, RunError> {
-        let infos = self.backend.groups().await?;
+        let infos = reconnect::retry(&self.backend, self.timeout(), || self.backend.groups()).await?;
         Ok(groups.iter().all(|g| {
             infos
                 .iter()
@@ -309,7 +587,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
 
     async fn finish(
         self,
-        run_dir: std::path::PathBuf,
+        run_dir: PathBuf,
         transcript: TranscriptWriter,
         stop_reason: StopReason,
         error: Option<RunError>,
@@ -348,7 +626,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             backend: self.backend.kind().to_string(),
             agents: scenario.agents.len() as u64,
             ticks: match scenario.mode {
-                Mode::Lockstep => self.totals.last_tick,
+                Mode::Lockstep => self.last_tick,
                 Mode::Free => None,
             },
             messages: self.totals.messages,
@@ -367,16 +645,25 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Internal(e.to_string()))?;
         std::fs::write(&summary_path, json + "\n").map_err(|e| RunError::output(&summary_path, e))?;
 
-        let finished = matches!(
-            stop_reason,
-            StopReason::Ticks | StopReason::Duration | StopReason::Budget | StopReason::Quiescent
-        );
+        // Only a finished run is marked so; an interrupted or failed one stays resumable.
+        let status = if stop_reason.finished() {
+            "finished"
+        } else {
+            stop_reason.as_str()
+        };
+        if let Err(e) = self
+            .backend
+            .write_checkpoint(&[("status", status.to_string())])
+            .await
+        {
+            tracing::warn!("could not record the run's end: {e}");
+        }
         if scenario.backend.cleanup.after() {
-            if finished {
+            if stop_reason.finished() {
                 self.backend.cleanup().await?;
             } else {
                 tracing::warn!(
-                    "the run did not finish, so its keys were kept (cleanup = \"after\" applies to finished runs)"
+                    "the run did not finish, so its keys were kept for --resume (cleanup = \"after\" applies to finished runs)"
                 );
             }
         }
@@ -391,11 +678,34 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     }
 }
 
-fn transcript_path(scenario: &Scenario) -> std::path::PathBuf {
+/// Adds `more` to `totals`.
+fn merge(totals: &mut Totals, more: Totals) {
+    totals.published.extend(more.published);
+    totals.deliveries += more.deliveries;
+    totals.handled += more.handled;
+    totals.dead_letters += more.dead_letters;
+    totals.failures += more.failures;
+    for (name, delta) in more.metrics {
+        *totals.metrics.entry(name).or_insert(0) += delta;
+    }
+}
+
+/// This process's name among consumers: host and process id.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+fn transcript_path(scenario: &Scenario) -> PathBuf {
     scenario.run_dir().join(crate::report::transcript::FILE_NAME)
 }
 
-fn write_dead_letters(path: &std::path::Path, entries: &[Vec<(String, String)>]) -> std::io::Result<()> {
+fn write_dead_letters(path: &Path, entries: &[Vec<(String, String)>]) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for fields in entries {
         let object: serde_json::Map<String, serde_json::Value> = fields

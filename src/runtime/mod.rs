@@ -7,6 +7,7 @@
 
 mod agent;
 mod coordinator;
+mod reconnect;
 mod shard;
 mod step_cache;
 
@@ -27,6 +28,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Continue an interrupted run from what the backend holds.
     pub resume: bool,
+    /// Names this process's consumers (`{agent}@{instance}`); default: host and process id.
+    pub instance: Option<String>,
 }
 
 /// What a run produced. `error` is set when the run stopped on a failure; the files were
@@ -55,6 +58,9 @@ pub enum RunError {
     Output { path: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
+    /// The run cannot start as asked (bad input given the backend's state): exit code 2.
+    #[error("{message}")]
+    Refused { message: String, hint: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -67,6 +73,7 @@ impl RunError {
     pub fn hint(&self) -> Option<String> {
         match self {
             RunError::Backend(e) => e.hint(),
+            RunError::Refused { hint, .. } => Some(hint.clone()),
             RunError::Behaviour { .. } => Some(
                 "fix the behaviour, or raise scenario.max_retries if its failures are transient".to_string(),
             ),

@@ -4,6 +4,10 @@
 //! groups: one round trip on Redis) and hands each agent its deliveries as one step. Agents
 //! are read in windows, and a window's steps must finish before the next window is read, so
 //! memory stays bounded however many agents there are (DESIGN.md invariant 6).
+//!
+//! When the backend is lost, the shard waits for it (up to `reconnect_timeout`) and then
+//! reads each consumer's pending entries first: a read whose reply was lost has delivered
+//! entries that only the pending list still knows about.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,7 +21,8 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
 
 use super::RunError;
-use super::agent::{AgentActor, AgentCore, AgentSetup, Step, StepInput, StepKind, StepReport};
+use super::agent::{AgentActor, AgentCore, AgentSetup, Counters, Step, StepInput, StepKind, StepReport};
+use super::reconnect;
 use crate::backend::{Backend, GroupRead};
 use crate::message::{Delivery, EntryId, Message};
 use crate::scenario::{AgentSpec, Mode, Scenario};
@@ -26,6 +31,8 @@ use crate::scenario::{AgentSpec, Mode, Scenario};
 const WINDOW: usize = 256;
 /// The most entries one group read asks for.
 const READ_COUNT: usize = 1024;
+/// The most pending entries one group read asks for.
+const PENDING_COUNT: usize = 100_000;
 /// Free mode: steps an agent may have queued, so that its next batch is read while it
 /// commits the last one (steps still run one at a time, in order).
 const FREE_STEPS_IN_FLIGHT: usize = 2;
@@ -35,9 +42,14 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 struct Hosted<B: Backend> {
     spec: AgentSpec,
     group: String,
+    /// `{agent}@{instance}`: each process reads through a consumer of its own, so that
+    /// another process can claim what a dead one left pending.
+    consumer: String,
     addr: Addr<AgentActor<B>>,
     started: bool,
     last_tick: Option<u64>,
+    /// What the agent's last committed step counted (from its saved record).
+    last_counters: Counters,
 }
 
 /// What a set of steps added up to.
@@ -62,6 +74,17 @@ impl Totals {
             *self.metrics.entry(name.into_owned()).or_insert(0) += delta;
         }
     }
+
+    /// Adds what a step counted before a resume (its messages come from the stream).
+    pub fn add_counters(&mut self, c: &Counters) {
+        self.deliveries += c.deliveries;
+        self.handled += c.handled;
+        self.dead_letters += c.dead_letters;
+        self.failures += c.failures;
+        for (name, delta) in &c.metrics {
+            *self.metrics.entry(name.clone()).or_insert(0) += delta;
+        }
+    }
 }
 
 /// What a free-mode shard tells the coordinator.
@@ -71,37 +94,65 @@ pub(crate) enum ShardEvent {
     Idle,
 }
 
+/// How a shard runs, beyond the scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardOptions {
+    /// Continue from the agents' saved states and the groups' pending entries.
+    pub resume: bool,
+    /// Names this process's consumers.
+    pub instance: String,
+}
+
 type StepFuture = Pin<Box<dyn Future<Output = (usize, Result<StepReport, RunError>)>>>;
 
 pub(crate) struct Shard<B: Backend> {
     backend: B,
     agents: Vec<Hosted<B>>,
-    /// Read each consumer's pending entries before new ones, once (after a resume they hold
-    /// what a crashed process read but did not acknowledge).
+    /// Read each consumer's pending entries before new ones, once: after a resume, or after
+    /// the backend was lost.
     read_pending: bool,
+    reconnect_timeout: Duration,
+    claim_idle: Duration,
 }
 
 impl<B: Backend> Shard<B> {
-    /// Hosts `agents` of `scenario`: creates their groups, restores saved states, and starts
-    /// their actors on the current arbiter.
+    /// Hosts `agents` of `scenario`: creates their groups, restores saved states (and takes
+    /// over what dead consumers left pending) on resume, and starts their actors on the
+    /// current arbiter.
     pub async fn start(
         backend: B,
         scenario: &Scenario,
         agents: &[AgentSpec],
-        resume: bool,
+        options: &ShardOptions,
     ) -> Result<Self, RunError> {
+        let timeout = scenario.backend.reconnect_timeout;
         let keys = backend.keys().clone();
         let groups: Vec<String> = agents.iter().map(|a| keys.group(&a.name)).collect();
-        backend.ensure_groups(&groups).await?;
+        reconnect::retry(&backend, timeout, || backend.ensure_groups(&groups)).await?;
         let names: Vec<Arc<str>> = agents.iter().map(|a| a.name.clone()).collect();
-        let saved = if resume {
-            backend.load_states(&names).await?
+        let saved = if options.resume {
+            reconnect::retry(&backend, timeout, || backend.load_states(&names)).await?
         } else {
             vec![None; agents.len()]
         };
         let mut peers_by_table: BTreeMap<usize, Arc<[Arc<str>]>> = BTreeMap::new();
         let mut hosted = Vec::with_capacity(agents.len());
         for ((spec, group), saved) in agents.iter().zip(groups).zip(saved) {
+            let consumer = format!("{}@{}", spec.name, options.instance);
+            if options.resume {
+                // The process that ran this agent is gone: take over its pending entries now.
+                let claimed = reconnect::retry(&backend, timeout, || {
+                    backend.claim(&group, &consumer, Duration::ZERO)
+                })
+                .await?;
+                if claimed.deleted > 0 {
+                    tracing::warn!(
+                        agent = %spec.name,
+                        "{} pending entries no longer exist on the stream (trimmed or deleted)",
+                        claimed.deleted
+                    );
+                }
+            }
             let peers = peers_by_table
                 .entry(spec.table)
                 .or_insert_with(|| scenario.peers_of(spec).into())
@@ -114,21 +165,36 @@ impl<B: Backend> Shard<B> {
                 backend: backend.clone(),
                 seed: scenario.seed,
                 max_retries: scenario.max_retries,
+                reconnect_timeout: timeout,
                 saved,
             })?;
             hosted.push(Hosted {
                 spec: spec.clone(),
                 group,
+                consumer,
                 started: core.has_started(),
                 last_tick: core.last_tick(),
+                last_counters: core.last_counters().clone(),
                 addr: AgentActor::new(core).start(),
             });
         }
         Ok(Shard {
             backend,
             agents: hosted,
-            read_pending: resume,
+            read_pending: options.resume,
+            reconnect_timeout: timeout,
+            claim_idle: scenario.backend.claim_idle,
         })
+    }
+
+    /// The hosted agents whose last committed step was `tick`, with what it counted: after a
+    /// resume, those that finished the interrupted tick before the crash.
+    pub fn done_at(&self, tick: u64) -> Vec<(&AgentSpec, &Counters)> {
+        self.agents
+            .iter()
+            .filter(|a| a.started && a.last_tick == Some(tick))
+            .map(|a| (&a.spec, &a.last_counters))
+            .collect()
     }
 
     fn send(&self, i: usize, kind: StepKind, deliveries: Vec<Delivery>) -> StepFuture {
@@ -141,6 +207,15 @@ impl<B: Backend> Shard<B> {
             };
             (i, result)
         })
+    }
+
+    fn group_read(&self, i: usize, count: usize, pending: bool) -> GroupRead {
+        GroupRead {
+            group: self.agents[i].group.clone(),
+            consumer: self.agents[i].consumer.clone(),
+            count: if pending { PENDING_COUNT } else { count },
+            pending,
+        }
     }
 
     /// Runs `init` and `on_start` for every agent that has not started yet.
@@ -205,13 +280,16 @@ impl<B: Backend> Shard<B> {
     /// Reads, for each agent of `window`, everything tick `tick - 1` published: `expect`
     /// entries with that tick, plus any entry without one (written by other programs).
     async fn read_tick(
-        &self,
+        &mut self,
         window: &[usize],
         tick: u64,
         expect: u64,
     ) -> Result<Vec<Vec<Delivery>>, RunError> {
         let previous = tick - 1;
         let mut batches: Vec<Vec<Delivery>> = vec![Vec::new(); window.len()];
+        // The newest id in each batch: a read repeated after a lost connection brings back
+        // what was already collected.
+        let mut newest: Vec<EntryId> = vec![EntryId::ZERO; window.len()];
         let mut remaining: Vec<u64> = vec![expect; window.len()];
         let mut pending = self.read_pending;
         loop {
@@ -223,21 +301,18 @@ impl<B: Backend> Shard<B> {
             }
             let reads: Vec<GroupRead> = wanted
                 .iter()
-                .map(|&w| {
-                    let agent = &self.agents[window[w]];
-                    GroupRead {
-                        group: agent.group.clone(),
-                        consumer: agent.spec.name.to_string(),
-                        count: if pending {
-                            usize::MAX
-                        } else {
-                            (remaining[w] as usize).min(READ_COUNT)
-                        },
-                        pending,
-                    }
-                })
+                .map(|&w| self.group_read(window[w], (remaining[w] as usize).clamp(1, READ_COUNT), pending))
                 .collect();
-            let results = self.backend.read(&reads).await?;
+            let results = match self.backend.read(&reads).await {
+                Ok(results) => results,
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(tick, "{e}; waiting for the backend to come back");
+                    reconnect::wait(&self.backend, self.reconnect_timeout).await?;
+                    pending = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             for (&w, deliveries) in wanted.iter().zip(results) {
                 if deliveries.is_empty() && !pending {
                     if remaining[w] > 0 {
@@ -251,15 +326,19 @@ impl<B: Backend> Shard<B> {
                     remaining[w] = 0;
                     continue;
                 }
-                for d in &deliveries {
+                for d in deliveries {
+                    if d.id <= newest[w] && newest[w] != EntryId::ZERO {
+                        continue;
+                    }
+                    newest[w] = newest[w].max(d.id);
                     match d.message().and_then(|m| m.tick) {
                         Some(t) if t == previous => remaining[w] = remaining[w].saturating_sub(1),
                         // A later tick: this group has read all of tick `previous`.
                         Some(t) if t > previous => remaining[w] = 0,
                         _ => {}
                     }
+                    batches[w].push(d);
                 }
-                batches[w].extend(deliveries);
             }
             pending = false;
         }
@@ -277,24 +356,37 @@ impl<B: Backend> Shard<B> {
         let mut in_flight = vec![0usize; n];
         let mut steps: FuturesUnordered<StepFuture> = FuturesUnordered::new();
         let mut pending = self.read_pending;
+        let claim_every = (self.claim_idle / 2).max(Duration::from_millis(100));
+        let mut last_claim = tokio::time::Instant::now();
         let result: Result<(), RunError> = async {
             loop {
                 if *stop.borrow() {
                     return Ok(());
                 }
+                if last_claim.elapsed() >= claim_every {
+                    // Entries another process read and then died with.
+                    pending |= self.claim_stranded(&in_flight).await?;
+                    last_claim = tokio::time::Instant::now();
+                }
                 let idle: Vec<usize> = (0..n).filter(|&i| in_flight[i] < FREE_STEPS_IN_FLIGHT).collect();
                 let mut dispatched = false;
+                let mut lost = false;
                 for window in idle.chunks(WINDOW) {
                     let reads: Vec<GroupRead> = window
                         .iter()
-                        .map(|&i| GroupRead {
-                            group: self.agents[i].group.clone(),
-                            consumer: self.agents[i].spec.name.to_string(),
-                            count: READ_COUNT,
-                            pending,
-                        })
+                        // Pending entries only for agents with nothing in flight, so that
+                        // nothing already handed to an agent is handed over again.
+                        .map(|&i| self.group_read(i, READ_COUNT, pending && in_flight[i] == 0))
                         .collect();
-                    let results = self.backend.read(&reads).await?;
+                    let results = match self.backend.read(&reads).await {
+                        Ok(results) => results,
+                        Err(e) if e.is_unavailable() => {
+                            tracing::warn!("{e}; waiting for the backend to come back");
+                            lost = true;
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     for (&i, deliveries) in window.iter().zip(results) {
                         if !deliveries.is_empty() {
                             steps.push(self.send(i, StepKind::Free, deliveries));
@@ -302,6 +394,17 @@ impl<B: Backend> Shard<B> {
                             dispatched = true;
                         }
                     }
+                }
+                if lost {
+                    // Let every running step finish (they ride out the outage themselves),
+                    // then read what is pending: it includes what the lost read delivered.
+                    while let Some((i, result)) = steps.next().await {
+                        in_flight[i] -= 1;
+                        let _ = events.send(ShardEvent::Step(result?));
+                    }
+                    reconnect::wait(&self.backend, self.reconnect_timeout).await?;
+                    pending = true;
+                    continue;
                 }
                 if pending {
                     // Pending entries first, then new ones on the next round.
@@ -313,9 +416,16 @@ impl<B: Backend> Shard<B> {
                 if steps.is_empty() {
                     if !dispatched {
                         let _ = events.send(ShardEvent::Idle);
-                        let last = self.backend.last_id().await?;
+                        let last = reconnect::retry(&self.backend, self.reconnect_timeout, || {
+                            self.backend.last_id()
+                        })
+                        .await?;
                         tokio::select! {
-                            waited = self.backend.wait_for_entries(last, IDLE_WAIT) => { waited?; }
+                            waited = self.backend.wait_for_entries(last, IDLE_WAIT) => {
+                                if let Err(e) = waited {
+                                    tracing::debug!("the wake-up read failed: {e}");
+                                }
+                            }
                             _ = stop.changed() => {}
                         }
                     }
@@ -339,5 +449,28 @@ impl<B: Backend> Shard<B> {
         }
         self.read_pending = false;
         result
+    }
+
+    /// Takes over entries left pending by consumers idle for `claim_idle` (another process
+    /// that died), for agents with nothing in flight. Returns whether any were taken.
+    async fn claim_stranded(&self, in_flight: &[usize]) -> Result<bool, RunError> {
+        let mut claimed = 0;
+        for (i, agent) in self.agents.iter().enumerate() {
+            if in_flight[i] > 0 {
+                continue;
+            }
+            let report = reconnect::retry(&self.backend, self.reconnect_timeout, || {
+                self.backend.claim(&agent.group, &agent.consumer, self.claim_idle)
+            })
+            .await?;
+            claimed += report.claimed;
+        }
+        if claimed > 0 {
+            tracing::info!(
+                claimed,
+                "took over entries left pending by a consumer that is gone"
+            );
+        }
+        Ok(claimed > 0)
     }
 }

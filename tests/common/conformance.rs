@@ -480,3 +480,43 @@ pub async fn cleanup_removes_the_run<B: Backend>(b: B) {
     assert!(sizes.lists.is_empty());
     assert_eq!(b.load_states(&[Arc::from("a")]).await.unwrap(), [None]);
 }
+
+pub async fn idle_pending_entries_can_be_claimed<B: Backend>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let published = publish_n(&b, 3).await;
+    let mut gone = read("group_a", 10);
+    gone.consumer = "gone".into();
+    b.read(std::slice::from_ref(&gone)).await.unwrap();
+    let early = b.claim("group_a", "c", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(early.claimed, 0, "nothing has been idle that long");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let report = b.claim("group_a", "c", Duration::from_millis(100)).await.unwrap();
+    assert_eq!((report.claimed, report.deleted), (3, 0));
+    let mine = b.read(&[pending("group_a")]).await.unwrap();
+    assert_eq!(ids(&mine[0]), published);
+    gone.pending = true;
+    assert!(b.read(&[gone]).await.unwrap()[0].is_empty());
+    b.ack("group_a", &published).await.unwrap();
+    assert_eq!(b.groups().await.unwrap()[0].pending, 0);
+}
+
+pub async fn checkpoints_are_kept<B: Backend>(b: B) {
+    assert!(b.read_checkpoint().await.unwrap().is_empty());
+    b.ping().await.unwrap();
+    b.write_checkpoint(&[("tick", "3".into()), ("status", "running".into())])
+        .await
+        .unwrap();
+    b.write_checkpoint(&[("tick", "4".into())]).await.unwrap();
+    let mut got = b.read_checkpoint().await.unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("status".to_string(), "running".to_string()),
+            ("tick".to_string(), "4".to_string())
+        ]
+    );
+    assert!(b.key_conflicts().await.unwrap().is_empty());
+    b.cleanup().await.unwrap();
+    assert!(b.read_checkpoint().await.unwrap().is_empty());
+}

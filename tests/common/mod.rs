@@ -55,6 +55,26 @@ pub mod remote_cache {
         async fn ensure_groups(&self, groups: &[String]) -> Result<(), BackendError> {
             self.0.ensure_groups(groups).await
         }
+        async fn claim(
+            &self,
+            group: &str,
+            consumer: &str,
+            min_idle: Duration,
+        ) -> Result<ClaimReport, BackendError> {
+            self.0.claim(group, consumer, min_idle).await
+        }
+        async fn ping(&self) -> Result<(), BackendError> {
+            self.0.ping().await
+        }
+        async fn read_checkpoint(&self) -> Result<Vec<(String, String)>, BackendError> {
+            self.0.read_checkpoint().await
+        }
+        async fn write_checkpoint(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
+            self.0.write_checkpoint(fields).await
+        }
+        async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
+            self.0.key_conflicts().await
+        }
         async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {
             self.0.publish(messages).await
         }

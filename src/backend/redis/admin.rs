@@ -6,7 +6,7 @@ use redis::Value;
 use serde::Serialize;
 
 use super::{RedisBackend, parse};
-use crate::backend::{Backend, BackendError, CleanupReport, GroupInfo, Sizes};
+use crate::backend::{Backend, BackendError, CleanupReport, GroupInfo, KeyConflict, Sizes};
 
 /// Which consumer groups cleanup destroys.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +94,101 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
         groups: destroyed,
         keys: deleted,
     })
+}
+
+/// Removes the consumers of `group` other than `keep` that have nothing pending.
+pub(crate) async fn remove_idle_consumers(
+    b: &RedisBackend,
+    group: &str,
+    keep: &str,
+) -> Result<(), BackendError> {
+    let stream = &b.keys().stream;
+    let reply: Value = b
+        .query(
+            "XINFO CONSUMERS",
+            redis::cmd("XINFO").arg("CONSUMERS").arg(stream).arg(group),
+        )
+        .await?;
+    let mut idle = Vec::new();
+    for consumer in parse::array(reply, "XINFO CONSUMERS")? {
+        let fields = parse::array(consumer, "XINFO CONSUMERS")?;
+        let mut name = None;
+        let mut pending = None;
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            match parse::text(k).as_deref() {
+                Ok("name") => name = parse::text(v).ok(),
+                Ok("pending") => pending = parse::text(v).ok(),
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(pending)) = (name, pending)
+            && pending == "0"
+            && name != keep
+        {
+            idle.push(name);
+        }
+    }
+    for name in idle {
+        b.query::<u64>(
+            "XGROUP DELCONSUMER",
+            redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(stream)
+                .arg(group)
+                .arg(&name),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The run's keys that exist with another type than agora gives them: a stream name or cache
+/// prefix that collides with someone else's keys.
+pub(crate) async fn key_conflicts(b: &RedisBackend) -> Result<Vec<KeyConflict>, BackendError> {
+    let keys = b.keys();
+    let expected: [(String, &'static str); 5] = [
+        (keys.stream.clone(), "stream"),
+        (keys.dead_letters(), "stream"),
+        (keys.agent_state(), "hash"),
+        (keys.checkpoint(), "hash"),
+        (keys.cache_timestamps(), "zset"),
+    ];
+    let mut pipe = redis::pipe();
+    for (k, _) in &expected {
+        pipe.cmd("TYPE").arg(k);
+    }
+    let types: Vec<String> = b.pipeline("TYPE", &pipe).await?;
+    let mut conflicts: Vec<KeyConflict> = expected
+        .iter()
+        .zip(types)
+        .filter(|((_, want), found)| found != "none" && found != want)
+        .map(|((key, want), found)| KeyConflict {
+            key: key.clone(),
+            found,
+            expected: want,
+        })
+        .collect();
+    let timestamps = keys.cache_timestamps();
+    let cached = scan(b, &keys.cache_prefix, None).await?;
+    let cached: Vec<String> = cached.into_iter().filter(|k| *k != timestamps).collect();
+    for chunk in cached.chunks(500) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.cmd("TYPE").arg(k);
+        }
+        let types: Vec<String> = b.pipeline("TYPE", &pipe).await?;
+        for (k, found) in chunk.iter().zip(types) {
+            if found != "list" && found != "none" {
+                conflicts.push(KeyConflict {
+                    key: k.clone(),
+                    found,
+                    expected: "list",
+                });
+            }
+        }
+    }
+    Ok(conflicts)
 }
 
 pub(crate) async fn sizes(b: &RedisBackend) -> Result<Sizes, BackendError> {

@@ -24,8 +24,8 @@ use redis::{Client, FromRedisValue, Pipeline, Value};
 use self::connect::Scrubber;
 use self::reader::{EntryCache, GroupReader, Target};
 use super::{
-    Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, CleanupReport, Commit, GroupInfo, GroupRead,
-    Keys, ScoreBound, Sizes,
+    Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, ClaimReport, CleanupReport, Commit,
+    GroupInfo, GroupRead, KeyConflict, Keys, ScoreBound, Sizes,
 };
 use crate::backend::url::RedisUrl;
 use crate::message::{Delivery, EntryId, Message};
@@ -186,6 +186,72 @@ impl Backend for RedisBackend {
             }
         }
         Ok(())
+    }
+
+    async fn claim(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> Result<ClaimReport, BackendError> {
+        let stream = &self.inner.keys.stream;
+        let mut report = ClaimReport::default();
+        let mut cursor = "0-0".to_string();
+        loop {
+            let reply: Value = self
+                .query(
+                    "XAUTOCLAIM",
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(stream)
+                        .arg(group)
+                        .arg(consumer)
+                        .arg(min_idle.as_millis() as u64)
+                        .arg(&cursor)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .arg("JUSTID"),
+                )
+                .await?;
+            let mut parts = parse::array(reply, "XAUTOCLAIM")?.into_iter();
+            let next = parts
+                .next()
+                .map(parse::entry_id)
+                .transpose()?
+                .unwrap_or(EntryId::ZERO);
+            report.claimed += parse::array(parts.next().unwrap_or(Value::Nil), "XAUTOCLAIM")?.len() as u64;
+            report.deleted += parse::array(parts.next().unwrap_or(Value::Nil), "XAUTOCLAIM")?.len() as u64;
+            if next == EntryId::ZERO {
+                break;
+            }
+            cursor = next.to_string();
+        }
+        admin::remove_idle_consumers(self, group, consumer).await?;
+        Ok(report)
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.query::<()>("PING", &redis::cmd("PING")).await
+    }
+
+    async fn read_checkpoint(&self) -> Result<Vec<(String, String)>, BackendError> {
+        self.query("HGETALL", redis::cmd("HGETALL").arg(self.inner.keys.checkpoint()))
+            .await
+    }
+
+    async fn write_checkpoint(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.inner.keys.checkpoint());
+        for (k, v) in fields {
+            cmd.arg(*k).arg(v);
+        }
+        self.query::<()>("HSET", &cmd).await
+    }
+
+    async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
+        admin::key_conflicts(self).await
     }
 
     async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {
