@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 #[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code)]
 mod redis_server;
 use redis_server::RedisServer;
 
