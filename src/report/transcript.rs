@@ -44,6 +44,10 @@ impl TranscriptWriter {
     pub fn resume(dir: &Path, bytes: u64, lines: u64) -> std::io::Result<Option<Self>> {
         let path = dir.join(FILE_NAME);
         let partial = dir.join(format!("{FILE_NAME}.partial"));
+        // An interrupted run moved its transcript into place when it stopped; take it back.
+        if !partial.exists() && path.exists() {
+            std::fs::rename(&path, &partial)?;
+        }
         let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(&partial) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

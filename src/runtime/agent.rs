@@ -374,7 +374,10 @@ impl<B: Backend> AgentCore<B> {
             match self.attempt(kind, &handle, &skip, &fetched) {
                 Attempt::Done(work) => break work,
                 Attempt::Miss(queries) => {
-                    let answers = self.backend.cache_read(&queries).await?;
+                    let answers = super::reconnect::retry(&self.backend, self.reconnect_timeout, || {
+                        self.backend.cache_read(&queries)
+                    })
+                    .await?;
                     for (q, a) in queries.into_iter().zip(answers) {
                         fetched.insert(q, a);
                     }
@@ -490,7 +493,7 @@ impl<B: Backend> AgentCore<B> {
             match self.backend.commit(commit).await {
                 Ok(ids) => return Ok(ids),
                 Err(e) if e.is_unavailable() => {
-                    tracing::warn!(agent = %self.spec.name, "{e}; waiting for the backend to come back");
+                    tracing::debug!(agent = %self.spec.name, "{e}; waiting for the backend to come back");
                     super::reconnect::wait(&self.backend, self.reconnect_timeout).await?;
                     let stored = super::reconnect::retry(&self.backend, self.reconnect_timeout, || {
                         self.backend.load_states(std::slice::from_ref(&self.spec.name))

@@ -600,7 +600,8 @@ impl<'a, B: Backend> Coordinator<'a, B> {
 
         let dead_letters_path = if self.totals.dead_letters > 0 {
             let path = run_dir.join("dead_letters.jsonl");
-            match self.backend.dead_letters().await {
+            let read = tokio::time::timeout(Duration::from_secs(5), self.backend.dead_letters()).await;
+            match read.unwrap_or_else(|_| Err(crate::backend::BackendError::command("timed out"))) {
                 Ok(entries) => {
                     write_dead_letters(&path, &entries).map_err(|e| RunError::output(&path, e))?;
                     Some(path)

@@ -3,6 +3,7 @@
 //! by itself in the background; this is the waiting and the retrying of agora's own commands.
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,13 +15,47 @@ use crate::report::progress;
 const FIRST_DELAY: Duration = Duration::from_millis(50);
 const MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// Waits until the backend answers, or `timeout` has passed.
+/// When the current outage began: every agent waiting on it shares one deadline, and it is
+/// logged once.
+static OUTAGE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// When the outage began, and whether this caller is the first to notice it.
+fn outage_began() -> (Instant, bool) {
+    let mut outage = OUTAGE.lock().unwrap_or_else(|e| e.into_inner());
+    match *outage {
+        Some(began) => (began, false),
+        None => {
+            let now = Instant::now();
+            *outage = Some(now);
+            (now, true)
+        }
+    }
+}
+
+fn outage_ended() -> bool {
+    OUTAGE.lock().unwrap_or_else(|e| e.into_inner()).take().is_some()
+}
+
+/// Waits until the backend answers, or `timeout` has passed since it stopped answering.
 pub(crate) async fn wait<B: Backend>(backend: &B, timeout: Duration) -> Result<(), RunError> {
-    let deadline = Instant::now() + timeout;
+    let (began, first) = outage_began();
+    let deadline = began + timeout;
     let mut delay = FIRST_DELAY;
+    if first {
+        tracing::warn!(
+            "lost the backend; waiting up to {} for it to come back",
+            crate::scenario::format_duration(timeout)
+        );
+    }
     progress::set_waiting(Some("the backend does not answer; retrying"));
     let result = loop {
-        match backend.ping().await {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(FIRST_DELAY);
+        let ping = tokio::time::timeout(left, backend.ping())
+            .await
+            .unwrap_or_else(|_| Err(BackendError::unavailable("PING did not return", "")));
+        match ping {
             Ok(()) => break Ok(()),
             Err(e) if e.is_unavailable() => {
                 let now = Instant::now();
@@ -34,8 +69,8 @@ pub(crate) async fn wait<B: Backend>(backend: &B, timeout: Duration) -> Result<(
         }
     };
     progress::set_waiting(None);
-    if result.is_ok() {
-        tracing::info!("the backend answers again");
+    if result.is_ok() && outage_ended() {
+        tracing::warn!("the backend answers again; going on");
     }
     result
 }
@@ -53,12 +88,12 @@ where
         match op().await {
             Ok(value) => return Ok(value),
             Err(e) if e.is_unavailable() => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                // The backend may answer PING and still fail this: do not go round for ever.
+                if Instant::now() >= deadline {
                     return Err(gave_up(timeout, &e));
                 }
-                tracing::warn!("{e}; waiting for the backend to come back");
-                wait(backend, left).await?;
+                tracing::debug!("{e}; waiting for the backend to come back");
+                wait(backend, timeout).await?;
             }
             Err(e) => return Err(e.into()),
         }

@@ -306,7 +306,7 @@ impl<B: Backend> Shard<B> {
             let results = match self.backend.read(&reads).await {
                 Ok(results) => results,
                 Err(e) if e.is_unavailable() => {
-                    tracing::warn!(tick, "{e}; waiting for the backend to come back");
+                    tracing::debug!(tick, "{e}; waiting for the backend to come back");
                     reconnect::wait(&self.backend, self.reconnect_timeout).await?;
                     pending = true;
                     continue;
@@ -381,7 +381,7 @@ impl<B: Backend> Shard<B> {
                     let results = match self.backend.read(&reads).await {
                         Ok(results) => results,
                         Err(e) if e.is_unavailable() => {
-                            tracing::warn!("{e}; waiting for the backend to come back");
+                            tracing::debug!("{e}; waiting for the backend to come back");
                             lost = true;
                             break;
                         }

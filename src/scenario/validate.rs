@@ -118,18 +118,57 @@ impl Scenario {
 
     /// The scenario as `agora check` prints it: every default filled in, the password hidden.
     pub fn to_toml(&self) -> String {
-        self.resolved(true)
+        self.resolved()
     }
 
     /// A digest of everything that decides the transcript, to refuse resuming a run with a
-    /// changed scenario.
+    /// changed scenario. How to reach the backend, how long to wait for it, when to clean up,
+    /// trimming and where outputs go do not change a transcript, so they may change between
+    /// an interrupted run and its resumption.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(self.resolved(false).as_bytes());
+        #[derive(Serialize)]
+        struct Decisive<'a> {
+            name: &'a str,
+            seed: u64,
+            mode: &'a str,
+            ticks: Option<u64>,
+            max_messages: u64,
+            max_retries: u32,
+            stream: &'a str,
+            group_prefix: &'a str,
+            cache_prefix: &'a str,
+            agents: Vec<(&'a str, u64, &'a str, toml::Table)>,
+        }
+        let decisive = Decisive {
+            name: &self.name,
+            seed: self.seed,
+            mode: self.mode.as_str(),
+            ticks: self.ticks,
+            max_messages: self.max_messages,
+            max_retries: self.max_retries,
+            stream: &self.backend.keys.stream,
+            group_prefix: &self.backend.keys.group_prefix,
+            cache_prefix: &self.backend.keys.cache_prefix,
+            agents: self
+                .tables
+                .iter()
+                .map(|t| {
+                    (
+                        t.id.as_str(),
+                        t.count,
+                        t.behaviour_name.as_str(),
+                        t.behaviour.resolved_params(),
+                    )
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string(&decisive).unwrap_or_default();
+        let digest = Sha256::digest(text.as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn resolved(&self, redact: bool) -> String {
+    fn resolved(&self) -> String {
         #[derive(Serialize)]
         struct Resolved<'a> {
             scenario: ScenarioOut<'a>,
@@ -185,11 +224,7 @@ impl Scenario {
             },
             backend: BackendOut {
                 kind: b.kind.as_str(),
-                url: if redact {
-                    b.url.to_string()
-                } else {
-                    b.url.expose().to_string()
-                },
+                url: b.url.to_string(),
                 stream: &b.keys.stream,
                 group_prefix: &b.keys.group_prefix,
                 cache_prefix: &b.keys.cache_prefix,

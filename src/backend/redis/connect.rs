@@ -92,10 +92,31 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
     BackendError::unavailable(format!("cannot use Redis at {address}: {detail}"), START_HINT)
 }
 
+/// Whether a server error only means "not now": Redis loading its data after a restart, a
+/// replica without its master, a cluster slot moving.
+pub(crate) fn is_transient(detail: &str) -> bool {
+    [
+        "LOADING",
+        "BusyLoading",
+        "loading the dataset",
+        "TRYAGAIN",
+        "MASTERDOWN",
+        "TryAgain",
+        "MasterDown",
+    ]
+    .iter()
+    .any(|m| detail.contains(m))
+}
+
 /// An error from a command on a connection that worked.
 pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> BackendError {
     let detail = scrubber.scrub(&e.to_string());
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || is_transient(&detail)
+    {
         return BackendError::unavailable(
             format!("lost the connection to Redis during {what}: {detail}"),
             "check that Redis is running; an interrupted run can be continued with --resume",

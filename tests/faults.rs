@@ -1,0 +1,295 @@
+//! Faults, injected: processes killed at random points, Redis restarted or gone, behaviours
+//! that panic. The promise in lockstep mode: whatever is killed and whenever, a resumed run
+//! ends with the same transcript.jsonl as a run that was never interrupted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+
+/// Three kinds of agents at once: opinion (every agent publishes every tick), gossip
+/// (metrics, random peers) and discussion (cache reads).
+const MIXED: &str = r#"
+[scenario]
+name = "mixed"
+seed = 11
+ticks = 30
+
+[[agents]]
+id = "citizen"
+count = 60
+behaviour = "opinion"
+
+[[agents]]
+id = "gossip"
+count = 30
+behaviour = "gossip"
+params = { fanout = 2, seeds = 2 }
+
+[[agents]]
+id = "speaker"
+count = 5
+behaviour = "discussion"
+params = { policy = "echo" }
+"#;
+
+fn agora() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AGORA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn scenario_file(dir: &Path) -> PathBuf {
+    let path = dir.join("mixed.toml");
+    std::fs::write(&path, MIXED).unwrap();
+    path
+}
+
+fn start(scenario: &Path, out: &Path, url: &str, extra: &[&str]) -> Child {
+    agora()
+        .arg("run")
+        .arg(scenario)
+        .args(["--quiet", "--backend", "redis", "--redis-url", url, "--out"])
+        .arg(out)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn transcript(out: &Path) -> Vec<u8> {
+    std::fs::read(out.join("mixed-11").join("transcript.jsonl")).unwrap()
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("mixed-11").join("summary.json")).unwrap())
+        .unwrap()
+}
+
+/// The transcript of an uninterrupted run, on the embedded backend.
+fn reference(scenario: &Path) -> (Vec<u8>, serde_json::Value) {
+    let out = tempfile::tempdir().unwrap();
+    let output = agora()
+        .arg("run")
+        .arg(scenario)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    (transcript(out.path()), summary(out.path()))
+}
+
+/// The tick the run on `server` has completed, from its checkpoint.
+fn completed_tick(server: &RedisServer) -> Option<u64> {
+    let reply = server.command(&["HGET", "mixed:run", "tick"]);
+    reply.lines().nth(1).and_then(|l| l.parse().ok())
+}
+
+fn wait_for_tick(server: &RedisServer, tick: u64, child: &mut Child) {
+    let started = Instant::now();
+    while completed_tick(server).is_none_or(|t| t < tick) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before tick {tick}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no tick {tick} after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A small, seeded random generator for kill points, so that a failure can be replayed with
+/// AGORA_FAULT_SEED.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[test]
+fn sigkill_at_random_points_then_resume_gives_the_same_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(dir.path());
+    let (expected, expected_summary) = reference(&scenario);
+    let seed = std::env::var("AGORA_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2026);
+    let mut rng = Lcg(seed);
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let mut kills = 0;
+    let mut resume = false;
+    let mut finished = None;
+    for round in 0..40 {
+        let extra: &[&str] = if resume { &["--resume"] } else { &[] };
+        let mut child = start(&scenario, out.path(), &server.url(), extra);
+        // Kill somewhere between process start and a good way into the run.
+        let delay = Duration::from_millis(20 + rng.next(600));
+        let deadline = Instant::now() + delay;
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() && kills < 12 {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+            resume = true;
+            continue;
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "round {round} (seed {seed}): {}",
+            text(&output.stderr)
+        );
+        finished = Some(output);
+        break;
+    }
+    assert!(finished.is_some(), "the run never finished");
+    assert!(kills >= 10, "only {kills} kills landed (seed {seed})");
+    assert!(
+        transcript(out.path()) == expected,
+        "the resumed transcript differs (seed {seed}, {kills} kills)"
+    );
+    let got = summary(out.path());
+    for key in [
+        "messages",
+        "deliveries",
+        "handled",
+        "ticks",
+        "stop_reason",
+        "transcript_sha256",
+        "metrics",
+    ] {
+        assert_eq!(got[key], expected_summary[key], "{key} (seed {seed})");
+    }
+}
+
+#[test]
+fn a_redis_restart_mid_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(dir.path());
+    let (expected, _) = reference(&scenario);
+    let mut server = RedisServer::start_with_aof();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = start(&scenario, out.path(), &server.url(), &[]);
+    wait_for_tick(&server, 5, &mut child);
+    server.restart();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(transcript(out.path()) == expected);
+    assert!(
+        text(&output.stderr).contains("waiting up to"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn redis_gone_for_good_exits_3_and_a_later_resume_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(dir.path());
+    let (expected, _) = reference(&scenario);
+    let mut server = RedisServer::start_with_aof();
+    let out = tempfile::tempdir().unwrap();
+    let timeout = ["--set", "backend.reconnect_timeout=2s"];
+    let mut child = start(&scenario, out.path(), &server.url(), &timeout);
+    wait_for_tick(&server, 5, &mut child);
+    server.kill();
+    let stopped = Instant::now();
+    let output: Output = child.wait_with_output().unwrap();
+    let took = stopped.elapsed();
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert!(
+        took < Duration::from_secs(4),
+        "gave up after {took:?}; the limit was 2 s"
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("error: gave up after waiting 2s") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert_eq!(summary(out.path())["stop_reason"], "failed");
+
+    server.restart();
+    let output = start(&scenario, out.path(), &server.url(), &["--resume"])
+        .wait_with_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(transcript(out.path()) == expected);
+    assert_eq!(summary(out.path())["stop_reason"], "ticks");
+}
+
+#[test]
+fn resuming_is_refused_when_it_cannot_be_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(dir.path());
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let nothing = start(&scenario, out.path(), &server.url(), &["--resume"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(nothing.status.code(), Some(2));
+    assert!(text(&nothing.stderr).contains("nothing to resume"));
+
+    let mut child = start(&scenario, out.path(), &server.url(), &[]);
+    wait_for_tick(&server, 2, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let changed = start(
+        &scenario,
+        out.path(),
+        &server.url(),
+        &["--resume", "--seed", "12"],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert_eq!(changed.status.code(), Some(2));
+    assert!(
+        text(&changed.stderr).contains("the scenario changed"),
+        "{}",
+        text(&changed.stderr)
+    );
+    let fresh = start(
+        &scenario,
+        out.path(),
+        &server.url(),
+        &["--set", "backend.cleanup=never"],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert_eq!(fresh.status.code(), Some(2));
+    assert!(
+        text(&fresh.stderr).contains("keys of an earlier run"),
+        "{}",
+        text(&fresh.stderr)
+    );
+    // The default (cleanup before) starts afresh.
+    let again = start(&scenario, out.path(), &server.url(), &[])
+        .wait_with_output()
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}
