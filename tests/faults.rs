@@ -293,3 +293,111 @@ fn resuming_is_refused_when_it_cannot_be_right() {
         .unwrap();
     assert!(again.status.success(), "{}", text(&again.stderr));
 }
+
+mod panics {
+    use std::path::Path;
+
+    use agora::backend::redis::RedisBackend;
+    use agora::runtime::{self, RunOptions};
+    use agora::scenario::{self, Overrides};
+    use agora::{Behaviour, BehaviourError, Context, Effects, Message, Outgoing, Registry, Setup};
+    use serde::{Deserialize, Serialize};
+
+    use super::common;
+    use super::common::redis_server::RedisServer;
+
+    /// Panics on one message, for one agent; everyone else remembers everything it hears.
+    struct Fragile;
+
+    #[derive(Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoParams {}
+
+    impl Behaviour for Fragile {
+        type State = u64;
+
+        fn init(&self, _ctx: &mut Context<'_>) -> Result<u64, BehaviourError> {
+            Ok(0)
+        }
+
+        fn on_start(&self, _heard: &mut u64, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+            let said = if ctx.peer_index() == 0 {
+                "poison".to_string()
+            } else {
+                format!("hi from {}", ctx.agent())
+            };
+            Ok(Effects::new().publish(Outgoing::broadcast(said)))
+        }
+
+        fn on_message(
+            &self,
+            heard: &mut u64,
+            msg: &Message,
+            ctx: &mut Context<'_>,
+        ) -> Result<Effects, BehaviourError> {
+            *heard += 1;
+            if msg.content == "poison" && ctx.agent() == "f_3" {
+                panic!("f_3 cannot take it");
+            }
+            Ok(Effects::new().remember(serde_json::json!(msg.content)))
+        }
+    }
+
+    #[test]
+    fn a_panicking_behaviour_on_redis_dead_letters_its_message_and_the_others_finish() {
+        let server = RedisServer::start();
+        let mut registry = Registry::builtin();
+        registry.register(
+            "fragile",
+            "panics on poison",
+            &[],
+            |_: NoParams, _: &Setup<'_>| Ok(Fragile),
+        );
+        let text = "[scenario]\nname = \"fragile\"\nticks = 3\n[backend]\nkind = \"redis\"\ncleanup = \"never\"\n\
+            [[agents]]\nid = \"f\"\ncount = 5\nbehaviour = \"fragile\"\n";
+        let out = tempfile::tempdir().unwrap();
+        let mut overrides = Overrides::new();
+        overrides.flag("--redis-url", "backend.url", toml::Value::String(server.url()));
+        overrides.flag(
+            "--out",
+            "output.dir",
+            toml::Value::String(out.path().display().to_string()),
+        );
+        let scenario =
+            scenario::load_str(Path::new("f.toml"), text.into(), &[], &overrides, &registry).unwrap();
+        let outcome = common::block_on(async {
+            let b = &scenario.backend;
+            let backend = RedisBackend::connect(&b.url, b.keys.clone(), b.reconnect_timeout)
+                .await
+                .unwrap();
+            runtime::run_on(
+                backend,
+                &scenario,
+                &RunOptions {
+                    quiet: true,
+                    ..RunOptions::default()
+                },
+            )
+            .await
+        })
+        .unwrap();
+        let s = &outcome.summary;
+        assert_eq!((s.dead_letters, s.behaviour_failures), (1, 1));
+        assert_eq!(
+            s.handled,
+            5 * 4 - 1,
+            "every agent handled every other agent's message but one"
+        );
+        let dead = server.command(&["XRANGE", "fragile:dead", "-", "+"]);
+        assert!(
+            dead.contains("f_3 cannot take it") && dead.contains("poison"),
+            "{dead}"
+        );
+        // The other agents' caches are complete: four messages each; f_3 has three.
+        for (agent, expected) in [("f_1", 4), ("f_2", 4), ("f_3", 3), ("f_4", 4), ("f_5", 4)] {
+            let len = server.command(&["LLEN", &format!("fragile:cache:{agent}")]);
+            assert_eq!(len.trim(), format!(":{expected}"), "{agent}");
+        }
+        assert!(outcome.dead_letters_path.is_some());
+    }
+}

@@ -409,7 +409,12 @@ fn a_wrong_password_exits_3_and_is_never_shown() {
     let url = format!("redis://:{secret}@127.0.0.1:{}/0", server.port);
     let out = tempfile::tempdir().unwrap();
     let (output, _) = run(
-        agora(),
+        {
+            let mut c = agora();
+            // Every log line there is, to see that none of them shows the password.
+            c.env("RUST_LOG", "trace");
+            c
+        },
         Path::new("scenarios/gossip.toml"),
         out.path(),
         &["--backend", "redis", "--redis-url", &url],

@@ -9,6 +9,9 @@ pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
+    if t.starts_with('-') {
+        return Err(format!("{text:?} is negative; durations are 0 or more"));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());

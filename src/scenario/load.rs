@@ -67,8 +67,8 @@ impl Overrides {
     /// Adds a flag that stands for a key, such as `--seed 7` for `scenario.seed`.
     pub fn flag(&mut self, flag: &str, key: &str, value: toml::Value) {
         let shown = match &value {
-            toml::Value::String(s) => crate::backend::url::redact(s),
-            other => other.to_string(),
+            toml::Value::String(s) => shorten(&crate::backend::url::redact(s)),
+            other => shorten(&other.to_string()),
         };
         self.entries.push(Override {
             path: KeyPath::parse_dotted(key),
@@ -82,9 +82,19 @@ impl Overrides {
     }
 }
 
-/// `KEY=VALUE` with any password in the value hidden.
+/// `KEY=VALUE` with any password in the value hidden, and a long value cut short.
 fn redact_arg(arg: &str) -> String {
-    crate::backend::url::redact(arg)
+    shorten(&crate::backend::url::redact(arg))
+}
+
+/// Text for an error line: at most 80 characters.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.chars().count() <= MAX {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(MAX - 20).collect();
+    format!("{cut}... ({} bytes)", text.len())
 }
 
 fn parse_key(key: &str) -> Result<KeyPath, String> {

@@ -290,6 +290,16 @@ impl Errors<'_> {
     }
 }
 
+/// A value as an error shows it: quoted, and cut short when long.
+fn quoted(value: &str) -> String {
+    const MAX: usize = 40;
+    if value.chars().count() <= MAX {
+        return format!("{value:?}");
+    }
+    let cut: String = value.chars().take(MAX).collect();
+    format!("{cut:?}... ({} bytes)", value.len())
+}
+
 fn key(path: &str) -> KeyPath {
     KeyPath::parse_dotted(path)
 }
@@ -320,7 +330,7 @@ pub(crate) fn validate(
     if !is_name(&s.name) {
         return Err(err.at(
             key("scenario.name"),
-            format!("{:?} is not a valid name: {}", s.name, name_rule()),
+            format!("{} is not a valid name: {}", quoted(&s.name), name_rule()),
         ));
     }
     let ticks = match (s.mode, s.ticks) {
@@ -408,8 +418,31 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
     {
         return Err(err.at(
             key("backend.stream"),
-            format!("{stream:?} is not a usable stream key: 1 to 256 characters, no spaces"),
+            format!(
+                "{} is not a usable stream key: 1 to 256 characters, no spaces",
+                quoted(&stream)
+            ),
         ));
+    }
+    // A run's own keys end in these, and cleanup deletes everything under a cache prefix: a
+    // stream named like them would be another run's key, and deleted with it.
+    for suffix in [":dead", ":state", ":run"] {
+        if stream.ends_with(suffix) {
+            return Err(err
+                .at(
+                    key("backend.stream"),
+                    format!("{stream:?} ends in {suffix:?}, which agora keeps for a run's own keys"),
+                )
+                .with_hint("choose a stream name without that ending"));
+        }
+    }
+    if stream.contains(":cache:") {
+        return Err(err
+            .at(
+                key("backend.stream"),
+                format!("{stream:?} contains \":cache:\", which agora keeps for cache keys"),
+            )
+            .with_hint("choose a stream name without \":cache:\""));
     }
     if b.group_prefix.len() > 256 || b.group_prefix.chars().any(char::is_control) {
         return Err(err.at(
@@ -475,7 +508,7 @@ fn validate_agents(
         if !is_name(&table.id) {
             return Err(err.at(
                 at("id"),
-                format!("{:?} is not a valid id: {}", table.id, name_rule()),
+                format!("{} is not a valid id: {}", quoted(&table.id), name_rule()),
             ));
         }
         if table.count < 1 {
@@ -495,7 +528,7 @@ fn validate_agents(
             return Err(err
                 .at(
                     at("behaviour"),
-                    format!("unknown behaviour {:?}", table.behaviour),
+                    format!("unknown behaviour {}", quoted(&table.behaviour)),
                 )
                 .with_hint(format!("known behaviours: {}", registry.names().join(", "))));
         }
