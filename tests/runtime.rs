@@ -167,10 +167,18 @@ fn relay_publishes_tokens_times_hops() {
         assert_eq!(s.deliveries, 6 * 9 * 4, "{mode}: every group reads every message");
         assert_eq!(s.stop_reason, "quiescent");
         let mut hops: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let token_hop = |l: &Value| {
+            let words: Vec<u64> = l["content"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            (words[0], words[1])
+        };
         for l in &lines {
-            hops.entry(l["data"]["token"].as_u64().unwrap())
-                .or_default()
-                .push(l["data"]["hop"].as_u64().unwrap());
+            let (token, hop) = token_hop(l);
+            hops.entry(token).or_default().push(hop);
             // Each hop goes to the next agent in the ring.
             let from: u64 = l["sender_id"].as_str().unwrap()[2..].parse().unwrap();
             let to: u64 = l["to"].as_str().unwrap()[2..].parse().unwrap();
@@ -183,7 +191,7 @@ fn relay_publishes_tokens_times_hops() {
         // Token k starts at relay agent k mod N.
         let first: Vec<&str> = lines
             .iter()
-            .filter(|l| l["data"]["hop"] == 1)
+            .filter(|l| token_hop(l).1 == 1)
             .map(|l| l["sender_id"].as_str().unwrap())
             .collect();
         let mut first_sorted = first.clone();
