@@ -13,7 +13,7 @@ use crate::backend::url::RedisUrl;
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
 use crate::runtime::{self, RunOptions};
-use crate::scenario::{self, Overrides, Scenario};
+use crate::scenario::{self, BackendKind, Overrides, Scenario};
 
 const ABOUT: &str = "Run multi-agent simulations on Redis Streams (or the embedded memory backend).";
 
@@ -95,8 +95,12 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = "\
+Start one worker per share, on any machines that reach the Redis, with the same scenario
+(file, --set, environment) as the coordinator; then `agora run <scenario> --backend redis
+--workers 0` coordinates them. Agents are shared out by name: the same on every machine.")]
 struct WorkerArgs {
-    /// The scenario file
+    /// The scenario file (the same as the coordinator's)
     scenario: PathBuf,
     /// Which share of the agents to host, as I/N (from 1/N to N/N)
     #[arg(long, value_name = "I/N")]
@@ -104,6 +108,9 @@ struct WorkerArgs {
     /// The Redis URL
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+    /// Override a key, as for `agora run`
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 #[derive(Args)]
@@ -235,9 +242,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Error> {
             print!("{}", behaviours_text(registry));
             Ok(exit::SUCCESS)
         }
-        Command::Worker(_) => Err(Error::Usage(
-            "`agora worker` needs the redis backend, which this version does not include yet".into(),
-        )),
+        Command::Worker(args) => worker(args, registry),
         Command::Cleanup(args) => cleanup(args),
         Command::Inspect(args) => inspect(args),
     }
@@ -279,15 +284,16 @@ fn load(args: &ScenarioArgs, registry: &Registry) -> Result<Scenario, Error> {
 
 fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     let scenario = load(&args.scenario, registry)?;
-    if args.workers.is_some_and(|n| n > 0) {
+    if args.workers.is_some() && scenario.backend.kind != BackendKind::Redis {
         return Err(Error::Usage(
-            "--workers needs the redis backend, which this version does not include yet".into(),
+            "--workers: worker processes share the agents of a run through Redis; add --backend redis".into(),
         ));
     }
     let options = RunOptions {
         quiet: args.quiet,
         resume: args.resume,
         instance: None,
+        workers: args.workers,
     };
     let outcome = runtime::run(&scenario, &options)?;
     let s = &outcome.summary;
@@ -314,6 +320,34 @@ fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
         );
         return Ok(exit::RUN_FAILED);
     }
+    Ok(exit::SUCCESS)
+}
+
+fn worker(args: WorkerArgs, registry: &Registry) -> Result<u8, Error> {
+    let (shard, shards) = runtime::parse_shard(&args.shard).map_err(Error::Usage)?;
+    let scenario = load(
+        &ScenarioArgs {
+            scenario: args.scenario,
+            sets: args.sets,
+            // Workers only make sense on Redis.
+            backend: Some(BackendArg::Redis),
+            redis_url: args.redis_url,
+            seed: None,
+            out: None,
+        },
+        registry,
+    )?;
+    let parent = std::env::var("AGORA_WORKER_PARENT")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    runtime::run_worker(
+        &scenario,
+        &runtime::WorkerOptions {
+            shard,
+            shards,
+            parent,
+        },
+    )?;
     Ok(exit::SUCCESS)
 }
 

@@ -51,6 +51,7 @@ macro_rules! all_cases {
                 cleanup_removes_the_run,
                 idle_pending_entries_can_be_claimed,
                 checkpoints_are_kept,
+                notes_and_hashes_for_bookkeeping,
             ]
         );
     };

@@ -64,13 +64,31 @@ impl Keys {
         format!("{}:run", self.stream)
     }
 
+    /// Commands from the coordinator to worker processes.
+    pub fn control(&self) -> String {
+        format!("{}:control", self.stream)
+    }
+
+    /// Reports from worker processes to the coordinator.
+    pub fn reports(&self) -> String {
+        format!("{}:reports", self.stream)
+    }
+
+    /// Worker processes' registrations and heartbeats, by shard.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.stream)
+    }
+
     /// Every key of the run that is not a cache key, for cleanup.
-    pub fn run_keys(&self) -> [String; 4] {
+    pub fn run_keys(&self) -> [String; 7] {
         [
             self.stream.clone(),
             self.dead_letters(),
             self.agent_state(),
             self.checkpoint(),
+            self.control(),
+            self.reports(),
+            self.workers(),
         ]
     }
 }

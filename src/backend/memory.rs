@@ -34,6 +34,8 @@ struct Shared {
     store: Mutex<Store>,
     /// Woken on every append, for [`Backend::wait_for_entries`].
     appended: Notify,
+    /// Woken on every note.
+    noted: Notify,
     last_seq: AtomicU64,
 }
 
@@ -51,6 +53,10 @@ struct Store {
     scores: HashMap<Arc<str>, f64>,
     states: HashMap<String, String>,
     checkpoint: BTreeMap<String, String>,
+    /// Bookkeeping streams (worker control) by key: sequence numbers and texts.
+    notes: HashMap<String, Vec<(u64, String)>>,
+    next_note: u64,
+    hashes: HashMap<String, BTreeMap<String, String>>,
 }
 
 struct Stored {
@@ -103,6 +109,7 @@ impl MemoryBackend {
                     ..Store::default()
                 }),
                 appended: Notify::new(),
+                noted: Notify::new(),
                 last_seq: AtomicU64::new(0),
             }),
         }
@@ -377,6 +384,66 @@ impl Backend for MemoryBackend {
         Ok(Vec::new())
     }
 
+    async fn note(&self, key: &str, text: &str) -> Result<EntryId, BackendError> {
+        let mut store = self.store();
+        store.next_note += 1;
+        let seq = store.next_note;
+        store
+            .notes
+            .entry(key.to_string())
+            .or_default()
+            .push((seq, text.to_string()));
+        drop(store);
+        self.shared.noted.notify_waiters();
+        Ok(id(seq))
+    }
+
+    async fn notes(
+        &self,
+        key: &str,
+        after: EntryId,
+        block: Duration,
+    ) -> Result<Vec<(EntryId, String)>, BackendError> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let noted = self.shared.noted.notified();
+            tokio::pin!(noted);
+            noted.as_mut().enable();
+            let found: Vec<(EntryId, String)> = self
+                .store()
+                .notes
+                .get(key)
+                .map(|n| {
+                    n.iter()
+                        .filter(|(seq, _)| id(*seq) > after)
+                        .map(|(seq, t)| (id(*seq), t.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !found.is_empty() || tokio::time::timeout_at(deadline, noted).await.is_err() {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError> {
+        self.store()
+            .hashes
+            .entry(key.to_string())
+            .or_default()
+            .insert(field.to_string(), value.to_string());
+        Ok(())
+    }
+
+    async fn hash_all(&self, key: &str) -> Result<Vec<(String, String)>, BackendError> {
+        Ok(self
+            .store()
+            .hashes
+            .get(key)
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
     async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {
         let mut store = self.store();
         let ids: Vec<EntryId> = messages
@@ -594,8 +661,10 @@ impl Backend for MemoryBackend {
         // Ids keep growing across a cleanup, as a recreated Redis stream's would not; no one
         // relies on either.
         let next_seq = store.next_seq;
+        let next_note = store.next_note;
         *store = Store {
             next_seq,
+            next_note,
             ..Store::default()
         };
         Ok(CleanupReport { groups, keys })

@@ -231,6 +231,25 @@ pub trait Backend: Clone + Unpin + 'static {
     /// Keys of the run that exist with another type than agora gives them.
     async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError>;
 
+    /// Appends a note to one of the run's bookkeeping streams (the workers' control and
+    /// report streams).
+    async fn note(&self, key: &str, text: &str) -> Result<EntryId, BackendError>;
+
+    /// Notes on a bookkeeping stream after `after`, waiting up to `block` for one to come.
+    /// Uses a connection of its own, so it never holds up other commands.
+    async fn notes(
+        &self,
+        key: &str,
+        after: EntryId,
+        block: Duration,
+    ) -> Result<Vec<(EntryId, String)>, BackendError>;
+
+    /// Sets a field of one of the run's bookkeeping hashes (worker registrations).
+    async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError>;
+
+    /// All fields of one of the run's bookkeeping hashes.
+    async fn hash_all(&self, key: &str) -> Result<Vec<(String, String)>, BackendError>;
+
     /// Appends messages to the stream outside of any step (tests, tools).
     async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError>;
 

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::reconnect;
 use super::shard::{Shard, ShardEvent, ShardOptions, Totals};
+use super::workers::{Launch, Workers};
 use super::{RunError, RunOptions, RunOutcome};
 use crate::backend::Backend;
 use crate::message::{EntryId, Message};
@@ -87,6 +88,32 @@ impl RunTotals {
     }
 }
 
+/// Where the agents live: in this process, or in worker processes.
+enum Hosting<B: Backend> {
+    Local(Shard<B>),
+    Remote(Workers<B>),
+}
+
+impl<B: Backend> Hosting<B> {
+    async fn start_agents(&mut self, mode: Mode) -> Result<Totals, RunError> {
+        match self {
+            Hosting::Local(shard) => shard.start_agents(mode).await,
+            Hosting::Remote(workers) => workers.start_agents().await,
+        }
+    }
+
+    async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<Totals, RunError> {
+        match self {
+            Hosting::Local(shard) => shard.run_tick(tick, expect).await,
+            Hosting::Remote(workers) => workers.run_tick(tick, expect).await,
+        }
+    }
+
+    fn is_remote(&self) -> bool {
+        matches!(self, Hosting::Remote(_))
+    }
+}
+
 /// Where a lockstep run is, as `{stream}:run` records it after every tick.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Checkpoint {
@@ -111,6 +138,8 @@ pub(crate) struct Coordinator<'a, B> {
     /// Free mode: what was published, with stream ids, for a transcript in stream order
     /// written when the run ends.
     free_published: Vec<(EntryId, Arc<Message>)>,
+    /// Lockstep: the stream's newest entry when the last tick ended.
+    tick_start: EntryId,
 }
 
 impl<'a, B: Backend> Coordinator<'a, B> {
@@ -122,6 +151,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             totals: RunTotals::default(),
             last_tick: None,
             free_published: Vec::new(),
+            tick_start: EntryId::ZERO,
         }
     }
 
@@ -148,14 +178,29 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let started = Instant::now();
         let shard_options = ShardOptions {
             resume: self.options.resume,
-            instance: self.options.instance.clone().unwrap_or_else(instance_name),
+            instance: self.options.instance.clone().unwrap_or_else(super::instance_name),
         };
-        let outcome =
-            match Shard::start(self.backend.clone(), scenario, &scenario.agents, &shard_options).await {
-                Ok(mut shard) => match scenario.mode {
-                    Mode::Lockstep => {
+        let hosting = match self.options.workers {
+            None => Shard::start(self.backend.clone(), scenario, &scenario.agents, &shard_options)
+                .await
+                .map(Hosting::Local),
+            Some(n) => {
+                let launch = if n == 0 {
+                    Launch::External
+                } else {
+                    Launch::Local(n)
+                };
+                Workers::launch(self.backend.clone(), scenario, launch, self.options.resume)
+                    .await
+                    .map(Hosting::Remote)
+            }
+        };
+        let outcome = match hosting {
+            Ok(mut hosting) => {
+                let outcome = match (scenario.mode, &mut hosting) {
+                    (Mode::Lockstep, hosting) => {
                         self.lockstep(
-                            &mut shard,
+                            hosting,
                             checkpoint,
                             &mut transcript,
                             &progress,
@@ -164,10 +209,20 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                         )
                         .await
                     }
-                    Mode::Free => self.free(shard, &progress, interrupted, started).await,
-                },
-                Err(e) => Err(e),
-            };
+                    (Mode::Free, Hosting::Local(shard)) => {
+                        self.free(shard, &progress, interrupted, started).await
+                    }
+                    (Mode::Free, Hosting::Remote(workers)) => {
+                        self.free_remote(workers, &progress, interrupted, started).await
+                    }
+                };
+                if let Hosting::Remote(workers) = hosting {
+                    workers.finish().await;
+                }
+                outcome
+            }
+            Err(e) => Err(e),
+        };
         let elapsed = started.elapsed();
         progress.finish();
         // In free mode the transcript is in publication order: stream order.
@@ -354,7 +409,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     /// Tick 0 runs `on_start`; tick `t` hands every agent what tick `t - 1` published.
     async fn lockstep(
         &mut self,
-        shard: &mut Shard<B>,
+        hosting: &mut Hosting<B>,
         checkpoint: Option<Checkpoint>,
         transcript: &mut TranscriptWriter,
         progress: &Progress,
@@ -364,14 +419,14 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let scenario = self.scenario;
         let ticks = scenario.ticks.unwrap_or(0);
         let resumed = checkpoint.clone().unwrap_or_default();
-        let resumed_after: EntryId = resumed.last_id.parse().unwrap_or(EntryId::ZERO);
+        self.tick_start = resumed.last_id.parse().unwrap_or(EntryId::ZERO);
         let mut expect = resumed.expect;
         let first_tick = match resumed.tick {
             Some(t) => t + 1,
             None => {
-                let mut totals = self.done_before_resume(shard, 0, resumed_after).await?;
-                let start = shard.start_agents(Mode::Lockstep).await?;
-                merge(&mut totals, start);
+                let mut totals = self.done_before_resume(hosting, 0).await?;
+                merge(&mut totals, hosting.start_agents(Mode::Lockstep).await?);
+                self.messages_from_stream(hosting, 0, &mut totals).await?;
                 expect = self.record_tick(0, totals, transcript).await?;
                 progress.update(
                     Some(0),
@@ -393,11 +448,12 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 return Ok(StopReason::Interrupted);
             }
             let mut totals = if tick == first_tick {
-                self.done_before_resume(shard, tick, resumed_after).await?
+                self.done_before_resume(hosting, tick).await?
             } else {
                 Totals::default()
             };
-            merge(&mut totals, shard.run_tick(tick, expect).await?);
+            merge(&mut totals, hosting.run_tick(tick, expect).await?);
+            self.messages_from_stream(hosting, tick, &mut totals).await?;
             expect = self.record_tick(tick, totals, transcript).await?;
             progress.update(
                 Some(tick),
@@ -407,21 +463,33 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             );
             self.trim().await?;
         }
-        if expect == 0 && self.last_tick.is_some_and(|t| t < ticks) {
-            return Ok(StopReason::Quiescent);
-        }
         Ok(StopReason::Ticks)
     }
 
-    /// After a resume: what the agents that finished `tick` before the crash did in it
-    /// (their messages are on the stream, their counts in their saved records).
-    async fn done_before_resume(
+    /// With worker processes, the tick's messages come from the stream (workers report only
+    /// counts): everything published with this tick since the last tick ended.
+    async fn messages_from_stream(
         &self,
-        shard: &Shard<B>,
+        hosting: &Hosting<B>,
         tick: u64,
-        after: EntryId,
-    ) -> Result<Totals, RunError> {
+        totals: &mut Totals,
+    ) -> Result<(), RunError> {
+        if hosting.is_remote() {
+            totals.published = self
+                .published_on_stream(self.tick_start, |m| m.tick == Some(tick))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// After a resume: what the agents that finished `tick` before the crash did in it
+    /// (their messages are on the stream, their counts in their saved records). Workers
+    /// report this themselves.
+    async fn done_before_resume(&self, hosting: &Hosting<B>, tick: u64) -> Result<Totals, RunError> {
         let mut totals = Totals::default();
+        let Hosting::Local(shard) = hosting else {
+            return Ok(totals);
+        };
         if !self.options.resume {
             return Ok(totals);
         }
@@ -434,7 +502,9 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         }
         let names: std::collections::HashSet<&str> = done.iter().map(|(a, _)| &*a.name).collect();
         totals.published = self
-            .published_on_stream(after, |m| m.tick == Some(tick) && names.contains(&*m.sender_id))
+            .published_on_stream(self.tick_start, |m| {
+                m.tick == Some(tick) && names.contains(&*m.sender_id)
+            })
             .await?;
         tracing::info!(
             tick,
@@ -463,6 +533,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             .map_err(|e| RunError::output(&path, e))?;
         transcript.flush().map_err(|e| RunError::output(&path, e))?;
         let last_id = reconnect::retry(&self.backend, self.timeout(), || self.backend.last_id()).await?;
+        self.tick_start = last_id;
         let checkpoint = Checkpoint {
             tick: Some(tick),
             expect: published.len() as u64,
@@ -484,7 +555,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     /// Ctrl-C stops them.
     async fn free(
         &mut self,
-        mut shard: Shard<B>,
+        shard: &mut Shard<B>,
         progress: &Progress,
         mut interrupted: watch::Receiver<bool>,
         started: Instant,
@@ -504,10 +575,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             .iter()
             .map(|a| scenario.backend.keys.group(&a.name))
             .collect();
-        let feeding = actix::spawn(async move {
-            let result = shard.run_free(events_tx, stop_rx).await;
-            (shard, result)
-        });
+        let feeding = shard.run_free(events_tx, stop_rx);
         let deadline = scenario.duration.map(|d| tokio::time::Instant::now() + d);
         let mut reason: Option<StopReason> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
@@ -521,45 +589,105 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         if self.totals.messages >= scenario.max_messages {
             stop(StopReason::Budget, &mut reason);
         }
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(ShardEvent::Step(report)) => {
-                        let mut totals = Totals::default();
-                        totals.add(report);
-                        self.totals.add(&totals, None);
-                        self.free_published.extend(totals.published);
-                        if self.totals.messages >= scenario.max_messages {
-                            stop(StopReason::Budget, &mut reason);
+        let watching = async {
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(ShardEvent::Step(report)) => {
+                            let mut totals = Totals::default();
+                            totals.add(report);
+                            self.totals.add(&totals, None);
+                            self.free_published.extend(totals.published);
+                            if self.totals.messages >= scenario.max_messages {
+                                stop(StopReason::Budget, &mut reason);
+                            }
+                        }
+                        Some(ShardEvent::Idle) => {
+                            if reason.is_none() && self.nothing_in_flight(&groups).await? {
+                                stop(StopReason::Quiescent, &mut reason);
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = sleep_until(deadline), if reason.is_none() => stop(StopReason::Duration, &mut reason),
+                    changed = interrupted.changed(), if reason.is_none() => {
+                        if changed.is_ok() && *interrupted.borrow() {
+                            stop(StopReason::Interrupted, &mut reason);
                         }
                     }
-                    Some(ShardEvent::Idle) => {
-                        if reason.is_none() && self.nothing_in_flight(&groups).await? {
-                            stop(StopReason::Quiescent, &mut reason);
+                    _ = ticker.tick() => {
+                        progress.update(None, self.totals.messages, self.totals.deliveries, started.elapsed());
+                        if last_trim.elapsed() >= TRIM_EVERY {
+                            self.trim().await?;
+                            last_trim = Instant::now();
                         }
-                    }
-                    None => break,
-                },
-                _ = sleep_until(deadline), if reason.is_none() => stop(StopReason::Duration, &mut reason),
-                changed = interrupted.changed(), if reason.is_none() => {
-                    if changed.is_ok() && *interrupted.borrow() {
-                        stop(StopReason::Interrupted, &mut reason);
-                    }
-                }
-                _ = ticker.tick() => {
-                    progress.update(None, self.totals.messages, self.totals.deliveries, started.elapsed());
-                    if last_trim.elapsed() >= TRIM_EVERY {
-                        self.trim().await?;
-                        last_trim = Instant::now();
                     }
                 }
             }
-        }
-        let (_shard, result) = feeding
-            .await
-            .map_err(|e| RunError::Internal(format!("the shard task ended abnormally: {e}")))?;
-        result?;
-        Ok(reason.unwrap_or(StopReason::Quiescent))
+            Ok::<_, RunError>(reason)
+        };
+        let (fed, watched) = tokio::join!(feeding, watching);
+        fed?;
+        Ok(watched?.unwrap_or(StopReason::Quiescent))
+    }
+
+    /// Free mode with worker processes: they report progress; the coordinator decides when
+    /// to stop, as in [`Coordinator::free`].
+    async fn free_remote(
+        &mut self,
+        workers: &mut Workers<B>,
+        progress: &Progress,
+        mut interrupted: watch::Receiver<bool>,
+        started: Instant,
+    ) -> Result<StopReason, RunError> {
+        let scenario = self.scenario;
+        let groups: Vec<String> = scenario
+            .agents
+            .iter()
+            .map(|a| scenario.backend.keys.group(&a.name))
+            .collect();
+        workers.start_free().await?;
+        let deadline = scenario.duration.map(|d| tokio::time::Instant::now() + d);
+        let mut idle = vec![false; workers.shards() as usize];
+        let mut last_trim = Instant::now();
+        let reason = loop {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break StopReason::Duration;
+            }
+            if *interrupted.borrow_and_update() {
+                break StopReason::Interrupted;
+            }
+            let counts = workers.progress(&mut idle).await?;
+            let busy = counts.deliveries > 0 || counts.published > 0;
+            self.add_counts(counts);
+            progress.update(
+                None,
+                self.totals.messages,
+                self.totals.deliveries,
+                started.elapsed(),
+            );
+            if self.totals.messages >= scenario.max_messages {
+                break StopReason::Budget;
+            }
+            if !busy && idle.iter().all(|&i| i) && self.nothing_in_flight(&groups).await? {
+                break StopReason::Quiescent;
+            }
+            if last_trim.elapsed() >= TRIM_EVERY {
+                self.trim().await?;
+                last_trim = Instant::now();
+            }
+        };
+        let last = workers.stop().await?;
+        self.add_counts(last);
+        // The workers report counts; the messages come from the stream, in its order.
+        self.free_published = self.published_on_stream(EntryId::ZERO, |_| true).await?;
+        self.totals.messages = self.free_published.len() as u64;
+        Ok(reason)
+    }
+
+    fn add_counts(&mut self, counts: super::control::Counts) {
+        self.totals.messages += counts.published;
+        self.totals.add(&counts.into_totals(), None);
     }
 
     /// Trims the stream towards `backend.maxlen` (when set), sparing what some group has not
@@ -689,17 +817,6 @@ fn merge(totals: &mut Totals, more: Totals) {
     for (name, delta) in more.metrics {
         *totals.metrics.entry(name).or_insert(0) += delta;
     }
-}
-
-/// This process's name among consumers: host and process id.
-fn instance_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string());
-    format!("{host}-{}", std::process::id())
 }
 
 fn transcript_path(scenario: &Scenario) -> PathBuf {

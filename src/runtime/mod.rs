@@ -6,10 +6,16 @@
 //! `summary.json`, also when the run is interrupted or fails part-way.
 
 mod agent;
+mod control;
 mod coordinator;
 mod reconnect;
 mod shard;
 mod step_cache;
+mod worker;
+mod workers;
+
+pub use control::parse_shard;
+pub use worker::{WorkerOptions, run_worker};
 
 use std::path::PathBuf;
 
@@ -30,6 +36,9 @@ pub struct RunOptions {
     pub resume: bool,
     /// Names this process's consumers (`{agent}@{instance}`); default: host and process id.
     pub instance: Option<String>,
+    /// Host the agents in worker processes: `Some(n)` starts `n` local ones, `Some(0)` waits
+    /// for workers started by hand; `None` hosts them in this process.
+    pub workers: Option<u32>,
 }
 
 /// What a run produced. `error` is set when the run stopped on a failure; the files were
@@ -58,6 +67,9 @@ pub enum RunError {
     Output { path: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
+    /// A worker process failed to start, failed, or died.
+    #[error("{0}")]
+    Worker(String),
     /// The run cannot start as asked (bad input given the backend's state): exit code 2.
     #[error("{message}")]
     Refused { message: String, hint: String },
@@ -74,6 +86,10 @@ impl RunError {
         match self {
             RunError::Backend(e) => e.hint(),
             RunError::Refused { hint, .. } => Some(hint.clone()),
+            RunError::Worker(_) => Some(
+                "the run's keys are kept: continue it with --resume (and --workers) once the workers can run"
+                    .to_string(),
+            ),
             RunError::Behaviour { .. } => Some(
                 "fix the behaviour, or raise scenario.max_retries if its failures are transient".to_string(),
             ),
@@ -138,4 +154,15 @@ pub fn panic_info_text(info: &std::panic::PanicHookInfo<'_>) -> String {
     } else {
         "a panic without a message".to_string()
     }
+}
+
+/// This process's name among consumers and workers: host and process id.
+pub(crate) fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}-{}", std::process::id())
 }

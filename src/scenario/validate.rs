@@ -426,7 +426,7 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
     }
     // A run's own keys end in these, and cleanup deletes everything under a cache prefix: a
     // stream named like them would be another run's key, and deleted with it.
-    for suffix in [":dead", ":state", ":run"] {
+    for suffix in [":dead", ":state", ":run", ":control", ":reports", ":workers"] {
         if stream.ends_with(suffix) {
             return Err(err
                 .at(

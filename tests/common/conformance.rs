@@ -520,3 +520,46 @@ pub async fn checkpoints_are_kept<B: Backend>(b: B) {
     b.cleanup().await.unwrap();
     assert!(b.read_checkpoint().await.unwrap().is_empty());
 }
+
+pub async fn notes_and_hashes_for_bookkeeping<B: Backend>(b: B) {
+    let key = format!("{}:control", b.keys().stream);
+    let none = b
+        .notes(&key, EntryId::ZERO, Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let first = b.note(&key, "one").await.unwrap();
+    let second = b.note(&key, "two").await.unwrap();
+    assert!(first < second);
+    let all = b
+        .notes(&key, EntryId::ZERO, Duration::from_millis(20))
+        .await
+        .unwrap();
+    let texts: Vec<&str> = all.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, ["one", "two"]);
+    let after = b.notes(&key, first, Duration::from_millis(20)).await.unwrap();
+    assert_eq!(after, [(second, "two".to_string())]);
+    // A blocked read returns as soon as a note comes.
+    let writer = b.clone();
+    let key2 = key.clone();
+    let (got, _) = futures_util::join!(b.notes(&key, second, Duration::from_secs(5)), async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.note(&key2, "three").await.unwrap()
+    });
+    assert_eq!(got.unwrap().len(), 1);
+    let hash = format!("{}:workers", b.keys().stream);
+    b.hash_set(&hash, "1/2", "a").await.unwrap();
+    b.hash_set(&hash, "2/2", "b").await.unwrap();
+    b.hash_set(&hash, "1/2", "c").await.unwrap();
+    let mut fields = b.hash_all(&hash).await.unwrap();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            ("1/2".to_string(), "c".to_string()),
+            ("2/2".to_string(), "b".to_string())
+        ]
+    );
+    b.cleanup().await.unwrap();
+    assert!(b.hash_all(&hash).await.unwrap().is_empty());
+}

@@ -75,6 +75,23 @@ pub mod remote_cache {
         async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
             self.0.key_conflicts().await
         }
+        async fn note(&self, key: &str, text: &str) -> Result<EntryId, BackendError> {
+            self.0.note(key, text).await
+        }
+        async fn notes(
+            &self,
+            key: &str,
+            after: EntryId,
+            block: Duration,
+        ) -> Result<Vec<(EntryId, String)>, BackendError> {
+            self.0.notes(key, after, block).await
+        }
+        async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError> {
+            self.0.hash_set(key, field, value).await
+        }
+        async fn hash_all(&self, key: &str) -> Result<Vec<(String, String)>, BackendError> {
+            self.0.hash_all(key).await
+        }
         async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {
             self.0.publish(messages).await
         }

@@ -147,11 +147,14 @@ pub(crate) async fn remove_idle_consumers(
 /// prefix that collides with someone else's keys.
 pub(crate) async fn key_conflicts(b: &RedisBackend) -> Result<Vec<KeyConflict>, BackendError> {
     let keys = b.keys();
-    let expected: [(String, &'static str); 5] = [
+    let expected: [(String, &'static str); 8] = [
         (keys.stream.clone(), "stream"),
         (keys.dead_letters(), "stream"),
         (keys.agent_state(), "hash"),
         (keys.checkpoint(), "hash"),
+        (keys.control(), "stream"),
+        (keys.reports(), "stream"),
+        (keys.workers(), "hash"),
         (keys.cache_timestamps(), "zset"),
     ];
     let mut pipe = redis::pipe();

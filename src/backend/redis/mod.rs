@@ -47,6 +47,8 @@ struct Inner {
     con: ConnectionManager,
     /// For blocking reads only, made when first needed.
     waiter: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// For blocking reads of bookkeeping streams (worker control), apart from `waiter`.
+    note_waiter: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Group reads: their own connection (plain TCP only) and the entries seen lately.
     reads: tokio::sync::Mutex<ReadPath>,
 }
@@ -90,6 +92,7 @@ impl RedisBackend {
                 client,
                 con,
                 waiter: tokio::sync::Mutex::new(None),
+                note_waiter: tokio::sync::Mutex::new(None),
                 reads: tokio::sync::Mutex::new(ReadPath {
                     fast,
                     cache: EntryCache::new(ENTRY_CACHE),
@@ -252,6 +255,74 @@ impl Backend for RedisBackend {
 
     async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
         admin::key_conflicts(self).await
+    }
+
+    async fn note(&self, key: &str, text: &str) -> Result<EntryId, BackendError> {
+        let id: Value = self
+            .query("XADD", redis::cmd("XADD").arg(key).arg("*").arg("note").arg(text))
+            .await?;
+        parse::entry_id(id)
+    }
+
+    async fn notes(
+        &self,
+        key: &str,
+        after: EntryId,
+        block: Duration,
+    ) -> Result<Vec<(EntryId, String)>, BackendError> {
+        let mut waiter = self.inner.note_waiter.lock().await;
+        if waiter.is_none() {
+            *waiter = Some(
+                connect::blocking_connection(
+                    &self.inner.client,
+                    &self.inner.url,
+                    &self.inner.scrubber,
+                    block,
+                )
+                .await?,
+            );
+        }
+        let Some(con) = waiter.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let reply: Result<Value, _> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(after.to_string())
+            .query_async(con)
+            .await;
+        let reply = match reply {
+            Ok(v) => v,
+            Err(e) => {
+                *waiter = None;
+                return Err(self.error("XREAD BLOCK", &e));
+            }
+        };
+        let deliveries = parse::raw_stream_entries(reply)?;
+        Ok(deliveries
+            .into_iter()
+            .map(|(id, fields)| {
+                let text = fields
+                    .into_iter()
+                    .find(|(k, _)| k == "note")
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                (id, text)
+            })
+            .collect())
+    }
+
+    async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError> {
+        self.query::<()>("HSET", redis::cmd("HSET").arg(key).arg(field).arg(value))
+            .await
+    }
+
+    async fn hash_all(&self, key: &str) -> Result<Vec<(String, String)>, BackendError> {
+        self.query("HGETALL", redis::cmd("HGETALL").arg(key)).await
     }
 
     async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {

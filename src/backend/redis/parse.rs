@@ -170,6 +170,34 @@ pub(crate) fn pending_min(v: Value) -> Result<Option<EntryId>, BackendError> {
     parts.next().map(entry_id).transpose()
 }
 
+/// An XREAD reply for one stream as (id, fields) pairs, without interpreting the fields.
+pub(crate) fn raw_stream_entries(v: Value) -> Result<Vec<(EntryId, Vec<(String, String)>)>, BackendError> {
+    let streams = match v {
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        other => array(other, "XREAD")?
+            .into_iter()
+            .map(|s| array(s, "XREAD").map(|mut kv| kv.pop().unwrap_or(Value::Nil)))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        for e in array(stream, "XREAD")? {
+            let mut parts = array(e, "XREAD")?.into_iter();
+            let id = entry_id(parts.next().unwrap_or(Value::Nil))?;
+            let flat = array(parts.next().unwrap_or(Value::Nil), "XREAD")?;
+            let mut fields = Vec::new();
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let (Ok(k), Ok(v)) = (text(k), text(v)) {
+                    fields.push((k, v));
+                }
+            }
+            out.push((id, fields));
+        }
+    }
+    Ok(out)
+}
+
 /// The fields of each entry of an XRANGE reply, as text.
 pub(crate) fn raw_entries(v: Value) -> Result<Vec<Vec<(String, String)>>, BackendError> {
     let mut out = Vec::new();

@@ -1,0 +1,221 @@
+//! How a coordinator and its worker processes talk: through Redis only.
+//!
+//! The coordinator writes commands to `{stream}:control`; every worker reads them all and
+//! answers on `{stream}:reports`. Workers register, and show they are alive, in the hash
+//! `{stream}:workers` (field `I/N`, a heartbeat every half second). Every command and report
+//! carries the id of the coordinator's run, so that leftovers of an earlier one are ignored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::shard::Totals;
+
+/// How often workers refresh their registration.
+pub(crate) const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+/// A worker whose heartbeat is older than this is taken for dead.
+pub(crate) const WORKER_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// From the coordinator to the workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub(crate) enum Command {
+    /// Host your share of the agents of this run.
+    Run {
+        run: String,
+        fingerprint: String,
+        shards: u32,
+        resume: bool,
+        /// The registered worker instances this run is for: a worker started later, or one
+        /// left from another run, is not among them.
+        workers: Vec<String>,
+    },
+    /// `init` and `on_start` for your agents.
+    Start { run: String },
+    /// Lockstep tick `tick`: read `expect` entries of the previous one.
+    Tick { run: String, tick: u64, expect: u64 },
+    /// Free mode: run until told to stop.
+    Free { run: String },
+    /// Free mode: stop.
+    Stop { run: String },
+    /// The run is over: exit.
+    Exit { run: String },
+}
+
+impl Command {
+    pub fn run(&self) -> &str {
+        match self {
+            Command::Run { run, .. }
+            | Command::Start { run }
+            | Command::Tick { run, .. }
+            | Command::Free { run }
+            | Command::Stop { run }
+            | Command::Exit { run } => run,
+        }
+    }
+}
+
+/// What a set of steps counted, as a worker reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Counts {
+    pub published: u64,
+    pub deliveries: u64,
+    pub handled: u64,
+    pub dead_letters: u64,
+    pub failures: u64,
+    pub metrics: BTreeMap<String, i64>,
+}
+
+impl Counts {
+    pub fn of(totals: &Totals) -> Self {
+        Counts {
+            published: totals.published.len() as u64,
+            deliveries: totals.deliveries,
+            handled: totals.handled,
+            dead_letters: totals.dead_letters,
+            failures: totals.failures,
+            metrics: totals.metrics.clone(),
+        }
+    }
+
+    pub fn add(&mut self, other: &Counts) {
+        self.published += other.published;
+        self.deliveries += other.deliveries;
+        self.handled += other.handled;
+        self.dead_letters += other.dead_letters;
+        self.failures += other.failures;
+        for (k, v) in &other.metrics {
+            *self.metrics.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+
+    /// As totals, without the messages (the coordinator reads those from the stream).
+    pub fn into_totals(self) -> Totals {
+        Totals {
+            published: Vec::new(),
+            deliveries: self.deliveries,
+            handled: self.handled,
+            dead_letters: self.dead_letters,
+            failures: self.failures,
+            metrics: self.metrics,
+        }
+    }
+}
+
+/// From a worker to the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "snake_case")]
+pub(crate) enum Report {
+    /// Hosting `agents` agents, ready for commands.
+    Ready { run: String, shard: u32, agents: u64 },
+    /// Done with a `Start` (tick 0) or a `Tick`.
+    Done {
+        run: String,
+        shard: u32,
+        tick: Option<u64>,
+        counts: Counts,
+    },
+    /// Free mode, every so often: what was done since the last report, and whether the worker
+    /// has nothing to do.
+    Progress {
+        run: String,
+        shard: u32,
+        counts: Counts,
+        idle: bool,
+    },
+    /// Free mode: stopped; the last counts.
+    Stopped { run: String, shard: u32, counts: Counts },
+    /// The worker cannot go on.
+    Failed { run: String, shard: u32, error: String },
+}
+
+impl Report {
+    pub fn run(&self) -> &str {
+        match self {
+            Report::Ready { run, .. }
+            | Report::Done { run, .. }
+            | Report::Progress { run, .. }
+            | Report::Stopped { run, .. }
+            | Report::Failed { run, .. } => run,
+        }
+    }
+}
+
+/// A worker's registration in `{stream}:workers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Registration {
+    pub host: String,
+    pub pid: u32,
+    /// Milliseconds since the Unix epoch of the last heartbeat.
+    pub heartbeat_ms: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// `I/N` as (I, N), with 1 ≤ I ≤ N.
+pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("--shard {text:?}: write it as I/N with 1 <= I <= N, such as 2/3");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if i == 0 || n == 0 || i > n || n > 1024 {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// Which shard (1..=N) hosts an agent: by the agent's place among all agent names sorted, so
+/// that the assignment depends on names only, never on timing, and shares are even.
+pub(crate) fn shard_of(sorted_names: &[&str], name: &str, shards: u32) -> u32 {
+    let rank = sorted_names.binary_search(&name).unwrap_or(0);
+    (rank as u32 % shards) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse() {
+        assert_eq!(parse_shard("2/3"), Ok((2, 3)));
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0", "-1/2"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shares_are_even_and_fixed() {
+        let names = ["a_1", "a_10", "a_2", "b", "c_1", "c_2", "c_3"];
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        let counts = (1..=3).map(|s| names.iter().filter(|n| shard_of(&sorted, n, 3) == s).count());
+        assert_eq!(counts.collect::<Vec<_>>(), [3, 2, 2]);
+        assert_eq!(shard_of(&sorted, "b", 3), shard_of(&sorted, "b", 3));
+    }
+
+    #[test]
+    fn commands_and_reports_round_trip() {
+        let c = Command::Tick {
+            run: "r".into(),
+            tick: 3,
+            expect: 9,
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), c);
+        let r = Report::Done {
+            run: "r".into(),
+            shard: 1,
+            tick: Some(3),
+            counts: Counts::default(),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), r);
+    }
+}
