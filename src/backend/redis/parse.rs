@@ -170,8 +170,11 @@ pub(crate) fn pending_min(v: Value) -> Result<Option<EntryId>, BackendError> {
     parts.next().map(entry_id).transpose()
 }
 
+/// An entry's fields as text, uninterpreted.
+pub(crate) type RawFields = Vec<(String, String)>;
+
 /// An XREAD reply for one stream as (id, fields) pairs, without interpreting the fields.
-pub(crate) fn raw_stream_entries(v: Value) -> Result<Vec<(EntryId, Vec<(String, String)>)>, BackendError> {
+pub(crate) fn raw_stream_entries(v: Value) -> Result<Vec<(EntryId, RawFields)>, BackendError> {
     let streams = match v {
         Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
         other => array(other, "XREAD")?
