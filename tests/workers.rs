@@ -1,0 +1,343 @@
+//! Runs spread over worker processes: the same transcripts as in one process, and workers
+//! that die are reported by name, with `--resume` finishing the run.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+
+fn agora() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AGORA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn custom_example() -> Command {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_agora"));
+    Command::new(bin.parent().unwrap().join("examples").join("custom_behaviour"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run_dir(out: &Path) -> PathBuf {
+    std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()
+}
+
+fn transcript(out: &Path) -> Vec<u8> {
+    std::fs::read(run_dir(out).join("transcript.jsonl")).unwrap()
+}
+
+fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> Output {
+    cmd.arg("run")
+        .arg(scenario)
+        .args(["--quiet", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn lockstep_scenarios() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("scenarios")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("mode = \"free\""))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn transcripts_do_not_depend_on_the_number_of_workers() {
+    let server = RedisServer::start();
+    for scenario in lockstep_scenarios() {
+        let make = || {
+            if scenario.ends_with("custom.toml") {
+                custom_example()
+            } else {
+                agora()
+            }
+        };
+        let alone = tempfile::tempdir().unwrap();
+        let output = run(make(), &scenario, alone.path(), &[]);
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            scenario.display(),
+            text(&output.stderr)
+        );
+        let expected = transcript(alone.path());
+        for workers in ["1", "2", "3"] {
+            let out = tempfile::tempdir().unwrap();
+            let output = run(
+                make(),
+                &scenario,
+                out.path(),
+                &[
+                    "--backend",
+                    "redis",
+                    "--redis-url",
+                    &server.url(),
+                    "--workers",
+                    workers,
+                ],
+            );
+            assert!(
+                output.status.success(),
+                "{} with {workers} workers: {}",
+                scenario.display(),
+                text(&output.stderr)
+            );
+            assert!(
+                transcript(out.path()) == expected,
+                "{} with {workers} workers: the transcript differs",
+                scenario.display()
+            );
+        }
+    }
+}
+
+const MIXED: &str = "[scenario]\nname = \"mixed\"\nseed = 5\nticks = 40\n\
+    [[agents]]\nid = \"citizen\"\ncount = 120\nbehaviour = \"opinion\"\n\
+    [[agents]]\nid = \"gossip\"\ncount = 30\nbehaviour = \"gossip\"\nparams = { seeds = 2 }\n\
+    [[agents]]\nid = \"speaker\"\ncount = 4\nbehaviour = \"discussion\"\n";
+
+fn completed_tick(server: &RedisServer, stream: &str) -> Option<u64> {
+    let reply = server.command(&["HGET", &format!("{stream}:run"), "tick"]);
+    reply.lines().nth(1).and_then(|l| l.parse().ok())
+}
+
+/// The pid of the worker process for `shard` (`I/N`), from its registration.
+fn worker_pid(server: &RedisServer, stream: &str, shard: &str) -> Option<u32> {
+    let reply = server.command(&["HGET", &format!("{stream}:workers"), shard]);
+    let line = reply.lines().nth(1)?;
+    let json = line.split_once(' ')?.1;
+    serde_json::from_str::<serde_json::Value>(json).ok()?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+fn start(scenario: &Path, out: &Path, server: &RedisServer, extra: &[&str]) -> Child {
+    agora()
+        .arg("run")
+        .arg(scenario)
+        .args([
+            "--quiet",
+            "--backend",
+            "redis",
+            "--redis-url",
+            &server.url(),
+            "--out",
+        ])
+        .arg(out)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_killed_worker_is_reported_by_name_and_resume_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("mixed.toml");
+    std::fs::write(&scenario, MIXED).unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    assert!(run(agora(), &scenario, reference.path(), &[]).status.success());
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let child = start(&scenario, out.path(), &server, &["--workers", "3"]);
+    wait_until("tick 3", || {
+        completed_tick(&server, "mixed").is_some_and(|t| t >= 3)
+    });
+    let victim = worker_pid(&server, "mixed", "2/3").expect("worker 2/3 registered");
+    // SAFETY: a signal to a process this test's run started.
+    unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("error: worker 2/3 (pid {victim}) exited")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--resume"), "{stderr}");
+    // The other workers do not linger.
+    wait_until("the other workers to exit", || {
+        worker_pid(&server, "mixed", "1/3")
+            .is_none_or(|pid| std::fs::metadata(format!("/proc/{pid}")).is_err() || is_zombie(pid))
+    });
+
+    let resumed = start(&scenario, out.path(), &server, &["--workers", "3", "--resume"])
+        .wait_with_output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(transcript(out.path()) == transcript(reference.path()));
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[test]
+fn workers_started_by_hand_are_waited_for() {
+    let server = RedisServer::start();
+    let reference = tempfile::tempdir().unwrap();
+    let scenario = Path::new("scenarios/gossip.toml");
+    assert!(run(agora(), scenario, reference.path(), &[]).status.success());
+    let out = tempfile::tempdir().unwrap();
+    let coordinator = start(scenario, out.path(), &server, &["--workers", "0"]);
+    let mut workers: Vec<Child> = ["1/2", "2/2"]
+        .iter()
+        .map(|shard| {
+            agora()
+                .args([
+                    "worker",
+                    "scenarios/gossip.toml",
+                    "--shard",
+                    shard,
+                    "--redis-url",
+                    &server.url(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let output = coordinator.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(transcript(out.path()) == transcript(reference.path()));
+    for w in &mut workers {
+        let status = w.wait().unwrap();
+        assert!(status.success(), "a worker exits when the run is over");
+    }
+}
+
+#[test]
+fn a_worker_with_another_scenario_is_refused() {
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let coordinator = start(
+        Path::new("scenarios/gossip.toml"),
+        out.path(),
+        &server,
+        &["--workers", "0"],
+    );
+    let worker = agora()
+        .args([
+            "worker",
+            "scenarios/gossip.toml",
+            "--shard",
+            "1/1",
+            "--redis-url",
+            &server.url(),
+        ])
+        .args(["--set", "scenario.seed=1"])
+        .output()
+        .unwrap();
+    assert_eq!(worker.status.code(), Some(2), "{}", text(&worker.stderr));
+    assert!(text(&worker.stderr).contains("this worker's scenario is not the coordinator's"));
+    let output = coordinator.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("worker 1/1 failed"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// Free mode, with the agents on two worker processes; one is killed, the run is resumed:
+/// every message is handled exactly once in effect. The relay agent a token is addressed to
+/// remembers (token, hop) in the cache when it handles it, so each pair must be there once.
+#[test]
+fn free_mode_with_a_killed_worker_handles_every_message_once() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("free.toml");
+    std::fs::write(
+        &scenario,
+        "[scenario]\nname = \"free\"\nmode = \"free\"\n[backend]\nclaim_idle = \"1s\"\n\
+         [[agents]]\nid = \"r\"\ncount = 6\nbehaviour = \"relay\"\nparams = { tokens = 12, hops = 400 }\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let child = start(&scenario, out.path(), &server, &["--workers", "2"]);
+    wait_until("the relay to be under way", || {
+        let len = server.command(&["XLEN", "free"]);
+        len.trim().trim_start_matches(':').parse::<u64>().unwrap_or(0) > 600
+    });
+    let victim = worker_pid(&server, "free", "1/2").expect("worker 1/2 registered");
+    // SAFETY: a signal to a process this test's run started.
+    unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("worker 1/2"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let resumed = start(&scenario, out.path(), &server, &["--workers", "2", "--resume"])
+        .wait_with_output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir(out.path()).join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["stop_reason"], "quiescent");
+    assert_eq!(summary["messages"], 12 * 400);
+
+    // Count (token, hop) in every agent's cache list: each exactly once.
+    let mut seen: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+    for i in 1..=6 {
+        let reply = server.command(&["LRANGE", &format!("free:cache:r_{i}"), "0", "-1"]);
+        for line in reply.lines().filter(|l| l.starts_with('{')) {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            let key = (
+                entry["value"]["token"].as_u64().unwrap(),
+                entry["value"]["hop"].as_u64().unwrap(),
+            );
+            *seen.entry(key).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), 12 * 400, "every hop was handled");
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "handled twice: {twice:?}");
+    // And the transcript holds every message once.
+    let lines = String::from_utf8(transcript(out.path())).unwrap();
+    let mut ids: Vec<(String, u64)> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["sender_id"].as_str().unwrap().to_string(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12 * 400);
+}
