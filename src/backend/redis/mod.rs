@@ -146,6 +146,29 @@ fn xadd(
     }
 }
 
+/// Cache writes as few commands as they can be: one RPUSH per agent with all its entries in
+/// order, one ZADD with every (score, member) pair.
+fn push_cache(pipe: &mut Pipeline, keys: &Keys, appends: &[CacheAppend]) {
+    if appends.is_empty() {
+        return;
+    }
+    let mut agents: Vec<&str> = appends.iter().map(|a| &*a.agent).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    for agent in agents {
+        pipe.cmd("RPUSH").arg(keys.cache_list(agent));
+        for a in appends.iter().filter(|a| &*a.agent == agent) {
+            pipe.arg(&a.member);
+        }
+        pipe.ignore();
+    }
+    pipe.cmd("ZADD").arg(keys.cache_timestamps());
+    for a in appends {
+        pipe.arg(a.score).arg(&a.member);
+    }
+    pipe.ignore();
+}
+
 fn ids_reply(values: Vec<Value>) -> Result<Vec<EntryId>, BackendError> {
     values.into_iter().map(parse::entry_id).collect()
 }
@@ -539,16 +562,8 @@ impl Backend for RedisBackend {
         if appends.is_empty() {
             return Ok(());
         }
-        let keys = &self.inner.keys;
-        let zset = keys.cache_timestamps();
         let mut pipe = redis::pipe();
-        for a in appends {
-            pipe.cmd("RPUSH")
-                .arg(keys.cache_list(&a.agent))
-                .arg(&a.member)
-                .ignore();
-            pipe.cmd("ZADD").arg(&zset).arg(a.score).arg(&a.member).ignore();
-        }
+        push_cache(&mut pipe, &self.inner.keys, appends);
         self.pipeline::<()>("cache append", &pipe).await
     }
 
@@ -653,16 +668,7 @@ impl Backend for RedisBackend {
         for m in c.publish {
             xadd(&mut pipe, &keys.stream, m.to_fields());
         }
-        if !c.cache.is_empty() {
-            let zset = keys.cache_timestamps();
-            for a in c.cache {
-                pipe.cmd("RPUSH")
-                    .arg(keys.cache_list(&a.agent))
-                    .arg(&a.member)
-                    .ignore();
-                pipe.cmd("ZADD").arg(&zset).arg(a.score).arg(&a.member).ignore();
-            }
-        }
+        push_cache(&mut pipe, keys, c.cache);
         if let Some((agent, state)) = c.state {
             pipe.cmd("HSET")
                 .arg(keys.agent_state())

@@ -97,12 +97,43 @@ struct Cursor<'a> {
     pos: usize,
 }
 
+/// A decimal number, maybe negative, from ASCII digits.
+fn number(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -n } else { n })
+}
+
+/// A stream entry id, `ms-seq`, from its bytes.
+fn entry_id(bytes: &[u8]) -> Option<EntryId> {
+    let dash = bytes.iter().position(|&b| b == b'-')?;
+    let ms = number(&bytes[..dash])?;
+    let seq = number(&bytes[dash + 1..])?;
+    (ms >= 0 && seq >= 0).then(|| EntryId::new(ms as u64, seq as u64))
+}
+
 impl<'a> Cursor<'a> {
     fn line(&mut self) -> Parsed<&'a [u8]> {
         let rest = &self.buf[self.pos..];
-        let Some(at) = rest.windows(2).position(|w| w == b"\r\n") else {
+        // Lines are short (a type byte and a number): a plain scan beats anything clever.
+        let Some(at) = rest.iter().position(|&b| b == b'\r') else {
             return Err(Stop::Incomplete);
         };
+        if rest.len() < at + 2 {
+            return Err(Stop::Incomplete);
+        }
         self.pos += at + 2;
         Ok(&rest[..at])
     }
@@ -110,20 +141,16 @@ impl<'a> Cursor<'a> {
     /// A type byte and the number after it (`*3`, `$5`, `:1`).
     fn header(&mut self) -> Parsed<(u8, i64)> {
         let line = self.line()?;
-        let Some((&kind, number)) = line.split_first() else {
+        let Some((&kind, rest)) = line.split_first() else {
             return Err(Stop::Protocol("an empty line".into()));
         };
-        if kind == b'-' {
-            return Err(Stop::Server(String::from_utf8_lossy(number).into_owned()));
+        match kind {
+            b'-' => Err(Stop::Server(String::from_utf8_lossy(rest).into_owned())),
+            b'+' => Ok((kind, 0)),
+            _ => number(rest).map(|n| (kind, n)).ok_or_else(|| {
+                Stop::Protocol(format!("a bad length in {:?}", String::from_utf8_lossy(line)))
+            }),
         }
-        if kind == b'+' {
-            return Ok((kind, 0));
-        }
-        let n = std::str::from_utf8(number)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Stop::Protocol(format!("a bad length in {:?}", String::from_utf8_lossy(line))))?;
-        Ok((kind, n))
     }
 
     fn array(&mut self) -> Parsed<i64> {
@@ -184,10 +211,7 @@ impl<'a> Cursor<'a> {
         let id_bytes = self
             .bulk()?
             .ok_or_else(|| Stop::Protocol("a null entry id".into()))?;
-        let id: EntryId = std::str::from_utf8(id_bytes)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Stop::Protocol("a bad entry id".into()))?;
+        let id = entry_id(id_bytes).ok_or_else(|| Stop::Protocol("a bad entry id".into()))?;
         let fields = self.header()?;
         if let Some(known) = cache.get(&id) {
             let entry = known.clone();
@@ -489,6 +513,19 @@ mod tests {
         assert!(
             matches!(parse(b"-NOGROUP no such group\r\n", &mut cache), Err(Stop::Server(m)) if m.starts_with("NOGROUP"))
         );
+    }
+
+    #[test]
+    fn numbers_and_ids() {
+        assert_eq!(number(b"123"), Some(123));
+        assert_eq!(number(b"-1"), Some(-1));
+        assert_eq!(number(b""), None);
+        assert_eq!(number(b"1x"), None);
+        assert_eq!(
+            entry_id(b"1700000000000-7"),
+            Some(EntryId::new(1_700_000_000_000, 7))
+        );
+        assert_eq!(entry_id(b"17"), None);
     }
 
     #[test]
