@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use agora::runtime::{self, RunOptions};
+use agora::scenario::{self as scenarios, Overrides};
+use agora::{Behaviour, BehaviourError, Context, Effects, Message, Registry, Setup};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 #[path = "../tests/common/redis_server.rs"]
@@ -79,7 +83,13 @@ fn workload(name: &str, repeat: usize, args: &[&str]) -> Measured {
                 messages: s["messages"].as_u64().unwrap(),
                 elapsed_s: s["elapsed_s"].as_f64().unwrap(),
                 peak_rss_mb: peak,
-                note: format!("stop: {}", s["stop_reason"].as_str().unwrap_or("?")),
+                note: match s["tick_seconds"].as_array() {
+                    Some(ticks) if !ticks.is_empty() => {
+                        let mean = ticks.iter().filter_map(Value::as_f64).sum::<f64>() / ticks.len() as f64;
+                        format!("{:.0} ms per tick", mean * 1e3)
+                    }
+                    _ => format!("stop: {}", s["stop_reason"].as_str().unwrap_or("?")),
+                },
             }
         })
         .collect();
@@ -151,6 +161,57 @@ fn redis_benchmark(port: u16) -> Result<f64, String> {
         .ok_or_else(|| format!("unexpected output: {stdout}"))
 }
 
+/// Agents that do nothing: every tick is empty.
+struct Silent;
+
+#[derive(Default, Serialize, Deserialize)]
+struct NoParams {}
+
+impl Behaviour for Silent {
+    type State = ();
+    fn init(&self, _ctx: &mut Context<'_>) -> Result<(), BehaviourError> {
+        Ok(())
+    }
+    fn on_message(&self, _: &mut (), _: &Message, _: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        Ok(Effects::none())
+    }
+}
+
+/// The time of an empty lockstep tick (no messages) with `agents` agents on Redis: the
+/// coordinator's whole tick (dispatch to every agent actor, the barrier, the checkpoint),
+/// timed by the runtime. Returns the median and the mean, in seconds.
+fn empty_tick(url: &str, agents: u32, ticks: u32) -> (f64, f64) {
+    let mut registry = Registry::builtin();
+    registry.register("silent", "does nothing", &[], |_: NoParams, _: &Setup<'_>| {
+        Ok(Silent)
+    });
+    let out = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[scenario]\nname = \"empty\"\nticks = {ticks}\n[backend]\nkind = \"redis\"\nurl = \"{url}\"\ncleanup = \"both\"\n\
+         [[agents]]\nid = \"quiet\"\ncount = {agents}\nbehaviour = \"silent\"\n[output]\ndir = \"{}\"\n",
+        out.path().display()
+    );
+    let scenario = scenarios::load_str(
+        std::path::Path::new("empty.toml"),
+        text,
+        &[],
+        &Overrides::new(),
+        &registry,
+    )
+    .expect("the empty-tick scenario");
+    let options = RunOptions {
+        quiet: true,
+        run_all_ticks: true,
+        ..RunOptions::default()
+    };
+    let outcome = runtime::run(&scenario, &options).expect("the empty-tick run");
+    let mut times = outcome.summary.tick_seconds.clone();
+    assert_eq!(times.len() as u32, ticks);
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], mean)
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -198,9 +259,27 @@ fn main() {
     if wanted("w1-memory") {
         results.push(workload("w1-memory (N=10, K=100, H=1000, free)", 5, &[w1]));
     }
-    let redis_wanted = ["w1-redis", "seed-py", "redis-benchmark"]
-        .iter()
-        .any(|w| wanted(w));
+    let redis_wanted = [
+        "w1-redis",
+        "seed-py",
+        "redis-benchmark",
+        "gossip-redis",
+        "empty-tick",
+    ]
+    .iter()
+    .any(|w| wanted(w));
+    let gossip_file = std::env::temp_dir().join(format!("agora-bench-gossip-{}.toml", std::process::id()));
+    std::fs::write(
+        &gossip_file,
+        "[scenario]\nname = \"gossip2000\"\nseed = 1\nticks = 10\n[backend]\ncleanup = \"both\"\n\
+         [[agents]]\nid = \"g\"\ncount = 2000\nbehaviour = \"gossip\"\nparams = { fanout = 2, seeds = 20 }\n",
+    )
+    .unwrap();
+    let gossip = gossip_file.to_str().unwrap();
+    let mut notes: Vec<String> = Vec::new();
+    if wanted("gossip-memory") {
+        results.push(workload("gossip-memory (2000 agents, 10 ticks)", 3, &[gossip]));
+    }
     let server = redis_wanted.then(RedisServer::start);
     let mut comparisons: Vec<(String, f64)> = Vec::new();
     if let Some(server) = &server {
@@ -210,6 +289,21 @@ fn main() {
                 "w1-redis (N=10, K=100, H=1000, free)",
                 3,
                 &[w1, "--backend", "redis", "--redis-url", &url],
+            ));
+        }
+        if wanted("gossip-redis") {
+            results.push(workload(
+                "gossip-redis (2000 agents, 10 ticks)",
+                1,
+                &[gossip, "--backend", "redis", "--redis-url", &url],
+            ));
+        }
+        if wanted("empty-tick") {
+            let (median, mean) = empty_tick(&url, 1000, 50);
+            notes.push(format!(
+                "empty lockstep tick, 1000 agents on Redis: median {:.2} ms, mean {:.2} ms (50 ticks)",
+                median * 1e3,
+                mean * 1e3
             ));
         }
         if wanted("seed-py") {
@@ -250,6 +344,10 @@ fn main() {
             r.note
         );
     }
+    for note in &notes {
+        println!("{note}");
+    }
+    let _ = std::fs::remove_file(&gossip_file);
     if !comparisons.is_empty() {
         println!("\nsame Redis, same run:");
         let w1_redis = results

@@ -292,8 +292,8 @@ fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     let options = RunOptions {
         quiet: args.quiet,
         resume: args.resume,
-        instance: None,
         workers: args.workers,
+        ..RunOptions::default()
     };
     let outcome = runtime::run(&scenario, &options)?;
     let s = &outcome.summary;

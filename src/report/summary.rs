@@ -34,6 +34,9 @@ pub struct Summary {
     pub transcript_sha256: String,
     /// Counters behaviours reported, such as gossip's `informed`.
     pub metrics: BTreeMap<String, MetricSeries>,
+    /// Lockstep: how long each tick from 1 on took (in this process, after a resume).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tick_seconds: Vec<f64>,
 }
 
 /// A behaviour counter: its total and, in lockstep, its value tick by tick.
@@ -90,8 +93,16 @@ impl Summary {
             ("dead letters", self.dead_letters.to_string()),
             ("elapsed", format!("{:.3} s", self.elapsed_s)),
             ("rate", format!("{} deliveries/s", human(self.deliveries_per_s))),
-            ("stop reason", self.stop_reason.clone()),
         ]);
+        if !self.tick_seconds.is_empty() {
+            let mean = self.tick_seconds.iter().sum::<f64>() / self.tick_seconds.len() as f64;
+            let max = self.tick_seconds.iter().copied().fold(0.0, f64::max);
+            rows.push((
+                "per tick",
+                format!("{:.1} ms on average, {:.1} ms at most", mean * 1e3, max * 1e3),
+            ));
+        }
+        rows.push(("stop reason", self.stop_reason.clone()));
         for (name, series) in &self.metrics {
             let shown = if series.cumulative.is_empty() {
                 series.total.to_string()

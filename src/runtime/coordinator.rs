@@ -140,6 +140,8 @@ pub(crate) struct Coordinator<'a, B> {
     free_published: Vec<(EntryId, Arc<Message>)>,
     /// Lockstep: the stream's newest entry when the last tick ended.
     tick_start: EntryId,
+    /// Lockstep: how long each tick (from 1) took in this process.
+    tick_seconds: Vec<f64>,
 }
 
 impl<'a, B: Backend> Coordinator<'a, B> {
@@ -152,6 +154,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             last_tick: None,
             free_published: Vec::new(),
             tick_start: EntryId::ZERO,
+            tick_seconds: Vec::new(),
         }
     }
 
@@ -438,9 +441,10 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             }
         };
         for tick in first_tick..=ticks {
-            if expect == 0 {
+            if expect == 0 && !self.options.run_all_ticks {
                 return Ok(StopReason::Quiescent);
             }
+            let tick_started = Instant::now();
             if self.totals.messages >= scenario.max_messages {
                 return Ok(StopReason::Budget);
             }
@@ -462,6 +466,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 started.elapsed(),
             );
             self.trim().await?;
+            self.tick_seconds.push(tick_started.elapsed().as_secs_f64());
         }
         Ok(StopReason::Ticks)
     }
@@ -769,6 +774,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             error: error.as_ref().map(ToString::to_string),
             transcript_sha256: sha,
             metrics,
+            tick_seconds: self.tick_seconds,
         };
         let summary_path = run_dir.join("summary.json");
         let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Internal(e.to_string()))?;

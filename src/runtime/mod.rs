@@ -39,6 +39,10 @@ pub struct RunOptions {
     /// Host the agents in worker processes: `Some(n)` starts `n` local ones, `Some(0)` waits
     /// for workers started by hand; `None` hosts them in this process.
     pub workers: Option<u32>,
+    /// Lockstep: run every tick even when one publishes nothing. Not a scenario setting: the
+    /// benchmark harness uses it to time empty ticks.
+    #[doc(hidden)]
+    pub run_all_ticks: bool,
 }
 
 /// What a run produced. `error` is set when the run stopped on a failure; the files were
