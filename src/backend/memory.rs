@@ -259,8 +259,18 @@ impl Store {
                 self.timestamps.remove(at);
             }
         }
-        let at = self.zset_position(a.score, &member);
-        self.timestamps.insert(at, (a.score, member));
+        // Free mode scores by the clock and lockstep by the tick: most members go at the end.
+        let last = self.timestamps.last();
+        if last.is_none_or(|(s, m)| {
+            s.total_cmp(&a.score)
+                .then_with(|| m.as_bytes().cmp(member.as_bytes()))
+                .is_lt()
+        }) {
+            self.timestamps.push((a.score, member));
+        } else {
+            let at = self.zset_position(a.score, &member);
+            self.timestamps.insert(at, (a.score, member));
+        }
     }
 
     /// Where (score, member) is or would be in the sorted set.

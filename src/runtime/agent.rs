@@ -112,6 +112,13 @@ impl Counters {
 }
 
 /// The agent as it is between steps.
+/// An agent's state caught for its record.
+struct Snapshot {
+    state: Box<RawValue>,
+    rng: String,
+    core: String,
+}
+
 struct Live {
     state: Option<StateBox>,
     rng: ChaCha8Rng,
@@ -214,7 +221,7 @@ impl<B: Backend> AgentCore<B> {
         };
         core.restore()?;
         core.saved_core = match core.saved {
-            Some(_) => Some(core.record()?.1),
+            Some(_) => Some(core.snapshot()?.core),
             None => None,
         };
         Ok(core)
@@ -269,8 +276,9 @@ impl<B: Backend> AgentCore<B> {
         Ok(())
     }
 
-    /// The record to save, and its core: what a step changes only if it did something.
-    fn record(&self) -> Result<(String, String), RunError> {
+    /// The state as JSON, the random stream's position, and the core of the record: what a
+    /// step changes only if it did something.
+    fn snapshot(&self) -> Result<Snapshot, RunError> {
         let state = self.live.state.as_ref().ok_or_else(|| RunError::State {
             agent: self.spec.name.to_string(),
             message: "no state to save before the agent started".to_string(),
@@ -285,18 +293,23 @@ impl<B: Backend> AgentCore<B> {
         })?;
         let rng = self.live.rng.get_word_pos().to_string();
         let core = format!("{} {} {rng} {}", self.live.seq, self.live.cache_n, state.get());
+        Ok(Snapshot { state, rng, core })
+    }
+
+    /// The record to save, from a snapshot of the agent as it is now.
+    fn record(&self, snapshot: Snapshot) -> Result<(String, String), RunError> {
         let record = AgentRecord {
             tick: self.live.tick,
             steps: self.live.steps,
             seq: self.live.seq,
             cache_n: self.live.cache_n,
-            rng,
-            state,
+            rng: snapshot.rng,
+            state: snapshot.state,
             last: self.live.last.clone(),
             total: self.live.total.clone(),
         };
         let record = serde_json::to_string(&record).map_err(|e| RunError::Internal(e.to_string()))?;
-        Ok((record, core))
+        Ok((record, snapshot.core))
     }
 
     /// Takes one step and commits it.
@@ -458,8 +471,9 @@ impl<B: Backend> AgentCore<B> {
             metrics: work.metrics,
             published: Vec::new(),
         };
-        let (_, core) = self.record()?;
-        let changed = self.saved_core.as_deref() != Some(core.as_str()) || !counters.metrics.is_empty();
+        let snapshot = self.snapshot()?;
+        let changed =
+            self.saved_core.as_deref() != Some(snapshot.core.as_str()) || !counters.metrics.is_empty();
         if acks.is_empty() && work.publish.is_empty() && cache.is_empty() && dead.is_empty() && !changed {
             // Nothing happened: no commit. Redoing such a step after a crash changes nothing.
             return Ok(report);
@@ -467,7 +481,7 @@ impl<B: Backend> AgentCore<B> {
         self.live.steps += 1;
         self.live.total.add(&counters);
         self.live.last = counters;
-        let (record, core) = self.record()?;
+        let (record, core) = self.record(snapshot)?;
         let commit = Commit {
             group: &self.group,
             acks: &acks,
