@@ -326,12 +326,13 @@ impl<B: Backend> AgentCore<B> {
 
     async fn step_inner(&mut self, input: StepInput) -> Result<StepReport, RunError> {
         let kind = input.kind;
-        let mut deliveries = std::mem::take(&mut self.carry);
-        deliveries.extend(input.deliveries);
-        // A read repeated after a lost connection can bring an entry twice.
-        if !deliveries.is_sorted_by(|a, b| a.id < b.id) {
-            deliveries.sort_by_key(|d| d.id);
-            deliveries.dedup_by_key(|d| d.id);
+        let mut deliveries = input.deliveries;
+        let carry = std::mem::take(&mut self.carry);
+        if !carry.is_empty() {
+            // Entries held back are still pending: a read of the pending list (after a lost
+            // connection) brings them again.
+            let read: std::collections::HashSet<EntryId> = deliveries.iter().map(|d| d.id).collect();
+            deliveries.extend(carry.into_iter().filter(|d| !read.contains(&d.id)));
         }
 
         let mut acks: Vec<EntryId> = Vec::with_capacity(deliveries.len());
@@ -367,12 +368,16 @@ impl<B: Backend> AgentCore<B> {
         }
         if let StepKind::Tick(_) = kind {
             // DESIGN.md invariant 3: by sender and the sender's counter, never by arrival.
-            if !handle.is_sorted_by(|a, b| a.1.lockstep_key() <= b.1.lockstep_key()) {
+            // Batches usually come sorted (the shard sorts them); strictly increasing keys also
+            // mean no message is there twice.
+            if !handle.is_sorted_by(|a, b| a.1.lockstep_key() < b.1.lockstep_key()) {
                 handle.sort_by(|a, b| a.1.lockstep_key().cmp(&b.1.lockstep_key()));
+                // (sender, seq) identifies a message: one published twice is handled once.
+                handle.dedup_by(|b, a| a.1.seq.is_some() && a.1.lockstep_key() == b.1.lockstep_key());
             }
-            // (sender, seq) identifies a message: one published twice is handled once.
-            handle.dedup_by(|b, a| a.1.seq.is_some() && a.1.lockstep_key() == b.1.lockstep_key());
         }
+        // Acknowledged in stream order, as they were read.
+        acks.sort_unstable();
 
         let mut skip = vec![false; handle.len()];
         let mut failures_at = vec![0u32; handle.len()];

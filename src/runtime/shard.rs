@@ -87,6 +87,29 @@ impl Totals {
     }
 }
 
+/// Puts each lockstep batch in the order agents handle it, by sender and the sender's
+/// counter. Every group reads the same entries, so the order is worked out once and applied
+/// to every batch with the same entries; agents then find their batch already sorted.
+fn presort(batches: &mut [Vec<Delivery>]) {
+    fn key(d: &Delivery) -> Option<(Option<u64>, &str, Option<u64>)> {
+        d.message().map(|m| m.lockstep_key())
+    }
+    let mut reference: Option<(Vec<EntryId>, Vec<usize>)> = None;
+    for batch in batches.iter_mut().filter(|b| b.len() > 1) {
+        let same = reference.as_ref().is_some_and(|(ids, _)| {
+            ids.len() == batch.len() && ids.iter().zip(batch.iter()).all(|(id, d)| *id == d.id)
+        });
+        if !same {
+            let mut order: Vec<usize> = (0..batch.len()).collect();
+            order.sort_by(|&a, &b| key(&batch[a]).cmp(&key(&batch[b])));
+            reference = Some((batch.iter().map(|d| d.id).collect(), order));
+        }
+        if let Some((_, order)) = &reference {
+            *batch = order.iter().map(|&i| batch[i].clone()).collect();
+        }
+    }
+}
+
 /// What a free-mode shard tells the coordinator.
 pub(crate) enum ShardEvent {
     Step(StepReport),
@@ -248,7 +271,8 @@ impl<B: Backend> Shard<B> {
             .collect();
         let mut steps: FuturesUnordered<StepFuture> = FuturesUnordered::new();
         for window in todo.chunks(WINDOW) {
-            let batches = self.read_tick(window, tick, expect).await?;
+            let mut batches = self.read_tick(window, tick, expect).await?;
+            presort(&mut batches);
             for (&i, deliveries) in window.iter().zip(batches) {
                 steps.push(self.send(i, StepKind::Tick(tick), deliveries));
             }
