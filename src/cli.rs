@@ -173,7 +173,7 @@ pub fn main(registry: Registry) -> ExitCode {
     let result = match outcome {
         Ok(result) => result,
         Err(panic) => {
-            let message = crate::runtime::panic_text(&panic);
+            let message = crate::runtime::panic_text(&*panic);
             eprintln!("error: internal error: {message}");
             eprintln!("hint: this is a bug in agora; please report it with the scenario file");
             return ExitCode::from(exit::RUN_FAILED);
@@ -468,6 +468,6 @@ fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        tracing::debug!("panic{location}: {}", crate::runtime::panic_info_text(info));
+        tracing::debug!("panic{location}: {}", crate::runtime::panic_text(info.payload()));
     }));
 }

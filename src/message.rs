@@ -157,6 +157,28 @@ impl Delivery {
     }
 }
 
+impl Entry {
+    /// A pending entry that was deleted from the stream after it was read.
+    pub fn deleted() -> Self {
+        Entry::Malformed(Arc::new(Malformed {
+            reason: "the entry was deleted from the stream".to_string(),
+            fields: Vec::new(),
+        }))
+    }
+
+    /// An entry from the fields that were text (`pairs`), `binary` saying whether some
+    /// were not.
+    pub fn from_text_fields(pairs: Vec<(String, String)>, binary: bool) -> Self {
+        if binary {
+            return Entry::Malformed(Arc::new(Malformed {
+                reason: "a field is not UTF-8 text".to_string(),
+                fields: pairs,
+            }));
+        }
+        parse_fields(&pairs)
+    }
+}
+
 /// Reads an entry's fields. Unknown fields are ignored, so other programs may add their own.
 pub fn parse_fields<K, V>(fields: &[(K, V)]) -> Entry
 where

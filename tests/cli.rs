@@ -1,23 +1,13 @@
 //! The `agora` command line, run as a user types it.
 
+mod common;
+
+use common::{agora, custom_example, text};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn agora() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_agora"))
-}
-
-/// The custom-behaviour example, built by `cargo test` next to the binaries.
-fn custom_example() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_agora"));
-    bin.parent().unwrap().join("examples").join("custom_behaviour")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn run_in(out: &Path, cmd: &mut Command) -> Output {
     cmd.arg("--out").arg(out).arg("--quiet");
@@ -98,7 +88,7 @@ fn every_scenario_runs_and_writes_its_files() {
     for file in scenario_files() {
         let out = tempfile::tempdir().unwrap();
         let mut cmd = if file.ends_with("custom.toml") {
-            Command::new(custom_example())
+            custom_example()
         } else {
             agora()
         };
@@ -125,7 +115,7 @@ fn the_custom_behaviour_is_unknown_to_plain_agora() {
     let output = run_in(out.path(), agora().args(["run", "scenarios/custom.toml"]));
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("unknown behaviour \"echo\""));
-    let listed = Command::new(custom_example()).arg("behaviours").output().unwrap();
+    let listed = custom_example().arg("behaviours").output().unwrap();
     assert!(text(&listed.stdout).contains("echo\n"));
 }
 

@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::{agora, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
@@ -36,16 +38,6 @@ behaviour = "discussion"
 params = { policy = "echo" }
 "#;
 
-fn agora() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AGORA_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
 fn scenario_file(dir: &Path) -> PathBuf {
     let path = dir.join("mixed.toml");
     std::fs::write(&path, MIXED).unwrap();
@@ -63,10 +55,6 @@ fn start(scenario: &Path, out: &Path, url: &str, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn transcript(out: &Path) -> Vec<u8> {

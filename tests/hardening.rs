@@ -2,22 +2,15 @@
 //! 2 (or runs within a documented limit), never a panic or a hang. A property test feeds the
 //! loader random documents.
 
+mod common;
+
+use common::agora;
+
 use std::path::Path;
-use std::process::Command;
 
 use agora::Registry;
 use agora::scenario::{self, Overrides};
 use proptest::prelude::*;
-
-fn agora() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AGORA_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
 
 const BASE: &str =
     "[scenario]\nname = \"x\"\nticks = 3\n\n[[agents]]\nid = \"a\"\ncount = 3\nbehaviour = \"gossip\"\n";
@@ -183,10 +176,7 @@ fn deep_nesting_and_strange_bytes_are_refused() {
 
 #[test]
 fn a_stream_name_that_is_someone_elses_key_is_refused() {
-    #[path = "common/redis_server.rs"]
-    #[allow(dead_code)]
-    mod redis_server;
-    let server = redis_server::RedisServer::start();
+    let server = common::redis_server::RedisServer::start();
     server.command(&["SET", "x", "someone else's"]);
     server.command(&["HSET", "x:cache:a_1", "f", "v"]);
     let stderr = refused(

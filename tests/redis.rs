@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{agora, custom_example, text};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -16,25 +18,6 @@ use agora::{Behaviour, BehaviourError, Context, Effects, Message, Registry, Setu
 use common::redis_server::RedisServer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-fn agora() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AGORA_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-fn custom_example() -> Command {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_agora"));
-    Command::new(bin.parent().unwrap().join("examples").join("custom_behaviour"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Runs a scenario file; returns the process output and the run directory.
 fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> (Output, PathBuf) {

@@ -3,31 +3,14 @@
 
 mod common;
 
+use common::{agora, custom_example, text};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-
-fn agora() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AGORA_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-fn custom_example() -> Command {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_agora"));
-    Command::new(bin.parent().unwrap().join("examples").join("custom_behaviour"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn run_dir(out: &Path) -> PathBuf {
     std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()

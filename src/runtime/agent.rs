@@ -671,7 +671,7 @@ impl<B: Backend> AgentCore<B> {
             Ok(Err(BehaviourError::Failed(error))) => Err(Attempt::Failed { at: None, error }),
             Err(panic) => Err(Attempt::Failed {
                 at: None,
-                error: format!("panicked: {}", panic_message(&panic)),
+                error: format!("panicked: {}", super::panic_text(&*panic)),
             }),
         }
     }
@@ -699,17 +699,6 @@ impl<B: Backend> AgentCore<B> {
             });
         }
         work.metrics.extend(effects.metrics);
-    }
-}
-
-/// The text a panic was raised with.
-pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
     }
 }
 

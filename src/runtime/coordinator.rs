@@ -428,7 +428,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             Some(t) => t + 1,
             None => {
                 let mut totals = self.done_before_resume(hosting, 0).await?;
-                merge(&mut totals, hosting.start_agents(Mode::Lockstep).await?);
+                totals.merge(hosting.start_agents(Mode::Lockstep).await?);
                 self.messages_from_stream(hosting, 0, &mut totals).await?;
                 expect = self.record_tick(0, totals, transcript).await?;
                 progress.update(
@@ -456,7 +456,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             } else {
                 Totals::default()
             };
-            merge(&mut totals, hosting.run_tick(tick, expect).await?);
+            totals.merge(hosting.run_tick(tick, expect).await?);
             self.messages_from_stream(hosting, tick, &mut totals).await?;
             expect = self.record_tick(tick, totals, transcript).await?;
             progress.update(
@@ -810,18 +810,6 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             dead_letters_path,
             error,
         })
-    }
-}
-
-/// Adds `more` to `totals`.
-fn merge(totals: &mut Totals, more: Totals) {
-    totals.published.extend(more.published);
-    totals.deliveries += more.deliveries;
-    totals.handled += more.handled;
-    totals.dead_letters += more.dead_letters;
-    totals.failures += more.failures;
-    for (name, delta) in more.metrics {
-        *totals.metrics.entry(name).or_insert(0) += delta;
     }
 }
 

@@ -144,13 +144,7 @@ pub async fn run_on<B: Backend>(
 }
 
 /// The text of a caught panic.
-pub fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
-    agent::panic_message(payload)
-}
-
-/// The text of a panic as a panic hook sees it.
-pub fn panic_info_text(info: &std::panic::PanicHookInfo<'_>) -> String {
-    let payload = info.payload();
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -75,6 +75,18 @@ impl Totals {
         }
     }
 
+    /// Adds everything `more` holds.
+    pub fn merge(&mut self, more: Totals) {
+        self.published.extend(more.published);
+        self.deliveries += more.deliveries;
+        self.handled += more.handled;
+        self.dead_letters += more.dead_letters;
+        self.failures += more.failures;
+        for (name, delta) in more.metrics {
+            *self.metrics.entry(name).or_insert(0) += delta;
+        }
+    }
+
     /// Adds what a step counted before a resume (its messages come from the stream).
     pub fn add_counters(&mut self, c: &Counters) {
         self.deliveries += c.deliveries;

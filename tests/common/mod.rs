@@ -159,3 +159,31 @@ pub mod remote_cache {
     }
 }
 pub mod redis_server;
+
+/// The `agora` binary, as a user runs it, without the caller's `AGORA_*` variables.
+pub fn agora() -> std::process::Command {
+    without_agora_env(std::process::Command::new(env!("CARGO_BIN_EXE_agora")))
+}
+
+/// The custom-behaviour example (built by `cargo test` next to the binaries): agora's command
+/// line with one more behaviour.
+pub fn custom_example() -> std::process::Command {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_agora"));
+    without_agora_env(std::process::Command::new(
+        bin.parent().unwrap().join("examples").join("custom_behaviour"),
+    ))
+}
+
+fn without_agora_env(mut cmd: std::process::Command) -> std::process::Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AGORA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Process output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

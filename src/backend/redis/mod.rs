@@ -119,6 +119,46 @@ impl RedisBackend {
         pipe.query_async(&mut con).await.map_err(|e| self.error(what, &e))
     }
 
+    /// `XREAD COUNT count BLOCK ms STREAMS key after` on the connection in `slot`, made when
+    /// first needed: a blocked read would stall every other command on a shared connection
+    /// (DESIGN.md invariant 4). After an error the connection is dropped and made anew.
+    async fn blocking_xread(
+        &self,
+        slot: &tokio::sync::Mutex<Option<MultiplexedConnection>>,
+        key: &str,
+        after: EntryId,
+        count: usize,
+        block: Duration,
+    ) -> Result<Value, BackendError> {
+        let mut slot = slot.lock().await;
+        let con = match slot.as_mut() {
+            Some(con) => con,
+            None => slot.insert(
+                connect::blocking_connection(
+                    &self.inner.client,
+                    &self.inner.url,
+                    &self.inner.scrubber,
+                    block,
+                )
+                .await?,
+            ),
+        };
+        let reply = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(after.to_string())
+            .query_async(con)
+            .await;
+        reply.map_err(|e| {
+            *slot = None;
+            self.error("XREAD BLOCK", &e)
+        })
+    }
+
     /// XINFO GROUPS, or nothing when the stream does not exist.
     async fn group_infos(&self) -> Result<Vec<GroupInfo>, BackendError> {
         let mut con = self.inner.con.clone();
@@ -293,40 +333,10 @@ impl Backend for RedisBackend {
         after: EntryId,
         block: Duration,
     ) -> Result<Vec<(EntryId, String)>, BackendError> {
-        let mut waiter = self.inner.note_waiter.lock().await;
-        if waiter.is_none() {
-            *waiter = Some(
-                connect::blocking_connection(
-                    &self.inner.client,
-                    &self.inner.url,
-                    &self.inner.scrubber,
-                    block,
-                )
-                .await?,
-            );
-        }
-        let Some(con) = waiter.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let reply: Result<Value, _> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1000)
-            .arg("BLOCK")
-            .arg(block.as_millis().max(1) as u64)
-            .arg("STREAMS")
-            .arg(key)
-            .arg(after.to_string())
-            .query_async(con)
-            .await;
-        let reply = match reply {
-            Ok(v) => v,
-            Err(e) => {
-                *waiter = None;
-                return Err(self.error("XREAD BLOCK", &e));
-            }
-        };
-        let deliveries = parse::raw_stream_entries(reply)?;
-        Ok(deliveries
+        let reply = self
+            .blocking_xread(&self.inner.note_waiter, key, after, 1000, block)
+            .await?;
+        Ok(parse::raw_stream_entries(reply)?
             .into_iter()
             .map(|(id, fields)| {
                 let text = fields
@@ -455,42 +465,13 @@ impl Backend for RedisBackend {
         after: EntryId,
         timeout: Duration,
     ) -> Result<Option<EntryId>, BackendError> {
-        let mut waiter = self.inner.waiter.lock().await;
-        if waiter.is_none() {
-            *waiter = Some(
-                connect::blocking_connection(
-                    &self.inner.client,
-                    &self.inner.url,
-                    &self.inner.scrubber,
-                    timeout,
-                )
-                .await?,
-            );
-        }
-        let Some(con) = waiter.as_mut() else {
-            return Ok(None);
-        };
-        let block_ms = timeout.as_millis().max(1) as u64;
-        let reply: Result<Value, _> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block_ms)
-            .arg("STREAMS")
-            .arg(&self.inner.keys.stream)
-            .arg(after.to_string())
-            .query_async(con)
-            .await;
-        match reply {
-            Ok(v) => Ok(parse::read_reply(v, &mut EntryCache::new(0))?
-                .last()
-                .map(|d| d.id)),
-            Err(e) => {
-                // Make a new connection next time.
-                *waiter = None;
-                Err(self.error("XREAD BLOCK", &e))
-            }
-        }
+        let stream = &self.inner.keys.stream;
+        let reply = self
+            .blocking_xread(&self.inner.waiter, stream, after, 1, timeout)
+            .await?;
+        Ok(parse::read_reply(reply, &mut EntryCache::new(0))?
+            .last()
+            .map(|d| d.id))
     }
 
     async fn trim(&self, maxlen: u64) -> Result<u64, BackendError> {

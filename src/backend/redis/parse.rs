@@ -1,12 +1,13 @@
 //! Reading Redis replies straight from `redis::Value`, without a map per entry.
 
-use std::sync::Arc;
-
 use redis::Value;
 
 use super::reader::EntryCache;
+
+/// An entry's fields as text, uninterpreted.
+pub(crate) type RawFields = Vec<(String, String)>;
 use crate::backend::{BackendError, GroupInfo};
-use crate::message::{Delivery, Entry, EntryId, Malformed, parse_fields};
+use crate::message::{Delivery, Entry, EntryId};
 
 fn unexpected(what: &str, v: &Value) -> BackendError {
     let mut shown = format!("{v:?}");
@@ -52,10 +53,7 @@ fn entry(v: Value, seen: &mut EntryCache) -> Result<Delivery, BackendError> {
     }
     let entry = match parts.next().unwrap_or(Value::Nil) {
         // A pending entry that was deleted from the stream since it was read.
-        Value::Nil => Entry::Malformed(Arc::new(Malformed {
-            reason: "the entry was deleted from the stream".to_string(),
-            fields: Vec::new(),
-        })),
+        Value::Nil => Entry::deleted(),
         fields => {
             let flat = match fields {
                 Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
@@ -70,14 +68,7 @@ fn entry(v: Value, seen: &mut EntryCache) -> Result<Delivery, BackendError> {
                     _ => not_text = true,
                 }
             }
-            if not_text {
-                Entry::Malformed(Arc::new(Malformed {
-                    reason: "a field is not UTF-8 text".to_string(),
-                    fields: pairs,
-                }))
-            } else {
-                parse_fields(&pairs)
-            }
+            Entry::from_text_fields(pairs, not_text)
         }
     };
     seen.insert(id, entry.clone());
@@ -170,8 +161,20 @@ pub(crate) fn pending_min(v: Value) -> Result<Option<EntryId>, BackendError> {
     parts.next().map(entry_id).transpose()
 }
 
-/// An entry's fields as text, uninterpreted.
-pub(crate) type RawFields = Vec<(String, String)>;
+/// One `[id, [field, value, ...]]` entry as text, uninterpreted.
+fn raw_entry(v: Value) -> Result<(EntryId, RawFields), BackendError> {
+    let mut parts = array(v, "a stream entry")?.into_iter();
+    let id = entry_id(parts.next().unwrap_or(Value::Nil))?;
+    let flat = array(parts.next().unwrap_or(Value::Nil), "an entry's fields")?;
+    let mut fields = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        let k = text(k).unwrap_or_else(|v| format!("{v:?}"));
+        let v = text(v).unwrap_or_else(|v| format!("{v:?}"));
+        fields.push((k, v));
+    }
+    Ok((id, fields))
+}
 
 /// An XREAD reply for one stream as (id, fields) pairs, without interpreting the fields.
 pub(crate) fn raw_stream_entries(v: Value) -> Result<Vec<(EntryId, RawFields)>, BackendError> {
@@ -185,43 +188,24 @@ pub(crate) fn raw_stream_entries(v: Value) -> Result<Vec<(EntryId, RawFields)>, 
     let mut out = Vec::new();
     for stream in streams {
         for e in array(stream, "XREAD")? {
-            let mut parts = array(e, "XREAD")?.into_iter();
-            let id = entry_id(parts.next().unwrap_or(Value::Nil))?;
-            let flat = array(parts.next().unwrap_or(Value::Nil), "XREAD")?;
-            let mut fields = Vec::new();
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                if let (Ok(k), Ok(v)) = (text(k), text(v)) {
-                    fields.push((k, v));
-                }
-            }
-            out.push((id, fields));
+            out.push(raw_entry(e)?);
         }
     }
     Ok(out)
 }
 
 /// The fields of each entry of an XRANGE reply, as text.
-pub(crate) fn raw_entries(v: Value) -> Result<Vec<Vec<(String, String)>>, BackendError> {
-    let mut out = Vec::new();
-    for e in array(v, "XRANGE")? {
-        let mut parts = array(e, "XRANGE")?.into_iter();
-        let _id = parts.next();
-        let flat = array(parts.next().unwrap_or(Value::Nil), "XRANGE")?;
-        let mut pairs = Vec::new();
-        let mut it = flat.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            let k = text(k).unwrap_or_else(|v| format!("{v:?}"));
-            let v = text(v).unwrap_or_else(|v| format!("{v:?}"));
-            pairs.push((k, v));
-        }
-        out.push(pairs);
-    }
-    Ok(out)
+pub(crate) fn raw_entries(v: Value) -> Result<Vec<RawFields>, BackendError> {
+    array(v, "XRANGE")?
+        .into_iter()
+        .map(|e| raw_entry(e).map(|(_, fields)| fields))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn bulk(s: &str) -> Value {

@@ -10,14 +10,13 @@
 //! TLS connections (`rediss://`) take the client library's path instead.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::connect::CONNECT_TIMEOUT;
 use crate::backend::{BackendError, GroupRead};
-use crate::message::{Delivery, Entry, EntryId, Malformed, parse_fields};
+use crate::message::{Delivery, Entry, EntryId};
 
 /// Entries parsed lately, by id, so that the other groups' copies cost a lookup.
 pub(crate) struct EntryCache {
@@ -237,20 +236,10 @@ impl<'a> Cursor<'a> {
                 if n % 2 == 1 {
                     self.skip()?;
                 }
-                if not_text {
-                    Entry::Malformed(Arc::new(Malformed {
-                        reason: "a field is not UTF-8 text".to_string(),
-                        fields: pairs,
-                    }))
-                } else {
-                    parse_fields(&pairs)
-                }
+                Entry::from_text_fields(pairs, not_text)
             }
             // A pending entry deleted from the stream since it was read.
-            _ => Entry::Malformed(Arc::new(Malformed {
-                reason: "the entry was deleted from the stream".to_string(),
-                fields: Vec::new(),
-            })),
+            _ => Entry::deleted(),
         };
         cache.insert(id, entry.clone());
         Ok(Delivery { id, entry })
@@ -468,7 +457,10 @@ impl GroupReader {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::message::Malformed;
 
     fn parse(bytes: &[u8], cache: &mut EntryCache) -> Parsed<Vec<Delivery>> {
         Cursor { buf: bytes, pos: 0 }.read_reply(cache)
