@@ -436,6 +436,16 @@ impl Backend for MemoryBackend {
         }
     }
 
+    async fn trim_notes(&self, key: &str, before: EntryId) -> Result<u64, BackendError> {
+        let mut store = self.store();
+        let Some(notes) = store.notes.get_mut(key) else {
+            return Ok(0);
+        };
+        let len = notes.len();
+        notes.retain(|(seq, _)| id(*seq) >= before);
+        Ok((len - notes.len()) as u64)
+    }
+
     async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError> {
         self.store()
             .hashes

@@ -244,6 +244,9 @@ pub trait Backend: Clone + Unpin + 'static {
         block: Duration,
     ) -> Result<Vec<(EntryId, String)>, BackendError>;
 
+    /// Drops the notes of a bookkeeping stream older than `before`; returns how many.
+    async fn trim_notes(&self, key: &str, before: EntryId) -> Result<u64, BackendError>;
+
     /// Sets a field of one of the run's bookkeeping hashes (worker registrations).
     async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError>;
 

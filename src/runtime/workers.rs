@@ -16,6 +16,9 @@ use crate::message::EntryId;
 use crate::report::progress;
 use crate::scenario::Scenario;
 
+/// How many ticks between trims of the control and report streams.
+const TRIM_EVERY: u32 = 64;
+
 /// How long local workers may take to start and register.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -42,6 +45,10 @@ pub(crate) struct Workers<B: Backend> {
     last_liveness_check: Instant,
     /// The worker instance serving each shard (index 0 is shard 1).
     instances: Vec<String>,
+    /// The id of the last command sent.
+    last_command: EntryId,
+    /// Commands sent since the control and report streams were last trimmed.
+    since_trim: u32,
 }
 
 impl<B: Backend> Workers<B> {
@@ -63,6 +70,8 @@ impl<B: Backend> Workers<B> {
             timeout,
             last_liveness_check: Instant::now(),
             instances: Vec::new(),
+            last_command: EntryId::ZERO,
+            since_trim: 0,
             backend,
         };
         // Reports of earlier runs are not ours: start reading after them.
@@ -258,10 +267,33 @@ impl<B: Backend> Workers<B> {
         Ok(())
     }
 
-    async fn send(&self, command: &Command) -> Result<(), RunError> {
+    async fn send(&mut self, command: &Command) -> Result<(), RunError> {
         let text = serde_json::to_string(command).map_err(|e| RunError::Internal(e.to_string()))?;
         let key = self.backend.keys().control();
-        reconnect::retry(&self.backend, self.timeout, || self.backend.note(&key, &text)).await?;
+        self.last_command =
+            reconnect::retry(&self.backend, self.timeout, || self.backend.note(&key, &text)).await?;
+        Ok(())
+    }
+
+    /// Every so many commands, drops the commands every worker has carried out and the
+    /// reports already read, so that a long run's bookkeeping streams stay short.
+    async fn trim(&mut self) -> Result<(), RunError> {
+        self.since_trim += 1;
+        if self.since_trim < TRIM_EVERY {
+            return Ok(());
+        }
+        self.since_trim = 0;
+        let keys = self.backend.keys().clone();
+        let (control, reports) = (keys.control(), keys.reports());
+        let (last_command, cursor) = (self.last_command, self.cursor);
+        reconnect::retry(&self.backend, self.timeout, || {
+            self.backend.trim_notes(&control, last_command)
+        })
+        .await?;
+        reconnect::retry(&self.backend, self.timeout, || {
+            self.backend.trim_notes(&reports, cursor)
+        })
+        .await?;
         Ok(())
     }
 
@@ -349,6 +381,7 @@ impl<B: Backend> Workers<B> {
         let done = self
             .gather(|r| matches!(r, Report::Done { tick: Some(t), .. } if *t == tick))
             .await?;
+        self.trim().await?;
         Ok(Self::counts(done).into_totals())
     }
 

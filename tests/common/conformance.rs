@@ -547,6 +547,12 @@ pub async fn notes_and_hashes_for_bookkeeping<B: Backend>(b: B) {
         writer.note(&key2, "three").await.unwrap()
     });
     assert_eq!(got.unwrap().len(), 1);
+    assert_eq!(b.trim_notes(&key, second).await.unwrap(), 1);
+    let left = b
+        .notes(&key, EntryId::ZERO, Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2, "the second note and the third are left: {left:?}");
     let hash = format!("{}:workers", b.keys().stream);
     b.hash_set(&hash, "1/2", "a").await.unwrap();
     b.hash_set(&hash, "2/2", "b").await.unwrap();

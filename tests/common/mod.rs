@@ -86,6 +86,9 @@ pub mod remote_cache {
         ) -> Result<Vec<(EntryId, String)>, BackendError> {
             self.0.notes(key, after, block).await
         }
+        async fn trim_notes(&self, key: &str, before: EntryId) -> Result<u64, BackendError> {
+            self.0.trim_notes(key, before).await
+        }
         async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError> {
             self.0.hash_set(key, field, value).await
         }

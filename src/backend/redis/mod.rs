@@ -349,6 +349,14 @@ impl Backend for RedisBackend {
             .collect())
     }
 
+    async fn trim_notes(&self, key: &str, before: EntryId) -> Result<u64, BackendError> {
+        self.query(
+            "XTRIM",
+            redis::cmd("XTRIM").arg(key).arg("MINID").arg(before.to_string()),
+        )
+        .await
+    }
+
     async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError> {
         self.query::<()>("HSET", redis::cmd("HSET").arg(key).arg(field).arg(value))
             .await
