@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{agora, custom_example, text};
+use common::{agora, custom_example, lockstep_scenarios, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -52,17 +52,6 @@ fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> (Output
 
 fn summary(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
-
-fn lockstep_scenarios() -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("scenarios")
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("mode = \"free\""))
-        .collect();
-    found.sort();
-    found
 }
 
 #[test]

@@ -80,17 +80,13 @@ fn transcript(path: &PathBuf) -> Vec<Value> {
         .collect()
 }
 
+/// The lockstep scenarios that plain agora runs (custom.toml needs the example's registry).
 fn lockstep_scenarios() -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_dir("scenarios")
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml") && !p.ends_with("custom.toml"))
-        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("mode = \"free\""))
+    common::lockstep_scenarios()
+        .into_iter()
+        .filter(|p| !p.ends_with("custom.toml"))
         .map(|p| p.display().to_string())
-        .collect();
-    found.sort();
-    assert!(found.len() >= 4, "{found:?}");
-    found
+        .collect()
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{agora, custom_example, text};
+use common::{agora, custom_example, lockstep_scenarios, text};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,17 +28,6 @@ fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> Output 
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn lockstep_scenarios() -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("scenarios")
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("mode = \"free\""))
-        .collect();
-    found.sort();
-    found
 }
 
 #[test]

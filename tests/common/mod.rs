@@ -190,3 +190,17 @@ fn without_agora_env(mut cmd: std::process::Command) -> std::process::Command {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The lockstep scenarios in `scenarios/`, `custom.toml` (which needs the example binary)
+/// included, sorted.
+pub fn lockstep_scenarios() -> Vec<std::path::PathBuf> {
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("scenarios")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("mode = \"free\""))
+        .collect();
+    found.sort();
+    assert!(found.len() >= 5, "{found:?}");
+    found
+}
