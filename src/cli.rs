@@ -68,7 +68,8 @@ struct ScenarioArgs {
     /// The backend: the embedded `memory` one, or `redis`
     #[arg(long, value_enum)]
     backend: Option<BackendArg>,
-    /// The Redis URL (redis://[user:password@]host:port/db, or rediss:// for TLS)
+    /// The Redis URL: redis://[user:password@]host:port/db, rediss:// for TLS, or
+    /// unix:///path/to/redis.sock?db=N for a Unix socket on this machine
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// The seed (scenario.seed)

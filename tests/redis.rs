@@ -440,6 +440,74 @@ fn user_and_password_urls_work_and_stay_hidden() {
 }
 
 #[test]
+fn unix_socket_urls_work_with_a_database_and_a_password() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("redis.sock");
+    let socket_text = socket.to_str().unwrap();
+    let server = RedisServer::start_with(&[
+        "--unixsocket",
+        socket_text,
+        "--unixsocketperm",
+        "700",
+        "--requirepass",
+        "sock-secret",
+    ]);
+    let tcp_url = format!("redis://:sock-secret@127.0.0.1:{}/0", server.port);
+    let unix_url = format!("unix://{socket_text}?db=3&pass=sock-secret");
+    let scenario = Path::new("scenarios/relay.toml");
+    let (tcp_out, unix_out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (tcp, tcp_dir) = run(
+        agora(),
+        scenario,
+        tcp_out.path(),
+        &["--backend", "redis", "--redis-url", &tcp_url],
+    );
+    assert!(tcp.status.success(), "{}", text(&tcp.stderr));
+    let (unix, unix_dir) = run(
+        agora(),
+        scenario,
+        unix_out.path(),
+        &[
+            "--backend",
+            "redis",
+            "--redis-url",
+            &unix_url,
+            "--set",
+            "backend.cleanup=before",
+        ],
+    );
+    assert!(unix.status.success(), "{}", text(&unix.stderr));
+    assert_eq!(
+        std::fs::read(tcp_dir.join("transcript.jsonl")).unwrap(),
+        std::fs::read(unix_dir.join("transcript.jsonl")).unwrap()
+    );
+    let summary_text = std::fs::read_to_string(unix_dir.join("summary.json")).unwrap();
+    assert!(!summary_text.contains("sock-secret"), "{summary_text}");
+    // The run's keys went to database 3, kept because cleanup was only `before`.
+    let mut con = redis::Client::open(unix_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let in_db3: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert!(in_db3 > 0, "nothing in database 3");
+
+    let missing = format!("unix://{}/nothing-here.sock", socket_dir.path().display());
+    let out = tempfile::tempdir().unwrap();
+    let (output, _) = run(
+        agora(),
+        scenario,
+        out.path(),
+        &["--backend", "redis", "--redis-url", &missing],
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("nothing-here.sock") && stderr.contains("--unixsocket"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn tls_urls_work() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));

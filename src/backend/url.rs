@@ -12,15 +12,29 @@ impl RedisUrl {
     pub fn parse(text: &str) -> Result<Self, String> {
         let Some((scheme, rest)) = text.split_once("://") else {
             return Err(format!(
-                "{:?} is not a Redis URL: write it as redis://host:port/db (or rediss:// for TLS)",
+                "{:?} is not a Redis URL: write it as redis://host:port/db (or rediss:// for TLS, \
+                 unix:///path/to/redis.sock for a Unix socket)",
                 redact(text)
             ));
         };
-        if scheme != "redis" && scheme != "rediss" {
-            return Err(format!(
-                "unsupported scheme {scheme:?} in {:?}: use redis:// or rediss://",
-                redact(text)
-            ));
+        match scheme {
+            "redis" | "rediss" => {}
+            "unix" | "redis+unix" => {
+                if !socket_path(rest).starts_with('/') {
+                    return Err(format!(
+                        "{:?} names no socket: write it as unix:///path/to/redis.sock (an absolute \
+                         path, then ?db=N&user=U&pass=P if needed)",
+                        redact(text)
+                    ));
+                }
+                return Ok(RedisUrl(text.to_string()));
+            }
+            _ => {
+                return Err(format!(
+                    "unsupported scheme {scheme:?} in {:?}: use redis://, rediss:// or unix://",
+                    redact(text)
+                ));
+            }
         }
         let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
         let host = host.split(['/', '?', '#']).next().unwrap_or_default();
@@ -42,9 +56,12 @@ impl RedisUrl {
         &self.0
     }
 
-    /// `host:port` (or the host alone), for error messages.
+    /// `host:port` (or the host alone, or a Unix socket's path), for error messages.
     pub fn address(&self) -> String {
         let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
+        if self.is_unix() {
+            return socket_path(rest).to_string();
+        }
         let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
         host.split(['/', '?', '#']).next().unwrap_or_default().to_string()
     }
@@ -52,6 +69,15 @@ impl RedisUrl {
     pub fn is_tls(&self) -> bool {
         self.0.starts_with("rediss://")
     }
+
+    pub fn is_unix(&self) -> bool {
+        self.0.starts_with("unix://") || self.0.starts_with("redis+unix://")
+    }
+}
+
+/// The socket's path in what follows `unix://`: everything before the query.
+fn socket_path(rest: &str) -> &str {
+    rest.split(['?', '#']).next().unwrap_or_default()
 }
 
 /// `text` with any password in it replaced by `***`.
@@ -59,6 +85,17 @@ pub fn redact(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.to_string();
     };
+    if let Some((path, query)) = rest.split_once('?') {
+        // unix:///path?pass=secret: the password is a query parameter.
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key @ ("pass" | "password"), _)) => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        return redact(&format!("{scheme}://{path}")) + "?" + &query.join("&");
+    }
     let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return text.to_string();
     };
@@ -109,5 +146,21 @@ mod tests {
         let err = RedisUrl::parse("http://u:topsecret@h").unwrap_err();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(RedisUrl::parse("rediss://u:p@h:6379/0").unwrap().is_tls());
+    }
+
+    #[test]
+    fn unix_sockets() {
+        let url = RedisUrl::parse("unix:///run/redis/redis.sock?db=2&pass=hush").unwrap();
+        assert!(url.is_unix());
+        assert_eq!(url.address(), "/run/redis/redis.sock");
+        assert_eq!(url.to_string(), "unix:///run/redis/redis.sock?db=2&pass=***");
+        assert!(RedisUrl::parse("redis+unix:///tmp/r.sock").unwrap().is_unix());
+        assert!(!RedisUrl::parse("redis://h").unwrap().is_unix());
+        let err = RedisUrl::parse("unix://relative.sock?pass=hush").unwrap_err();
+        assert!(
+            err.contains("unix:///path/to/redis.sock") && !err.contains("hush"),
+            "{err}"
+        );
+        assert!(RedisUrl::parse("unix://").is_err());
     }
 }

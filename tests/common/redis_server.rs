@@ -100,6 +100,11 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer within 20 s", self.port);
     }
 
+    /// The server's own temporary directory (for a Unix socket, say).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }

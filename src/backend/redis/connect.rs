@@ -56,9 +56,14 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
         || e.code()
             .is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH" || c == "NOPERM")
     {
+        let hint = if url.is_unix() {
+            "check the user and password in the URL: unix:///path/to/redis.sock?user=U&pass=P"
+        } else {
+            "check the user and password in the URL: redis://user:password@host:port/db"
+        };
         return BackendError::unavailable(
             format!("Redis at {address} refused the credentials ({detail})"),
-            "check the user and password in the URL: redis://user:password@host:port/db",
+            hint,
         );
     }
     if detail.contains("certificate") || detail.contains("TLS") || detail.contains("tls") {
@@ -66,6 +71,14 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
             format!("cannot connect to Redis at {address} with TLS: {detail}"),
             "if the server's certificate is self-signed, trust its CA on this machine, or append \
              #insecure to the URL to skip verification (for testing only)",
+        );
+    }
+    if e.is_connection_refusal() && url.is_unix() {
+        return BackendError::unavailable(
+            format!("cannot connect to Redis at {address}: no Redis listens on that socket"),
+            "check the path; Redis opens a Unix socket only when told to (`unixsocket` in \
+             redis.conf, or `redis-server --unixsocket /path/to/redis.sock`); or run on the \
+             embedded backend with --backend memory",
         );
     }
     if e.is_connection_refusal() {
@@ -144,7 +157,8 @@ pub(crate) async fn connect(
                 "{url} is not a usable Redis URL: {}",
                 scrubber.scrub(&e.to_string())
             ),
-            "write it as redis://[user:password@]host:port/db, or rediss:// for TLS",
+            "write it as redis://[user:password@]host:port/db, rediss:// for TLS, or \
+             unix:///path/to/redis.sock?db=N for a Unix socket",
         )
     })?;
     // A plain first connection with short timeouts, so that a wrong address fails fast and

@@ -22,7 +22,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{Client, FromRedisValue, Pipeline, Value};
 
 use self::connect::Scrubber;
-use self::reader::{EntryCache, GroupReader, Target};
+use self::reader::{Address, EntryCache, GroupReader, Target};
 use super::{
     Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, ClaimReport, CleanupReport, Commit,
     GroupInfo, GroupRead, KeyConflict, Keys, ScoreBound, Sizes,
@@ -74,16 +74,22 @@ impl RedisBackend {
         let scrubber = Scrubber::new(url);
         let (client, con) = connect::connect(url, &scrubber, reconnect_timeout).await?;
         let info = client.get_connection_info();
-        let fast = match info.addr() {
-            redis::ConnectionAddr::Tcp(host, port) => Some(GroupReader::new(Target {
+        let address = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Some(Address::Tcp {
                 host: host.clone(),
                 port: *port,
+            }),
+            redis::ConnectionAddr::Unix(path) => Some(Address::Unix(path.clone())),
+            _ => None,
+        };
+        let fast = address.map(|address| {
+            GroupReader::new(Target {
+                address,
                 db: info.redis_settings().db(),
                 username: info.redis_settings().username().map(str::to_string),
                 password: info.redis_settings().password().map(str::to_string),
-            })),
-            _ => None,
-        };
+            })
+        });
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 keys,

@@ -7,11 +7,13 @@
 //! reader looks at the entry id first and, for an entry it has seen (in this reply or a recent
 //! one), skips the fields by their lengths and shares the entry already parsed.
 //!
-//! TLS connections (`rediss://`) take the client library's path instead.
+//! TLS connections (`rediss://`) take the client library's path instead; plain TCP and Unix
+//! sockets come here.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::connect::CONNECT_TIMEOUT;
@@ -56,11 +58,17 @@ impl EntryCache {
     }
 }
 
+/// Where Redis listens.
+#[derive(Clone)]
+pub(crate) enum Address {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub(crate) struct Target {
-    pub host: String,
-    pub port: u16,
+    pub address: Address,
     pub db: i64,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -71,8 +79,12 @@ pub(crate) struct GroupReader {
     conn: Option<Conn>,
 }
 
+/// A byte stream to Redis: TCP or a Unix socket.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
     /// Unparsed bytes are `buf[start..end]`.
     start: usize,
@@ -275,13 +287,29 @@ fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 
 impl Conn {
     async fn open(target: &Target) -> std::io::Result<Self> {
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((target.host.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))??;
-        stream.set_nodelay(true)?;
+        let timed_out = |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out");
+        let stream: Box<dyn Io> = match &target.address {
+            Address::Tcp { host, port } => {
+                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), *port)))
+                    .await
+                    .map_err(timed_out)??;
+                tcp.set_nodelay(true)?;
+                Box::new(tcp)
+            }
+            #[cfg(unix)]
+            Address::Unix(path) => Box::new(
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path))
+                    .await
+                    .map_err(timed_out)??,
+            ),
+            #[cfg(not(unix))]
+            Address::Unix(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "Unix sockets need a Unix system",
+                ));
+            }
+        };
         let mut conn = Conn {
             stream,
             buf: vec![0; 1 << 16],
