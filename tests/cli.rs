@@ -83,6 +83,33 @@ fn check_outputs(out: &Path, output: &Output) -> Value {
     summary
 }
 
+/// What each lockstep scenario in `scenarios/` gives at its own seed. "Run it again next
+/// week and get the same result": a change to the runtime or a built-in behaviour that changes
+/// one of these changes what users' runs give, and must be made on purpose (and said in the
+/// README), not by accident.
+const PINNED_TRANSCRIPTS: [(&str, &str); 5] = [
+    (
+        "custom",
+        "2737245f4806c77a743e78b5dd51a0429c31298e21cd6a1ae18b8d01733b66dc",
+    ),
+    (
+        "discussion",
+        "d2c7f50c4a76082eb23c20ce759e14f95e3ab8f5ca567c79768ed4ae83998ed2",
+    ),
+    (
+        "gossip",
+        "6bd35919be800271e87115d911c20a039492638b8c0b2ff13bc42646c874c397",
+    ),
+    (
+        "opinion",
+        "474bd13f5b94630dd212488b284361c8b957761ee73b67cc71096192fcd728ba",
+    ),
+    (
+        "relay",
+        "b6ae88da300f887b98a0cc81f0671bc9726af9b049327e32c37fb38d42b16512",
+    ),
+];
+
 #[test]
 fn every_scenario_runs_and_writes_its_files() {
     for file in scenario_files() {
@@ -101,6 +128,15 @@ fn every_scenario_runs_and_writes_its_files() {
         );
         let summary = check_outputs(out.path(), &output);
         assert!(summary["messages"].as_u64().unwrap() > 0, "{}", file.display());
+        let name = file.file_stem().unwrap().to_str().unwrap();
+        if let Some((_, pinned)) = PINNED_TRANSCRIPTS.iter().find(|(n, _)| *n == name) {
+            assert_eq!(
+                summary["transcript_sha256"],
+                *pinned,
+                "{}: the transcript is not the one this scenario and seed always gave",
+                file.display()
+            );
+        }
         assert!(
             ["ticks", "quiescent"].contains(&summary["stop_reason"].as_str().unwrap()),
             "{}: {summary}",

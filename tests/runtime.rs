@@ -431,7 +431,7 @@ fn cache_reads_see_the_previous_tick_and_replays_change_nothing() {
     );
 }
 
-/// Panics on one message, for one agent.
+/// Panics on one message, for one agent: f_2 on f_3's, in the middle of its batch.
 struct Fragile;
 
 impl Behaviour for Fragile {
@@ -442,7 +442,7 @@ impl Behaviour for Fragile {
     }
 
     fn on_start(&self, _state: &mut Vec<String>, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
-        let said = if ctx.peer_index() == 0 {
+        let said = if ctx.peer_index() == 2 {
             "poison".to_string()
         } else {
             format!("hello from {}", ctx.agent())

@@ -2,6 +2,7 @@
 //! side by side in one runtime.
 
 use std::any::Any;
+use std::ops::ControlFlow;
 
 use super::{Behaviour, BehaviourError, Context, Effects};
 use crate::message::Message;
@@ -20,6 +21,23 @@ pub trait DynBehaviour: Send + Sync {
         msg: &Message,
         ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError>;
+    /// `on_message` for each of `messages` in order, handing each result to `each` until it
+    /// says to stop: one call for a whole batch, where a call per message would cost more
+    /// than many behaviours' work. Errs only when the state is not this behaviour's.
+    fn on_messages(
+        &self,
+        state: &mut StateBox,
+        messages: &[&Message],
+        ctx: &mut Context<'_>,
+        each: &mut dyn FnMut(Result<Effects, BehaviourError>) -> ControlFlow<()>,
+    ) -> Result<(), BehaviourError> {
+        for msg in messages {
+            if each(self.on_message(state, msg, ctx)).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
     fn on_tick(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError>;
     /// The state as JSON, for checkpoints.
     fn save(&self, state: &StateBox) -> Result<String, BehaviourError>;
@@ -56,6 +74,23 @@ impl<B: Behaviour> DynBehaviour for Erased<B> {
         ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
         self.inner.on_message(typed(state)?, msg, ctx)
+    }
+
+    fn on_messages(
+        &self,
+        state: &mut StateBox,
+        messages: &[&Message],
+        ctx: &mut Context<'_>,
+        each: &mut dyn FnMut(Result<Effects, BehaviourError>) -> ControlFlow<()>,
+    ) -> Result<(), BehaviourError> {
+        // One downcast for the batch; the behaviour's own `on_message` can be inlined here.
+        let state = typed::<B::State>(state)?;
+        for msg in messages {
+            if each(self.inner.on_message(state, msg, ctx)).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn on_tick(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {

@@ -12,6 +12,8 @@
 //! record, so a half-changed state never leaks); a message that keeps failing is dead-lettered.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -51,7 +53,45 @@ impl StepKind {
 
 pub(crate) struct StepInput {
     pub kind: StepKind,
+    /// In stream order, as read.
     pub deliveries: Vec<Delivery>,
+    /// The order to handle `deliveries` in, as [`handling_order`] gives it, when the shard
+    /// has worked it out already (once for every agent with the same batch).
+    pub order: Option<Arc<[u32]>>,
+}
+
+/// The messages of a batch an agent hands to its behaviour, as indices into `deliveries`, in
+/// the order it hands them over. Free mode: in stream order. Lockstep tick `t`: the messages of
+/// earlier ticks by sender and the sender's counter (DESIGN.md invariant 3), never by arrival;
+/// one published twice (same sender and counter) once. Malformed entries and messages of tick
+/// `t` or later are not in it. The agent's own messages are; it skips them itself.
+pub(crate) fn handling_order(deliveries: &[Delivery], kind: StepKind) -> Vec<u32> {
+    let now = match kind {
+        StepKind::Tick(t) => Some(t),
+        _ => None,
+    };
+    let mut order: Vec<u32> = deliveries
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            d.message()
+                .is_some_and(|m| now.is_none_or(|t| m.tick.is_none_or(|mt| mt < t)))
+        })
+        .map(|(i, _)| i as u32)
+        .collect();
+    if now.is_some() {
+        let message = |i: &u32| match &deliveries[*i as usize].entry {
+            Entry::Message(m) => Some(&**m),
+            Entry::Malformed(_) => None,
+        };
+        let key = |i: &u32| message(i).map(Message::lockstep_key);
+        // Strictly increasing keys: sorted, and no message twice. Usually true already.
+        if !order.is_sorted_by(|a, b| key(a) < key(b)) {
+            order.sort_by(|a, b| key(a).cmp(&key(b)));
+            order.dedup_by(|b, a| message(a).is_some_and(|m| m.seq.is_some()) && key(a) == key(b));
+        }
+    }
+    order
 }
 
 /// What a step did, for the coordinator's totals and the transcript.
@@ -172,7 +212,8 @@ pub(crate) struct AgentCore<B> {
 #[derive(Default)]
 struct Work {
     publish: Vec<Arc<Message>>,
-    remember: Vec<CacheEntry>,
+    /// Shared with the step's cache reads, which see the step's own writes.
+    remember: RefCell<Vec<CacheEntry>>,
     metrics: Vec<(Cow<'static, str>, i64)>,
     handled: u64,
 }
@@ -325,20 +366,23 @@ impl<B: Backend> AgentCore<B> {
     }
 
     async fn step_inner(&mut self, input: StepInput) -> Result<StepReport, RunError> {
-        let kind = input.kind;
-        let mut deliveries = input.deliveries;
+        let StepInput {
+            kind,
+            mut deliveries,
+            mut order,
+        } = input;
         let carry = std::mem::take(&mut self.carry);
         if !carry.is_empty() {
             // Entries held back are still pending: a read of the pending list (after a lost
             // connection) brings them again.
             let read: std::collections::HashSet<EntryId> = deliveries.iter().map(|d| d.id).collect();
             deliveries.extend(carry.into_iter().filter(|d| !read.contains(&d.id)));
+            order = None;
         }
 
         let mut acks: Vec<EntryId> = Vec::with_capacity(deliveries.len());
         let mut dead: Vec<DeadLetter> = Vec::new();
-        let mut handle: Vec<(EntryId, Arc<Message>)> = Vec::new();
-        for d in deliveries {
+        for d in &deliveries {
             match &d.entry {
                 Entry::Malformed(m) => {
                     acks.push(d.id);
@@ -356,28 +400,32 @@ impl<B: Backend> AgentCore<B> {
                     if let StepKind::Tick(t) = kind
                         && msg.tick.is_some_and(|mt| mt >= t)
                     {
-                        self.carry.push(d);
+                        // Published in this tick or later (a process ahead of this one):
+                        // for the next step.
+                        self.carry.push(d.clone());
                         continue;
                     }
                     acks.push(d.id);
-                    if *msg.sender_id != *self.spec.name {
-                        handle.push((d.id, msg.clone()));
-                    }
                 }
             }
         }
-        if let StepKind::Tick(_) = kind {
-            // DESIGN.md invariant 3: by sender and the sender's counter, never by arrival.
-            // Batches usually come sorted (the shard sorts them); strictly increasing keys also
-            // mean no message is there twice.
-            if !handle.is_sorted_by(|a, b| a.1.lockstep_key() < b.1.lockstep_key()) {
-                handle.sort_by(|a, b| a.1.lockstep_key().cmp(&b.1.lockstep_key()));
-                // (sender, seq) identifies a message: one published twice is handled once.
-                handle.dedup_by(|b, a| a.1.seq.is_some() && a.1.lockstep_key() == b.1.lockstep_key());
-            }
-        }
         // Acknowledged in stream order, as they were read.
-        acks.sort_unstable();
+        if !acks.is_sorted() {
+            acks.sort_unstable();
+        }
+        let order: Arc<[u32]> = match order {
+            Some(order) => order,
+            None => handling_order(&deliveries, kind).into(),
+        };
+        let name = &*self.spec.name;
+        let handle: Vec<(EntryId, &Message)> = order
+            .iter()
+            .filter_map(|&i| {
+                let d = &deliveries[i as usize];
+                let msg = d.message()?;
+                (*msg.sender_id != *name).then_some((d.id, &**msg))
+            })
+            .collect();
 
         let mut skip = vec![false; handle.len()];
         let mut failures_at = vec![0u32; handle.len()];
@@ -450,6 +498,7 @@ impl<B: Backend> AgentCore<B> {
         };
         let cache: Vec<CacheAppend> = work
             .remember
+            .borrow()
             .iter()
             .map(|e| CacheAppend {
                 agent: self.spec.name.clone(),
@@ -563,142 +612,296 @@ impl<B: Backend> AgentCore<B> {
     fn attempt(
         &mut self,
         kind: StepKind,
-        handle: &[(EntryId, Arc<Message>)],
+        handle: &[(EntryId, &Message)],
         skip: &[bool],
         fetched: &Fetched,
     ) -> Attempt {
         let mut work = Work::default();
+        let misses = RefCell::new(Vec::new());
         let tick = kind.tick();
         let bound = match kind {
             StepKind::Start { lockstep: true } => ScoreBound::below(0.0),
             StepKind::Tick(t) => ScoreBound::below(t as f64),
             StepKind::Start { lockstep: false } | StepKind::Free => ScoreBound::ALL,
         };
+        let call = Call {
+            tick,
+            bound,
+            fetched,
+            misses: &misses,
+        };
 
         if let StepKind::Start { .. } = kind {
-            let result = self.call(tick, bound, fetched, &work.remember, |b, state, ctx| {
+            let result = self.call(&call, &mut work, |b, state, ctx| {
                 let mut fresh = b.init(ctx)?;
                 let effects = b.on_start(&mut fresh, ctx)?;
                 *state = Some(fresh);
                 Ok(effects)
             });
-            match result {
-                Ok(effects) => self.absorb(effects, tick, &mut work),
-                Err(a) => return a,
-            }
-            return Attempt::Done(work);
+            return match result {
+                Ok(()) => Attempt::Done(work),
+                Err(a) => a,
+            };
         }
 
-        for (i, (_, msg)) in handle.iter().enumerate() {
-            if skip[i] {
-                continue;
-            }
-            let result = self.call(
-                tick,
-                bound,
-                fetched,
-                &work.remember,
-                |b, state, ctx| match state {
-                    Some(state) => b.on_message(state, msg, ctx),
-                    None => Err(BehaviourError::new("the agent has no state: it never started")),
+        // The messages not given up on, and where each is in `handle`.
+        let positions: Vec<usize> = (0..handle.len()).filter(|&i| !skip[i]).collect();
+        let messages: Vec<&Message> = positions.iter().map(|&i| handle[i].1).collect();
+        if !messages.is_empty()
+            && let Err(e) = self.call_messages(&call, &mut work, &messages)
+        {
+            return match e {
+                MessagesFailed::At(k, error) => Attempt::Failed {
+                    at: positions.get(k).copied(),
+                    error,
                 },
-            );
-            match result {
-                Ok(effects) => {
-                    work.handled += 1;
-                    self.absorb(effects, tick, &mut work);
-                }
-                Err(Attempt::Failed { error, .. }) => return Attempt::Failed { at: Some(i), error },
-                Err(other) => return other,
-            }
+                MessagesFailed::Other(attempt) => attempt,
+            };
         }
 
         if let StepKind::Tick(_) = kind {
-            let result = self.call(
-                tick,
-                bound,
-                fetched,
-                &work.remember,
-                |b, state, ctx| match state {
-                    Some(state) => b.on_tick(state, ctx),
-                    None => Err(BehaviourError::new("the agent has no state: it never started")),
-                },
-            );
-            match result {
-                Ok(effects) => self.absorb(effects, tick, &mut work),
-                Err(a) => return a,
+            let result = self.call(&call, &mut work, |b, state, ctx| match state {
+                Some(state) => b.on_tick(state, ctx),
+                None => Err(BehaviourError::new("the agent has no state: it never started")),
+            });
+            if let Err(a) = result {
+                return a;
             }
         }
         Attempt::Done(work)
     }
 
-    /// Calls the behaviour once with a fresh context, catching panics.
+    /// Calls the behaviour once with a fresh context, catching panics, and records what it did.
     fn call(
         &mut self,
-        tick: Option<u64>,
-        bound: ScoreBound,
-        fetched: &Fetched,
-        own: &[CacheEntry],
+        call: &Call<'_>,
+        work: &mut Work,
         f: impl FnOnce(
             &dyn DynBehaviour,
             &mut Option<StateBox>,
             &mut BehaviourContext<'_>,
         ) -> Result<Effects, BehaviourError>,
-    ) -> Result<Effects, Attempt> {
-        let mut cache = StepCache {
-            backend: &self.backend,
-            fetched,
-            agent: &self.spec.name,
-            bound,
-            own,
-            misses: Vec::new(),
-        };
-        let behaviour = self.behaviour.clone();
-        let live = &mut self.live;
+    ) -> Result<(), Attempt> {
+        let AgentCore {
+            backend,
+            spec,
+            peers,
+            behaviour,
+            live,
+            ..
+        } = self;
+        let Live {
+            state,
+            rng,
+            seq,
+            cache_n,
+            ..
+        } = live;
         let outcome = {
-            let mut ctx = BehaviourContext::new(&self.spec, &self.peers, tick, &mut live.rng, &mut cache);
-            catch_unwind(AssertUnwindSafe(|| f(&*behaviour, &mut live.state, &mut ctx)))
+            let mut cache = call.cache(backend, &spec.name, &work.remember);
+            let mut ctx = BehaviourContext::new(spec, peers, call.tick, rng, &mut cache);
+            catch_unwind(AssertUnwindSafe(|| f(&**behaviour, state, &mut ctx)))
         };
-        if !cache.misses.is_empty() {
-            return Err(Attempt::Miss(cache.misses));
-        }
-        match outcome {
-            Ok(Ok(effects)) => Ok(effects),
-            Ok(Err(BehaviourError::CacheMiss)) => Err(Attempt::Failed {
-                at: None,
-                error: "the behaviour returned a cache miss for a read it never made".to_string(),
-            }),
-            Ok(Err(BehaviourError::Failed(error))) => Err(Attempt::Failed { at: None, error }),
-            Err(panic) => Err(Attempt::Failed {
-                at: None,
-                error: format!("panicked: {}", super::panic_text(&*panic)),
-            }),
+        call.missed()?;
+        let error = match outcome {
+            Ok(Ok(effects)) => {
+                record(effects, call.tick, &spec.name, seq, cache_n, work);
+                return Ok(());
+            }
+            Ok(Err(BehaviourError::CacheMiss)) => {
+                "the behaviour returned a cache miss for a read it never made".to_string()
+            }
+            Ok(Err(BehaviourError::Failed(error))) => error,
+            Err(panic) => format!("panicked: {}", super::panic_text(&*panic)),
+        };
+        Err(Attempt::Failed { at: None, error })
+    }
+
+    /// Hands `messages` to the behaviour in order, in one context and one call through the
+    /// behaviour's erased form (a call per message cost more than most behaviours' work),
+    /// recording each message's effects as it goes.
+    fn call_messages(
+        &mut self,
+        call: &Call<'_>,
+        work: &mut Work,
+        messages: &[&Message],
+    ) -> Result<(), MessagesFailed> {
+        let AgentCore {
+            backend,
+            spec,
+            peers,
+            behaviour,
+            live,
+            ..
+        } = self;
+        let Live {
+            state,
+            rng,
+            seq,
+            cache_n,
+            ..
+        } = live;
+        let Some(state) = state.as_mut() else {
+            return Err(MessagesFailed::At(
+                0,
+                "the agent has no state: it never started".to_string(),
+            ));
+        };
+        let Work {
+            publish,
+            remember,
+            metrics,
+            handled,
+        } = work;
+        let mut done = 0usize;
+        let mut failed: Option<BehaviourError> = None;
+        let outcome = {
+            let mut cache = call.cache(backend, &spec.name, remember);
+            let mut ctx = BehaviourContext::new(spec, peers, call.tick, rng, &mut cache);
+            let mut each = |result: Result<Effects, BehaviourError>| {
+                // A read the cache could not answer yet: fetch, then try the step again.
+                if !call.misses.borrow().is_empty() {
+                    return ControlFlow::Break(());
+                }
+                match result {
+                    // Most messages change only the state.
+                    Ok(effects) if effects.is_empty() => {
+                        *handled += 1;
+                        done += 1;
+                        ControlFlow::Continue(())
+                    }
+                    Ok(effects) => {
+                        record_into(
+                            effects, call.tick, &spec.name, seq, cache_n, publish, remember, metrics,
+                        );
+                        *handled += 1;
+                        done += 1;
+                        ControlFlow::Continue(())
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            };
+            catch_unwind(AssertUnwindSafe(|| {
+                behaviour.on_messages(state, messages, &mut ctx, &mut each)
+            }))
+        };
+        call.missed().map_err(MessagesFailed::Other)?;
+        let error = match (outcome, failed) {
+            (Ok(Ok(())), None) => return Ok(()),
+            (Ok(Err(e)), _) | (Ok(Ok(())), Some(e)) => match e {
+                BehaviourError::CacheMiss => {
+                    "the behaviour returned a cache miss for a read it never made".to_string()
+                }
+                BehaviourError::Failed(error) => error,
+            },
+            (Err(panic), _) => format!("panicked: {}", super::panic_text(&*panic)),
+        };
+        Err(MessagesFailed::At(done, error))
+    }
+}
+
+/// What every behaviour call of one attempt shares.
+struct Call<'a> {
+    tick: Option<u64>,
+    /// What the attempt may see of the global sorted set.
+    bound: ScoreBound,
+    fetched: &'a Fetched,
+    /// Cache reads that could not be answered yet.
+    misses: &'a RefCell<Vec<crate::backend::CacheQuery>>,
+}
+
+impl<'a> Call<'a> {
+    fn cache<'c, B: Backend>(
+        &'c self,
+        backend: &'c B,
+        agent: &'c str,
+        own: &'c RefCell<Vec<CacheEntry>>,
+    ) -> StepCache<'c, B> {
+        StepCache {
+            backend,
+            fetched: self.fetched,
+            agent,
+            bound: self.bound,
+            own,
+            misses: self.misses,
         }
     }
 
-    /// Numbers and records one call's effects.
-    fn absorb(&mut self, effects: Effects, tick: Option<u64>, work: &mut Work) {
-        for out in effects.publish {
-            self.live.seq += 1;
-            work.publish.push(Arc::new(Message {
-                tick,
-                sender_id: self.spec.name.clone(),
-                seq: Some(self.live.seq),
-                to: out.to.map(Arc::from),
-                content: out.content,
-                data: out.data,
-            }));
+    /// `Err(Miss)` when a call asked the cache for something it did not have.
+    fn missed(&self) -> Result<(), Attempt> {
+        let mut misses = self.misses.borrow_mut();
+        if misses.is_empty() {
+            Ok(())
+        } else {
+            Err(Attempt::Miss(std::mem::take(&mut *misses)))
         }
+    }
+}
+
+/// How handing a batch of messages to the behaviour failed.
+enum MessagesFailed {
+    /// On the message at this position of the batch.
+    At(usize, String),
+    Other(Attempt),
+}
+
+/// Numbers and records one call's effects.
+fn record(
+    effects: Effects,
+    tick: Option<u64>,
+    agent: &Arc<str>,
+    seq: &mut u64,
+    cache_n: &mut u64,
+    work: &mut Work,
+) {
+    let Work {
+        publish,
+        remember,
+        metrics,
+        ..
+    } = work;
+    record_into(effects, tick, agent, seq, cache_n, publish, remember, metrics);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_into(
+    effects: Effects,
+    tick: Option<u64>,
+    agent: &Arc<str>,
+    seq: &mut u64,
+    cache_n: &mut u64,
+    publish: &mut Vec<Arc<Message>>,
+    remember: &RefCell<Vec<CacheEntry>>,
+    metrics: &mut Vec<(Cow<'static, str>, i64)>,
+) {
+    for out in effects.publish {
+        *seq += 1;
+        publish.push(Arc::new(Message {
+            tick,
+            sender_id: agent.clone(),
+            seq: Some(*seq),
+            to: out.to.map(Arc::from),
+            content: out.content,
+            data: out.data,
+        }));
+    }
+    if !effects.remember.is_empty() {
+        let mut remember = remember.borrow_mut();
         for value in effects.remember {
-            self.live.cache_n += 1;
-            work.remember.push(CacheEntry {
-                agent: self.spec.name.to_string(),
-                n: self.live.cache_n,
+            *cache_n += 1;
+            remember.push(CacheEntry {
+                agent: agent.to_string(),
+                n: *cache_n,
                 tick,
                 value,
             });
         }
-        work.metrics.extend(effects.metrics);
+    }
+    if !effects.metrics.is_empty() {
+        metrics.extend(effects.metrics);
     }
 }
 

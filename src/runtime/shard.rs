@@ -21,7 +21,9 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
 
 use super::RunError;
-use super::agent::{AgentActor, AgentCore, AgentSetup, Counters, Step, StepInput, StepKind, StepReport};
+use super::agent::{
+    AgentActor, AgentCore, AgentSetup, Counters, Step, StepInput, StepKind, StepReport, handling_order,
+};
 use super::reconnect;
 use crate::backend::{Backend, GroupRead};
 use crate::message::{Delivery, EntryId, Message};
@@ -99,27 +101,27 @@ impl Totals {
     }
 }
 
-/// Puts each lockstep batch in the order agents handle it, by sender and the sender's
-/// counter. Every group reads the same entries, so the order is worked out once and applied
-/// to every batch with the same entries; agents then find their batch already sorted.
-fn presort(batches: &mut [Vec<Delivery>]) {
-    fn key(d: &Delivery) -> Option<(Option<u64>, &str, Option<u64>)> {
-        d.message().map(|m| m.lockstep_key())
-    }
-    let mut reference: Option<(Vec<EntryId>, Vec<usize>)> = None;
-    for batch in batches.iter_mut().filter(|b| b.len() > 1) {
-        let same = reference.as_ref().is_some_and(|(ids, _)| {
-            ids.len() == batch.len() && ids.iter().zip(batch.iter()).all(|(id, d)| *id == d.id)
+/// The order each lockstep batch is handled in ([`handling_order`]). Every group reads the
+/// same entries, so the order is worked out once for every batch with the same entries and
+/// shared, instead of by each agent.
+fn handling_orders(batches: &[Vec<Delivery>], kind: StepKind) -> Vec<Arc<[u32]>> {
+    let mut orders: Vec<Arc<[u32]>> = Vec::with_capacity(batches.len());
+    let mut reference: Option<usize> = None;
+    for (b, batch) in batches.iter().enumerate() {
+        let same = reference.filter(|&r| {
+            let other = &batches[r];
+            other.len() == batch.len() && other.iter().zip(batch).all(|(x, y)| x.id == y.id)
         });
-        if !same {
-            let mut order: Vec<usize> = (0..batch.len()).collect();
-            order.sort_by(|&a, &b| key(&batch[a]).cmp(&key(&batch[b])));
-            reference = Some((batch.iter().map(|d| d.id).collect(), order));
-        }
-        if let Some((_, order)) = &reference {
-            *batch = order.iter().map(|&i| batch[i].clone()).collect();
-        }
+        let order = match same {
+            Some(r) => orders[r].clone(),
+            None => {
+                reference = Some(b);
+                handling_order(batch, kind).into()
+            }
+        };
+        orders.push(order);
     }
+    orders
 }
 
 /// What a free-mode shard tells the coordinator.
@@ -232,8 +234,18 @@ impl<B: Backend> Shard<B> {
             .collect()
     }
 
-    fn send(&self, i: usize, kind: StepKind, deliveries: Vec<Delivery>) -> StepFuture {
-        let request = self.agents[i].addr.send(Step(StepInput { kind, deliveries }));
+    fn send(
+        &self,
+        i: usize,
+        kind: StepKind,
+        deliveries: Vec<Delivery>,
+        order: Option<Arc<[u32]>>,
+    ) -> StepFuture {
+        let request = self.agents[i].addr.send(Step(StepInput {
+            kind,
+            deliveries,
+            order,
+        }));
         let name = self.agents[i].spec.name.clone();
         Box::pin(async move {
             let result = match request.await {
@@ -263,7 +275,7 @@ impl<B: Backend> Shard<B> {
         for window in todo.chunks(WINDOW) {
             let mut steps: FuturesUnordered<StepFuture> = window
                 .iter()
-                .map(|&i| self.send(i, StepKind::Start { lockstep }, Vec::new()))
+                .map(|&i| self.send(i, StepKind::Start { lockstep }, Vec::new(), None))
                 .collect();
             while let Some((i, result)) = steps.next().await {
                 totals.add(result?);
@@ -283,10 +295,11 @@ impl<B: Backend> Shard<B> {
             .collect();
         let mut steps: FuturesUnordered<StepFuture> = FuturesUnordered::new();
         for window in todo.chunks(WINDOW) {
-            let mut batches = self.read_tick(window, tick, expect).await?;
-            presort(&mut batches);
-            for (&i, deliveries) in window.iter().zip(batches) {
-                steps.push(self.send(i, StepKind::Tick(tick), deliveries));
+            let batches = self.read_tick(window, tick, expect).await?;
+            let kind = StepKind::Tick(tick);
+            let orders = handling_orders(&batches, kind);
+            for ((&i, deliveries), order) in window.iter().zip(batches).zip(orders) {
+                steps.push(self.send(i, kind, deliveries, Some(order)));
             }
             // Keep at most one window stepping while the next one is read.
             while steps.len() > WINDOW {
@@ -362,10 +375,12 @@ impl<B: Backend> Shard<B> {
                     remaining[w] = 0;
                     continue;
                 }
-                for d in deliveries {
-                    if d.id <= newest[w] && newest[w] != EntryId::ZERO {
-                        continue;
-                    }
+                let mut deliveries = deliveries;
+                let before = newest[w];
+                if before != EntryId::ZERO {
+                    deliveries.retain(|d| d.id > before);
+                }
+                for d in &deliveries {
                     newest[w] = newest[w].max(d.id);
                     match d.message().and_then(|m| m.tick) {
                         Some(t) if t == previous => remaining[w] = remaining[w].saturating_sub(1),
@@ -373,7 +388,12 @@ impl<B: Backend> Shard<B> {
                         Some(t) if t > previous => remaining[w] = 0,
                         _ => {}
                     }
-                    batches[w].push(d);
+                }
+                if batches[w].is_empty() {
+                    // Usually the whole batch comes in one read: keep its vector.
+                    batches[w] = deliveries;
+                } else {
+                    batches[w].append(&mut deliveries);
                 }
             }
             pending = false;
@@ -425,7 +445,7 @@ impl<B: Backend> Shard<B> {
                     };
                     for (&i, deliveries) in window.iter().zip(results) {
                         if !deliveries.is_empty() {
-                            steps.push(self.send(i, StepKind::Free, deliveries));
+                            steps.push(self.send(i, StepKind::Free, deliveries, None));
                             in_flight[i] += 1;
                             dispatched = true;
                         }

@@ -6,6 +6,8 @@
 //! step again from the same state and random position, so the behaviour never sees the
 //! difference. The agent's own writes of this step are laid over what the backend holds.
 
+use std::cell::RefCell;
+
 use crate::backend::{Backend, CacheAnswer, CacheEntry, CacheQuery, ScoreBound};
 use crate::behaviour::{BehaviourError, CacheReads};
 
@@ -34,9 +36,9 @@ pub(crate) struct StepCache<'a, B> {
     /// What this step may see of the global sorted set.
     pub bound: ScoreBound,
     /// This step's own writes so far, oldest first.
-    pub own: &'a [CacheEntry],
+    pub own: &'a RefCell<Vec<CacheEntry>>,
     /// Reads that could not be answered yet.
-    pub misses: Vec<CacheQuery>,
+    pub misses: &'a RefCell<Vec<CacheQuery>>,
 }
 
 impl<B: Backend> StepCache<'_, B> {
@@ -47,7 +49,7 @@ impl<B: Backend> StepCache<'_, B> {
         if let Some(answer) = self.backend.cache_read_now(&query) {
             return Some(answer);
         }
-        self.misses.push(query);
+        self.misses.borrow_mut().push(query);
         None
     }
 
@@ -61,7 +63,7 @@ impl<B: Backend> StepCache<'_, B> {
 
     /// The last `n` of `committed` followed by this step's own writes.
     fn with_own(&self, mut committed: Vec<CacheEntry>, n: usize) -> Vec<CacheEntry> {
-        committed.extend(self.own.iter().cloned());
+        committed.extend(self.own.borrow().iter().cloned());
         let from = committed.len().saturating_sub(n);
         committed.split_off(from)
     }
