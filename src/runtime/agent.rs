@@ -413,9 +413,13 @@ impl<B: Backend> AgentCore<B> {
         if !acks.is_sorted() {
             acks.sort_unstable();
         }
-        let order: Arc<[u32]> = match order {
-            Some(order) => order,
-            None => handling_order(&deliveries, kind).into(),
+        let worked_out;
+        let order: &[u32] = match &order {
+            Some(shared) => shared,
+            None => {
+                worked_out = handling_order(&deliveries, kind);
+                &worked_out
+            }
         };
         let name = &*self.spec.name;
         let handle: Vec<(EntryId, &Message)> = order
