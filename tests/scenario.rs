@@ -290,3 +290,80 @@ fn check_output_is_a_scenario_again() {
     let other = load_with(BASE, &[], &["scenario.seed=6"]).unwrap();
     assert_ne!(other.fingerprint(), s.fingerprint());
 }
+
+#[test]
+fn seeds_take_the_whole_u64_range_from_every_source() {
+    const MAX: u64 = u64::MAX;
+    let as_string = BASE.replace("seed = 5", "seed = \"18446744073709551615\"");
+    assert_eq!(load(&as_string).unwrap().seed, MAX);
+    let from_env = load_with(BASE, &[("AGORA_SCENARIO__SEED", "18446744073709551615")], &[]).unwrap();
+    assert_eq!(from_env.seed, MAX);
+    let from_set = load_with(BASE, &[], &["scenario.seed=18446744073709551615"]).unwrap();
+    assert_eq!(from_set.seed, MAX);
+    // `agora check` prints it so that it loads again.
+    let again = load(&from_set.to_toml()).unwrap();
+    assert_eq!((again.seed, again.fingerprint()), (MAX, from_set.fingerprint()));
+    // Small seeds stay plain integers.
+    assert!(load(BASE).unwrap().to_toml().contains("seed = 5\n"));
+
+    // Unquoted, a seed past TOML's integers is refused, at its line, with the way out.
+    let e = load(&BASE.replace("seed = 5", "seed = 9223372036854775808")).unwrap_err();
+    assert!(e.to_string().starts_with("s.toml:4:"), "{e}");
+    assert!(
+        e.hint.as_deref().unwrap_or_default().contains("as a string"),
+        "{e:?}"
+    );
+    for bad in ["seed = -1", "seed = \"12x\"", "seed = \"\"", "seed = 1.5"] {
+        let e = error(&BASE.replace("seed = 5", bad));
+        assert!(
+            e.contains("scenario.seed") && e.contains("a whole number"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn environment_values_read_like_set_values() {
+    let quoted = load_with(BASE, &[("AGORA_BACKEND__KIND", "\"redis\"")], &[]).unwrap();
+    assert_eq!(quoted.backend.kind.as_str(), "redis");
+    let word = load_with(BASE, &[("AGORA_SCENARIO__MODE", "free")], &[]).unwrap();
+    assert_eq!(word.mode, Mode::Free);
+    let e = load_with(BASE, &[("AGORA_BOGUS__X", "1")], &[]).unwrap_err();
+    assert!(
+        e.to_string().contains("AGORA_BOGUS__X") && e.to_string().contains("no section"),
+        "{e}"
+    );
+    // Variables that do not look like AGORA_<SECTION>__<KEY> are left alone.
+    assert!(
+        load_with(
+            BASE,
+            &[("AGORA_SEED_PYTHON", "x"), ("AGORA_FAULT_SEED", "1")],
+            &[]
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn wrong_choices_read_the_same_from_every_source() {
+    let expected = "backend.kind: unknown variant `mongo`, expected `memory` or `redis`";
+    let from_file = error(&format!("{BASE}\n[backend]\nkind = \"mongo\"\n"));
+    let from_set = load_with(BASE, &[], &["backend.kind=mongo"])
+        .unwrap_err()
+        .to_string();
+    let from_env = load_with(BASE, &[("AGORA_BACKEND__KIND", "mongo")], &[])
+        .unwrap_err()
+        .to_string();
+    for e in [&from_file, &from_set, &from_env] {
+        assert!(e.contains(expected), "{e}");
+    }
+    let e = load_with(BASE, &[], &["scenario.mode=sideways"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected `lockstep` or `free`"), "{e}");
+    // Keys in errors read as dotted paths, whatever layer they come from.
+    let e = load_with(BASE, &[], &["agents.0.params=5"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("agents[0].params: invalid type"), "{e}");
+}

@@ -22,7 +22,7 @@ pub struct ScenarioFile {
 #[serde(deny_unknown_fields)]
 pub struct ScenarioSection {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, with = "seed")]
     pub seed: u64,
     #[serde(default)]
     pub mode: Mode,
@@ -32,6 +32,51 @@ pub struct ScenarioSection {
     pub max_messages: i64,
     #[serde(default = "default_max_retries")]
     pub max_retries: i64,
+}
+
+/// Seeds are u64, but TOML integers stop at 9223372036854775807: a larger seed is written as
+/// a string of digits, `seed = "18446744073709551615"`, and `agora check` prints it so.
+pub mod seed {
+    use serde::Serializer;
+    use serde::de::{self, Deserializer, Unexpected, Visitor};
+
+    const EXPECTED: &str = "a whole number from 0 to 18446744073709551615 (above \
+        9223372036854775807 written as a string, as TOML integers stop there)";
+
+    pub fn serialize<S: Serializer>(seed: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*seed) {
+            Ok(small) => serializer.serialize_i64(small),
+            Err(_) => serializer.serialize_str(&seed.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        struct Seed;
+        impl Visitor<'_> for Seed {
+            type Value = u64;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+                let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+                match v.parse::<u64>() {
+                    Ok(seed) if digits => Ok(seed),
+                    _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Seed)
+    }
 }
 
 fn default_max_messages() -> i64 {

@@ -5,10 +5,9 @@
 //! in the file point at a line. Each environment variable and each override is then tried on
 //! its own on top of the file, so that an error in one of them is reported with its name.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use config::{Config, ConfigBuilder, ConfigError, Environment, FileFormat, builder::DefaultState};
+use config::{Config, ConfigBuilder, ConfigError, FileFormat, builder::DefaultState};
 
 use super::file::ScenarioFile;
 use super::locate::{self, KeyPath, Segment};
@@ -20,7 +19,6 @@ use crate::behaviour::Registry;
 /// bigger file is almost certainly the wrong file.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
 
-const ENV_PREFIX: &str = "AGORA";
 const SECTIONS: [&str; 4] = ["scenario", "backend", "output", "agents"];
 
 /// Values set on the command line, highest precedence first among equals: `--set KEY=VALUE`
@@ -182,30 +180,29 @@ pub fn load_str(
         text,
     };
     parse_file(&source)?;
+    // What the `toml` crate accepts, `config` may not (integers beyond i64): say it is the file.
+    deserialize(file_builder(&source)).map_err(|e| file_config_error(&source, e))?;
     let env_overrides = environment_overrides(env)?;
     check_agent_indices(&source, overrides)?;
 
-    // Try each layer alone on top of the file, so that an error names its origin.
-    for (name, value) in &env_overrides {
-        let builder = file_builder(&source).add_source(env_source([(name, value)]));
-        deserialize(builder).map_err(|e| config_error(format!("environment variable {name}"), e))?;
-    }
-    for o in &overrides.entries {
+    // Environment variables, then command-line overrides (later ones win). Each is first
+    // tried alone on top of the file, so that an error names its origin.
+    let layers: Vec<Override> = env_overrides
+        .into_iter()
+        .chain(overrides.entries.iter().cloned())
+        .collect();
+    for o in &layers {
         let builder = apply(file_builder(&source), std::slice::from_ref(o))
             .map_err(|e| config_error(o.origin.clone(), e))?;
         deserialize(builder).map_err(|e| config_error(o.origin.clone(), e))?;
     }
-    let builder = file_builder(&source).add_source(env_source(env_overrides.iter().map(|(n, v)| (n, v))));
     let builder =
-        apply(builder, &overrides.entries).map_err(|e| config_error("the command line".to_string(), e))?;
+        apply(file_builder(&source), &layers).map_err(|e| config_error("the command line".to_string(), e))?;
     let merged = deserialize(builder)
         .map_err(|e| config_error("the environment and command line together".to_string(), e))?;
 
     let mut origins = Origins::default();
-    for (name, _) in &env_overrides {
-        origins.push(env_key_path(name), format!("environment variable {name}"));
-    }
-    for o in &overrides.entries {
+    for o in &layers {
         origins.push(o.path.clone(), o.origin.clone());
     }
     validate::validate(merged, &source, &origins, registry)
@@ -223,30 +220,46 @@ fn parse_file(source: &Source) -> Result<ScenarioFile, ScenarioError> {
         let key = (!key.is_empty()).then_some(key);
         let err = ScenarioError::new(format!("{shown}:{line}"), key, e.message().to_string());
         if e.message().contains("unknown field") {
-            err.with_hint("check the spelling; CONTRACT.md and `agora check --help` list every key")
+            err.with_hint(
+                "check the spelling; the README's \"Scenarios\" section lists every key, and \
+                 `agora check scenarios/gossip.toml` prints a scenario with all of them",
+            )
         } else {
             err
         }
     })
 }
 
-/// The `AGORA_<SECTION>__<KEY>` variables, by name. Other `AGORA_*` variables are ignored,
-/// but a near miss such as `AGORA_SCENARIO_SEED` is an error rather than silently unused.
-fn environment_overrides(env: &[(String, String)]) -> Result<Vec<(String, String)>, ScenarioError> {
+/// The `AGORA_<SECTION>__<KEY>` variables, sorted by name, as overrides. Values read like
+/// `--set` values: TOML, or a plain word taken as a string. Variables without `__` (such as
+/// `AGORA_LOG`) are not scenario keys and are ignored; a near miss such as
+/// `AGORA_SCENARIO_SEED`, or an unknown section, is an error rather than silently unused.
+fn environment_overrides(env: &[(String, String)]) -> Result<Vec<Override>, ScenarioError> {
     let mut found = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("AGORA_") else {
             continue;
         };
+        let origin = format!("environment variable {name}");
         let lower = rest.to_ascii_lowercase();
         let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(*s)) else {
+            if let Some((section, _)) = lower.split_once("__") {
+                return Err(ScenarioError::new(
+                    origin,
+                    None,
+                    format!("there is no section `{section}`: the sections are scenario, backend and output"),
+                )
+                .with_hint(
+                    "write AGORA_<SECTION>__<KEY>, such as AGORA_BACKEND__URL, or unset the variable",
+                ));
+            }
             continue;
         };
         let after = &lower[section.len()..];
         if !after.starts_with("__") {
             if after.starts_with('_') {
                 return Err(ScenarioError::new(
-                    format!("environment variable {name}"),
+                    origin,
                     None,
                     "sections and keys are separated by two underscores",
                 )
@@ -260,30 +273,20 @@ fn environment_overrides(env: &[(String, String)]) -> Result<Vec<(String, String
         }
         if *section == "agents" {
             return Err(ScenarioError::new(
-                format!("environment variable {name}"),
+                origin,
                 None,
                 "[[agents]] tables cannot be set from the environment",
             )
             .with_hint("use --set agents.0.count=50 (tables are numbered from 0)"));
         }
-        found.push((name.clone(), value.clone()));
+        found.push(Override {
+            path: KeyPath::parse_dotted(&lower.replace("__", ".")),
+            value: parse_value(value.trim()),
+            origin: shorten(&crate::backend::url::redact(&origin)),
+        });
     }
-    found.sort();
+    found.sort_by(|a, b| a.origin.cmp(&b.origin));
     Ok(found)
-}
-
-fn env_key_path(name: &str) -> KeyPath {
-    let rest = name.strip_prefix("AGORA_").unwrap_or(name).to_ascii_lowercase();
-    KeyPath::parse_dotted(&rest.replace("__", "."))
-}
-
-fn env_source<'a>(vars: impl IntoIterator<Item = (&'a String, &'a String)>) -> Environment {
-    let map: HashMap<String, String> = vars.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("_")
-        .separator("__")
-        .try_parsing(true)
-        .source(Some(map))
 }
 
 fn check_agent_indices(source: &Source, overrides: &Overrides) -> Result<(), ScenarioError> {
@@ -357,9 +360,78 @@ fn to_config(value: &toml::Value) -> config::Value {
     config::Value::new(None, kind)
 }
 
+/// An error the file alone gives once layered (rare: see `load_str`), with the key's line.
+fn file_config_error(source: &Source, e: ConfigError) -> ScenarioError {
+    let shown = source.path.display().to_string();
+    let (key, message) = split_config_error(e);
+    let line = key
+        .as_deref()
+        .and_then(|k| locate::line_of_path(&source.text, &KeyPath::parse_dotted(&dotted(k))))
+        .or_else(|| line_of_huge_integer(&source.text));
+    let origin = match line {
+        Some(line) => format!("{shown}:{line}"),
+        None => shown,
+    };
+    let err = ScenarioError::new(
+        origin,
+        key.map(|k| KeyPath::parse_dotted(&dotted(&k)).to_string()),
+        message.clone(),
+    );
+    if message.contains("too large") {
+        err.with_hint(
+            "TOML integers stop at 9223372036854775807: write a larger seed as a string, such as \
+             seed = \"18446744073709551615\"",
+        )
+    } else {
+        err
+    }
+}
+
+/// The first line with an integer beyond i64, which TOML does not have.
+fn line_of_huge_integer(text: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            line.split(|c: char| !c.is_ascii_digit())
+                .any(|digits| !digits.is_empty() && digits.parse::<i64>().is_err())
+        })
+        .map(|i| i + 1)
+}
+
+/// `agents[0].count` (how `config` names keys) as `agents.0.count`.
+fn dotted(config_key: &str) -> String {
+    let spaced = config_key.replace(['[', ']'], ".");
+    spaced
+        .split('.')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 fn config_error(origin: String, e: ConfigError) -> ScenarioError {
     let (key, message) = split_config_error(e);
-    ScenarioError::new(origin, key, message)
+    let key = key.map(|k| KeyPath::parse_dotted(&dotted(&k)).to_string());
+    let message = match key.as_deref() {
+        Some(key) => plain_variant_error(key, message),
+        None => message,
+    };
+    ScenarioError::new(origin, Some(key).flatten(), message)
+}
+
+/// `config`'s "enum BackendKind does not have variant constructor mongo" as the file's own
+/// errors put it: "unknown variant `mongo`, expected `memory` or `redis`".
+fn plain_variant_error(key: &str, message: String) -> String {
+    const ENUMS: [(&str, &str); 3] = [
+        ("scenario.mode", "`lockstep` or `free`"),
+        ("backend.kind", "`memory` or `redis`"),
+        ("backend.cleanup", "one of `before`, `after`, `both`, `never`"),
+    ];
+    let Some((_, variant)) = message.split_once("does not have variant constructor ") else {
+        return message;
+    };
+    match ENUMS.iter().find(|(k, _)| *k == key) {
+        Some((_, expected)) => format!("unknown variant `{variant}`, expected {expected}"),
+        None => message,
+    }
 }
 
 fn split_config_error(e: ConfigError) -> (Option<String>, String) {
@@ -406,6 +478,14 @@ mod tests {
         );
         assert!(parse_key("agents..count").is_err());
         assert!(parse_key("a b").is_err());
+    }
+
+    #[test]
+    fn config_keys_read_as_dotted_paths() {
+        assert_eq!(dotted("agents[0]params"), "agents.0.params");
+        assert_eq!(dotted("agents[0].params"), "agents.0.params");
+        assert_eq!(dotted("agents[1]"), "agents.1");
+        assert_eq!(dotted("scenario.seed"), "scenario.seed");
     }
 
     #[test]

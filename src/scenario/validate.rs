@@ -179,6 +179,7 @@ impl Scenario {
         #[derive(Serialize)]
         struct ScenarioOut<'a> {
             name: &'a str,
+            #[serde(with = "super::file::seed")]
             seed: u64,
             mode: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
