@@ -26,7 +26,7 @@ Examples:
   agora behaviours                                list behaviours and their parameters
 
 Exit codes: 0 success, 1 failure while running, 2 bad input, 3 backend unusable.
-Logs: set RUST_LOG (for example RUST_LOG=agora=debug); they go to stderr.";
+Warnings go to stderr; RUST_LOG=agora=debug asks for more, with timestamps.";
 
 #[derive(Parser)]
 #[command(name = "agora", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -68,8 +68,8 @@ struct ScenarioArgs {
     /// The backend: the embedded `memory` one, or `redis`
     #[arg(long, value_enum)]
     backend: Option<BackendArg>,
-    /// The Redis URL: redis://[user:password@]host:port/db, rediss:// for TLS, or
-    /// unix:///path/to/redis.sock?db=N for a Unix socket on this machine
+    /// The Redis URL, which also means --backend redis: redis://[user:password@]host:port/db,
+    /// rediss:// for TLS, or unix:///path/to/redis.sock?db=N for a Unix socket
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// The seed (scenario.seed)
@@ -106,7 +106,7 @@ struct WorkerArgs {
     /// Which share of the agents to host, as I/N (from 1/N to N/N)
     #[arg(long, value_name = "I/N")]
     shard: String,
-    /// The Redis URL
+    /// The Redis URL (default: the scenario's backend.url)
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// Override a key, as for `agora run`
@@ -204,15 +204,14 @@ fn one_line(text: &str) -> String {
 fn clap_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = e.print();
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                ExitCode::from(exit::BAD_INPUT)
-            } else {
-                ExitCode::SUCCESS
-            }
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("error: no command given: run, worker, check, behaviours, cleanup or inspect");
+            eprintln!("hint: agora run scenarios/gossip.toml runs a scenario; agora --help says more");
+            ExitCode::from(exit::BAD_INPUT)
         }
         _ => {
             let rendered = e.render().to_string();
@@ -263,14 +262,21 @@ fn load(args: &ScenarioArgs, registry: &Registry) -> Result<Scenario, Error> {
     }
     if let Some(url) = &args.redis_url {
         overrides.flag("--redis-url", "backend.url", toml::Value::String(url.clone()));
+        // A Redis URL on the command line means "run on this Redis", unless the backend is
+        // chosen on the command line too.
+        let kind_set = args
+            .sets
+            .iter()
+            .any(|s| s.trim_start().starts_with("backend.kind"));
+        if args.backend.is_none() && !kind_set {
+            overrides.flag("--redis-url", "backend.kind", toml::Value::String("redis".into()));
+        }
     }
     if let Some(seed) = args.seed {
-        let seed = i64::try_from(seed).map_err(|_| {
-            Error::Usage(format!(
-                "--seed {seed}: seeds are limited to 0..=9223372036854775807"
-            ))
-        })?;
-        overrides.flag("--seed", "scenario.seed", toml::Value::Integer(seed));
+        // TOML integers stop at i64::MAX; a larger seed travels as a string of digits.
+        let value =
+            i64::try_from(seed).map_or_else(|_| toml::Value::String(seed.to_string()), toml::Value::Integer);
+        overrides.flag("--seed", "scenario.seed", value);
     }
     if let Some(out) = &args.out {
         overrides.flag(
@@ -449,16 +455,28 @@ pub fn behaviours_text(registry: &Registry) -> String {
     out
 }
 
+/// Warnings go to stderr as `warning: ...` lines, in the style of the `error:` line a failed
+/// command ends with. `RUST_LOG` asks for more, in tracing's full format with timestamps.
 fn init_logging() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(crate::report::progress::LogWriter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    match EnvFilter::try_from_default_env() {
+        Ok(filter) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(crate::report::progress::LogWriter)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false)
+                .try_init();
+        }
+        Err(_) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new("warn"))
+                .with_writer(crate::report::progress::LogWriter)
+                .event_format(crate::report::progress::PlainLines)
+                .try_init();
+        }
+    }
 }
 
 /// Panics are caught (behaviours are retried; anything else becomes one `error:` line), so

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, BackendErrorKind};
 use crate::runtime::RunError;
 use crate::scenario::ScenarioError;
 
@@ -44,6 +44,8 @@ impl Error {
             | Error::Usage(_)
             | Error::Run(RunError::Usage(_) | RunError::Refused { .. }) => exit::BAD_INPUT,
             Error::Backend(e) if e.is_unavailable() => exit::BACKEND_UNAVAILABLE,
+            // `cleanup` or `inspect` pointed at keys that are not a run's.
+            Error::Backend(e) if e.kind == BackendErrorKind::Conflict => exit::BAD_INPUT,
             Error::Run(e) if e.backend_unavailable() => exit::BACKEND_UNAVAILABLE,
             Error::Backend(_) | Error::Run(_) | Error::Output { .. } => exit::RUN_FAILED,
         }

@@ -317,6 +317,95 @@ fn missing_and_unreadable_files_are_bad_input() {
     assert_eq!(output.status.code(), Some(2));
 }
 
+/// Asserts that `output` failed as bad input, with one `error:` line and at most a `hint:`.
+fn bad_input(output: &Output, expect: &str) {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(expect),
+        "{stderr}"
+    );
+    assert!(
+        lines.len() == 1 || (lines.len() == 2 && lines[1].starts_with("hint: ")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn careless_command_lines_are_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    bad_input(&agora().output().unwrap(), "no command given");
+    // --out naming a file: refused before anything runs.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let output = agora()
+        .args(["run", "scenarios/relay.toml", "--quiet", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    bad_input(&output, "cannot create the run's directory");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    // A database that is not a number.
+    let output = agora()
+        .args([
+            "run",
+            "scenarios/relay.toml",
+            "--redis-url",
+            "redis://127.0.0.1:1/abc",
+        ])
+        .output()
+        .unwrap();
+    bad_input(&output, "names database \"abc\"");
+    // A seed past u64.
+    let output = agora()
+        .args(["check", "scenarios/relay.toml", "--seed", "18446744073709551616"])
+        .output()
+        .unwrap();
+    bad_input(&output, "--seed");
+}
+
+#[test]
+fn a_redis_url_on_the_command_line_means_redis() {
+    let shown = |extra: &[&str]| {
+        let output = agora()
+            .args(["check", "scenarios/relay.toml"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let out = text(&output.stdout);
+        out.lines()
+            .find(|l| l.starts_with("kind = "))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(shown(&[]), "kind = \"memory\"");
+    assert_eq!(shown(&["--redis-url", "redis://h:1/0"]), "kind = \"redis\"");
+    assert_eq!(
+        shown(&["--redis-url", "redis://h:1/0", "--backend", "memory"]),
+        "kind = \"memory\""
+    );
+    assert_eq!(
+        shown(&["--redis-url", "redis://h:1/0", "--set", "backend.kind=memory"]),
+        "kind = \"memory\""
+    );
+}
+
+#[test]
+fn warnings_are_plain_lines() {
+    let output = agora()
+        .args(["check", "scenarios/relay.toml", "--set", "scenario.duration=5s"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        text(&output.stderr).trim_end(),
+        "warning: scenario.duration applies only to free mode; lockstep runs for `ticks`"
+    );
+}
+
 #[test]
 fn an_earlier_transcript_survives_a_refused_run() {
     let out = tempfile::tempdir().unwrap();

@@ -220,7 +220,12 @@ fn redis_gone_for_good_exits_3_and_a_later_resume_completes() {
         stderr.contains("error: gave up after waiting 2s") && stderr.contains("--resume"),
         "{stderr}"
     );
-    assert_eq!(summary(out.path())["stop_reason"], "failed");
+    let stopped = summary(out.path());
+    assert_eq!(stopped["stop_reason"], "interrupted");
+    assert!(
+        stopped["error"].as_str().unwrap().contains("gave up"),
+        "{stopped}"
+    );
 
     server.restart();
     let output = start(&scenario, out.path(), &server.url(), &["--resume"])

@@ -662,6 +662,35 @@ fn inspect_and_cleanup_commands() {
         text(&cleaned.stdout)
     );
     assert_eq!(keys_on(&server), ["unrelated"]);
+
+    // A --stream that names someone else's key (a string here): refused, and left alone.
+    let url = server.url();
+    let inspect = ["inspect", "--redis-url", &url, "--stream", "unrelated"];
+    let cleanup = [
+        "cleanup",
+        "--redis-url",
+        &url,
+        "--stream",
+        "unrelated",
+        "--num-groups",
+        "2",
+    ];
+    for args in [&inspect[..], &cleanup[..]] {
+        let command = args[0];
+        let output = agora().args(args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{command}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            text(&output.stderr).starts_with("error: key \"unrelated\" holds a string"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    assert_eq!(keys_on(&server), ["unrelated"]);
 }
 
 #[test]

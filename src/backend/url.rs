@@ -27,6 +27,11 @@ impl RedisUrl {
                         redact(text)
                     ));
                 }
+                let query = rest.split_once('?').map_or("", |(_, q)| q);
+                let db = query.split(['&', '#']).find_map(|pair| pair.strip_prefix("db="));
+                if let Some(db) = db {
+                    check_database(text, db)?;
+                }
                 return Ok(RedisUrl(text.to_string()));
             }
             _ => {
@@ -47,6 +52,13 @@ impl RedisUrl {
             && port.parse::<u16>().is_err()
         {
             return Err(format!("{:?} has an invalid port {port:?}", redact(text)));
+        }
+        let after_host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        if let Some((_, path)) = after_host.split_once('/') {
+            let db = path.split(['?', '#']).next().unwrap_or_default();
+            if !db.is_empty() {
+                check_database(text, db)?;
+            }
         }
         Ok(RedisUrl(text.to_string()))
     }
@@ -72,6 +84,17 @@ impl RedisUrl {
 
     pub fn is_unix(&self) -> bool {
         self.0.starts_with("unix://") || self.0.starts_with("redis+unix://")
+    }
+}
+
+/// A database is a number: `redis://host:6379/2`, `unix:///path?db=2`.
+fn check_database(text: &str, db: &str) -> Result<(), String> {
+    match db.parse::<u32>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "{:?} names database {db:?}: databases are numbered, as in redis://host:6379/0",
+            redact(text)
+        )),
     }
 }
 
@@ -140,6 +163,11 @@ mod tests {
         assert!(RedisUrl::parse("http://h").is_err());
         assert!(RedisUrl::parse("redis://").is_err());
         assert!(RedisUrl::parse("redis://h:http/0").is_err());
+        assert!(RedisUrl::parse("redis://h:6379/abc").is_err());
+        assert!(RedisUrl::parse("redis://u:p@h:6379/2").is_ok());
+        assert!(RedisUrl::parse("redis://h:6379/").is_ok());
+        assert!(RedisUrl::parse("unix:///tmp/r.sock?db=x").is_err());
+        assert!(RedisUrl::parse("unix:///tmp/r.sock?db=3&pass=p").is_ok());
         assert!(RedisUrl::parse("redis://[::1]:6379").is_ok());
         let tls = RedisUrl::parse("rediss://h:6380#insecure").unwrap();
         assert_eq!(tls.address(), "h:6380");

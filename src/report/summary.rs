@@ -26,9 +26,9 @@ pub struct Summary {
     pub behaviour_failures: u64,
     pub elapsed_s: f64,
     pub deliveries_per_s: f64,
-    /// `ticks`, `duration`, `budget`, `quiescent`, `interrupted`, or `failed`.
+    /// `ticks`, `duration`, `budget`, `quiescent` or `interrupted` (Ctrl-C, or an error).
     pub stop_reason: String,
-    /// Why the run failed, when it did.
+    /// Why the run failed, when an error stopped it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub transcript_sha256: String,

@@ -36,19 +36,29 @@ pub enum StopReason {
     Quiescent,
     /// Ctrl-C.
     Interrupted,
-    /// An error stopped the run; `summary.json` says which.
+    /// An error stopped the run.
     Failed,
 }
 
 impl StopReason {
+    /// `stop_reason` in `summary.json`, one of CONTRACT.md's five: a run an error stopped
+    /// was interrupted too (and can be resumed); the summary's `error` says what happened.
     pub fn as_str(self) -> &'static str {
         match self {
             StopReason::Ticks => "ticks",
             StopReason::Duration => "duration",
             StopReason::Budget => "budget",
             StopReason::Quiescent => "quiescent",
-            StopReason::Interrupted => "interrupted",
+            StopReason::Interrupted | StopReason::Failed => "interrupted",
+        }
+    }
+
+    /// The run's status as its checkpoint records it.
+    fn status(self) -> &'static str {
+        match self {
             StopReason::Failed => "failed",
+            StopReason::Interrupted => "interrupted",
+            _ => "finished",
         }
     }
 
@@ -164,9 +174,13 @@ impl<'a, B: Backend> Coordinator<'a, B> {
 
     pub async fn run(mut self) -> Result<RunOutcome, RunError> {
         let scenario = self.scenario;
-        let checkpoint = self.prepare().await?;
+        // Before the backend is touched: a directory that cannot be made is bad input.
         let run_dir = scenario.run_dir();
-        std::fs::create_dir_all(&run_dir).map_err(|e| RunError::output(&run_dir, e))?;
+        std::fs::create_dir_all(&run_dir).map_err(|e| RunError::Refused {
+            message: format!("cannot create the run's directory {}: {e}", run_dir.display()),
+            hint: "choose a directory this user can write with --out DIR (or output.dir)".to_string(),
+        })?;
+        let checkpoint = self.prepare().await?;
         let mut transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
         if let Some(c) = &checkpoint {
             self.totals = c.totals.clone();
@@ -781,17 +795,17 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         std::fs::write(&summary_path, json + "\n").map_err(|e| RunError::output(&summary_path, e))?;
 
         // Only a finished run is marked so; an interrupted or failed one stays resumable.
-        let status = if stop_reason.finished() {
-            "finished"
-        } else {
-            stop_reason.as_str()
-        };
         if let Err(e) = self
             .backend
-            .write_checkpoint(&[("status", status.to_string())])
+            .write_checkpoint(&[("status", stop_reason.status().to_string())])
             .await
         {
-            tracing::warn!("could not record the run's end: {e}");
+            // After losing the backend this is expected, and the run's error says it all.
+            if error.as_ref().is_some_and(RunError::backend_unavailable) {
+                tracing::debug!("could not record the run's end: {e}");
+            } else {
+                tracing::warn!("could not record the run's end: {e}");
+            }
         }
         if scenario.backend.cleanup.after() {
             if stop_reason.finished() {

@@ -69,6 +69,7 @@ pub(crate) async fn delete_matching(b: &RedisBackend, prefix: &str) -> Result<u6
 /// Deletes the run's keys: its groups, the stream, dead letters, agora's bookkeeping and the
 /// cache keys under the prefix.
 pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, BackendError> {
+    refuse_conflicts(b).await?;
     let keys = b.keys().clone();
     let names: Vec<String> = match groups {
         Groups::Listed => b.group_infos().await?.into_iter().map(|g| g.name).collect(),
@@ -141,6 +142,21 @@ pub(crate) async fn remove_idle_consumers(
         .await?;
     }
     Ok(())
+}
+
+/// Errs when a key of the run holds another type than agora gives it: those keys are someone
+/// else's, and neither deleted nor described as a run's.
+async fn refuse_conflicts(b: &RedisBackend) -> Result<(), BackendError> {
+    match key_conflicts(b).await?.first() {
+        None => Ok(()),
+        Some(c) => Err(BackendError::conflict(
+            format!(
+                "key {:?} holds a {}, where a run keeps a {}: it is not an agora run's",
+                c.key, c.found, c.expected
+            ),
+            "check --stream (and --cache-prefix): nothing was changed",
+        )),
+    }
 }
 
 /// The run's keys that exist with another type than agora gives them: a stream name or cache
@@ -258,6 +274,7 @@ impl From<GroupInfo> for GroupView {
 }
 
 pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
+    refuse_conflicts(b).await?;
     let keys = b.keys();
     let sizes = sizes(b).await?;
     let groups = b.group_infos().await?;
