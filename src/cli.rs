@@ -73,7 +73,7 @@ struct ScenarioArgs {
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// The seed (scenario.seed)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = whole_number::<u64>)]
     seed: Option<u64>,
     /// The output directory (output.dir)
     #[arg(long, value_name = "DIR")]
@@ -91,7 +91,7 @@ struct RunArgs {
     #[arg(long)]
     resume: bool,
     /// Run the agents in N worker processes sharing the Redis backend
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number::<u32>)]
     workers: Option<u32>,
 }
 
@@ -489,4 +489,27 @@ fn install_panic_hook() {
             .unwrap_or_default();
         tracing::debug!("panic{location}: {}", crate::runtime::panic_text(info.payload()));
     }));
+}
+
+/// Parses a flag's whole number, saying which numbers it takes when it is not one (`-1`, `1.5`,
+/// `ten`); clap would otherwise read `-1` as an unknown flag.
+fn whole_number<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + Largest,
+{
+    text.trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number from 0 to {}", T::LARGEST))
+}
+
+trait Largest {
+    const LARGEST: u64;
+}
+
+impl Largest for u32 {
+    const LARGEST: u64 = u32::MAX as u64;
+}
+
+impl Largest for u64 {
+    const LARGEST: u64 = u64::MAX;
 }

@@ -363,6 +363,14 @@ fn careless_command_lines_are_bad_input() {
         .output()
         .unwrap();
     bad_input(&output, "--seed");
+    // Negative numbers are wrong values, not unknown flags.
+    for (flag, value) in [("--seed", "-1"), ("--workers", "-2")] {
+        let output = agora()
+            .args(["run", "scenarios/relay.toml", flag, value])
+            .output()
+            .unwrap();
+        bad_input(&output, "expected a whole number from 0 to");
+    }
 }
 
 #[test]
