@@ -178,7 +178,9 @@ fn unknown_behaviours_list_the_known_ones() {
     );
     assert_eq!(
         err.hint.as_deref(),
-        Some("known behaviours: discussion, gossip, opinion, relay")
+        Some(
+            "known behaviours: discussion, gossip, opinion, relay; a behaviour of your own runs from a program that registers it (README, \"Writing a behaviour\")"
+        )
     );
 }
 

@@ -531,7 +531,11 @@ fn validate_agents(
                     at("behaviour"),
                     format!("unknown behaviour {}", quoted(&table.behaviour)),
                 )
-                .with_hint(format!("known behaviours: {}", registry.names().join(", "))));
+                .with_hint(format!(
+                    "known behaviours: {}; a behaviour of your own runs from a program that \
+                     registers it (README, \"Writing a behaviour\")",
+                    registry.names().join(", ")
+                )));
         }
         let peer_counter = peer_counts.entry(table.behaviour.as_str()).or_insert(0);
         for i in 1..=table.count as u64 {
