@@ -38,6 +38,9 @@ behaviour = "discussion"
 params = { policy = "echo" }
 "#;
 
+/// The last tick a kill waits for: well before MIXED's 30, so that the kill lands before the end.
+const LAST_KILL_TICK: u64 = 20;
+
 fn scenario_file(dir: &Path) -> PathBuf {
     let path = dir.join("mixed.toml");
     std::fs::write(&path, MIXED).unwrap();
@@ -134,18 +137,28 @@ fn sigkill_at_random_points_then_resume_gives_the_same_transcript() {
     for round in 0..40 {
         let extra: &[&str] = if resume { &["--resume"] } else { &[] };
         let mut child = start(&scenario, out.path(), &server.url(), extra);
-        // Kill somewhere between process start and a good way into the run.
-        let delay = Duration::from_millis(20 + rng.next(600));
-        let deadline = Instant::now() + delay;
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if child.try_wait().unwrap().is_none() && kills < 12 {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            kills += 1;
-            resume = true;
-            continue;
+        if kills < 12 {
+            // Kill points follow the run's progress, not the clock, so that they land on a
+            // fast machine as on a slow one: a few while the process starts and restores,
+            // the rest a little after a tick ahead of the last one completed.
+            let done = completed_tick(&server).unwrap_or(0);
+            let delay = if rng.next(4) == 0 || done >= LAST_KILL_TICK {
+                Duration::from_millis(20 + rng.next(60))
+            } else {
+                wait_for_tick(&server, done + 1 + rng.next(LAST_KILL_TICK - done), &mut child);
+                Duration::from_millis(rng.next(10))
+            };
+            let deadline = Instant::now() + delay;
+            while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                resume = true;
+                continue;
+            }
         }
         let output = child.wait_with_output().unwrap();
         assert!(
