@@ -21,7 +21,7 @@ use super::{
     Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, ClaimReport, CleanupReport, Commit,
     GroupInfo, GroupRead, KeyConflict, Keys, Sizes,
 };
-use crate::message::{Delivery, Entry, EntryId, Message, parse_fields};
+use crate::message::{Batch, Delivery, Entry, EntryId, Message, parse_fields};
 
 /// The embedded backend. Cloning it gives another handle on the same store.
 #[derive(Clone)]
@@ -144,7 +144,9 @@ impl Store {
         seq.checked_sub(first).and_then(|i| self.entries.get(i as usize))
     }
 
-    fn read(&mut self, r: &GroupRead) -> Result<Vec<Delivery>, BackendError> {
+    /// One group's read. `shared` is the previous new-entries read of the same call: a group
+    /// that reads the same range shares its batch.
+    fn read(&mut self, r: &GroupRead, shared: &mut Option<(u64, u64, Batch)>) -> Result<Batch, BackendError> {
         let first = self.first_seq();
         let last = self.next_seq - 1;
         let Some(group) = self.groups.get_mut(&r.group) else {
@@ -180,31 +182,38 @@ impl Store {
                     });
                 }
             }
-            return Ok(out);
+            return Ok(out.into());
         }
         let from = (group.last_delivered + 1).max(first);
         let to = last.min(from.saturating_add(r.count as u64).saturating_sub(1));
         if from > to || r.count == 0 {
-            return Ok(out);
+            return Ok(out.into());
         }
-        out.reserve((to - from + 1) as usize);
+        let batch = match shared {
+            Some((f, t, batch)) if (*f, *t) == (from, to) => batch.clone(),
+            _ => {
+                let batch: Batch = self
+                    .entries
+                    .range((from - first) as usize..=(to - first) as usize)
+                    .map(|stored| Delivery {
+                        id: id(stored.seq),
+                        entry: stored.entry.clone(),
+                    })
+                    .collect();
+                *shared = Some((from, to, batch.clone()));
+                batch
+            }
+        };
         let now = Instant::now();
-        for seq in from..=to {
-            let stored = &self.entries[(seq - first) as usize];
-            out.push(Delivery {
-                id: id(seq),
-                entry: stored.entry.clone(),
-            });
-            group.pending.push_back(Pending {
-                seq,
-                consumer,
-                acked: false,
-                delivered: now,
-            });
-        }
-        group.live += out.len() as u64;
+        group.pending.extend((from..=to).map(|seq| Pending {
+            seq,
+            consumer,
+            acked: false,
+            delivered: now,
+        }));
+        group.live += batch.len() as u64;
         group.last_delivered = to;
-        Ok(out)
+        Ok(batch)
     }
 
     fn ack(&mut self, group: &str, ids: &[EntryId]) -> u64 {
@@ -484,9 +493,10 @@ impl Backend for MemoryBackend {
         Ok(entry_id)
     }
 
-    async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Vec<Delivery>>, BackendError> {
+    async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Batch>, BackendError> {
         let mut store = self.store();
-        reads.iter().map(|r| store.read(r)).collect()
+        let mut shared = None;
+        reads.iter().map(|r| store.read(r, &mut shared)).collect()
     }
 
     async fn ack(&self, group: &str, ids: &[EntryId]) -> Result<u64, BackendError> {
@@ -712,5 +722,44 @@ mod tests {
         }
         let order: Vec<&str> = store.timestamps.iter().map(|(_, m)| &**m).collect();
         assert_eq!(order, ["y", "z", "a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn groups_reading_the_same_entries_share_a_batch_not_a_pending_list() {
+        let b = backend();
+        let groups: Vec<String> = ["g1", "g2", "g3"].map(String::from).to_vec();
+        b.ensure_groups(&groups).await.unwrap();
+        for i in 0..3 {
+            let fields = [("sender_id", "x"), ("content", &*i.to_string())]
+                .map(|(k, v)| (k.to_string(), v.to_string()));
+            b.publish_fields(&fields).await.unwrap();
+        }
+        let read = |group: &str, count| GroupRead {
+            group: group.into(),
+            consumer: "c".into(),
+            count,
+            pending: false,
+        };
+        let batches = b
+            .read(&[read("g1", 10), read("g2", 10), read("g3", 2)])
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&batches[0], &batches[1]));
+        assert_eq!(batches[0].len(), 3);
+        // Another range, another batch.
+        assert_eq!(batches[2].len(), 2);
+        let ids: Vec<EntryId> = batches[0].iter().map(|d| d.id).collect();
+        assert_eq!(b.ack("g1", &ids).await.unwrap(), 3);
+        let pending: Vec<u64> = b.groups().await.unwrap().iter().map(|g| g.pending).collect();
+        assert_eq!(pending, [0, 3, 2]);
+        // g2 still has all three pending for its consumer.
+        let again = b
+            .read(&[GroupRead {
+                pending: true,
+                ..read("g2", 10)
+            }])
+            .await
+            .unwrap();
+        assert_eq!(again[0].iter().map(|d| d.id).collect::<Vec<_>>(), ids);
     }
 }

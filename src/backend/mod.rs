@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use cache::{CacheAppend, CacheEntry, ScoreBound};
 pub use keys::Keys;
 
-use crate::message::{Delivery, EntryId, Message};
+use crate::message::{Batch, Delivery, EntryId, Message};
 use crate::random::ChaCha8Rng;
 
 /// What went wrong with a backend.
@@ -260,8 +260,8 @@ pub trait Backend: Clone + Unpin + 'static {
     async fn publish_fields(&self, fields: &[(String, String)]) -> Result<EntryId, BackendError>;
 
     /// Reads for several groups at once (one round trip on Redis). Answers come in the order
-    /// of `reads`.
-    async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Vec<Delivery>>, BackendError>;
+    /// of `reads`; groups that read the same entries may share one batch.
+    async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Batch>, BackendError>;
 
     /// Acknowledges entries of a group; returns how many were pending.
     async fn ack(&self, group: &str, ids: &[EntryId]) -> Result<u64, BackendError>;

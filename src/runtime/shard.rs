@@ -22,11 +22,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::RunError;
 use super::agent::{
-    AgentActor, AgentCore, AgentSetup, Counters, Step, StepInput, StepKind, StepReport, handling_order,
+    AgentActor, AgentCore, AgentSetup, BatchPlan, Counters, Step, StepInput, StepKind, StepReport,
 };
 use super::reconnect;
 use crate::backend::{Backend, GroupRead};
-use crate::message::{Delivery, EntryId, Message};
+use crate::message::{Batch, Delivery, EntryId, Message};
 use crate::scenario::{AgentSpec, Mode, Scenario};
 
 /// Agents read in one backend call, and stepping at once.
@@ -101,27 +101,58 @@ impl Totals {
     }
 }
 
-/// The order each lockstep batch is handled in ([`handling_order`]). Every group reads the
-/// same entries, so the order is worked out once for every batch with the same entries and
-/// shared, instead of by each agent.
-fn handling_orders(batches: &[Vec<Delivery>], kind: StepKind) -> Vec<Arc<[u32]>> {
-    let mut orders: Vec<Arc<[u32]>> = Vec::with_capacity(batches.len());
+/// How each lockstep batch is handled ([`BatchPlan`]). Every group reads the same entries, so
+/// the plan is worked out once for every batch with the same entries and shared, instead of
+/// by each agent.
+fn batch_plans(batches: &[Batch], kind: StepKind) -> Vec<Arc<BatchPlan>> {
+    let mut plans: Vec<Arc<BatchPlan>> = Vec::with_capacity(batches.len());
     let mut reference: Option<usize> = None;
     for (b, batch) in batches.iter().enumerate() {
         let same = reference.filter(|&r| {
             let other = &batches[r];
-            other.len() == batch.len() && other.iter().zip(batch).all(|(x, y)| x.id == y.id)
+            Arc::ptr_eq(other, batch)
+                || other.len() == batch.len() && other.iter().zip(batch.iter()).all(|(x, y)| x.id == y.id)
         });
-        let order = match same {
-            Some(r) => orders[r].clone(),
+        let plan = match same {
+            Some(r) => plans[r].clone(),
             None => {
                 reference = Some(b);
-                handling_order(batch, kind).into()
+                Arc::new(BatchPlan::new(batch, kind))
             }
         };
-        orders.push(order);
+        plans.push(plan);
     }
-    orders
+    plans
+}
+
+/// What a batch read for lockstep tick `previous + 1` holds of tick `previous`.
+#[derive(Debug, Clone, Copy)]
+struct TickCount {
+    /// The newest id in the batch.
+    newest: EntryId,
+    /// Messages of tick `previous`.
+    of_previous: u64,
+    /// Whether a message of a later tick came too: the group has read all of `previous`.
+    later: bool,
+}
+
+impl TickCount {
+    fn of(batch: &[Delivery], previous: u64) -> TickCount {
+        let mut count = TickCount {
+            newest: EntryId::ZERO,
+            of_previous: 0,
+            later: false,
+        };
+        for d in batch {
+            count.newest = count.newest.max(d.id);
+            match d.message().and_then(|m| m.tick) {
+                Some(t) if t == previous => count.of_previous += 1,
+                Some(t) if t > previous => count.later = true,
+                _ => {}
+            }
+        }
+        count
+    }
 }
 
 /// What a free-mode shard tells the coordinator.
@@ -234,17 +265,11 @@ impl<B: Backend> Shard<B> {
             .collect()
     }
 
-    fn send(
-        &self,
-        i: usize,
-        kind: StepKind,
-        deliveries: Vec<Delivery>,
-        order: Option<Arc<[u32]>>,
-    ) -> StepFuture {
+    fn send(&self, i: usize, kind: StepKind, deliveries: Batch, plan: Option<Arc<BatchPlan>>) -> StepFuture {
         let request = self.agents[i].addr.send(Step(StepInput {
             kind,
             deliveries,
-            order,
+            plan,
         }));
         let name = self.agents[i].spec.name.clone();
         Box::pin(async move {
@@ -275,7 +300,7 @@ impl<B: Backend> Shard<B> {
         for window in todo.chunks(WINDOW) {
             let mut steps: FuturesUnordered<StepFuture> = window
                 .iter()
-                .map(|&i| self.send(i, StepKind::Start { lockstep }, Vec::new(), None))
+                .map(|&i| self.send(i, StepKind::Start { lockstep }, Batch::from([]), None))
                 .collect();
             while let Some((i, result)) = steps.next().await {
                 totals.add(result?);
@@ -297,9 +322,9 @@ impl<B: Backend> Shard<B> {
         for window in todo.chunks(WINDOW) {
             let batches = self.read_tick(window, tick, expect).await?;
             let kind = StepKind::Tick(tick);
-            let orders = handling_orders(&batches, kind);
-            for ((&i, deliveries), order) in window.iter().zip(batches).zip(orders) {
-                steps.push(self.send(i, kind, deliveries, Some(order)));
+            let plans = batch_plans(&batches, kind);
+            for ((&i, deliveries), plan) in window.iter().zip(batches).zip(plans) {
+                steps.push(self.send(i, kind, deliveries, Some(plan)));
             }
             // Keep at most one window stepping while the next one is read.
             while steps.len() > WINDOW {
@@ -328,14 +353,9 @@ impl<B: Backend> Shard<B> {
 
     /// Reads, for each agent of `window`, everything tick `tick - 1` published: `expect`
     /// entries with that tick, plus any entry without one (written by other programs).
-    async fn read_tick(
-        &mut self,
-        window: &[usize],
-        tick: u64,
-        expect: u64,
-    ) -> Result<Vec<Vec<Delivery>>, RunError> {
+    async fn read_tick(&mut self, window: &[usize], tick: u64, expect: u64) -> Result<Vec<Batch>, RunError> {
         let previous = tick - 1;
-        let mut batches: Vec<Vec<Delivery>> = vec![Vec::new(); window.len()];
+        let mut batches: Vec<Batch> = vec![Batch::from([]); window.len()];
         // The newest id in each batch: a read repeated after a lost connection brings back
         // what was already collected.
         let mut newest: Vec<EntryId> = vec![EntryId::ZERO; window.len()];
@@ -362,6 +382,8 @@ impl<B: Backend> Shard<B> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // What a batch says about tick `previous`, for the batch shared by the groups before.
+            let mut seen: Option<(Batch, TickCount)> = None;
             for (&w, deliveries) in wanted.iter().zip(results) {
                 if deliveries.is_empty() && !pending {
                     if remaining[w] > 0 {
@@ -375,25 +397,33 @@ impl<B: Backend> Shard<B> {
                     remaining[w] = 0;
                     continue;
                 }
-                let mut deliveries = deliveries;
                 let before = newest[w];
-                if before != EntryId::ZERO {
-                    deliveries.retain(|d| d.id > before);
-                }
-                for d in &deliveries {
-                    newest[w] = newest[w].max(d.id);
-                    match d.message().and_then(|m| m.tick) {
-                        Some(t) if t == previous => remaining[w] = remaining[w].saturating_sub(1),
-                        // A later tick: this group has read all of tick `previous`.
-                        Some(t) if t > previous => remaining[w] = 0,
-                        _ => {}
+                let deliveries: Batch =
+                    if before != EntryId::ZERO && deliveries.iter().any(|d| d.id <= before) {
+                        deliveries.iter().filter(|d| d.id > before).cloned().collect()
+                    } else {
+                        deliveries
+                    };
+                let count = match &seen {
+                    Some((batch, count)) if Arc::ptr_eq(batch, &deliveries) => *count,
+                    _ => {
+                        let count = TickCount::of(&deliveries, previous);
+                        seen = Some((deliveries.clone(), count));
+                        count
                     }
-                }
+                };
+                newest[w] = newest[w].max(count.newest);
+                remaining[w] = if count.later {
+                    // A later tick: this group has read all of tick `previous`.
+                    0
+                } else {
+                    remaining[w].saturating_sub(count.of_previous)
+                };
                 if batches[w].is_empty() {
-                    // Usually the whole batch comes in one read: keep its vector.
+                    // Usually the whole batch comes in one read: keep it, shared.
                     batches[w] = deliveries;
                 } else {
-                    batches[w].append(&mut deliveries);
+                    batches[w] = batches[w].iter().chain(deliveries.iter()).cloned().collect();
                 }
             }
             pending = false;

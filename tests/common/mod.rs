@@ -40,7 +40,7 @@ pub mod remote_cache {
 
     use agora::backend::memory::MemoryBackend;
     use agora::backend::*;
-    use agora::message::{Delivery, EntryId, Message};
+    use agora::message::{Batch, Delivery, EntryId, Message};
 
     #[derive(Clone)]
     pub struct RemoteCache(pub MemoryBackend);
@@ -101,7 +101,7 @@ pub mod remote_cache {
         async fn publish_fields(&self, fields: &[(String, String)]) -> Result<EntryId, BackendError> {
             self.0.publish_fields(fields).await
         }
-        async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Vec<Delivery>>, BackendError> {
+        async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Batch>, BackendError> {
             self.0.read(reads).await
         }
         async fn ack(&self, group: &str, ids: &[EntryId]) -> Result<u64, BackendError> {

@@ -28,7 +28,7 @@ use super::{
     GroupInfo, GroupRead, KeyConflict, Keys, ScoreBound, Sizes,
 };
 use crate::backend::url::RedisUrl;
-use crate::message::{Delivery, EntryId, Message};
+use crate::message::{Batch, Delivery, EntryId, Message, share_equal};
 
 /// The most entries one XREADGROUP asks for.
 const MAX_READ_COUNT: usize = 100_000;
@@ -395,7 +395,7 @@ impl Backend for RedisBackend {
             .ok_or_else(|| BackendError::command("XADD returned no id"))
     }
 
-    async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Vec<Delivery>>, BackendError> {
+    async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Batch>, BackendError> {
         if reads.is_empty() {
             return Ok(Vec::new());
         }
@@ -404,7 +404,8 @@ impl Backend for RedisBackend {
         if let Some(fast) = fast {
             return fast
                 .read(&self.inner.keys.stream, reads, cache, MAX_READ_COUNT)
-                .await;
+                .await
+                .map(share_equal);
         }
         let mut pipe = redis::pipe();
         for r in reads {
@@ -419,7 +420,11 @@ impl Backend for RedisBackend {
                 .arg(if r.pending { "0" } else { ">" });
         }
         let replies: Vec<Value> = self.pipeline("XREADGROUP", &pipe).await?;
-        replies.into_iter().map(|v| parse::read_reply(v, cache)).collect()
+        let batches = replies
+            .into_iter()
+            .map(|v| parse::read_reply(v, cache))
+            .collect::<Result<_, _>>()?;
+        Ok(share_equal(batches))
     }
 
     async fn ack(&self, group: &str, ids: &[EntryId]) -> Result<u64, BackendError> {
