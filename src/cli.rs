@@ -7,9 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use std::time::Duration;
 
-use crate::backend::Keys;
 use crate::backend::redis::{RedisBackend, admin};
 use crate::backend::url::RedisUrl;
+use crate::backend::{Backend, Keys};
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
 use crate::runtime::{self, RunOptions};
@@ -402,6 +402,14 @@ fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
     };
     let report = actix_rt::System::new().block_on(async {
         let backend = RedisBackend::connect(&url, keys.clone(), Duration::from_secs(5)).await?;
+        if let Ok(fields) = backend.read_checkpoint().await
+            && let Some(alive) = crate::runtime::liveness::alive(&fields)
+        {
+            tracing::warn!(
+                "a run of stream {:?} is still going: {alive}; its keys are deleted all the same, and it will fail",
+                keys.stream
+            );
+        }
         admin::cleanup(&backend, groups).await
     })?;
     println!(

@@ -120,6 +120,84 @@ impl Lcg {
 }
 
 #[test]
+fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(dir.path());
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    // Should the test fail half-way, the endless run ends soon after its Redis is gone.
+    let endless = [
+        "--set",
+        "scenario.ticks=1000000",
+        "--set",
+        "backend.reconnect_timeout=\"2s\"",
+    ];
+    let mut first = start(&scenario, out.path(), &server.url(), &endless);
+    wait_for_tick(&server, 2, &mut first);
+    // Another terminal, the same scenario: a fresh run would clean up, a resume would take
+    // over; both are refused while the first is alive.
+    let resume = [&endless[..], &["--resume"]].concat();
+    for extra in [&endless[..], &resume[..]] {
+        let other = tempfile::tempdir().unwrap();
+        let mut second = start(&scenario, other.path(), &server.url(), extra);
+        let started = Instant::now();
+        while second.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                second.kill().unwrap();
+                panic!("{extra:?}: the second run was not refused: it is running");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let output = second.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            text(&output.stderr)
+        );
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "error: a run of stream \"mixed\" is still going: process {}",
+                first.id()
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--set backend.stream=mixed-2"), "{stderr}");
+    }
+    // The first run went on undisturbed, and stops cleanly on Ctrl-C.
+    let before = completed_tick(&server).unwrap();
+    wait_for_tick(&server, before + 2, &mut first);
+    // SAFETY: sending a signal to the child we started.
+    unsafe { libc::kill(first.id() as libc::pid_t, libc::SIGINT) };
+    let output = first.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let got = summary(out.path());
+    assert_eq!(got["stop_reason"], "interrupted");
+    assert!(got.get("error").is_none(), "{got}");
+    // Once it has ended, the stream is free again.
+    let mut again = start(&scenario, out.path(), &server.url(), &endless);
+    let holder = |server: &RedisServer| server.command(&["HGET", "mixed:run", "pid"]);
+    while !holder(&server).contains(&again.id().to_string()) {
+        assert!(again.try_wait().unwrap().is_none(), "the run ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // `agora cleanup` does what it is told, but says what it is doing to a live run.
+    let cleanup = agora()
+        .args(["cleanup", "--redis-url", &server.url(), "--stream", "mixed"])
+        .output()
+        .unwrap();
+    assert!(cleanup.status.success(), "{}", text(&cleanup.stderr));
+    assert!(
+        text(&cleanup.stderr).contains("warning: a run of stream \"mixed\" is still going: process"),
+        "{}",
+        text(&cleanup.stderr)
+    );
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+#[test]
 fn sigkill_at_random_points_then_resume_gives_the_same_transcript() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario_file(dir.path());

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use super::liveness::{self, Heartbeat};
 use super::reconnect;
 use super::shard::{Shard, ShardEvent, ShardOptions, Totals};
 use super::workers::{Launch, Workers};
@@ -181,6 +182,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             hint: "choose a directory this user can write with --out DIR (or output.dir)".to_string(),
         })?;
         let checkpoint = self.prepare().await?;
+        let heartbeat = Heartbeat::start(self.backend.clone());
         let mut transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
         if let Some(c) = &checkpoint {
             self.totals = c.totals.clone();
@@ -253,6 +255,9 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             Ok(reason) => (reason, None),
             Err(e) => (StopReason::Failed, Some(e)),
         };
+        // Before the end is recorded and the keys perhaps deleted, which a late beat would
+        // bring back.
+        drop(heartbeat);
         self.finish(run_dir, transcript, stop_reason, error, elapsed)
             .await
     }
@@ -276,6 +281,16 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let fields =
             reconnect::retry(&self.backend, self.timeout(), || self.backend.read_checkpoint()).await?;
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        if let Some(alive) = liveness::alive(&fields) {
+            // Cleaning up (or resuming) would pull the keys from under it.
+            return Err(RunError::Refused {
+                message: format!("a run of stream {:?} is still going: {alive}", keys.stream),
+                hint: format!(
+                    "wait for it to end, or stop it (Ctrl-C keeps it resumable); to run both at once, give this one a stream of its own: --set backend.stream={}-2",
+                    keys.stream
+                ),
+            });
+        }
         let fingerprint = scenario.fingerprint();
         let mut checkpoint = None;
         if self.options.resume {
@@ -334,13 +349,14 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 ),
             });
         }
-        let start = [
+        let mut start = vec![
             ("status", "running".to_string()),
             ("scenario", scenario.name.clone()),
             ("fingerprint", fingerprint),
             ("mode", scenario.mode.as_str().to_string()),
             ("seed", scenario.seed.to_string()),
         ];
+        start.extend(liveness::holder_fields());
         reconnect::retry(&self.backend, self.timeout(), || {
             self.backend.write_checkpoint(&start)
         })

@@ -8,6 +8,7 @@
 mod agent;
 mod control;
 mod coordinator;
+pub(crate) mod liveness;
 mod reconnect;
 mod shard;
 mod step_cache;
@@ -156,11 +157,5 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// This process's name among consumers and workers: host and process id.
 pub(crate) fn instance_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", liveness::host_name(), std::process::id())
 }
