@@ -402,15 +402,21 @@ fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
     };
     let report = actix_rt::System::new().block_on(async {
         let backend = RedisBackend::connect(&url, keys.clone(), Duration::from_secs(5)).await?;
-        if let Ok(fields) = backend.read_checkpoint().await
-            && let Some(alive) = crate::runtime::liveness::alive(&fields)
-        {
+        if let Ok(Some(holder)) = crate::runtime::liveness::live_holder(&backend).await {
             tracing::warn!(
-                "a run of stream {:?} is still going: {alive}; its keys are deleted all the same, and it will fail",
-                keys.stream
+                "a run of stream {:?} is still going: {}; its keys are deleted all the same, and it will fail",
+                keys.stream,
+                crate::runtime::liveness::describe(&holder)
             );
         }
-        admin::cleanup(&backend, groups).await
+        let mut report = admin::cleanup(&backend, groups).await?;
+        // A run's own cleanup keeps the lease; this one removes the run, lease and all (a live
+        // run takes it again, and fails on its deleted keys).
+        if let Some(holder) = backend.lease_holder().await? {
+            backend.release_lease(&holder).await?;
+            report.keys += 1;
+        }
+        Ok::<_, crate::backend::BackendError>(report)
     })?;
     println!(
         "deleted {} consumer group{} and {} key{} of stream {:?} on {url}",

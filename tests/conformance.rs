@@ -52,6 +52,7 @@ macro_rules! all_cases {
                 idle_pending_entries_can_be_claimed,
                 checkpoints_are_kept,
                 notes_and_hashes_for_bookkeeping,
+                one_lease_holder_at_a_time,
             ]
         );
     };

@@ -163,7 +163,7 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
             )),
             "{stderr}"
         );
-        assert!(stderr.contains("--set backend.stream=mixed-2"), "{stderr}");
+        assert!(stderr.contains("--set backend.stream=..."), "{stderr}");
     }
     // The first run went on undisturbed, and stops cleanly on Ctrl-C.
     let before = completed_tick(&server).unwrap();
@@ -177,8 +177,8 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
     assert!(got.get("error").is_none(), "{got}");
     // Once it has ended, the stream is free again.
     let mut again = start(&scenario, out.path(), &server.url(), &endless);
-    let holder = |server: &RedisServer| server.command(&["HGET", "mixed:run", "pid"]);
-    while !holder(&server).contains(&again.id().to_string()) {
+    let holder = |server: &RedisServer| server.command(&["GET", "mixed:lease"]);
+    while !holder(&server).contains(&format!("\"pid\":{}", again.id())) {
         assert!(again.try_wait().unwrap().is_none(), "the run ended");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -195,6 +195,35 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
     );
     again.kill().unwrap();
     again.wait().unwrap();
+    // A run whose lease another run took (it was stopped for longer than the lease lasts, and
+    // the other started meanwhile) stops rather than share the keys.
+    let mut displaced = start(&scenario, out.path(), &server.url(), &endless);
+    while !holder(&server).contains(&format!("\"pid\":{}", displaced.id())) {
+        assert!(displaced.try_wait().unwrap().is_none(), "the run ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let other = r#"{"host":"elsewhere","pid":1,"machine":"another","since_ms":0}"#;
+    server.command(&["SET", "mixed:lease", other]);
+    let output = displaced.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(
+            "error: another run took over stream \"mixed\" (process 1 on elsewhere); this run stopped"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+    // The lease, and the keys, stay with the run that took it.
+    assert!(holder(&server).contains(other), "{}", holder(&server));
+    let status = server.command(&["HGET", "mixed:run", "status"]);
+    assert!(status.contains("running"), "{status}");
+    // `agora cleanup` removes a run, lease and all.
+    let cleanup = agora()
+        .args(["cleanup", "--redis-url", &server.url(), "--stream", "mixed"])
+        .output()
+        .unwrap();
+    assert!(cleanup.status.success(), "{}", text(&cleanup.stderr));
+    assert_eq!(server.command(&["DBSIZE"]), ":0\r\n");
 }
 
 #[test]

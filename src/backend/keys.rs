@@ -79,6 +79,11 @@ impl Keys {
         format!("{}:workers", self.stream)
     }
 
+    /// Who runs the stream now: a string with an expiry, which a run's own cleanup keeps.
+    pub fn lease(&self) -> String {
+        format!("{}:lease", self.stream)
+    }
+
     /// Every key of the run that is not a cache key, for cleanup.
     pub fn run_keys(&self) -> [String; 7] {
         [

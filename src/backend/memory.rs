@@ -53,6 +53,8 @@ struct Store {
     scores: HashMap<Arc<str>, f64>,
     states: HashMap<String, String>,
     checkpoint: BTreeMap<String, String>,
+    /// The stream's lease: holder and expiry.
+    lease: Option<(String, Instant)>,
     /// Bookkeeping streams (worker control) by key: sequence numbers and texts.
     notes: HashMap<String, Vec<(u64, String)>>,
     next_note: u64,
@@ -128,6 +130,13 @@ impl MemoryBackend {
 }
 
 impl Store {
+    fn lease_holder(&self) -> Option<&str> {
+        self.lease
+            .as_ref()
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(holder, _)| holder.as_str())
+    }
+
     fn append(&mut self, entry: Entry) -> EntryId {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -396,6 +405,38 @@ impl Backend for MemoryBackend {
             store.checkpoint.insert(k.to_string(), v.clone());
         }
         Ok(())
+    }
+
+    async fn take_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        replacing: Option<&str>,
+    ) -> Result<Option<String>, BackendError> {
+        let mut store = self.store();
+        match store.lease_holder() {
+            Some(current) if current != holder && Some(current) != replacing => Ok(Some(current.to_string())),
+            _ => {
+                store.lease = Some((holder.to_string(), Instant::now() + ttl));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
+        Ok(self.take_lease(holder, ttl, None).await?.is_none())
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<(), BackendError> {
+        let mut store = self.store();
+        if store.lease_holder() == Some(holder) {
+            store.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn lease_holder(&self) -> Result<Option<String>, BackendError> {
+        Ok(self.store().lease_holder().map(str::to_string))
     }
 
     async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
@@ -692,9 +733,11 @@ impl Backend for MemoryBackend {
         // relies on either.
         let next_seq = store.next_seq;
         let next_note = store.next_note;
+        let lease = store.lease.take();
         *store = Store {
             next_seq,
             next_note,
+            lease,
             ..Store::default()
         };
         Ok(CleanupReport { groups, keys })

@@ -228,6 +228,25 @@ pub trait Backend: Clone + Unpin + 'static {
     /// Replaces fields of the run's bookkeeping hash.
     async fn write_checkpoint(&self, fields: &[(&str, String)]) -> Result<(), BackendError>;
 
+    /// Takes the stream's lease (`{stream}:lease`) for `holder` until `ttl` from now, if no
+    /// one else holds it or the holder is `replacing`; otherwise returns who holds it.
+    async fn take_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        replacing: Option<&str>,
+    ) -> Result<Option<String>, BackendError>;
+
+    /// Extends `holder`'s lease to `ttl` from now, taking it again if it lapsed; false when
+    /// someone else holds it.
+    async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError>;
+
+    /// Gives the lease up, if `holder` has it.
+    async fn release_lease(&self, holder: &str) -> Result<(), BackendError>;
+
+    /// Who holds the lease, if anyone.
+    async fn lease_holder(&self) -> Result<Option<String>, BackendError>;
+
     /// Keys of the run that exist with another type than agora gives them.
     async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError>;
 

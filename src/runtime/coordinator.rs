@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::liveness::{self, Heartbeat};
+use super::liveness::{self, Heartbeat, Holder};
 use super::reconnect;
 use super::shard::{Shard, ShardEvent, ShardOptions, Totals};
 use super::workers::{Launch, Workers};
@@ -153,6 +153,8 @@ pub(crate) struct Coordinator<'a, B> {
     tick_start: EntryId,
     /// Lockstep: how long each tick (from 1) took in this process.
     tick_seconds: Vec<f64>,
+    /// This run, as the stream's lease names it.
+    holder: Holder,
 }
 
 impl<'a, B: Backend> Coordinator<'a, B> {
@@ -166,6 +168,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             free_published: Vec::new(),
             tick_start: EntryId::ZERO,
             tick_seconds: Vec::new(),
+            holder: Holder::me(),
         }
     }
 
@@ -181,14 +184,27 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             message: format!("cannot create the run's directory {}: {e}", run_dir.display()),
             hint: "choose a directory this user can write with --out DIR (or output.dir)".to_string(),
         })?;
-        let checkpoint = self.prepare().await?;
-        let heartbeat = Heartbeat::start(self.backend.clone());
-        let mut transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
+        self.take_lease().await?;
+        let prepared = async {
+            let checkpoint = self.prepare().await?;
+            let transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
+            Ok((checkpoint, transcript))
+        }
+        .await;
+        let (checkpoint, mut transcript) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.give_up_lease().await;
+                return Err(e);
+            }
+        };
+        let (stop, interrupted) = watch::channel(false);
+        watch_interrupts(stop.clone());
+        let heartbeat = Heartbeat::start(self.backend.clone(), &self.holder, stop);
         if let Some(c) = &checkpoint {
             self.totals = c.totals.clone();
             self.last_tick = c.tick;
         }
-        let interrupted = watch_interrupts();
         let progress = match scenario.mode {
             Mode::Lockstep => Progress::lockstep(scenario.ticks.unwrap_or(0), self.options.quiet),
             Mode::Free => Progress::free(self.options.quiet),
@@ -248,18 +264,54 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let mut published = std::mem::take(&mut self.free_published);
         published.sort_by_key(|(id, _)| *id);
         published.dedup_by_key(|(id, _)| *id);
-        transcript
-            .write(published.iter().map(|(_, m)| m))
-            .map_err(|e| RunError::output(transcript_path(scenario), e))?;
+        if let Err(e) = transcript.write(published.iter().map(|(_, m)| m)) {
+            drop(heartbeat);
+            self.give_up_lease().await;
+            return Err(RunError::output(transcript_path(scenario), e));
+        }
+        let outcome = match heartbeat.lost_to() {
+            Some(holder) => Err(RunError::Displaced {
+                stream: scenario.backend.keys.stream.clone(),
+                holder,
+            }),
+            None => outcome,
+        };
         let (stop_reason, error) = match outcome {
             Ok(reason) => (reason, None),
             Err(e) => (StopReason::Failed, Some(e)),
         };
-        // Before the end is recorded and the keys perhaps deleted, which a late beat would
-        // bring back.
-        drop(heartbeat);
-        self.finish(run_dir, transcript, stop_reason, error, elapsed)
+        self.finish(run_dir, transcript, stop_reason, error, elapsed, heartbeat)
             .await
+    }
+
+    /// Takes the stream's lease, or refuses to run while another run of the stream is going:
+    /// cleaning up or resuming would pull its keys from under it.
+    async fn take_lease(&self) -> Result<(), RunError> {
+        let holder = &self.holder;
+        let taken = reconnect::retry(&self.backend, self.timeout(), || {
+            liveness::take(&self.backend, holder)
+        })
+        .await?;
+        match taken {
+            None => Ok(()),
+            Some(other) => Err(RunError::Refused {
+                message: format!(
+                    "a run of stream {:?} is still going: {}",
+                    self.scenario.backend.keys.stream,
+                    liveness::describe(&other)
+                ),
+                hint: format!(
+                    "wait for it to end or stop it (Ctrl-C keeps it resumable; a run that died frees the stream within {} s); to run both at once, give this one a stream of its own (--set backend.stream=...)",
+                    liveness::LEASE.as_secs()
+                ),
+            }),
+        }
+    }
+
+    async fn give_up_lease(&self) {
+        if let Err(e) = self.backend.release_lease(&self.holder.to_value()).await {
+            tracing::debug!("could not give the stream's lease up (it lapses by itself): {e}");
+        }
     }
 
     /// Checks the keys, cleans up or refuses to run over an earlier run, and records the
@@ -281,16 +333,6 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let fields =
             reconnect::retry(&self.backend, self.timeout(), || self.backend.read_checkpoint()).await?;
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        if let Some(alive) = liveness::alive(&fields) {
-            // Cleaning up (or resuming) would pull the keys from under it.
-            return Err(RunError::Refused {
-                message: format!("a run of stream {:?} is still going: {alive}", keys.stream),
-                hint: format!(
-                    "wait for it to end, or stop it (Ctrl-C keeps it resumable); to run both at once, give this one a stream of its own: --set backend.stream={}-2",
-                    keys.stream
-                ),
-            });
-        }
         let fingerprint = scenario.fingerprint();
         let mut checkpoint = None;
         if self.options.resume {
@@ -349,14 +391,13 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 ),
             });
         }
-        let mut start = vec![
+        let start = [
             ("status", "running".to_string()),
             ("scenario", scenario.name.clone()),
             ("fingerprint", fingerprint),
             ("mode", scenario.mode.as_str().to_string()),
             ("seed", scenario.seed.to_string()),
         ];
-        start.extend(liveness::holder_fields());
         reconnect::retry(&self.backend, self.timeout(), || {
             self.backend.write_checkpoint(&start)
         })
@@ -749,12 +790,13 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     }
 
     async fn finish(
-        self,
+        mut self,
         run_dir: PathBuf,
         transcript: TranscriptWriter,
         stop_reason: StopReason,
         error: Option<RunError>,
         elapsed: Duration,
+        heartbeat: Heartbeat,
     ) -> Result<RunOutcome, RunError> {
         let scenario = self.scenario;
         let (transcript_path, sha) = transcript
@@ -778,7 +820,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             None
         };
 
-        let mut metrics = self.totals.metrics;
+        let mut metrics = std::mem::take(&mut self.totals.metrics);
         for series in metrics.values_mut() {
             series.finish();
         }
@@ -804,33 +846,19 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             error: error.as_ref().map(ToString::to_string),
             transcript_sha256: sha,
             metrics,
-            tick_seconds: self.tick_seconds,
+            tick_seconds: std::mem::take(&mut self.tick_seconds),
         };
         let summary_path = run_dir.join("summary.json");
         let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Internal(e.to_string()))?;
         std::fs::write(&summary_path, json + "\n").map_err(|e| RunError::output(&summary_path, e))?;
 
-        // Only a finished run is marked so; an interrupted or failed one stays resumable.
-        if let Err(e) = self
-            .backend
-            .write_checkpoint(&[("status", stop_reason.status().to_string())])
-            .await
-        {
-            // After losing the backend this is expected, and the run's error says it all.
-            if error.as_ref().is_some_and(RunError::backend_unavailable) {
-                tracing::debug!("could not record the run's end: {e}");
-            } else {
-                tracing::warn!("could not record the run's end: {e}");
-            }
-        }
-        if scenario.backend.cleanup.after() {
-            if stop_reason.finished() {
-                self.backend.cleanup().await?;
-            } else {
-                tracing::warn!(
-                    "the run did not finish, so its keys were kept for --resume (cleanup = \"after\" applies to finished runs)"
-                );
-            }
+        // Held until here, so that no other run starts while this one writes its outputs. A
+        // renewal already sent goes before what follows, on the same connection.
+        drop(heartbeat);
+        if matches!(error, Some(RunError::Displaced { .. })) {
+            // The keys are another run's now: leave them alone.
+        } else {
+            self.record_end(stop_reason, error.as_ref()).await?;
         }
         Ok(RunOutcome {
             summary,
@@ -840,6 +868,35 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             dead_letters_path,
             error,
         })
+    }
+
+    /// Marks the run's end in its keys, deletes them if the scenario says so, and gives the
+    /// stream's lease up.
+    async fn record_end(&self, stop_reason: StopReason, error: Option<&RunError>) -> Result<(), RunError> {
+        // Only a finished run is marked so; an interrupted or failed one stays resumable.
+        if let Err(e) = self
+            .backend
+            .write_checkpoint(&[("status", stop_reason.status().to_string())])
+            .await
+        {
+            // After losing the backend this is expected, and the run's error says it all.
+            if error.is_some_and(RunError::backend_unavailable) {
+                tracing::debug!("could not record the run's end: {e}");
+            } else {
+                tracing::warn!("could not record the run's end: {e}");
+            }
+        }
+        if self.scenario.backend.cleanup.after() {
+            if stop_reason.finished() {
+                self.backend.cleanup().await?;
+            } else {
+                tracing::warn!(
+                    "the run did not finish, so its keys were kept for --resume (cleanup = \"after\" applies to finished runs)"
+                );
+            }
+        }
+        self.give_up_lease().await;
+        Ok(())
     }
 }
 
@@ -867,8 +924,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Turns true on Ctrl-C. A second Ctrl-C aborts at once.
-fn watch_interrupts() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
+/// Turns the first Ctrl-C into `stop`; a second one aborts.
+fn watch_interrupts(tx: watch::Sender<bool>) {
     actix::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             tracing::warn!("interrupted: stopping at the next safe point (Ctrl-C again to abort)");
@@ -878,5 +935,4 @@ fn watch_interrupts() -> watch::Receiver<bool> {
             }
         }
     });
-    rx
 }

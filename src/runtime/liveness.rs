@@ -1,25 +1,69 @@
-//! A running coordinator's sign of life, kept in the run's checkpoint hash, so that a second
-//! `agora run` of the same stream (another terminal, another machine) refuses to clean up or
-//! resume a run that is still going instead of deleting its keys from under it.
+//! One run per stream at a time: a running coordinator holds the stream's lease
+//! (`{stream}:lease`), so that a second `agora run` of the same stream (another terminal,
+//! another machine) refuses to clean up or resume a run that is still going instead of
+//! deleting its keys from under it.
 //!
-//! The coordinator records its host and process id when it starts and the time every
-//! [`BEAT`]. A run counts as alive while its status is `running`, its last beat is less than
-//! [`STALE_AFTER`] old, and, when it ran on this host, its process still exists: so a run
-//! killed a moment ago can be resumed at once from the same machine, and after a few seconds
-//! from any other.
+//! The lease names its holder (machine, process) and lapses [`LEASE`] after its last renewal;
+//! the coordinator renews it every [`BEAT`]. Expiry is kept by the backend's clock, so the
+//! machines' clocks do not matter. A holder on the same machine whose process has exited is
+//! gone at once, so a crashed run can be resumed straight away from where it ran.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::backend::Backend;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
-/// How often a running coordinator records that it is alive.
+use crate::backend::{Backend, BackendError};
+
+/// How often a running coordinator renews its lease.
 pub(crate) const BEAT: Duration = Duration::from_secs(1);
-/// How old the last beat may be before the run is taken for gone.
-pub(crate) const STALE_AFTER: Duration = Duration::from_secs(5);
+/// How long a lease lasts after its last renewal.
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
 
-const HOST: &str = "host";
-const PID: &str = "pid";
-const ALIVE_AT: &str = "alive_at_ms";
+/// Who holds a stream's lease: the lease's value, as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Holder {
+    pub host: String,
+    pub pid: u32,
+    /// Tells machines (and containers) apart where host names may not: the kernel's boot id
+    /// and the process's pid namespace. Empty where they cannot be read.
+    pub machine: String,
+    /// When the run started (ms since the epoch): a later process with the same pid is
+    /// another holder.
+    pub since_ms: u64,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {} on {}", self.pid, self.host)
+    }
+}
+
+impl Holder {
+    pub fn me() -> Holder {
+        Holder {
+            host: host_name(),
+            pid: std::process::id(),
+            machine: machine_id(),
+            since_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+
+    pub fn to_value(&self) -> String {
+        // A struct of strings and numbers always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Whether this holder certainly no longer runs: it ran on this machine and its process
+    /// has exited. Elsewhere only the lease's expiry tells.
+    pub fn is_gone(&self) -> bool {
+        !self.machine.is_empty() && self.machine == machine_id() && !process_exists(self.pid)
+    }
+}
 
 /// This machine's name, as the kernel gives it.
 pub(crate) fn host_name() -> String {
@@ -31,98 +75,104 @@ pub(crate) fn host_name() -> String {
         .unwrap_or_else(|| "host".to_string())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The fields that say who runs the stream, for the start of a run.
-pub(crate) fn holder_fields() -> [(&'static str, String); 3] {
-    [
-        (HOST, host_name()),
-        (PID, std::process::id().to_string()),
-        (ALIVE_AT, now_ms().to_string()),
-    ]
-}
-
-/// A run that looks alive: who runs it, and how long ago it last said so.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Alive {
-    pub host: String,
-    pub pid: u32,
-    pub beat_ago: Duration,
-}
-
-impl std::fmt::Display for Alive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "process {} on {} (last sign of life {:.1} s ago)",
-            self.pid,
-            self.host,
-            self.beat_ago.as_secs_f64()
-        )
+fn machine_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+    let pid_namespace = std::fs::read_link("/proc/self/ns/pid");
+    match (boot, pid_namespace) {
+        (Ok(boot), Ok(ns)) => format!("{} {}", boot.trim(), ns.display()),
+        _ => String::new(),
     }
 }
 
-/// Whether the run recorded in `fields` (the checkpoint hash) is still going.
-pub(crate) fn alive(fields: &[(String, String)]) -> Option<Alive> {
-    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if field("status") != Some("running") {
-        return None;
-    }
-    let host = field(HOST)?.to_string();
-    let pid: u32 = field(PID)?.parse().ok()?;
-    let beat: u64 = field(ALIVE_AT)?.parse().ok()?;
-    // A clock behind the other machine's counts as a beat just now.
-    let beat_ago = Duration::from_millis(now_ms().saturating_sub(beat));
-    if beat_ago > STALE_AFTER {
-        return None;
-    }
-    if host == host_name() && (pid == std::process::id() || !process_exists(pid)) {
-        return None;
-    }
-    Some(Alive { host, pid, beat_ago })
-}
-
-/// Whether process `pid` of this machine is running. Where `/proc` cannot tell, it is
-/// assumed to be, and the beat's age decides.
+/// Whether process `pid` of this machine (and pid namespace) is running.
 fn process_exists(pid: u32) -> bool {
-    if !std::path::Path::new("/proc/self/stat").exists() {
-        return true;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses; a zombie has exited.
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
-        Err(_) => false,
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie has exited; only its parent has not collected it yet.
+    exists
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        })
+}
+
+/// The holder of the stream's lease, if it may still be running.
+pub(crate) async fn live_holder<B: Backend>(backend: &B) -> Result<Option<String>, BackendError> {
+    Ok(backend.lease_holder().await?.filter(|value| !gone(value)))
+}
+
+fn gone(value: &str) -> bool {
+    serde_json::from_str::<Holder>(value).is_ok_and(|h| h.is_gone())
+}
+
+/// How a lease held by someone else reads in an error.
+pub(crate) fn describe(value: &str) -> String {
+    match serde_json::from_str::<Holder>(value) {
+        Ok(holder) => holder.to_string(),
+        Err(_) => format!("a holder agora does not know ({value:?})"),
     }
 }
 
-/// Records a beat every [`BEAT`] until dropped.
-pub(crate) struct Heartbeat(tokio::task::JoinHandle<()>);
+/// Takes the stream's lease for `me`, over a holder that is gone; returns the live holder
+/// that keeps it otherwise.
+pub(crate) async fn take<B: Backend>(backend: &B, me: &Holder) -> Result<Option<String>, BackendError> {
+    let value = me.to_value();
+    match backend.take_lease(&value, LEASE, None).await? {
+        Some(other) if gone(&other) => backend.take_lease(&value, LEASE, Some(&other)).await,
+        other => Ok(other),
+    }
+}
+
+/// Renews the lease every [`BEAT`] until dropped. If another run takes the lease meanwhile
+/// (this process was stopped longer than [`LEASE`], or the keys were deleted and a new run
+/// started), it says so and asks the run to stop.
+pub(crate) struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+    lost_to: Rc<RefCell<Option<String>>>,
+}
 
 impl Heartbeat {
-    /// Starts beating on the current thread's runtime.
-    pub fn start<B: Backend>(backend: B) -> Heartbeat {
-        Heartbeat(tokio::task::spawn_local(async move {
+    /// Starts renewing on the current thread's runtime; `stop` is the run's stop signal.
+    pub fn start<B: Backend>(backend: B, me: &Holder, stop: watch::Sender<bool>) -> Heartbeat {
+        let value = me.to_value();
+        let lost_to = Rc::new(RefCell::new(None));
+        let lost = lost_to.clone();
+        let task = tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(BEAT).await;
-                let beat = [(ALIVE_AT, now_ms().to_string())];
-                if let Err(e) = backend.write_checkpoint(&beat).await {
+                match backend.renew_lease(&value, LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let holder = backend.lease_holder().await.ok().flatten();
+                        *lost.borrow_mut() = Some(
+                            holder
+                                .as_deref()
+                                .map_or_else(|| "another run".to_string(), describe),
+                        );
+                        let _ = stop.send(true);
+                        return;
+                    }
                     // The run itself notices a lost backend and waits for it.
-                    tracing::debug!("could not record a sign of life: {e}");
+                    Err(e) => tracing::debug!("could not renew the stream's lease: {e}"),
                 }
             }
-        }))
+        });
+        Heartbeat { task, lost_to }
+    }
+
+    /// Who took the lease, if someone did.
+    pub fn lost_to(&self) -> Option<String> {
+        self.lost_to.borrow().clone()
     }
 }
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -130,45 +180,47 @@ impl Drop for Heartbeat {
 mod tests {
     use super::*;
 
-    fn fields(status: &str, host: &str, pid: u32, ago_ms: u64) -> Vec<(String, String)> {
-        [
-            ("status", status.to_string()),
-            (HOST, host.to_string()),
-            (PID, pid.to_string()),
-            (ALIVE_AT, (now_ms() - ago_ms).to_string()),
-        ]
-        .map(|(k, v)| (k.to_string(), v))
-        .to_vec()
-    }
-
     #[test]
-    fn a_running_run_on_another_host_with_a_fresh_beat_is_alive() {
-        let got = alive(&fields("running", "elsewhere", 42, 500)).expect("alive");
-        assert_eq!((got.host.as_str(), got.pid), ("elsewhere", 42));
-        assert!(got.beat_ago >= Duration::from_millis(500));
-    }
-
-    #[test]
-    fn a_stale_beat_an_ended_run_or_no_record_is_not_alive() {
-        assert_eq!(alive(&fields("running", "elsewhere", 42, 6_000)), None);
-        assert_eq!(alive(&fields("finished", "elsewhere", 42, 0)), None);
-        assert_eq!(alive(&fields("interrupted", "elsewhere", 42, 0)), None);
-        assert_eq!(alive(&[("status".to_string(), "running".to_string())]), None);
-        assert_eq!(alive(&[]), None);
-    }
-
-    #[test]
-    fn on_this_host_the_process_decides() {
-        // The parent of this test process is running; a child that has been waited for is not.
-        let parent = std::os::unix::process::parent_id();
-        assert!(alive(&fields("running", &host_name(), parent, 0)).is_some());
+    fn a_holder_on_this_machine_is_gone_when_its_process_is() {
+        let mut holder = Holder::me();
+        assert!(!holder.machine.is_empty(), "this test needs /proc");
+        assert!(!holder.is_gone(), "this process runs");
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let gone = child.id();
+        holder.pid = child.id();
         child.wait().unwrap();
-        assert_eq!(alive(&fields("running", &host_name(), gone, 0)), None);
+        assert!(holder.is_gone(), "a process that exited and was waited for");
+        // Another machine's process cannot be looked up: only the lease's expiry tells.
+        holder.machine = "another boot id".to_string();
+        assert!(!holder.is_gone());
+        holder.machine = String::new();
+        assert!(!holder.is_gone());
+    }
+
+    #[test]
+    fn a_zombie_is_gone() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let holder = Holder {
+            pid: child.id(),
+            ..Holder::me()
+        };
+        // Not waited for yet: it stays a zombie once it exits.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !holder.is_gone() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(holder.is_gone());
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn holders_read_back_and_unknown_values_are_described() {
+        let me = Holder::me();
+        assert_eq!(serde_json::from_str::<Holder>(&me.to_value()).unwrap(), me);
         assert_eq!(
-            alive(&fields("running", &host_name(), std::process::id(), 0)),
-            None
+            describe(&me.to_value()),
+            format!("process {} on {}", me.pid, me.host)
         );
+        assert!(describe("xyz").contains("\"xyz\""));
+        assert!(!gone("xyz"), "an unknown holder is never taken for gone");
     }
 }

@@ -75,6 +75,9 @@ pub enum RunError {
     /// A worker process failed to start, failed, or died.
     #[error("{0}")]
     Worker(String),
+    /// Another run took the stream's lease: this one stopped.
+    #[error("another run took over stream {stream:?} ({holder}); this run stopped")]
+    Displaced { stream: String, holder: String },
     /// The run cannot start as asked (bad input given the backend's state): exit code 2.
     #[error("{message}")]
     Refused { message: String, hint: String },
@@ -91,6 +94,9 @@ impl RunError {
         match self {
             RunError::Backend(e) => e.hint(),
             RunError::Refused { hint, .. } => Some(hint.clone()),
+            RunError::Displaced { .. } => Some(
+                "two runs of one stream cannot share its keys: give each its own backend.stream".to_string(),
+            ),
             RunError::Worker(_) => Some(
                 "the run's keys are kept: continue it with --resume (and --workers) once the workers can run"
                     .to_string(),

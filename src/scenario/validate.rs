@@ -427,7 +427,9 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
     }
     // A run's own keys end in these, and cleanup deletes everything under a cache prefix: a
     // stream named like them would be another run's key, and deleted with it.
-    for suffix in [":dead", ":state", ":run", ":control", ":reports", ":workers"] {
+    for suffix in [
+        ":dead", ":state", ":run", ":control", ":reports", ":workers", ":lease",
+    ] {
         if stream.ends_with(suffix) {
             return Err(err
                 .at(
@@ -461,7 +463,7 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
     let keys = Keys::new(stream, b.group_prefix.clone(), cache_prefix);
     // Cleanup deletes everything under the cache prefix, so the prefix must not cover the
     // run's other keys, or cleaning the cache would delete the stream.
-    for run_key in keys.run_keys() {
+    for run_key in keys.run_keys().into_iter().chain([keys.lease()]) {
         if run_key.starts_with(&keys.cache_prefix) {
             return Err(err
                 .at(

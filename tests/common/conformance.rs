@@ -569,3 +569,36 @@ pub async fn notes_and_hashes_for_bookkeeping<B: Backend>(b: B) {
     b.cleanup().await.unwrap();
     assert!(b.hash_all(&hash).await.unwrap().is_empty());
 }
+
+pub async fn one_lease_holder_at_a_time<B: Backend>(b: B) {
+    let long = Duration::from_secs(30);
+    assert_eq!(b.lease_holder().await.unwrap(), None);
+    assert_eq!(b.take_lease("a", long, None).await.unwrap(), None);
+    // Taken: another holder is told who has it, and renewing is only for the holder.
+    assert_eq!(b.take_lease("b", long, None).await.unwrap().as_deref(), Some("a"));
+    assert!(!b.renew_lease("b", long).await.unwrap());
+    assert!(b.renew_lease("a", long).await.unwrap());
+    // A run's own cleanup keeps it.
+    b.cleanup().await.unwrap();
+    assert_eq!(b.lease_holder().await.unwrap().as_deref(), Some("a"));
+    // Taking over a holder known to be gone, and only that one.
+    assert_eq!(
+        b.take_lease("b", long, Some("x")).await.unwrap().as_deref(),
+        Some("a")
+    );
+    assert_eq!(b.take_lease("b", long, Some("a")).await.unwrap(), None);
+    // Giving it up is for its holder only.
+    b.release_lease("a").await.unwrap();
+    assert_eq!(b.lease_holder().await.unwrap().as_deref(), Some("b"));
+    b.release_lease("b").await.unwrap();
+    assert_eq!(b.lease_holder().await.unwrap(), None);
+    // A lease that was not renewed lapses; renewing takes a lapsed lease again.
+    assert_eq!(
+        b.take_lease("c", Duration::from_millis(50), None).await.unwrap(),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(b.lease_holder().await.unwrap(), None);
+    assert!(b.renew_lease("c", long).await.unwrap());
+    assert_eq!(b.lease_holder().await.unwrap().as_deref(), Some("c"));
+}

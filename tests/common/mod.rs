@@ -75,6 +75,23 @@ pub mod remote_cache {
         async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
             self.0.key_conflicts().await
         }
+        async fn take_lease(
+            &self,
+            holder: &str,
+            ttl: Duration,
+            replacing: Option<&str>,
+        ) -> Result<Option<String>, BackendError> {
+            self.0.take_lease(holder, ttl, replacing).await
+        }
+        async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
+            self.0.renew_lease(holder, ttl).await
+        }
+        async fn release_lease(&self, holder: &str) -> Result<(), BackendError> {
+            self.0.release_lease(holder).await
+        }
+        async fn lease_holder(&self) -> Result<Option<String>, BackendError> {
+            self.0.lease_holder().await
+        }
         async fn note(&self, key: &str, text: &str) -> Result<EntryId, BackendError> {
             self.0.note(key, text).await
         }

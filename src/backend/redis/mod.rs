@@ -322,6 +322,57 @@ impl Backend for RedisBackend {
         self.query::<()>("HSET", &cmd).await
     }
 
+    async fn take_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        replacing: Option<&str>,
+    ) -> Result<Option<String>, BackendError> {
+        // One script, so that two runs starting at once cannot both take it.
+        let script = redis::Script::new(
+            "local current = redis.call('GET', KEYS[1])
+             if (not current) or current == ARGV[1] or current == ARGV[3] then
+               redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+               return false
+             end
+             return current",
+        );
+        let mut invocation = script.key(self.inner.keys.lease());
+        invocation
+            .arg(holder)
+            .arg(ttl.as_millis() as u64)
+            .arg(replacing.unwrap_or(""));
+        let mut con = self.inner.con.clone();
+        invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.error("the lease script", &e))
+    }
+
+    async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
+        Ok(self.take_lease(holder, ttl, None).await?.is_none())
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<(), BackendError> {
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+             return 0",
+        );
+        let mut invocation = script.key(self.inner.keys.lease());
+        invocation.arg(holder);
+        let mut con = self.inner.con.clone();
+        invocation
+            .invoke_async::<i64>(&mut con)
+            .await
+            .map(drop)
+            .map_err(|e| self.error("the lease script", &e))
+    }
+
+    async fn lease_holder(&self) -> Result<Option<String>, BackendError> {
+        self.query("GET", redis::cmd("GET").arg(self.inner.keys.lease()))
+            .await
+    }
+
     async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
         admin::key_conflicts(self).await
     }
