@@ -182,6 +182,17 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
         assert!(again.try_wait().unwrap().is_none(), "the run ended");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // `agora inspect` says who runs the stream.
+    let inspect = agora()
+        .args(["inspect", "--redis-url", &server.url(), "--stream", "mixed"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&inspect.stdout).contains("lease         held by {\"host\""),
+        "{}",
+        text(&inspect.stdout)
+    );
+    assert!(text(&inspect.stdout).contains(&format!("\"pid\":{}", again.id())));
     // `agora cleanup` does what it is told, but says what it is doing to a live run.
     let cleanup = agora()
         .args(["cleanup", "--redis-url", &server.url(), "--stream", "mixed"])

@@ -250,6 +250,8 @@ pub struct Inspection {
     pub cache_timestamps: u64,
     /// agora's record of the run (`{stream}:run`), if there is one.
     pub checkpoint: Vec<(String, String)>,
+    /// Who holds the stream's lease (a running coordinator), and for how many more ms.
+    pub lease: Option<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -290,6 +292,16 @@ pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
         }
     }
     pairs.sort();
+    let (holder, ttl): (Option<String>, i64) = b
+        .pipeline(
+            "GET",
+            redis::pipe()
+                .cmd("GET")
+                .arg(keys.lease())
+                .cmd("PTTL")
+                .arg(keys.lease()),
+        )
+        .await?;
     Ok(Inspection {
         stream: keys.stream.clone(),
         length: sizes.stream,
@@ -300,6 +312,7 @@ pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
         cache_list_entries: sizes.lists.iter().map(|(_, n)| n).sum(),
         cache_timestamps: sizes.timestamps,
         checkpoint: pairs,
+        lease: holder.map(|h| (h, ttl.max(0) as u64)),
     })
 }
 
@@ -320,6 +333,12 @@ impl Inspection {
         if !self.checkpoint.is_empty() {
             let shown: Vec<String> = self.checkpoint.iter().map(|(k, v)| format!("{k}={v}")).collect();
             out.push_str(&format!("run           {}\n", shown.join(" ")));
+        }
+        if let Some((holder, ttl_ms)) = &self.lease {
+            out.push_str(&format!(
+                "lease         held by {holder} (lapses in {:.1} s unless renewed)\n",
+                *ttl_ms as f64 / 1000.0
+            ));
         }
         if self.groups.is_empty() {
             out.push_str("groups        none\n");
