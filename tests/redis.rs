@@ -50,6 +50,12 @@ fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> (Output
     (output, dir)
 }
 
+/// `run` with `agora run <scenario> --backend redis --redis-url <url> <extra>`.
+fn run_on_redis(scenario: &str, out: &Path, url: &str, extra: &[&str]) -> (Output, PathBuf) {
+    let args = [&["--backend", "redis", "--redis-url", url][..], extra].concat();
+    run(agora(), Path::new(scenario), out, &args)
+}
+
 fn summary(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
@@ -89,18 +95,11 @@ fn lockstep_transcripts_are_the_same_on_redis_and_in_memory() {
 fn free_mode_w1_on_redis_publishes_every_hop() {
     let server = RedisServer::start();
     let out = tempfile::tempdir().unwrap();
-    let (output, dir) = run(
-        agora(),
-        Path::new("scenarios/w1.toml"),
+    let (output, dir) = run_on_redis(
+        "scenarios/w1.toml",
         out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &server.url(),
-            "--set",
-            "agents.0.params.hops=50",
-        ],
+        &server.url(),
+        &["--set", "agents.0.params.hops=50"],
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
     let s = summary(&dir);
@@ -131,18 +130,11 @@ fn cleanup_after_removes_the_run_and_nothing_else() {
     server.command(&["SET", "discussion-archive", "2"]);
     server.command(&["XADD", "discussion2", "*", "sender_id", "x", "content", "y"]);
     let out = tempfile::tempdir().unwrap();
-    let (output, _) = run(
-        agora(),
-        Path::new("scenarios/discussion.toml"),
+    let (output, _) = run_on_redis(
+        "scenarios/discussion.toml",
         out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &server.url(),
-            "--set",
-            "backend.cleanup=never",
-        ],
+        &server.url(),
+        &["--set", "backend.cleanup=never"],
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
     let during = keys_on(&server);
@@ -156,18 +148,11 @@ fn cleanup_after_removes_the_run_and_nothing_else() {
         assert!(during.contains(&k.to_string()), "{k} missing from {during:?}");
     }
     // A new run will not silently run over the earlier one's keys.
-    let (refused, _) = run(
-        agora(),
-        Path::new("scenarios/discussion.toml"),
+    let (refused, _) = run_on_redis(
+        "scenarios/discussion.toml",
         out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &server.url(),
-            "--set",
-            "backend.cleanup=after",
-        ],
+        &server.url(),
+        &["--set", "backend.cleanup=after"],
     );
     assert_eq!(refused.status.code(), Some(2));
     let stderr = text(&refused.stderr);
@@ -184,18 +169,11 @@ fn cleanup_after_removes_the_run_and_nothing_else() {
         keys_on(&server),
         ["discussion-archive", "discussion2", "other:key"]
     );
-    let (output, _) = run(
-        agora(),
-        Path::new("scenarios/discussion.toml"),
+    let (output, _) = run_on_redis(
+        "scenarios/discussion.toml",
         out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &server.url(),
-            "--set",
-            "backend.cleanup=after",
-        ],
+        &server.url(),
+        &["--set", "backend.cleanup=after"],
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(
@@ -344,16 +322,11 @@ fn no_redis_listening_exits_3_quickly_with_a_hint() {
         .port();
     let out = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let (output, _) = run(
-        agora(),
-        Path::new("scenarios/gossip.toml"),
+    let (output, _) = run_on_redis(
+        "scenarios/gossip.toml",
         out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &format!("redis://127.0.0.1:{port}/0"),
-        ],
+        &format!("redis://127.0.0.1:{port}/0"),
+        &[],
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(output.status.code(), Some(3));
@@ -421,12 +394,7 @@ fn user_and_password_urls_work_and_stay_hidden() {
     let server = RedisServer::start_with(&["--user", "alice", "on", ">wonderland-pw", "~*", "&*", "+@all"]);
     let url = format!("redis://alice:wonderland-pw@127.0.0.1:{}/0", server.port);
     let out = tempfile::tempdir().unwrap();
-    let (output, dir) = run(
-        agora(),
-        Path::new("scenarios/relay.toml"),
-        out.path(),
-        &["--backend", "redis", "--redis-url", &url],
-    );
+    let (output, dir) = run_on_redis("scenarios/relay.toml", out.path(), &url, &[]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let summary_text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
     assert!(!summary_text.contains("wonderland-pw"));
@@ -552,22 +520,12 @@ fn tls_urls_work() {
     drop(server.url());
     let out = tempfile::tempdir().unwrap();
     let url = format!("rediss://127.0.0.1:{tls_port}/0#insecure");
-    let (output, dir) = run(
-        agora(),
-        Path::new("scenarios/gossip.toml"),
-        out.path(),
-        &["--backend", "redis", "--redis-url", &url],
-    );
+    let (output, dir) = run_on_redis("scenarios/gossip.toml", out.path(), &url, &[]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(summary(&dir)["backend"], "redis");
     // Without #insecure the self-signed certificate is refused, with a hint about it.
     let strict = format!("rediss://127.0.0.1:{tls_port}/0");
-    let (refused, _) = run(
-        agora(),
-        Path::new("scenarios/gossip.toml"),
-        out.path(),
-        &["--backend", "redis", "--redis-url", &strict],
-    );
+    let (refused, _) = run_on_redis("scenarios/gossip.toml", out.path(), &strict, &[]);
     assert_eq!(refused.status.code(), Some(3));
     assert!(
         text(&refused.stderr).contains("#insecure"),
@@ -580,18 +538,11 @@ fn tls_urls_work() {
 fn inspect_and_cleanup_commands() {
     let server = RedisServer::start();
     let out = tempfile::tempdir().unwrap();
-    let (output, _) = run(
-        agora(),
-        Path::new("scenarios/relay.toml"),
+    let (output, _) = run_on_redis(
+        "scenarios/relay.toml",
         out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &server.url(),
-            "--set",
-            "backend.cleanup=never",
-        ],
+        &server.url(),
+        &["--set", "backend.cleanup=never"],
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
     let shown = agora()
@@ -697,20 +648,11 @@ fn inspect_and_cleanup_commands() {
 fn maxlen_trims_what_every_group_has_read() {
     let server = RedisServer::start();
     let out = tempfile::tempdir().unwrap();
-    let (output, dir) = run(
-        agora(),
-        Path::new("scenarios/opinion.toml"),
+    let (output, dir) = run_on_redis(
+        "scenarios/opinion.toml",
         out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &server.url(),
-            "--set",
-            "backend.maxlen=300",
-            "--set",
-            "backend.cleanup=never",
-        ],
+        &server.url(),
+        &["--set", "backend.maxlen=300", "--set", "backend.cleanup=never"],
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(summary(&dir)["messages"], 4200);
