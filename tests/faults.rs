@@ -419,11 +419,9 @@ fn resuming_is_refused_when_it_cannot_be_right() {
 }
 
 mod panics {
-    use std::path::Path;
 
     use agora::backend::redis::RedisBackend;
     use agora::runtime::{self, RunOptions};
-    use agora::scenario::{self, Overrides};
     use agora::{Behaviour, BehaviourError, Context, Effects, Message, Outgoing, Registry, Setup};
     use serde::{Deserialize, Serialize};
 
@@ -480,15 +478,7 @@ mod panics {
         let text = "[scenario]\nname = \"fragile\"\nticks = 3\n[backend]\nkind = \"redis\"\ncleanup = \"never\"\n\
             [[agents]]\nid = \"f\"\ncount = 5\nbehaviour = \"fragile\"\n";
         let out = tempfile::tempdir().unwrap();
-        let mut overrides = Overrides::new();
-        overrides.flag("--redis-url", "backend.url", toml::Value::String(server.url()));
-        overrides.flag(
-            "--out",
-            "output.dir",
-            toml::Value::String(out.path().display().to_string()),
-        );
-        let scenario =
-            scenario::load_str(Path::new("f.toml"), text.into(), &[], &overrides, &registry).unwrap();
+        let scenario = common::scenario_on_redis("f.toml", text, &server.url(), out.path(), &registry);
         let outcome = common::block_on(async {
             let b = &scenario.backend;
             let backend = RedisBackend::connect(&b.url, b.keys.clone(), b.reconnect_timeout)

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use agora::backend::redis::RedisBackend;
 use agora::backend::{Backend, Keys};
 use agora::runtime::{self, RunOptions};
-use agora::scenario::{self, Overrides};
 use agora::{Behaviour, BehaviourError, Context, Effects, Message, Registry, Setup};
 use common::redis_server::RedisServer;
 use serde::{Deserialize, Serialize};
@@ -224,15 +223,7 @@ fn seed_style_entries_are_handled_and_malformed_ones_dead_lettered() {
         [[agents]]\nid = \"relay\"\ncount = 3\nbehaviour = \"relay\"\nparams = { tokens = 1, hops = 4000 }\n\
         [[agents]]\nid = \"ear\"\ncount = 2\nbehaviour = \"listener\"\n";
     let out = tempfile::tempdir().unwrap();
-    let mut overrides = Overrides::new();
-    overrides.flag("--redis-url", "backend.url", toml::Value::String(server.url()));
-    overrides.flag(
-        "--out",
-        "output.dir",
-        toml::Value::String(out.path().display().to_string()),
-    );
-    let scenario =
-        scenario::load_str(Path::new("interop.toml"), text.into(), &[], &overrides, &registry).unwrap();
+    let scenario = common::scenario_on_redis("interop.toml", text, &server.url(), out.path(), &registry);
     let url = server.url();
 
     let outcome = common::block_on(async {

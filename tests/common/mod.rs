@@ -221,3 +221,22 @@ pub fn lockstep_scenarios() -> Vec<std::path::PathBuf> {
     assert!(found.len() >= 5, "{found:?}");
     found
 }
+
+/// Loads a scenario written inline, as if from `file`, to run on the Redis at `url` with its
+/// outputs under `out`.
+pub fn scenario_on_redis(
+    file: &str,
+    text: &str,
+    url: &str,
+    out: &std::path::Path,
+    registry: &agora::Registry,
+) -> agora::scenario::Scenario {
+    let mut overrides = agora::scenario::Overrides::new();
+    overrides.flag("--redis-url", "backend.url", toml::Value::String(url.to_string()));
+    overrides.flag(
+        "--out",
+        "output.dir",
+        toml::Value::String(out.display().to_string()),
+    );
+    agora::scenario::load_str(std::path::Path::new(file), text.into(), &[], &overrides, registry).unwrap()
+}
