@@ -61,7 +61,14 @@ impl Holder {
     /// Whether this holder certainly no longer runs: it ran on this machine and its process
     /// has exited. Elsewhere only the lease's expiry tells.
     pub fn is_gone(&self) -> bool {
-        !self.machine.is_empty() && self.machine == machine_id() && !process_exists(self.pid)
+        let mine = machine_id();
+        let same_machine = if self.machine.is_empty() || mine.is_empty() {
+            // Where neither side can read the kernel's ids, the host name has to do.
+            self.machine.is_empty() && mine.is_empty() && self.host == host_name()
+        } else {
+            self.machine == mine
+        };
+        same_machine && !process_exists(self.pid)
     }
 }
 
@@ -192,6 +199,7 @@ mod tests {
         // Another machine's process cannot be looked up: only the lease's expiry tells.
         holder.machine = "another boot id".to_string();
         assert!(!holder.is_gone());
+        // A holder that could not read its machine's ids is only matched where neither can.
         holder.machine = String::new();
         assert!(!holder.is_gone());
     }
