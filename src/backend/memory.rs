@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 /// A fast hash map: keys are agent names and cache members, not attacker-chosen.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+use super::LEASE_HOLDER;
 use super::{
     Backend, BackendError, CacheAnswer, CacheAppend, CacheQuery, ClaimReport, CleanupReport, Commit,
     GroupInfo, GroupRead, KeyConflict, Keys, Sizes,
@@ -424,7 +425,15 @@ impl Backend for MemoryBackend {
     }
 
     async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
-        Ok(self.take_lease(holder, ttl, None).await?.is_none())
+        let mut store = self.store();
+        let renewable = match store.lease_holder() {
+            Some(current) => current == holder,
+            None => store.checkpoint.get(LEASE_HOLDER).is_some_and(|h| h == holder),
+        };
+        if renewable {
+            store.lease = Some((holder.to_string(), Instant::now() + ttl));
+        }
+        Ok(renewable)
     }
 
     async fn release_lease(&self, holder: &str) -> Result<(), BackendError> {

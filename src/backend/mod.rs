@@ -195,6 +195,9 @@ pub struct KeyConflict {
     pub expected: &'static str,
 }
 
+/// The field of the run's record (`{stream}:run`) that names the lease's holder.
+pub const LEASE_HOLDER: &str = "holder";
+
 /// The stream, its consumer groups and the cache of one run.
 ///
 /// Futures need not be `Send`: agents live on actix arbiters, which are single-threaded.
@@ -237,8 +240,9 @@ pub trait Backend: Clone + Unpin + 'static {
         replacing: Option<&str>,
     ) -> Result<Option<String>, BackendError>;
 
-    /// Extends `holder`'s lease to `ttl` from now, taking it again if it lapsed; false when
-    /// someone else holds it.
+    /// Extends `holder`'s lease to `ttl` from now; false when someone else holds it. A lease
+    /// that lapsed is taken again only while the run's record (`{stream}:run`, field
+    /// `holder`) still names `holder`: no other run started in between.
     async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError>;
 
     /// Gives the lease up, if `holder` has it.

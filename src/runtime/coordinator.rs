@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::liveness::{self, Heartbeat, Holder};
+use super::liveness::{self, Heartbeat, Holder, LostTo};
 use super::reconnect;
 use super::shard::{Shard, ShardEvent, ShardOptions, Totals};
 use super::workers::{Launch, Workers};
 use super::{RunError, RunOptions, RunOutcome};
-use crate::backend::Backend;
+use crate::backend::{Backend, LEASE_HOLDER};
 use crate::message::{EntryId, Message};
 use crate::report::{MetricSeries, Progress, Summary, TranscriptWriter};
 use crate::scenario::{Mode, Scenario};
@@ -155,6 +155,8 @@ pub(crate) struct Coordinator<'a, B> {
     tick_seconds: Vec<f64>,
     /// This run, as the stream's lease names it.
     holder: Holder,
+    /// How this run lost its lease, if it did: then the keys are no longer its own.
+    lost_to: LostTo,
 }
 
 impl<'a, B: Backend> Coordinator<'a, B> {
@@ -169,7 +171,13 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             tick_start: EntryId::ZERO,
             tick_seconds: Vec::new(),
             holder: Holder::me(),
+            lost_to: LostTo::default(),
         }
+    }
+
+    /// The error of a run whose lease another run took, if this one's was.
+    fn displaced(&self) -> Option<RunError> {
+        self.lost_to.borrow().clone().map(RunError::Displaced)
     }
 
     fn timeout(&self) -> Duration {
@@ -184,7 +192,16 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             message: format!("cannot create the run's directory {}: {e}", run_dir.display()),
             hint: "choose a directory this user can write with --out DIR (or output.dir)".to_string(),
         })?;
+        self.refuse_conflicts().await?;
         self.take_lease().await?;
+        // Renewed from now on: cleaning up or rebuilding a transcript may take a while.
+        let (stop, interrupted) = watch::channel(false);
+        let heartbeat = Heartbeat::start(
+            self.backend.clone(),
+            &self.holder,
+            stop.clone(),
+            self.lost_to.clone(),
+        );
         let prepared = async {
             let checkpoint = self.prepare().await?;
             let transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
@@ -194,13 +211,12 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let (checkpoint, mut transcript) = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
+                drop(heartbeat);
                 self.give_up_lease().await;
                 return Err(e);
             }
         };
-        let (stop, interrupted) = watch::channel(false);
-        watch_interrupts(stop.clone());
-        let heartbeat = Heartbeat::start(self.backend.clone(), &self.holder, stop);
+        watch_interrupts(stop);
         if let Some(c) = &checkpoint {
             self.totals = c.totals.clone();
             self.last_tick = c.tick;
@@ -269,11 +285,8 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             self.give_up_lease().await;
             return Err(RunError::output(transcript_path(scenario), e));
         }
-        let outcome = match heartbeat.lost_to() {
-            Some(holder) => Err(RunError::Displaced {
-                stream: scenario.backend.keys.stream.clone(),
-                holder,
-            }),
+        let outcome = match self.displaced() {
+            Some(displaced) => Err(displaced),
             None => outcome,
         };
         let (stop_reason, error) = match outcome {
@@ -282,6 +295,22 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         };
         self.finish(run_dir, transcript, stop_reason, error, elapsed, heartbeat)
             .await
+    }
+
+    /// Refuses to touch keys of the run's names that hold another type: someone else's.
+    async fn refuse_conflicts(&self) -> Result<(), RunError> {
+        let conflicts =
+            reconnect::retry(&self.backend, self.timeout(), || self.backend.key_conflicts()).await?;
+        if let Some(c) = conflicts.first() {
+            return Err(RunError::Refused {
+                message: format!(
+                    "key {:?} already holds a {}, where this run keeps a {}: another program (or run) uses it",
+                    c.key, c.found, c.expected
+                ),
+                hint: "choose another backend.stream (or backend.cache_prefix) for this scenario".to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Takes the stream's lease, or refuses to run while another run of the stream is going:
@@ -319,17 +348,6 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     async fn prepare(&mut self) -> Result<Option<Checkpoint>, RunError> {
         let scenario = self.scenario;
         let keys = &scenario.backend.keys;
-        let conflicts =
-            reconnect::retry(&self.backend, self.timeout(), || self.backend.key_conflicts()).await?;
-        if let Some(c) = conflicts.first() {
-            return Err(RunError::Refused {
-                message: format!(
-                    "key {:?} already holds a {}, where this run keeps a {}: another program (or run) uses it",
-                    c.key, c.found, c.expected
-                ),
-                hint: "choose another backend.stream (or backend.cache_prefix) for this scenario".to_string(),
-            });
-        }
         let fields =
             reconnect::retry(&self.backend, self.timeout(), || self.backend.read_checkpoint()).await?;
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -397,6 +415,9 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             ("fingerprint", fingerprint),
             ("mode", scenario.mode.as_str().to_string()),
             ("seed", scenario.seed.to_string()),
+            // Lets this run take its lease back after it lapsed (a long outage), as long as
+            // no other run has started since.
+            (LEASE_HOLDER, self.holder.to_value()),
         ];
         reconnect::retry(&self.backend, self.timeout(), || {
             self.backend.write_checkpoint(&start)
@@ -619,6 +640,10 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             totals: self.totals.clone(),
         };
         let json = serde_json::to_string(&checkpoint).map_err(|e| RunError::Internal(e.to_string()))?;
+        if let Some(displaced) = self.displaced() {
+            // The run's record is another run's now.
+            return Err(displaced);
+        }
         let fields = [("tick", tick.to_string()), ("checkpoint", json)];
         reconnect::retry(&self.backend, self.timeout(), || {
             self.backend.write_checkpoint(&fields)
@@ -852,13 +877,12 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Internal(e.to_string()))?;
         std::fs::write(&summary_path, json + "\n").map_err(|e| RunError::output(&summary_path, e))?;
 
-        // Held until here, so that no other run starts while this one writes its outputs. A
-        // renewal already sent goes before what follows, on the same connection.
-        drop(heartbeat);
-        if matches!(error, Some(RunError::Displaced { .. })) {
-            // The keys are another run's now: leave them alone.
-        } else {
+        // The keys are another run's if it took the lease: leave them alone. Otherwise the
+        // lease is held (renewed) until the end is recorded and the keys perhaps deleted.
+        if self.displaced().is_none() {
             self.record_end(stop_reason, error.as_ref()).await?;
+            drop(heartbeat);
+            self.give_up_lease().await;
         }
         Ok(RunOutcome {
             summary,
@@ -870,8 +894,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         })
     }
 
-    /// Marks the run's end in its keys, deletes them if the scenario says so, and gives the
-    /// stream's lease up.
+    /// Marks the run's end in its keys and deletes them if the scenario says so.
     async fn record_end(&self, stop_reason: StopReason, error: Option<&RunError>) -> Result<(), RunError> {
         // Only a finished run is marked so; an interrupted or failed one stays resumable.
         if let Err(e) = self
@@ -895,7 +918,6 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 );
             }
         }
-        self.give_up_lease().await;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -30,9 +31,11 @@ pub(crate) struct Holder {
     /// Tells machines (and containers) apart where host names may not: the kernel's boot id
     /// and the process's pid namespace. Empty where they cannot be read.
     pub machine: String,
-    /// When the run started (ms since the epoch): a later process with the same pid is
-    /// another holder.
+    /// When the run started (ms since the epoch), and which of this process's runs it is:
+    /// no two runs are the same holder.
     pub since_ms: u64,
+    #[serde(default)]
+    pub run: u64,
 }
 
 impl std::fmt::Display for Holder {
@@ -42,7 +45,9 @@ impl std::fmt::Display for Holder {
 }
 
 impl Holder {
+    /// A new holder for a run of this process.
     pub fn me() -> Holder {
+        static RUNS: AtomicU64 = AtomicU64::new(0);
         Holder {
             host: host_name(),
             pid: std::process::id(),
@@ -50,6 +55,7 @@ impl Holder {
             since_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            run: RUNS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -63,8 +69,9 @@ impl Holder {
     pub fn is_gone(&self) -> bool {
         let mine = machine_id();
         let same_machine = if self.machine.is_empty() || mine.is_empty() {
-            // Where neither side can read the kernel's ids, the host name has to do.
-            self.machine.is_empty() && mine.is_empty() && self.host == host_name()
+            // Where neither side can read the kernel's ids, a host name has to do, if there
+            // is one.
+            self.machine.is_empty() && mine.is_empty() && known_host_name().is_some_and(|h| h == self.host)
         } else {
             self.machine == mine
         };
@@ -72,14 +79,20 @@ impl Holder {
     }
 }
 
-/// This machine's name, as the kernel gives it.
+/// This machine's name, or "host" where it has none.
 pub(crate) fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
+    known_host_name().unwrap_or_else(|| "host".to_string())
+}
+
+fn known_host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `gethostname` writes at most `buf.len()` bytes into `buf`.
+    let from_kernel = (unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0)
+        .then(|| String::from_utf8_lossy(buf.split(|&b| b == 0).next().unwrap_or(&[])).into_owned());
+    from_kernel
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string())
 }
 
 fn machine_id() -> String {
@@ -134,32 +147,37 @@ pub(crate) async fn take<B: Backend>(backend: &B, me: &Holder) -> Result<Option<
     }
 }
 
+/// How a run lost its lease, once it has: shared by the heartbeat, which finds out, and the
+/// run, which stops writing.
+pub(crate) type LostTo = Rc<RefCell<Option<String>>>;
+
 /// Renews the lease every [`BEAT`] until dropped. If another run takes the lease meanwhile
-/// (this process was stopped longer than [`LEASE`], or the keys were deleted and a new run
-/// started), it says so and asks the run to stop.
+/// (this process was stopped longer than [`LEASE`] and another run started), it records who
+/// in `lost` and asks the run to stop.
 pub(crate) struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
-    lost_to: Rc<RefCell<Option<String>>>,
 }
 
 impl Heartbeat {
     /// Starts renewing on the current thread's runtime; `stop` is the run's stop signal.
-    pub fn start<B: Backend>(backend: B, me: &Holder, stop: watch::Sender<bool>) -> Heartbeat {
+    pub fn start<B: Backend>(backend: B, me: &Holder, stop: watch::Sender<bool>, lost: LostTo) -> Heartbeat {
         let value = me.to_value();
-        let lost_to = Rc::new(RefCell::new(None));
-        let lost = lost_to.clone();
         let task = tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(BEAT).await;
                 match backend.renew_lease(&value, LEASE).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        let holder = backend.lease_holder().await.ok().flatten();
-                        *lost.borrow_mut() = Some(
-                            holder
-                                .as_deref()
-                                .map_or_else(|| "another run".to_string(), describe),
-                        );
+                        let stream = &backend.keys().stream;
+                        let how = match backend.lease_holder().await.ok().flatten() {
+                            Some(holder) => {
+                                format!("another run took over stream {stream:?} ({})", describe(&holder))
+                            }
+                            None => format!(
+                                "the lease and the record of stream {stream:?} were deleted (by `agora cleanup`?)"
+                            ),
+                        };
+                        *lost.borrow_mut() = Some(how);
                         let _ = stop.send(true);
                         return;
                     }
@@ -168,12 +186,7 @@ impl Heartbeat {
                 }
             }
         });
-        Heartbeat { task, lost_to }
-    }
-
-    /// Who took the lease, if someone did.
-    pub fn lost_to(&self) -> Option<String> {
-        self.lost_to.borrow().clone()
+        Heartbeat { task }
     }
 }
 

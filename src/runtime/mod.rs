@@ -76,8 +76,8 @@ pub enum RunError {
     #[error("{0}")]
     Worker(String),
     /// Another run took the stream's lease: this one stopped.
-    #[error("another run took over stream {stream:?} ({holder}); this run stopped")]
-    Displaced { stream: String, holder: String },
+    #[error("{0}; this run stopped")]
+    Displaced(String),
     /// The run cannot start as asked (bad input given the backend's state): exit code 2.
     #[error("{message}")]
     Refused { message: String, hint: String },
@@ -94,7 +94,7 @@ impl RunError {
         match self {
             RunError::Backend(e) => e.hint(),
             RunError::Refused { hint, .. } => Some(hint.clone()),
-            RunError::Displaced { .. } => Some(
+            RunError::Displaced(_) => Some(
                 "two runs of one stream cannot share its keys: give each its own backend.stream".to_string(),
             ),
             RunError::Worker(_) => Some(

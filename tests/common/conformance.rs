@@ -592,13 +592,19 @@ pub async fn one_lease_holder_at_a_time<B: Backend>(b: B) {
     assert_eq!(b.lease_holder().await.unwrap().as_deref(), Some("b"));
     b.release_lease("b").await.unwrap();
     assert_eq!(b.lease_holder().await.unwrap(), None);
-    // A lease that was not renewed lapses; renewing takes a lapsed lease again.
+    // A lease that was not renewed lapses. Renewing takes it again only while the run's
+    // record still names the holder: no other run has started since.
     assert_eq!(
         b.take_lease("c", Duration::from_millis(50), None).await.unwrap(),
         None
     );
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(b.lease_holder().await.unwrap(), None);
+    assert!(!b.renew_lease("c", long).await.unwrap());
+    let named = |holder: &str| [(agora::backend::LEASE_HOLDER, holder.to_string())];
+    b.write_checkpoint(&named("d")).await.unwrap();
+    assert!(!b.renew_lease("c", long).await.unwrap());
+    b.write_checkpoint(&named("c")).await.unwrap();
     assert!(b.renew_lease("c", long).await.unwrap());
     assert_eq!(b.lease_holder().await.unwrap().as_deref(), Some("c"));
 }

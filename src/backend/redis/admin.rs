@@ -163,7 +163,7 @@ async fn refuse_conflicts(b: &RedisBackend) -> Result<(), BackendError> {
 /// prefix that collides with someone else's keys.
 pub(crate) async fn key_conflicts(b: &RedisBackend) -> Result<Vec<KeyConflict>, BackendError> {
     let keys = b.keys();
-    let expected: [(String, &'static str); 8] = [
+    let expected: [(String, &'static str); 9] = [
         (keys.stream.clone(), "stream"),
         (keys.dead_letters(), "stream"),
         (keys.agent_state(), "hash"),
@@ -172,6 +172,7 @@ pub(crate) async fn key_conflicts(b: &RedisBackend) -> Result<Vec<KeyConflict>, 
         (keys.reports(), "stream"),
         (keys.workers(), "hash"),
         (keys.cache_timestamps(), "zset"),
+        (keys.lease(), "string"),
     ];
     let mut pipe = redis::pipe();
     for (k, _) in &expected {

@@ -16,6 +16,7 @@ mod parse;
 mod reader;
 
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
@@ -328,20 +329,23 @@ impl Backend for RedisBackend {
         ttl: Duration,
         replacing: Option<&str>,
     ) -> Result<Option<String>, BackendError> {
-        // One script, so that two runs starting at once cannot both take it.
-        let script = redis::Script::new(
-            "local current = redis.call('GET', KEYS[1])
-             if (not current) or current == ARGV[1] or current == ARGV[3] then
-               redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-               return false
-             end
-             return current",
-        );
-        let mut invocation = script.key(self.inner.keys.lease());
+        // One script, so that two runs starting at once cannot both take it. ARGV[3] is the
+        // holder known to be gone, or "-", which no holder is.
+        static TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "local current = redis.call('GET', KEYS[1])
+                 if (not current) or current == ARGV[1] or current == ARGV[3] then
+                   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+                   return false
+                 end
+                 return current",
+            )
+        });
+        let mut invocation = TAKE.key(self.inner.keys.lease());
         invocation
             .arg(holder)
             .arg(ttl.as_millis() as u64)
-            .arg(replacing.unwrap_or(""));
+            .arg(replacing.unwrap_or("-"));
         let mut con = self.inner.con.clone();
         invocation
             .invoke_async(&mut con)
@@ -350,15 +354,39 @@ impl Backend for RedisBackend {
     }
 
     async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
-        Ok(self.take_lease(holder, ttl, None).await?.is_none())
+        static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "local current = redis.call('GET', KEYS[1])
+                 if current == ARGV[1]
+                    or ((not current) and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[1]) then
+                   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+                   return 1
+                 end
+                 return 0",
+            )
+        });
+        let mut invocation = RENEW.key(self.inner.keys.lease());
+        invocation
+            .key(self.inner.keys.checkpoint())
+            .arg(holder)
+            .arg(ttl.as_millis() as u64)
+            .arg(super::LEASE_HOLDER);
+        let mut con = self.inner.con.clone();
+        let renewed: i64 = invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.error("the lease script", &e))?;
+        Ok(renewed == 1)
     }
 
     async fn release_lease(&self, holder: &str) -> Result<(), BackendError> {
-        let script = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-             return 0",
-        );
-        let mut invocation = script.key(self.inner.keys.lease());
+        static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+                 return 0",
+            )
+        });
+        let mut invocation = RELEASE.key(self.inner.keys.lease());
         invocation.arg(holder);
         let mut con = self.inner.con.clone();
         invocation
