@@ -224,7 +224,13 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
         "{}",
         text(&output.stderr)
     );
-    // The lease, and the keys, stay with the run that took it.
+    // It writes no outputs (the other run may be writing into the same folder), and the
+    // lease and the keys stay with the run that took it.
+    assert!(
+        !text(&output.stdout).contains("transcript sha256"),
+        "{}",
+        text(&output.stdout)
+    );
     assert!(holder(&server).contains(other), "{}", holder(&server));
     let status = server.command(&["HGET", "mixed:run", "status"]);
     assert!(status.contains("running"), "{status}");

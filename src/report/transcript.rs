@@ -118,6 +118,14 @@ impl TranscriptWriter {
     }
 }
 
+impl TranscriptWriter {
+    /// Lets the file go as it is, without writing what is still buffered or moving it into
+    /// place: for a run whose stream (and perhaps folder) another run has taken over.
+    pub fn abandon(self) {
+        let (_file, _unwritten) = self.out.into_parts();
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

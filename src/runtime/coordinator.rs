@@ -619,6 +619,10 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         totals: Totals,
         transcript: &mut TranscriptWriter,
     ) -> Result<u64, RunError> {
+        if let Some(displaced) = self.displaced() {
+            // The run's record (and perhaps its folder) is another run's now.
+            return Err(displaced);
+        }
         self.totals.add(&totals, Some(tick));
         self.last_tick = Some(tick);
         let mut published: Vec<Arc<Message>> = totals.published.into_iter().map(|(_, m)| m).collect();
@@ -641,7 +645,6 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         };
         let json = serde_json::to_string(&checkpoint).map_err(|e| RunError::Internal(e.to_string()))?;
         if let Some(displaced) = self.displaced() {
-            // The run's record is another run's now.
             return Err(displaced);
         }
         let fields = [("tick", tick.to_string()), ("checkpoint", json)];
@@ -824,6 +827,12 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         heartbeat: Heartbeat,
     ) -> Result<RunOutcome, RunError> {
         let scenario = self.scenario;
+        if let Some(displaced) = self.displaced() {
+            // Another run has the stream's keys, and may be writing into the same folder:
+            // leave everything to it.
+            transcript.abandon();
+            return Err(displaced);
+        }
         let (transcript_path, sha) = transcript
             .finish()
             .map_err(|e| RunError::output(run_dir.join(crate::report::transcript::FILE_NAME), e))?;
@@ -877,8 +886,8 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Internal(e.to_string()))?;
         std::fs::write(&summary_path, json + "\n").map_err(|e| RunError::output(&summary_path, e))?;
 
-        // The keys are another run's if it took the lease: leave them alone. Otherwise the
-        // lease is held (renewed) until the end is recorded and the keys perhaps deleted.
+        // The lease is held (renewed) until the end is recorded and the keys perhaps deleted;
+        // a run displaced meanwhile leaves them alone.
         if self.displaced().is_none() {
             self.record_end(stop_reason, error.as_ref()).await?;
             drop(heartbeat);
