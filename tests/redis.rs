@@ -399,6 +399,52 @@ fn user_and_password_urls_work_and_stay_hidden() {
 }
 
 #[test]
+fn a_user_with_the_rights_the_readme_lists_can_run_inspect_and_clean_up() {
+    // No INFO (agora then skips its version check), no admin commands.
+    let server = RedisServer::start_with(&[
+        "--user",
+        "bob",
+        "on",
+        ">builder",
+        "~*",
+        "&*",
+        "+@read",
+        "+@write",
+        "+@stream",
+        "+@scripting",
+        "+@transaction",
+        "+@connection",
+    ]);
+    let url = format!("redis://bob:builder@127.0.0.1:{}/0", server.port);
+    let out = tempfile::tempdir().unwrap();
+    let (output, _) = run_on_redis(
+        "scenarios/discussion.toml",
+        out.path(),
+        &url,
+        &["--set", "backend.cleanup=never"],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for command in ["inspect", "cleanup"] {
+        let output = agora()
+            .args([command, "--redis-url", &url, "--stream", "discussion"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command}: {}", text(&output.stderr));
+    }
+    // Without the scripting commands the lease cannot be taken: the error says what is missing.
+    server.command(&["ACL", "SETUSER", "bob", "-@scripting"]);
+    let (output, _) = run_on_redis("scenarios/discussion.toml", out.path(), &url, &[]);
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("error: Redis refused the lease script: the user may not run it")
+            && stderr.contains("no permissions to run the 'evalsha' command")
+            && stderr.contains("hint: grant the user the commands listed in agora's README"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unix_socket_urls_work_with_a_database_and_a_password() {
     let socket_dir = tempfile::tempdir().unwrap();
     let socket = socket_dir.path().join("redis.sock");

@@ -45,6 +45,8 @@ impl Scrubber {
     }
 }
 
+const GRANT_HINT: &str = "grant the user the commands listed in agora's README (\"Running on Redis\"), for example with ACL SETUSER";
+
 const START_HINT: &str = "start Redis with `docker compose up -d` (in agora's folder), or by hand with \
 `redis-server --port 6379 --appendonly yes`; or run on the embedded backend with --backend memory";
 
@@ -52,9 +54,16 @@ const START_HINT: &str = "start Redis with `docker compose up -d` (in agora's fo
 pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError) -> BackendError {
     let address = url.address();
     let detail = scrubber.scrub(&e.to_string());
+    if e.code() == Some("NOPERM") {
+        return BackendError::unavailable(
+            format!(
+                "Redis at {address} accepted the credentials, but the user may not run a command agora needs ({detail})"
+            ),
+            GRANT_HINT,
+        );
+    }
     if e.kind() == ErrorKind::AuthenticationFailed
-        || e.code()
-            .is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH" || c == "NOPERM")
+        || e.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH")
     {
         let hint = if url.is_unix() {
             "check the user and password in the URL: unix:///path/to/redis.sock?user=U&pass=P"
@@ -135,6 +144,14 @@ pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> 
             "check that Redis is running; an interrupted run can be continued with --resume",
         );
     }
+    if e.code() == Some("NOPERM") {
+        return BackendError {
+            hint: Some(GRANT_HINT.to_string()),
+            ..BackendError::command(format!(
+                "Redis refused {what}: the user may not run it ({detail})"
+            ))
+        };
+    }
     if e.code() == Some("WRONGTYPE") {
         return BackendError::conflict(
             format!("{what}: a key agora uses holds another type of value ({detail})"),
@@ -194,11 +211,15 @@ async fn check_server(
     scrubber: &Scrubber,
     con: &mut MultiplexedConnection,
 ) -> Result<(), BackendError> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(con)
-        .await
-        .map_err(|e| connect_error(url, scrubber, &e))?;
+    let info: String = match redis::cmd("INFO").arg("server").query_async(con).await {
+        Ok(info) => info,
+        // A user kept from INFO by an ACL can still run agora; the version goes unchecked.
+        Err(e) if e.code() == Some("NOPERM") => {
+            tracing::debug!("cannot check the Redis version: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(connect_error(url, scrubber, &e)),
+    };
     let version = info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
