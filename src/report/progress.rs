@@ -1,6 +1,7 @@
 //! The live progress line, and a log writer that keeps logs from tearing it.
 //!
-//! The line goes to stderr and only when stderr is a terminal; `--quiet` drops it. Log lines
+//! The line goes to stderr and only when stderr is a terminal (elsewhere, what the run waits
+//! for is said once, as a line); `--quiet` drops it. Log lines
 //! (`tracing`, filtered by `RUST_LOG`) are written through [`LogWriter`], which hides the
 //! line, writes, and redraws it.
 
@@ -20,13 +21,25 @@ static WAITING: Mutex<Option<String>> = Mutex::new(None);
 
 /// Shows (or, with `None`, clears) what the run is waiting for, such as a lost Redis.
 pub fn set_waiting(what: Option<&str>) {
-    if let Ok(mut waiting) = WAITING.lock() {
-        *waiting = what.map(str::to_string);
-    }
+    let changed = match WAITING.lock() {
+        Ok(mut waiting) => {
+            let changed = waiting.as_deref() != what;
+            *waiting = what.map(str::to_string);
+            changed
+        }
+        Err(_) => false,
+    };
     if let (Some(what), Ok(active)) = (what, ACTIVE.lock())
         && let Some(bar) = active.as_ref()
     {
-        bar.set_message(format!("waiting: {what}"));
+        if bar.is_hidden() {
+            // No terminal to draw on (a log file, CI): say it once, as a line.
+            if changed {
+                eprintln!("waiting: {what}");
+            }
+        } else {
+            bar.set_message(format!("waiting: {what}"));
+        }
     }
 }
 

@@ -111,6 +111,14 @@ impl<'a, B: Backend> Worker<'a, B> {
             actix::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
         }
         tracing::info!(shard = %self.label, instance = %self.instance, "worker waiting for the coordinator");
+        if self.options.parent.is_none() {
+            // Started by hand: say what it waits for (workers that `agora run --workers N`
+            // started share its terminal, and stay quiet).
+            eprintln!(
+                "worker {}: waiting for the coordinator (`agora run <scenario> --workers 0` with the same scenario and Redis)",
+                self.label
+            );
+        }
         let result = self.follow(&keys.control()).await;
         heartbeat.abort();
         if let (Err(e), Some(run)) = (&result, &self.run) {
@@ -264,6 +272,9 @@ impl<'a, B: Backend> Worker<'a, B> {
         self.shard = Some(Shard::start(self.backend.clone(), self.scenario, &agents, &options).await?);
         self.resumed = resume;
         tracing::info!(shard = %self.label, agents = agents.len(), "worker hosting its agents");
+        if self.options.parent.is_none() {
+            eprintln!("worker {}: hosting {} agents", self.label, agents.len());
+        }
         self.report(&Report::Ready {
             run: run.to_string(),
             shard: self.options.shard,
