@@ -179,8 +179,17 @@ fn workers_started_by_hand_are_waited_for() {
     let scenario = Path::new("scenarios/gossip.toml");
     assert!(run(agora(), scenario, reference.path(), &[]).status.success());
     let out = tempfile::tempdir().unwrap();
-    let coordinator = start(scenario, out.path(), &server, &["--workers", "0"]);
-    let mut workers: Vec<Child> = ["1/2", "2/2"]
+    // Not --quiet, and no terminal: what it waits for is said as a line.
+    let coordinator = agora()
+        .arg("run")
+        .arg(scenario)
+        .args(["--redis-url", &server.url(), "--workers", "0", "--out"])
+        .arg(out.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let workers: Vec<Child> = ["1/2", "2/2"]
         .iter()
         .map(|shard| {
             agora()
@@ -200,10 +209,22 @@ fn workers_started_by_hand_are_waited_for() {
         .collect();
     let output = coordinator.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("waiting: for workers"),
+        "{}",
+        text(&output.stderr)
+    );
     assert!(transcript(out.path()) == transcript(reference.path()));
-    for w in &mut workers {
-        let status = w.wait().unwrap();
-        assert!(status.success(), "a worker exits when the run is over");
+    for (w, shard) in workers.into_iter().zip(["1/2", "2/2"]) {
+        let output = w.wait_with_output().unwrap();
+        assert!(output.status.success(), "a worker exits when the run is over");
+        // Started by hand, a worker says what it is doing.
+        let said = text(&output.stderr);
+        assert!(
+            said.contains(&format!("worker {shard}: waiting for the coordinator"))
+                && said.contains(&format!("worker {shard}: hosting 20 agents")),
+            "{said}"
+        );
     }
 }
 
