@@ -445,6 +445,21 @@ fn a_user_with_the_rights_the_readme_lists_can_run_inspect_and_clean_up() {
 }
 
 #[test]
+fn a_database_the_server_lacks_exits_3_with_a_hint() {
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("redis://127.0.0.1:{}/99", server.port);
+    let (output, _) = run_on_redis("scenarios/relay.toml", out.path(), &url, &[]);
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("has no database of the number in the URL")
+            && stderr.contains("hint: choose a database number"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unix_socket_urls_work_with_a_database_and_a_password() {
     let socket_dir = tempfile::tempdir().unwrap();
     let socket = socket_dir.path().join("redis.sock");

@@ -75,6 +75,12 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
             hint,
         );
     }
+    if detail.contains("DB index is out of range") {
+        return BackendError::unavailable(
+            format!("Redis at {address} has no database of the number in the URL ({detail})"),
+            "choose a database number below the server's `databases` setting (16 by default): redis://host:port/0",
+        );
+    }
     if detail.contains("certificate") || detail.contains("TLS") || detail.contains("tls") {
         return BackendError::unavailable(
             format!("cannot connect to Redis at {address} with TLS: {detail}"),
