@@ -43,7 +43,10 @@ Precedence, highest first: --set and the flags, then AGORA_<SECTION>__<KEY> envi
 variables (such as AGORA_SCENARIO__SEED=7), then the file, then defaults.
 
 Output: {output.dir}/{name}-{seed}/transcript.jsonl and summary.json; the last line printed is
-`transcript sha256: <hex>`.")]
+`transcript sha256: <hex>`.
+
+Exit codes: 0 done, 1 a failure while running, 2 bad input (or the stream is in use by a run
+still going), 3 the backend cannot be used.")]
     Run(RunArgs),
     /// Host one share of a scenario's agents, for runs spread over processes
     Worker(WorkerArgs),
