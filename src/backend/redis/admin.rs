@@ -251,8 +251,16 @@ pub struct Inspection {
     pub cache_timestamps: u64,
     /// agora's record of the run (`{stream}:run`), if there is one.
     pub checkpoint: Vec<(String, String)>,
-    /// Who holds the stream's lease (a running coordinator), and for how many more ms.
-    pub lease: Option<(String, u64)>,
+    /// Who holds the stream's lease: a running coordinator.
+    pub lease: Option<LeaseView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseView {
+    /// The holder, as the lease names it (JSON: host, pid, machine, start).
+    pub holder: String,
+    /// How long the lease lasts unless renewed.
+    pub lapses_in_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -313,7 +321,10 @@ pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
         cache_list_entries: sizes.lists.iter().map(|(_, n)| n).sum(),
         cache_timestamps: sizes.timestamps,
         checkpoint: pairs,
-        lease: holder.map(|h| (h, ttl.max(0) as u64)),
+        lease: holder.map(|holder| LeaseView {
+            holder,
+            lapses_in_ms: ttl.max(0) as u64,
+        }),
     })
 }
 
@@ -335,10 +346,11 @@ impl Inspection {
             let shown: Vec<String> = self.checkpoint.iter().map(|(k, v)| format!("{k}={v}")).collect();
             out.push_str(&format!("run           {}\n", shown.join(" ")));
         }
-        if let Some((holder, ttl_ms)) = &self.lease {
+        if let Some(lease) = &self.lease {
             out.push_str(&format!(
-                "lease         held by {holder} (lapses in {:.1} s unless renewed)\n",
-                *ttl_ms as f64 / 1000.0
+                "lease         held by {} (lapses in {:.1} s unless renewed)\n",
+                lease.holder,
+                lease.lapses_in_ms as f64 / 1000.0
             ));
         }
         if self.groups.is_empty() {
