@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{agora, custom_example, text};
+use common::{agora, agora_for, custom_example, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -114,11 +114,7 @@ const PINNED_TRANSCRIPTS: [(&str, &str); 5] = [
 fn every_scenario_runs_and_writes_its_files() {
     for file in scenario_files() {
         let out = tempfile::tempdir().unwrap();
-        let mut cmd = if file.ends_with("custom.toml") {
-            custom_example()
-        } else {
-            agora()
-        };
+        let mut cmd = agora_for(&file);
         let output = run_in(out.path(), cmd.arg("run").arg(&file));
         assert!(
             output.status.success(),

@@ -178,10 +178,13 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
     // Once it has ended, the stream is free again.
     let mut again = start(&scenario, out.path(), &server.url(), &endless);
     let holder = |server: &RedisServer| server.command(&["GET", "mixed:lease"]);
-    while !holder(&server).contains(&format!("\"pid\":{}", again.id())) {
-        assert!(again.try_wait().unwrap().is_none(), "the run ended");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let wait_for_lease = |child: &mut Child| {
+        while !holder(&server).contains(&format!("\"pid\":{}", child.id())) {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for_lease(&mut again);
     // `agora inspect` says who runs the stream.
     let inspect = agora()
         .args(["inspect", "--redis-url", &server.url(), "--stream", "mixed"])
@@ -209,10 +212,7 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
     // A run whose lease another run took (it was stopped for longer than the lease lasts, and
     // the other started meanwhile) stops rather than share the keys.
     let mut displaced = start(&scenario, out.path(), &server.url(), &endless);
-    while !holder(&server).contains(&format!("\"pid\":{}", displaced.id())) {
-        assert!(displaced.try_wait().unwrap().is_none(), "the run ended");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_lease(&mut displaced);
     let other = r#"{"host":"elsewhere","pid":1,"machine":"another","since_ms":0}"#;
     server.command(&["SET", "mixed:lease", other]);
     let output = displaced.wait_with_output().unwrap();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{agora, custom_example, lockstep_scenarios, text};
+use common::{agora, agora_for, lockstep_scenarios, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -63,13 +63,7 @@ fn summary(dir: &Path) -> Value {
 fn lockstep_transcripts_are_the_same_on_redis_and_in_memory() {
     let server = RedisServer::start();
     for scenario in lockstep_scenarios() {
-        let make = || {
-            if scenario.ends_with("custom.toml") {
-                custom_example()
-            } else {
-                agora()
-            }
-        };
+        let make = || agora_for(&scenario);
         let memory_out = tempfile::tempdir().unwrap();
         let (m, memory_dir) = run(make(), &scenario, memory_out.path(), &[]);
         assert!(m.status.success(), "{}: {}", scenario.display(), text(&m.stderr));

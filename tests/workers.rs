@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{agora, custom_example, lockstep_scenarios, text};
+use common::{agora, agora_for, lockstep_scenarios, text};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,13 +34,7 @@ fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> Output 
 fn transcripts_do_not_depend_on_the_number_of_workers() {
     let server = RedisServer::start();
     for scenario in lockstep_scenarios() {
-        let make = || {
-            if scenario.ends_with("custom.toml") {
-                custom_example()
-            } else {
-                agora()
-            }
-        };
+        let make = || agora_for(&scenario);
         let alone = tempfile::tempdir().unwrap();
         let output = run(make(), &scenario, alone.path(), &[]);
         assert!(

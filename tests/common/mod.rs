@@ -194,6 +194,16 @@ pub fn custom_example() -> std::process::Command {
     ))
 }
 
+/// The binary that runs `scenario`: the custom-behaviour example for `custom.toml`, which
+/// needs its behaviour, `agora` for every other.
+pub fn agora_for(scenario: &std::path::Path) -> std::process::Command {
+    if scenario.ends_with("custom.toml") {
+        custom_example()
+    } else {
+        agora()
+    }
+}
+
 fn without_agora_env(mut cmd: std::process::Command) -> std::process::Command {
     for (k, _) in std::env::vars() {
         if k.starts_with("AGORA_") {
