@@ -15,29 +15,17 @@ pub type StateBox = Box<dyn Any + Send>;
 pub trait DynBehaviour: Send + Sync {
     fn init(&self, ctx: &mut Context<'_>) -> Result<StateBox, BehaviourError>;
     fn on_start(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError>;
-    fn on_message(
-        &self,
-        state: &mut StateBox,
-        msg: &Message,
-        ctx: &mut Context<'_>,
-    ) -> Result<Effects, BehaviourError>;
-    /// `on_message` for each of `messages` in order, handing each result to `each` until it
-    /// says to stop: one call for a whole batch, where a call per message would cost more
-    /// than many behaviours' work. Errs only when the state is not this behaviour's.
+    /// [`Behaviour::on_message`] for each of `messages` in order, handing each result to
+    /// `each` until it says to stop: one call for a whole batch, where a call per message
+    /// would cost more than many behaviours' work. Errs only when the state is not this
+    /// behaviour's.
     fn on_messages(
         &self,
         state: &mut StateBox,
         messages: &[&Message],
         ctx: &mut Context<'_>,
         each: &mut dyn FnMut(Result<Effects, BehaviourError>) -> ControlFlow<()>,
-    ) -> Result<(), BehaviourError> {
-        for msg in messages {
-            if each(self.on_message(state, msg, ctx)).is_break() {
-                break;
-            }
-        }
-        Ok(())
-    }
+    ) -> Result<(), BehaviourError>;
     fn on_tick(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError>;
     /// The state as JSON, for checkpoints.
     fn save(&self, state: &StateBox) -> Result<String, BehaviourError>;
@@ -53,9 +41,11 @@ pub(crate) struct Erased<B> {
 }
 
 fn typed<S: 'static>(state: &mut StateBox) -> Result<&mut S, BehaviourError> {
-    state
-        .downcast_mut::<S>()
-        .ok_or_else(|| BehaviourError::new("internal error: agent state of the wrong type"))
+    state.downcast_mut::<S>().ok_or_else(wrong_type)
+}
+
+fn wrong_type() -> BehaviourError {
+    BehaviourError::new("internal error: agent state of the wrong type")
 }
 
 impl<B: Behaviour> DynBehaviour for Erased<B> {
@@ -65,15 +55,6 @@ impl<B: Behaviour> DynBehaviour for Erased<B> {
 
     fn on_start(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
         self.inner.on_start(typed(state)?, ctx)
-    }
-
-    fn on_message(
-        &self,
-        state: &mut StateBox,
-        msg: &Message,
-        ctx: &mut Context<'_>,
-    ) -> Result<Effects, BehaviourError> {
-        self.inner.on_message(typed(state)?, msg, ctx)
     }
 
     fn on_messages(
@@ -98,9 +79,7 @@ impl<B: Behaviour> DynBehaviour for Erased<B> {
     }
 
     fn save(&self, state: &StateBox) -> Result<String, BehaviourError> {
-        let state = state
-            .downcast_ref::<B::State>()
-            .ok_or_else(|| BehaviourError::new("internal error: agent state of the wrong type"))?;
+        let state = state.downcast_ref::<B::State>().ok_or_else(wrong_type)?;
         serde_json::to_string(state)
             .map_err(|e| BehaviourError::new(format!("cannot save the agent's state: {e}")))
     }

@@ -391,6 +391,41 @@ impl<B: Backend> AgentCore<B> {
         Ok((record, snapshot.core))
     }
 
+    /// What a step acknowledges of `deliveries` and what it dead-letters; messages of this
+    /// tick or later are held back (in `carry`) for the next step.
+    fn sort_out(&mut self, kind: StepKind, deliveries: &[Delivery]) -> (Vec<EntryId>, Vec<DeadLetter>) {
+        let mut acks: Vec<EntryId> = Vec::with_capacity(deliveries.len());
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        for d in deliveries {
+            match &d.entry {
+                Entry::Malformed(m) => {
+                    acks.push(d.id);
+                    // Every group reads a malformed entry; the first agent declared files it.
+                    if self.spec.index == 0 {
+                        dead.push(DeadLetter {
+                            id: d.id,
+                            agent: self.spec.name.to_string(),
+                            reason: format!("malformed entry: {}", m.reason),
+                            fields: m.fields.clone(),
+                        });
+                    }
+                }
+                Entry::Message(msg) => {
+                    if let StepKind::Tick(t) = kind
+                        && msg.tick.is_some_and(|mt| mt >= t)
+                    {
+                        // Published in this tick or later (a process ahead of this one):
+                        // for the next step.
+                        self.carry.push(d.clone());
+                        continue;
+                    }
+                    acks.push(d.id);
+                }
+            }
+        }
+        (acks, dead)
+    }
+
     /// Takes one step and commits it.
     pub async fn step(&mut self, input: StepInput) -> Result<StepReport, RunError> {
         let result = self.step_inner(input).await;
@@ -419,39 +454,11 @@ impl<B: Backend> AgentCore<B> {
             plan = None;
         }
 
-        let mut acks: Vec<EntryId> = Vec::with_capacity(deliveries.len());
-        let mut dead: Vec<DeadLetter> = Vec::new();
-        let sorted_out = plan.as_ref().is_some_and(|p| p.plain);
-        if sorted_out {
-            acks.extend(deliveries.iter().map(|d| d.id));
-        }
-        for d in deliveries.iter().filter(|_| !sorted_out) {
-            match &d.entry {
-                Entry::Malformed(m) => {
-                    acks.push(d.id);
-                    // Every group reads a malformed entry; the first agent declared files it.
-                    if self.spec.index == 0 {
-                        dead.push(DeadLetter {
-                            id: d.id,
-                            agent: self.spec.name.to_string(),
-                            reason: format!("malformed entry: {}", m.reason),
-                            fields: m.fields.clone(),
-                        });
-                    }
-                }
-                Entry::Message(msg) => {
-                    if let StepKind::Tick(t) = kind
-                        && msg.tick.is_some_and(|mt| mt >= t)
-                    {
-                        // Published in this tick or later (a process ahead of this one):
-                        // for the next step.
-                        self.carry.push(d.clone());
-                        continue;
-                    }
-                    acks.push(d.id);
-                }
-            }
-        }
+        let (mut acks, mut dead) = match &plan {
+            // Messages of earlier ticks only: all acknowledged, none held back.
+            Some(plan) if plan.plain => (deliveries.iter().map(|d| d.id).collect(), Vec::new()),
+            _ => self.sort_out(kind, &deliveries),
+        };
         // Acknowledged in stream order, as they were read.
         if !acks.is_sorted() {
             acks.sort_unstable();
@@ -722,7 +729,7 @@ impl<B: Backend> AgentCore<B> {
         if let StepKind::Tick(_) = kind {
             let result = self.call(&call, &mut work, |b, state, ctx| match state {
                 Some(state) => b.on_tick(state, ctx),
-                None => Err(BehaviourError::new("the agent has no state: it never started")),
+                None => Err(BehaviourError::new(NO_STATE)),
             });
             if let Err(a) = result {
                 return a;
@@ -768,11 +775,8 @@ impl<B: Backend> AgentCore<B> {
                 record(effects, call.tick, &spec.name, seq, cache_n, work);
                 return Ok(());
             }
-            Ok(Err(BehaviourError::CacheMiss)) => {
-                "the behaviour returned a cache miss for a read it never made".to_string()
-            }
-            Ok(Err(BehaviourError::Failed(error))) => error,
-            Err(panic) => format!("panicked: {}", super::panic_text(&*panic)),
+            Ok(Err(e)) => failure_text(e),
+            Err(panic) => panic_failure_text(&*panic),
         };
         Err(Attempt::Failed { at: None, error })
     }
@@ -802,10 +806,7 @@ impl<B: Backend> AgentCore<B> {
             ..
         } = live;
         let Some(state) = state.as_mut() else {
-            return Err(MessagesFailed::At(
-                0,
-                "the agent has no state: it never started".to_string(),
-            ));
+            return Err(MessagesFailed::At(0, NO_STATE.to_string()));
         };
         let Work {
             publish,
@@ -851,16 +852,27 @@ impl<B: Backend> AgentCore<B> {
         call.missed().map_err(MessagesFailed::Other)?;
         let error = match (outcome, failed) {
             (Ok(Ok(())), None) => return Ok(()),
-            (Ok(Err(e)), _) | (Ok(Ok(())), Some(e)) => match e {
-                BehaviourError::CacheMiss => {
-                    "the behaviour returned a cache miss for a read it never made".to_string()
-                }
-                BehaviourError::Failed(error) => error,
-            },
-            (Err(panic), _) => format!("panicked: {}", super::panic_text(&*panic)),
+            (Ok(Err(e)), _) | (Ok(Ok(())), Some(e)) => failure_text(e),
+            (Err(panic), _) => panic_failure_text(&*panic),
         };
         Err(MessagesFailed::At(done, error))
     }
+}
+
+const NO_STATE: &str = "the agent has no state: it never started";
+
+/// What a failed behaviour call reads as, in the dead letter and the summary.
+fn failure_text(e: BehaviourError) -> String {
+    match e {
+        BehaviourError::CacheMiss => {
+            "the behaviour returned a cache miss for a read it never made".to_string()
+        }
+        BehaviourError::Failed(error) => error,
+    }
+}
+
+fn panic_failure_text(panic: &(dyn std::any::Any + Send)) -> String {
+    format!("panicked: {}", super::panic_text(panic))
 }
 
 /// What every behaviour call of one attempt shares.
