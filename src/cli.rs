@@ -405,17 +405,18 @@ fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
     };
     let report = actix_rt::System::new().block_on(async {
         let backend = RedisBackend::connect(&url, keys.clone(), Duration::from_secs(5)).await?;
-        if let Ok(Some(holder)) = crate::runtime::liveness::live_holder(&backend).await {
+        let holder = backend.lease_holder().await?;
+        if let Some(holder) = holder.as_deref().filter(|h| !crate::runtime::liveness::gone(h)) {
             tracing::warn!(
                 "a run of stream {:?} is still going: {}; its keys are deleted all the same, and it will stop",
                 keys.stream,
-                crate::runtime::liveness::describe(&holder)
+                crate::runtime::liveness::describe(holder)
             );
         }
         let mut report = admin::cleanup(&backend, groups).await?;
         // A run's own cleanup keeps the lease; this one removes the run, lease and all (a live
         // run finds its lease and record gone, and stops).
-        if let Some(holder) = backend.lease_holder().await? {
+        if let Some(holder) = holder {
             backend.release_lease(&holder).await?;
             report.keys += 1;
         }

@@ -157,11 +157,9 @@ pub type Batch = Arc<[Delivery]>;
 pub fn share_equal(batches: Vec<Vec<Delivery>>) -> Vec<Batch> {
     let mut shared: Vec<Batch> = Vec::with_capacity(batches.len());
     for batch in batches {
-        let same = shared.last().filter(|last| {
-            !batch.is_empty()
-                && last.len() == batch.len()
-                && last.iter().zip(&batch).all(|(x, y)| x.id == y.id)
-        });
+        let same = shared
+            .last()
+            .filter(|last| !batch.is_empty() && same_entries(last, &batch));
         let batch = match same {
             Some(last) => last.clone(),
             None => batch.into(),
@@ -169,6 +167,11 @@ pub fn share_equal(batches: Vec<Vec<Delivery>>) -> Vec<Batch> {
         shared.push(batch);
     }
     shared
+}
+
+/// Whether two batches hold the same entries, in the same order (an id names an entry).
+pub fn same_entries(a: &[Delivery], b: &[Delivery]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.id == y.id)
 }
 
 impl Delivery {

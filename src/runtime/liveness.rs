@@ -120,12 +120,8 @@ fn process_exists(pid: u32) -> bool {
         })
 }
 
-/// The holder of the stream's lease, if it may still be running.
-pub(crate) async fn live_holder<B: Backend>(backend: &B) -> Result<Option<String>, BackendError> {
-    Ok(backend.lease_holder().await?.filter(|value| !gone(value)))
-}
-
-fn gone(value: &str) -> bool {
+/// Whether the lease's holder `value` certainly no longer runs ([`Holder::is_gone`]).
+pub(crate) fn gone(value: &str) -> bool {
     serde_json::from_str::<Holder>(value).is_ok_and(|h| h.is_gone())
 }
 

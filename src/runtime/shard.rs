@@ -26,7 +26,7 @@ use super::agent::{
 };
 use super::reconnect;
 use crate::backend::{Backend, GroupRead};
-use crate::message::{Batch, Delivery, EntryId, Message};
+use crate::message::{Batch, Delivery, EntryId, Message, same_entries};
 use crate::scenario::{AgentSpec, Mode, Scenario};
 
 /// Agents read in one backend call, and stepping at once.
@@ -108,11 +108,7 @@ fn batch_plans(batches: &[Batch], kind: StepKind) -> Vec<Arc<BatchPlan>> {
     let mut plans: Vec<Arc<BatchPlan>> = Vec::with_capacity(batches.len());
     let mut reference: Option<usize> = None;
     for (b, batch) in batches.iter().enumerate() {
-        let same = reference.filter(|&r| {
-            let other = &batches[r];
-            Arc::ptr_eq(other, batch)
-                || other.len() == batch.len() && other.iter().zip(batch.iter()).all(|(x, y)| x.id == y.id)
-        });
+        let same = reference.filter(|&r| Arc::ptr_eq(&batches[r], batch) || same_entries(&batches[r], batch));
         let plan = match same {
             Some(r) => plans[r].clone(),
             None => {
