@@ -28,6 +28,7 @@ pub mod random;
 pub mod report;
 pub mod runtime;
 pub mod scenario;
+pub mod tally;
 
 pub use behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
 pub use message::Message;

@@ -5,11 +5,9 @@
 //! `{stream}:workers` (field `I/N`, a heartbeat every half second). Every command and report
 //! carries the id of the coordinator's run, so that leftovers of an earlier one are ignored.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use super::shard::Totals;
+use crate::tally::Tally;
 
 /// How often workers refresh their registration.
 pub(crate) const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -55,53 +53,6 @@ impl Command {
     }
 }
 
-/// What a set of steps counted, as a worker reports it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Counts {
-    pub published: u64,
-    pub deliveries: u64,
-    pub handled: u64,
-    pub dead_letters: u64,
-    pub failures: u64,
-    pub metrics: BTreeMap<String, i64>,
-}
-
-impl Counts {
-    pub fn of(totals: &Totals) -> Self {
-        Counts {
-            published: totals.published.len() as u64,
-            deliveries: totals.deliveries,
-            handled: totals.handled,
-            dead_letters: totals.dead_letters,
-            failures: totals.failures,
-            metrics: totals.metrics.clone(),
-        }
-    }
-
-    pub fn add(&mut self, other: &Counts) {
-        self.published += other.published;
-        self.deliveries += other.deliveries;
-        self.handled += other.handled;
-        self.dead_letters += other.dead_letters;
-        self.failures += other.failures;
-        for (k, v) in &other.metrics {
-            *self.metrics.entry(k.clone()).or_insert(0) += v;
-        }
-    }
-
-    /// As totals, without the messages (the coordinator reads those from the stream).
-    pub fn into_totals(self) -> Totals {
-        Totals {
-            published: Vec::new(),
-            deliveries: self.deliveries,
-            handled: self.handled,
-            dead_letters: self.dead_letters,
-            failures: self.failures,
-            metrics: self.metrics,
-        }
-    }
-}
-
 /// From a worker to the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
@@ -113,18 +64,18 @@ pub(crate) enum Report {
         run: String,
         shard: u32,
         tick: Option<u64>,
-        counts: Counts,
+        counts: Tally,
     },
     /// Free mode, every so often: what was done since the last report, and whether the worker
     /// has nothing to do.
     Progress {
         run: String,
         shard: u32,
-        counts: Counts,
+        counts: Tally,
         idle: bool,
     },
     /// Free mode: stopped; the last counts.
-    Stopped { run: String, shard: u32, counts: Counts },
+    Stopped { run: String, shard: u32, counts: Tally },
     /// The worker cannot go on.
     Failed { run: String, shard: u32, error: String },
 }
@@ -213,7 +164,7 @@ mod tests {
             run: "r".into(),
             shard: 1,
             tick: Some(3),
-            counts: Counts::default(),
+            counts: Tally::default(),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), r);

@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use super::agent::StepReport;
 use super::liveness::{self, Heartbeat, Holder, LostTo};
 use super::reconnect;
-use super::shard::{Shard, ShardEvent, ShardOptions, Totals};
+use super::shard::{Shard, ShardEvent, ShardOptions};
 use super::workers::{Launch, Workers};
 use super::{RunError, RunOptions, RunOutcome};
 use crate::backend::{Backend, LEASE_HOLDER};
 use crate::message::{EntryId, Message};
 use crate::report::{MetricSeries, Progress, Summary, TranscriptWriter};
 use crate::scenario::{Mode, Scenario};
+use crate::tally::Tally;
 
 /// How often a free-mode run trims its stream (when `backend.maxlen` is set).
 const TRIM_EVERY: Duration = Duration::from_millis(500);
@@ -71,25 +73,17 @@ impl StopReason {
     }
 }
 
-/// Counts over the whole run.
+/// Counts over the whole run, and the behaviours' counters tick by tick.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct RunTotals {
-    messages: u64,
-    deliveries: u64,
-    handled: u64,
-    dead_letters: u64,
-    failures: u64,
+    tally: Tally,
     metrics: BTreeMap<String, MetricSeries>,
 }
 
 impl RunTotals {
-    fn add(&mut self, totals: &Totals, tick: Option<u64>) {
-        self.messages += totals.published.len() as u64;
-        self.deliveries += totals.deliveries;
-        self.handled += totals.handled;
-        self.dead_letters += totals.dead_letters;
-        self.failures += totals.failures;
-        for (name, delta) in &totals.metrics {
+    fn add(&mut self, tally: &Tally, tick: Option<u64>) {
+        self.tally += tally;
+        for (name, delta) in &tally.metrics {
             let series = self.metrics.entry(name.clone()).or_default();
             match tick {
                 Some(t) => series.record_tick(t, *delta),
@@ -106,14 +100,14 @@ enum Hosting<B: Backend> {
 }
 
 impl<B: Backend> Hosting<B> {
-    async fn start_agents(&mut self, mode: Mode) -> Result<Totals, RunError> {
+    async fn start_agents(&mut self, mode: Mode) -> Result<StepReport, RunError> {
         match self {
             Hosting::Local(shard) => shard.start_agents(mode).await,
             Hosting::Remote(workers) => workers.start_agents().await,
         }
     }
 
-    async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<Totals, RunError> {
+    async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<StepReport, RunError> {
         match self {
             Hosting::Local(shard) => shard.run_tick(tick, expect).await,
             Hosting::Remote(workers) => workers.run_tick(tick, expect).await,
@@ -520,13 +514,13 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             Some(t) => t + 1,
             None => {
                 let mut totals = self.done_before_resume(hosting, 0).await?;
-                totals.merge(hosting.start_agents(Mode::Lockstep).await?);
+                totals += hosting.start_agents(Mode::Lockstep).await?;
                 self.messages_from_stream(hosting, 0, &mut totals).await?;
                 expect = self.record_tick(0, totals, transcript).await?;
                 progress.update(
                     Some(0),
-                    self.totals.messages,
-                    self.totals.deliveries,
+                    self.totals.tally.published,
+                    self.totals.tally.deliveries,
                     started.elapsed(),
                 );
                 1
@@ -537,7 +531,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 return Ok(StopReason::Quiescent);
             }
             let tick_started = Instant::now();
-            if self.totals.messages >= scenario.max_messages {
+            if self.totals.tally.published >= scenario.max_messages {
                 return Ok(StopReason::Budget);
             }
             if *interrupted.borrow() {
@@ -546,15 +540,15 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             let mut totals = if tick == first_tick {
                 self.done_before_resume(hosting, tick).await?
             } else {
-                Totals::default()
+                StepReport::default()
             };
-            totals.merge(hosting.run_tick(tick, expect).await?);
+            totals += hosting.run_tick(tick, expect).await?;
             self.messages_from_stream(hosting, tick, &mut totals).await?;
             expect = self.record_tick(tick, totals, transcript).await?;
             progress.update(
                 Some(tick),
-                self.totals.messages,
-                self.totals.deliveries,
+                self.totals.tally.published,
+                self.totals.tally.deliveries,
                 started.elapsed(),
             );
             self.trim().await?;
@@ -569,7 +563,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         &self,
         hosting: &Hosting<B>,
         tick: u64,
-        totals: &mut Totals,
+        totals: &mut StepReport,
     ) -> Result<(), RunError> {
         if hosting.is_remote() {
             totals.published = self
@@ -582,8 +576,8 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     /// After a resume: what the agents that finished `tick` before the crash did in it
     /// (their messages are on the stream, their counts in their saved records). Workers
     /// report this themselves.
-    async fn done_before_resume(&self, hosting: &Hosting<B>, tick: u64) -> Result<Totals, RunError> {
-        let mut totals = Totals::default();
+    async fn done_before_resume(&self, hosting: &Hosting<B>, tick: u64) -> Result<StepReport, RunError> {
+        let mut totals = StepReport::default();
         let Hosting::Local(shard) = hosting else {
             return Ok(totals);
         };
@@ -594,8 +588,8 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         if done.is_empty() {
             return Ok(totals);
         }
-        for (_, counters) in &done {
-            totals.add_counters(counters);
+        for (_, tally) in &done {
+            totals.tally += *tally;
         }
         let names: std::collections::HashSet<&str> = done.iter().map(|(a, _)| &*a.name).collect();
         totals.published = self
@@ -616,14 +610,14 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     async fn record_tick(
         &mut self,
         tick: u64,
-        totals: Totals,
+        totals: StepReport,
         transcript: &mut TranscriptWriter,
     ) -> Result<u64, RunError> {
         if let Some(displaced) = self.displaced() {
             // The run's record (and perhaps its folder) is another run's now.
             return Err(displaced);
         }
-        self.totals.add(&totals, Some(tick));
+        self.totals.add(&totals.tally, Some(tick));
         self.last_tick = Some(tick);
         let mut published: Vec<Arc<Message>> = totals.published.into_iter().map(|(_, m)| m).collect();
         published.sort_by(|a, b| a.lockstep_key().cmp(&b.lockstep_key()));
@@ -666,10 +660,10 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     ) -> Result<StopReason, RunError> {
         let scenario = self.scenario;
         if self.options.resume {
-            self.totals.messages = self.free_published.len() as u64;
+            self.totals.tally.published = self.free_published.len() as u64;
         }
         let start = shard.start_agents(Mode::Free).await?;
-        self.totals.add(&start, None);
+        self.totals.add(&start.tally, None);
         self.free_published.extend(start.published);
 
         let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -690,7 +684,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 let _ = stop_tx.send(true);
             }
         };
-        if self.totals.messages >= scenario.max_messages {
+        if self.totals.tally.published >= scenario.max_messages {
             stop(StopReason::Budget, &mut reason);
         }
         let watching = async {
@@ -698,11 +692,9 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 tokio::select! {
                     event = events.recv() => match event {
                         Some(ShardEvent::Step(report)) => {
-                            let mut totals = Totals::default();
-                            totals.add(report);
-                            self.totals.add(&totals, None);
-                            self.free_published.extend(totals.published);
-                            if self.totals.messages >= scenario.max_messages {
+                            self.totals.add(&report.tally, None);
+                            self.free_published.extend(report.published);
+                            if self.totals.tally.published >= scenario.max_messages {
                                 stop(StopReason::Budget, &mut reason);
                             }
                         }
@@ -720,7 +712,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                         }
                     }
                     _ = ticker.tick() => {
-                        progress.update(None, self.totals.messages, self.totals.deliveries, started.elapsed());
+                        progress.update(None, self.totals.tally.published, self.totals.tally.deliveries, started.elapsed());
                         if last_trim.elapsed() >= TRIM_EVERY {
                             self.trim().await?;
                             last_trim = Instant::now();
@@ -766,11 +758,11 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             self.add_counts(counts);
             progress.update(
                 None,
-                self.totals.messages,
-                self.totals.deliveries,
+                self.totals.tally.published,
+                self.totals.tally.deliveries,
                 started.elapsed(),
             );
-            if self.totals.messages >= scenario.max_messages {
+            if self.totals.tally.published >= scenario.max_messages {
                 break StopReason::Budget;
             }
             if !busy && idle.iter().all(|&i| i) && self.nothing_in_flight(&groups).await? {
@@ -785,13 +777,12 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         self.add_counts(last);
         // The workers report counts; the messages come from the stream, in its order.
         self.free_published = self.published_on_stream(EntryId::ZERO, |_| true).await?;
-        self.totals.messages = self.free_published.len() as u64;
+        self.totals.tally.published = self.free_published.len() as u64;
         Ok(reason)
     }
 
-    fn add_counts(&mut self, counts: super::control::Counts) {
-        self.totals.messages += counts.published;
-        self.totals.add(&counts.into_totals(), None);
+    fn add_counts(&mut self, counts: Tally) {
+        self.totals.add(&counts, None);
     }
 
     /// Trims the stream towards `backend.maxlen` (when set), sparing what some group has not
@@ -837,7 +828,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             .finish()
             .map_err(|e| RunError::output(run_dir.join(crate::report::transcript::FILE_NAME), e))?;
 
-        let dead_letters_path = if self.totals.dead_letters > 0 {
+        let dead_letters_path = if self.totals.tally.dead_letters > 0 {
             let path = run_dir.join("dead_letters.jsonl");
             let read = tokio::time::timeout(Duration::from_secs(5), self.backend.dead_letters()).await;
             match read.unwrap_or_else(|_| Err(crate::backend::BackendError::command("timed out"))) {
@@ -869,13 +860,13 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 Mode::Lockstep => self.last_tick,
                 Mode::Free => None,
             },
-            messages: self.totals.messages,
-            deliveries: self.totals.deliveries,
-            handled: self.totals.handled,
-            dead_letters: self.totals.dead_letters,
-            behaviour_failures: self.totals.failures,
+            messages: self.totals.tally.published,
+            deliveries: self.totals.tally.deliveries,
+            handled: self.totals.tally.handled,
+            dead_letters: self.totals.tally.dead_letters,
+            behaviour_failures: self.totals.tally.failures,
             elapsed_s,
-            deliveries_per_s: self.totals.deliveries as f64 / elapsed_s.max(1e-9),
+            deliveries_per_s: self.totals.tally.deliveries as f64 / elapsed_s.max(1e-9),
             stop_reason: stop_reason.as_str().to_string(),
             error: error.as_ref().map(ToString::to_string),
             transcript_sha256: sha,

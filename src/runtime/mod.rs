@@ -11,7 +11,6 @@ mod coordinator;
 pub(crate) mod liveness;
 mod reconnect;
 mod shard;
-mod step_cache;
 mod worker;
 mod workers;
 

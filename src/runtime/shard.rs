@@ -21,13 +21,12 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
 
 use super::RunError;
-use super::agent::{
-    AgentActor, AgentCore, AgentSetup, BatchPlan, Counters, Step, StepInput, StepKind, StepReport,
-};
+use super::agent::{AgentActor, AgentCore, AgentSetup, BatchPlan, Step, StepInput, StepKind, StepReport};
 use super::reconnect;
 use crate::backend::{Backend, GroupRead};
-use crate::message::{Batch, Delivery, EntryId, Message, same_entries};
+use crate::message::{Batch, Delivery, EntryId, same_entries};
 use crate::scenario::{AgentSpec, Mode, Scenario};
+use crate::tally::Tally;
 
 /// Agents read in one backend call, and stepping at once.
 const WINDOW: usize = 256;
@@ -51,54 +50,7 @@ struct Hosted<B: Backend> {
     started: bool,
     last_tick: Option<u64>,
     /// What the agent's last committed step counted (from its saved record).
-    last_counters: Counters,
-}
-
-/// What a set of steps added up to.
-#[derive(Debug, Default)]
-pub(crate) struct Totals {
-    pub published: Vec<(EntryId, Arc<Message>)>,
-    pub deliveries: u64,
-    pub handled: u64,
-    pub dead_letters: u64,
-    pub failures: u64,
-    pub metrics: BTreeMap<String, i64>,
-}
-
-impl Totals {
-    pub fn add(&mut self, report: StepReport) {
-        self.published.extend(report.published);
-        self.deliveries += report.deliveries;
-        self.handled += report.handled;
-        self.dead_letters += report.dead_letters;
-        self.failures += report.failures;
-        for (name, delta) in report.metrics {
-            *self.metrics.entry(name.into_owned()).or_insert(0) += delta;
-        }
-    }
-
-    /// Adds everything `more` holds.
-    pub fn merge(&mut self, more: Totals) {
-        self.published.extend(more.published);
-        self.deliveries += more.deliveries;
-        self.handled += more.handled;
-        self.dead_letters += more.dead_letters;
-        self.failures += more.failures;
-        for (name, delta) in more.metrics {
-            *self.metrics.entry(name).or_insert(0) += delta;
-        }
-    }
-
-    /// Adds what a step counted before a resume (its messages come from the stream).
-    pub fn add_counters(&mut self, c: &Counters) {
-        self.deliveries += c.deliveries;
-        self.handled += c.handled;
-        self.dead_letters += c.dead_letters;
-        self.failures += c.failures;
-        for (name, delta) in &c.metrics {
-            *self.metrics.entry(name.clone()).or_insert(0) += delta;
-        }
-    }
+    last_tally: Tally,
 }
 
 /// How each lockstep batch is handled ([`BatchPlan`]). Every group reads the same entries, so
@@ -238,7 +190,7 @@ impl<B: Backend> Shard<B> {
                 consumer,
                 started: core.has_started(),
                 last_tick: core.last_tick(),
-                last_counters: core.last_counters().clone(),
+                last_tally: core.last_tally().clone(),
                 addr: AgentActor::new(core).start(),
             });
         }
@@ -253,11 +205,11 @@ impl<B: Backend> Shard<B> {
 
     /// The hosted agents whose last committed step was `tick`, with what it counted: after a
     /// resume, those that finished the interrupted tick before the crash.
-    pub fn done_at(&self, tick: u64) -> Vec<(&AgentSpec, &Counters)> {
+    pub fn done_at(&self, tick: u64) -> Vec<(&AgentSpec, &Tally)> {
         self.agents
             .iter()
             .filter(|a| a.started && a.last_tick == Some(tick))
-            .map(|a| (&a.spec, &a.last_counters))
+            .map(|a| (&a.spec, &a.last_tally))
             .collect()
     }
 
@@ -287,9 +239,9 @@ impl<B: Backend> Shard<B> {
     }
 
     /// Runs `init` and `on_start` for every agent that has not started yet.
-    pub async fn start_agents(&mut self, mode: Mode) -> Result<Totals, RunError> {
+    pub async fn start_agents(&mut self, mode: Mode) -> Result<StepReport, RunError> {
         let lockstep = mode == Mode::Lockstep;
-        let mut totals = Totals::default();
+        let mut totals = StepReport::default();
         let todo: Vec<usize> = (0..self.agents.len())
             .filter(|&i| !self.agents[i].started)
             .collect();
@@ -299,7 +251,7 @@ impl<B: Backend> Shard<B> {
                 .map(|&i| self.send(i, StepKind::Start { lockstep }, Batch::from([]), None))
                 .collect();
             while let Some((i, result)) = steps.next().await {
-                totals.add(result?);
+                totals += result?;
                 self.agents[i].started = true;
                 self.agents[i].last_tick = lockstep.then_some(0);
             }
@@ -309,8 +261,8 @@ impl<B: Backend> Shard<B> {
 
     /// Lockstep tick `tick`: every agent that has not done it yet reads the `expect` entries
     /// of tick `tick - 1`, handles them and commits.
-    pub async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<Totals, RunError> {
-        let mut totals = Totals::default();
+    pub async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<StepReport, RunError> {
+        let mut totals = StepReport::default();
         let todo: Vec<usize> = (0..self.agents.len())
             .filter(|&i| self.agents[i].last_tick.is_none_or(|t| t < tick))
             .collect();
@@ -338,10 +290,10 @@ impl<B: Backend> Shard<B> {
         &mut self,
         done: Option<(usize, Result<StepReport, RunError>)>,
         tick: u64,
-        totals: &mut Totals,
+        totals: &mut StepReport,
     ) -> Result<(), RunError> {
         if let Some((i, result)) = done {
-            totals.add(result?);
+            *totals += result?;
             self.agents[i].last_tick = Some(tick);
         }
         Ok(())

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::control::{self, Command, Counts, HEARTBEAT, Registration, Report};
-use super::shard::{Shard, ShardEvent, ShardOptions, Totals};
+use super::agent::StepReport;
+use super::control::{self, Command, HEARTBEAT, Registration, Report};
+use super::shard::{Shard, ShardEvent, ShardOptions};
 use super::{RunError, instance_name, reconnect};
 use crate::backend::Backend;
 use crate::backend::redis::RedisBackend;
@@ -211,7 +212,7 @@ impl<'a, B: Backend> Worker<'a, B> {
                     add_done_before(&mut totals, shard, 0);
                 }
                 let tick = (mode == Mode::Lockstep).then_some(0);
-                let counts = Counts::of(&totals);
+                let counts = totals.tally;
                 self.report(&Report::Done {
                     run,
                     shard: shard_no,
@@ -225,7 +226,7 @@ impl<'a, B: Backend> Worker<'a, B> {
                 if std::mem::take(&mut self.resumed) {
                     add_done_before(&mut totals, shard, tick);
                 }
-                let counts = Counts::of(&totals);
+                let counts = totals.tally;
                 self.report(&Report::Done {
                     run,
                     shard: shard_no,
@@ -290,7 +291,7 @@ impl<'a, B: Backend> Worker<'a, B> {
         };
         let shard_no = self.options.shard;
         let start = shard.start_agents(Mode::Free).await?;
-        let mut pending = Counts::of(&start);
+        let mut pending = start.tally;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let feeding = actix::spawn(async move {
@@ -304,9 +305,7 @@ impl<'a, B: Backend> Worker<'a, B> {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(ShardEvent::Step(report)) => {
-                        let mut totals = Totals::default();
-                        totals.add(report);
-                        pending.add(&Counts::of(&totals));
+                        pending += report.tally;
                         idle = false;
                     }
                     Some(ShardEvent::Idle) => idle = true,
@@ -333,9 +332,7 @@ impl<'a, B: Backend> Worker<'a, B> {
         if stopped_by_command {
             while let Some(event) = events.recv().await {
                 if let ShardEvent::Step(report) = event {
-                    let mut totals = Totals::default();
-                    totals.add(report);
-                    pending.add(&Counts::of(&totals));
+                    pending += report.tally;
                 }
             }
         }
@@ -354,8 +351,8 @@ impl<'a, B: Backend> Worker<'a, B> {
 }
 
 /// Adds what this shard's agents did in `tick` before a crash (they are not run again).
-fn add_done_before<B: Backend>(totals: &mut Totals, shard: &Shard<B>, tick: u64) {
-    for (_, counters) in shard.done_at(tick) {
-        totals.add_counters(counters);
+fn add_done_before<B: Backend>(totals: &mut StepReport, shard: &Shard<B>, tick: u64) {
+    for (_, tally) in shard.done_at(tick) {
+        totals.tally += tally;
     }
 }

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::control::{self, Command, Counts, Report, WORKER_SILENCE};
-use super::shard::Totals;
+use super::agent::StepReport;
+use super::control::{self, Command, Report, WORKER_SILENCE};
 use super::{RunError, reconnect};
 use crate::backend::Backend;
 use crate::message::EntryId;
 use crate::report::progress;
 use crate::scenario::Scenario;
+use crate::tally::Tally;
 
 /// How many ticks between trims of the control and report streams.
 const TRIM_EVERY: u32 = 64;
@@ -347,31 +348,31 @@ impl<B: Backend> Workers<B> {
         Ok(out)
     }
 
-    fn counts(reports: Vec<Report>) -> Counts {
-        let mut total = Counts::default();
+    fn counts(reports: Vec<Report>) -> Tally {
+        let mut total = Tally::default();
         for r in reports {
             if let Report::Done { counts, .. }
             | Report::Stopped { counts, .. }
             | Report::Progress { counts, .. } = r
             {
-                total.add(&counts);
+                total += counts;
             }
         }
         total
     }
 
     /// `init` and `on_start` on every worker.
-    pub async fn start_agents(&mut self) -> Result<Totals, RunError> {
+    pub async fn start_agents(&mut self) -> Result<StepReport, RunError> {
         self.send(&Command::Start {
             run: self.run.clone(),
         })
         .await?;
         let done = self.gather(|r| matches!(r, Report::Done { .. })).await?;
-        Ok(Self::counts(done).into_totals())
+        Ok(StepReport::counts(Self::counts(done)))
     }
 
     /// A lockstep tick on every worker: the barrier.
-    pub async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<Totals, RunError> {
+    pub async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<StepReport, RunError> {
         self.send(&Command::Tick {
             run: self.run.clone(),
             tick,
@@ -382,7 +383,7 @@ impl<B: Backend> Workers<B> {
             .gather(|r| matches!(r, Report::Done { tick: Some(t), .. } if *t == tick))
             .await?;
         self.trim().await?;
-        Ok(Self::counts(done).into_totals())
+        Ok(StepReport::counts(Self::counts(done)))
     }
 
     /// Free mode: sets every worker going.
@@ -395,8 +396,8 @@ impl<B: Backend> Workers<B> {
 
     /// Free mode: progress since the last call, and whether every worker said it was idle in
     /// its latest report.
-    pub async fn progress(&mut self, idle: &mut [bool]) -> Result<Counts, RunError> {
-        let mut total = Counts::default();
+    pub async fn progress(&mut self, idle: &mut [bool]) -> Result<Tally, RunError> {
+        let mut total = Tally::default();
         for report in self.read_reports(Duration::from_millis(100)).await? {
             if let Report::Progress {
                 shard,
@@ -405,7 +406,7 @@ impl<B: Backend> Workers<B> {
                 ..
             } = report
             {
-                total.add(&counts);
+                total += counts;
                 if let Some(slot) = idle.get_mut(shard as usize - 1) {
                     *slot = now_idle;
                 }
@@ -419,19 +420,19 @@ impl<B: Backend> Workers<B> {
     }
 
     /// Free mode: stops every worker; what they did since their last progress report.
-    pub async fn stop(&mut self) -> Result<Counts, RunError> {
+    pub async fn stop(&mut self) -> Result<Tally, RunError> {
         self.send(&Command::Stop {
             run: self.run.clone(),
         })
         .await?;
-        let mut total = Counts::default();
+        let mut total = Tally::default();
         let mut stopped = vec![false; self.shards as usize];
         while stopped.iter().any(|s| !s) {
             for report in self.read_reports(Duration::from_millis(500)).await? {
                 match report {
-                    Report::Progress { counts, .. } => total.add(&counts),
+                    Report::Progress { counts, .. } => total += counts,
                     Report::Stopped { shard, counts, .. } => {
-                        total.add(&counts);
+                        total += counts;
                         stopped[shard as usize - 1] = true;
                     }
                     _ => {}

@@ -23,10 +23,6 @@ impl Fetched {
     pub fn insert(&mut self, query: CacheQuery, answer: CacheAnswer) {
         self.0.push((query, answer));
     }
-
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
 }
 
 pub(crate) struct StepCache<'a, B> {

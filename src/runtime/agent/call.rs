@@ -1,0 +1,316 @@
+//! One attempt at a step: calling the behaviour from the agent's live state, catching its
+//! panics, and numbering what it produced (each message gets the sender's next `seq`, each
+//! cache write the agent's next counter).
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use super::StepKind;
+use super::step::AgentCore;
+use super::step_cache::{Fetched, StepCache};
+use crate::backend::{Backend, CacheEntry, CacheQuery, ScoreBound};
+use crate::behaviour::{BehaviourError, Context as BehaviourContext, DynBehaviour, Effects, StateBox};
+use crate::message::{EntryId, Message};
+
+/// What one attempt at a step produced.
+#[derive(Default)]
+pub(super) struct Work {
+    pub out: Output,
+    /// Shared with the step's cache reads, which see the step's own writes.
+    pub remember: RefCell<Vec<CacheEntry>>,
+}
+
+/// The messages and counters of an attempt, numbered.
+#[derive(Default)]
+pub(super) struct Output {
+    pub publish: Vec<Arc<Message>>,
+    pub metrics: Vec<(Cow<'static, str>, i64)>,
+    /// Messages handed to the behaviour and handled.
+    pub handled: u64,
+}
+
+/// How an attempt ended.
+pub(super) enum Attempt {
+    Done(Work),
+    /// Cache reads to fetch before trying again.
+    Miss(Vec<CacheQuery>),
+    /// The behaviour failed on message `at` (or in `init`/`on_start`/`on_tick` if `None`).
+    Failed {
+        at: Option<usize>,
+        error: String,
+    },
+}
+
+/// Numbers a call's effects as the agent's own: its counters go on from where they are.
+struct Numbering<'a> {
+    agent: &'a Arc<str>,
+    tick: Option<u64>,
+    seq: &'a mut u64,
+    cache_n: &'a mut u64,
+}
+
+impl Numbering<'_> {
+    fn apply(&mut self, effects: Effects, out: &mut Output, remember: &RefCell<Vec<CacheEntry>>) {
+        for message in effects.publish {
+            *self.seq += 1;
+            out.publish.push(Arc::new(Message {
+                tick: self.tick,
+                sender_id: self.agent.clone(),
+                seq: Some(*self.seq),
+                to: message.to.map(Arc::from),
+                content: message.content,
+                data: message.data,
+            }));
+        }
+        if !effects.remember.is_empty() {
+            let mut remember = remember.borrow_mut();
+            for value in effects.remember {
+                *self.cache_n += 1;
+                remember.push(CacheEntry {
+                    agent: self.agent.to_string(),
+                    n: *self.cache_n,
+                    tick: self.tick,
+                    value,
+                });
+            }
+        }
+        out.metrics.extend(effects.metrics);
+    }
+}
+
+/// What every behaviour call of one attempt shares.
+struct Call<'a> {
+    tick: Option<u64>,
+    /// What the attempt may see of the global sorted set.
+    bound: ScoreBound,
+    fetched: &'a Fetched,
+    /// Cache reads that could not be answered yet.
+    misses: &'a RefCell<Vec<CacheQuery>>,
+}
+
+impl Call<'_> {
+    fn cache<'c, B: Backend>(
+        &'c self,
+        backend: &'c B,
+        agent: &'c str,
+        own: &'c RefCell<Vec<CacheEntry>>,
+    ) -> StepCache<'c, B> {
+        StepCache {
+            backend,
+            fetched: self.fetched,
+            agent,
+            bound: self.bound,
+            own,
+            misses: self.misses,
+        }
+    }
+
+    /// `Err(Miss)` when a call asked the cache for something it did not have.
+    fn missed(&self) -> Result<(), Attempt> {
+        let mut misses = self.misses.borrow_mut();
+        if misses.is_empty() {
+            Ok(())
+        } else {
+            Err(Attempt::Miss(std::mem::take(&mut *misses)))
+        }
+    }
+}
+
+/// How handing a batch of messages to the behaviour failed.
+enum MessagesFailed {
+    /// On the message at this position of the batch.
+    At(usize, String),
+    Other(Attempt),
+}
+
+const NO_STATE: &str = "the agent has no state: it never started";
+
+impl<B: Backend> AgentCore<B> {
+    /// Runs the behaviour over the step's messages once, from the current live state,
+    /// leaving out the messages marked in `skip` (given up on).
+    pub(super) fn attempt(
+        &mut self,
+        kind: StepKind,
+        handle: &[(EntryId, &Message)],
+        skip: &[bool],
+        fetched: &Fetched,
+    ) -> Attempt {
+        let mut work = Work::default();
+        let misses = RefCell::new(Vec::new());
+        let bound = match kind {
+            StepKind::Start { lockstep: true } => ScoreBound::below(0.0),
+            StepKind::Tick(t) => ScoreBound::below(t as f64),
+            StepKind::Start { lockstep: false } | StepKind::Free => ScoreBound::ALL,
+        };
+        let call = Call {
+            tick: kind.tick(),
+            bound,
+            fetched,
+            misses: &misses,
+        };
+
+        if let StepKind::Start { .. } = kind {
+            let result = self.call(&call, &mut work, |b, state, ctx| {
+                let mut fresh = b.init(ctx)?;
+                let effects = b.on_start(&mut fresh, ctx)?;
+                *state = Some(fresh);
+                Ok(effects)
+            });
+            return match result {
+                Ok(()) => Attempt::Done(work),
+                Err(a) => a,
+            };
+        }
+
+        // The messages not given up on, and where each is in `handle`.
+        let positions: Vec<usize> = (0..handle.len()).filter(|&i| !skip[i]).collect();
+        let messages: Vec<&Message> = positions.iter().map(|&i| handle[i].1).collect();
+        if !messages.is_empty()
+            && let Err(e) = self.call_messages(&call, &mut work, &messages)
+        {
+            return match e {
+                MessagesFailed::At(k, error) => Attempt::Failed {
+                    at: positions.get(k).copied(),
+                    error,
+                },
+                MessagesFailed::Other(attempt) => attempt,
+            };
+        }
+
+        if let StepKind::Tick(_) = kind {
+            let result = self.call(&call, &mut work, |b, state, ctx| match state {
+                Some(state) => b.on_tick(state, ctx),
+                None => Err(BehaviourError::new(NO_STATE)),
+            });
+            if let Err(a) = result {
+                return a;
+            }
+        }
+        Attempt::Done(work)
+    }
+
+    /// Calls the behaviour once with a fresh context, catching panics, and records what it did.
+    fn call(
+        &mut self,
+        call: &Call<'_>,
+        work: &mut Work,
+        f: impl FnOnce(
+            &dyn DynBehaviour,
+            &mut Option<StateBox>,
+            &mut BehaviourContext<'_>,
+        ) -> Result<Effects, BehaviourError>,
+    ) -> Result<(), Attempt> {
+        let AgentCore {
+            backend,
+            spec,
+            peers,
+            behaviour,
+            live,
+            ..
+        } = self;
+        let outcome = {
+            let mut cache = call.cache(backend, &spec.name, &work.remember);
+            let mut ctx = BehaviourContext::new(spec, peers, call.tick, &mut live.rng, &mut cache);
+            catch_unwind(AssertUnwindSafe(|| f(&**behaviour, &mut live.state, &mut ctx)))
+        };
+        call.missed()?;
+        let error = match outcome {
+            Ok(Ok(effects)) => {
+                let mut numbering = Numbering {
+                    agent: &spec.name,
+                    tick: call.tick,
+                    seq: &mut live.seq,
+                    cache_n: &mut live.cache_n,
+                };
+                numbering.apply(effects, &mut work.out, &work.remember);
+                return Ok(());
+            }
+            Ok(Err(e)) => failure_text(e),
+            Err(panic) => panic_failure_text(&*panic),
+        };
+        Err(Attempt::Failed { at: None, error })
+    }
+
+    /// Hands `messages` to the behaviour in order, in one context and one call through the
+    /// behaviour's erased form (a call per message cost more than most behaviours' work),
+    /// recording each message's effects as it goes.
+    fn call_messages(
+        &mut self,
+        call: &Call<'_>,
+        work: &mut Work,
+        messages: &[&Message],
+    ) -> Result<(), MessagesFailed> {
+        let AgentCore {
+            backend,
+            spec,
+            peers,
+            behaviour,
+            live,
+            ..
+        } = self;
+        let Some(state) = live.state.as_mut() else {
+            return Err(MessagesFailed::At(0, NO_STATE.to_string()));
+        };
+        let Work { out, remember } = work;
+        let mut numbering = Numbering {
+            agent: &spec.name,
+            tick: call.tick,
+            seq: &mut live.seq,
+            cache_n: &mut live.cache_n,
+        };
+        let mut done = 0usize;
+        let mut failed: Option<BehaviourError> = None;
+        let outcome = {
+            let mut cache = call.cache(backend, &spec.name, remember);
+            let mut ctx = BehaviourContext::new(spec, peers, call.tick, &mut live.rng, &mut cache);
+            let mut each = |result: Result<Effects, BehaviourError>| {
+                // A read the cache could not answer yet: fetch, then try the step again.
+                if !call.misses.borrow().is_empty() {
+                    return ControlFlow::Break(());
+                }
+                match result {
+                    Ok(effects) => {
+                        // Most messages change only the state.
+                        if !effects.is_empty() {
+                            numbering.apply(effects, out, remember);
+                        }
+                        out.handled += 1;
+                        done += 1;
+                        ControlFlow::Continue(())
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            };
+            catch_unwind(AssertUnwindSafe(|| {
+                behaviour.on_messages(state, messages, &mut ctx, &mut each)
+            }))
+        };
+        call.missed().map_err(MessagesFailed::Other)?;
+        let error = match (outcome, failed) {
+            (Ok(Ok(())), None) => return Ok(()),
+            (Ok(Err(e)), _) | (Ok(Ok(())), Some(e)) => failure_text(e),
+            (Err(panic), _) => panic_failure_text(&*panic),
+        };
+        Err(MessagesFailed::At(done, error))
+    }
+}
+
+/// What a failed behaviour call reads as, in the dead letter and the summary.
+fn failure_text(e: BehaviourError) -> String {
+    match e {
+        BehaviourError::CacheMiss => {
+            "the behaviour returned a cache miss for a read it never made".to_string()
+        }
+        BehaviourError::Failed(error) => error,
+    }
+}
+
+fn panic_failure_text(panic: &(dyn std::any::Any + Send)) -> String {
+    format!("panicked: {}", crate::runtime::panic_text(panic))
+}

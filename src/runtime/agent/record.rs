@@ -1,0 +1,141 @@
+//! An agent's saved record, and the live state it is restored into.
+//!
+//! The record is what a step commits besides its effects: the behaviour's state as JSON, the
+//! position of the agent's random stream, its counters of messages and cache writes, and
+//! what its steps counted. It is everything needed to continue the agent in another process
+//! (`--resume`, another worker), and to tell after a lost reply whether a commit went through
+//! (every record differs from the one before: `steps` grows).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::behaviour::{DynBehaviour, StateBox};
+use crate::random::{self, ChaCha8Rng};
+use crate::tally::Tally;
+
+/// The saved form of an agent.
+#[derive(Serialize, Deserialize)]
+struct AgentRecord {
+    /// The last committed step's tick (lockstep).
+    tick: Option<u64>,
+    /// Committed steps so far: makes every record unique, so that after a lost reply the
+    /// agent can tell whether its commit went through.
+    steps: u64,
+    seq: u64,
+    cache_n: u64,
+    /// The random stream's word position.
+    rng: String,
+    state: Box<RawValue>,
+    /// What the last committed step counted, for a resumed run's totals.
+    #[serde(default)]
+    last: Tally,
+    /// What all committed steps counted.
+    #[serde(default)]
+    total: Tally,
+}
+
+/// The agent as it is between steps (and, during a step, as the step changes it).
+pub(super) struct Live {
+    pub state: Option<StateBox>,
+    pub rng: ChaCha8Rng,
+    /// Messages published so far (the last `seq`).
+    pub seq: u64,
+    /// Cache entries written so far.
+    pub cache_n: u64,
+    pub tick: Option<u64>,
+    pub steps: u64,
+    pub last: Tally,
+    pub total: Tally,
+}
+
+/// The agent's state caught for its record.
+pub(super) struct Snapshot {
+    state: Box<RawValue>,
+    rng: String,
+    /// What a step changes only if it did something: compared with the last committed
+    /// step's, it tells a step that changed nothing.
+    pub core: String,
+}
+
+impl Live {
+    /// An agent that has not started: no state, its random stream at the beginning.
+    pub fn fresh(seed: u64, index: usize) -> Self {
+        Live {
+            state: None,
+            rng: random::agent_rng(seed, index),
+            seq: 0,
+            cache_n: 0,
+            tick: None,
+            steps: 0,
+            last: Tally::default(),
+            total: Tally::default(),
+        }
+    }
+
+    /// The agent as `saved` recorded it.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the record: not JSON, a random position that is not a number, a
+    /// state the behaviour cannot restore.
+    pub fn restore(
+        saved: &str,
+        behaviour: &dyn DynBehaviour,
+        seed: u64,
+        index: usize,
+    ) -> Result<Self, String> {
+        let record: AgentRecord =
+            serde_json::from_str(saved).map_err(|e| format!("saved record is unreadable: {e}"))?;
+        let word_pos: u128 = record
+            .rng
+            .parse()
+            .map_err(|_| format!("saved random position {:?} is not a number", record.rng))?;
+        let state = behaviour.restore(record.state.get()).map_err(|e| e.to_string())?;
+        let mut rng = random::agent_rng(seed, index);
+        rng.set_word_pos(word_pos);
+        Ok(Live {
+            state: Some(state),
+            rng,
+            seq: record.seq,
+            cache_n: record.cache_n,
+            tick: record.tick,
+            steps: record.steps,
+            last: record.last,
+            total: record.total,
+        })
+    }
+
+    /// The state as JSON and the random stream's position, as the record will hold them.
+    ///
+    /// # Errors
+    ///
+    /// The agent has not started, or its behaviour cannot save its state as JSON.
+    pub fn snapshot(&self, behaviour: &dyn DynBehaviour) -> Result<Snapshot, String> {
+        let state = self
+            .state
+            .as_ref()
+            .ok_or("no state to save before the agent started")?;
+        let json = behaviour.save(state).map_err(|e| e.to_string())?;
+        let state = RawValue::from_string(json).map_err(|e| format!("the saved state is not JSON: {e}"))?;
+        let rng = self.rng.get_word_pos().to_string();
+        let core = format!("{} {} {rng} {}", self.seq, self.cache_n, state.get());
+        Ok(Snapshot { state, rng, core })
+    }
+
+    /// The record to save: the live counters with a snapshot's state. Returns the record and
+    /// the snapshot's core.
+    pub fn record(&self, snapshot: Snapshot) -> Result<(String, String), String> {
+        let record = AgentRecord {
+            tick: self.tick,
+            steps: self.steps,
+            seq: self.seq,
+            cache_n: self.cache_n,
+            rng: snapshot.rng,
+            state: snapshot.state,
+            last: self.last.clone(),
+            total: self.total.clone(),
+        };
+        let record = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        Ok((record, snapshot.core))
+    }
+}

@@ -1,0 +1,371 @@
+//! The agent and its step: sort a batch out, run the behaviour within its retry budget, and
+//! commit what it did.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::call::{Attempt, Work};
+use super::plan::{self, BatchPlan};
+use super::record::Live;
+use super::step_cache::Fetched;
+use super::{StepInput, StepKind, StepReport};
+use crate::backend::cache::wall_clock_score;
+use crate::backend::{Backend, CacheAppend, Commit, DeadLetter};
+use crate::behaviour::DynBehaviour;
+use crate::message::{Delivery, Entry, EntryId, Message};
+use crate::runtime::{RunError, reconnect};
+use crate::scenario::AgentSpec;
+use crate::tally::Tally;
+
+/// Everything an agent is made from.
+pub(crate) struct AgentSetup<B> {
+    pub spec: AgentSpec,
+    pub group: String,
+    pub behaviour: Arc<dyn DynBehaviour>,
+    pub peers: Arc<[Arc<str>]>,
+    pub backend: B,
+    pub seed: u64,
+    pub max_retries: u32,
+    /// How long to wait for a lost backend before giving up.
+    pub reconnect_timeout: Duration,
+    /// A saved record to continue from (`--resume`).
+    pub saved: Option<String>,
+}
+
+pub(crate) struct AgentCore<B> {
+    pub spec: AgentSpec,
+    pub group: String,
+    pub(super) behaviour: Arc<dyn DynBehaviour>,
+    pub(super) peers: Arc<[Arc<str>]>,
+    pub(super) backend: B,
+    seed: u64,
+    max_retries: u32,
+    pub(super) reconnect_timeout: Duration,
+    pub(super) live: Live,
+    /// The last committed record; `live` equals it at the start of every step.
+    saved: Option<String>,
+    /// The part of `saved` that a step changes only if it did something.
+    saved_core: Option<String>,
+    /// Lockstep: entries of a later tick that a read brought early, unacknowledged.
+    carry: Vec<Delivery>,
+    /// The newest stream id this agent published, where to look for its entries after a
+    /// commit whose reply was lost.
+    pub(super) last_own_id: EntryId,
+}
+
+/// A batch sorted out: what the step acknowledges, what it dead-letters as malformed, and how
+/// its messages are handled.
+struct Sorted {
+    deliveries: Arc<[Delivery]>,
+    plan: Option<Arc<BatchPlan>>,
+    acks: Vec<EntryId>,
+    dead: Vec<DeadLetter>,
+}
+
+impl<B: Backend> AgentCore<B> {
+    /// # Errors
+    ///
+    /// A saved record that cannot be restored (`RunError::State`).
+    pub fn new(setup: AgentSetup<B>) -> Result<Self, RunError> {
+        let mut core = AgentCore {
+            live: Live::fresh(setup.seed, setup.spec.index),
+            spec: setup.spec,
+            group: setup.group,
+            behaviour: setup.behaviour,
+            peers: setup.peers,
+            backend: setup.backend,
+            seed: setup.seed,
+            max_retries: setup.max_retries,
+            reconnect_timeout: setup.reconnect_timeout,
+            saved: setup.saved,
+            saved_core: None,
+            carry: Vec::new(),
+            last_own_id: EntryId::ZERO,
+        };
+        core.restore()?;
+        if core.saved.is_some() {
+            let snapshot = core
+                .live
+                .snapshot(&*core.behaviour)
+                .map_err(|m| core.state_error(m))?;
+            core.saved_core = Some(snapshot.core);
+        }
+        Ok(core)
+    }
+
+    /// What the last committed step counted.
+    pub fn last_tally(&self) -> &Tally {
+        &self.live.last
+    }
+
+    /// The tick of the last committed step.
+    pub fn last_tick(&self) -> Option<u64> {
+        self.live.tick
+    }
+
+    /// Whether the agent has started (it has a saved record).
+    pub fn has_started(&self) -> bool {
+        self.saved.is_some()
+    }
+
+    fn state_error(&self, message: String) -> RunError {
+        RunError::State {
+            agent: self.spec.name.to_string(),
+            message,
+        }
+    }
+
+    /// Puts `live` back to the saved record (or to the very start).
+    pub(super) fn restore(&mut self) -> Result<(), RunError> {
+        self.live = match &self.saved {
+            None => Live::fresh(self.seed, self.spec.index),
+            Some(saved) => Live::restore(saved, &*self.behaviour, self.seed, self.spec.index)
+                .map_err(|m| self.state_error(m))?,
+        };
+        Ok(())
+    }
+
+    /// Takes one step and commits it.
+    ///
+    /// # Errors
+    ///
+    /// A behaviour that kept failing in `on_start` or `on_tick`, a state that cannot be
+    /// saved, a backend that failed or stayed away past the reconnect timeout. The step then
+    /// left nothing behind: the agent is as it was before it.
+    pub async fn step(&mut self, input: StepInput) -> Result<StepReport, RunError> {
+        let result = self.step_inner(input).await;
+        if result.is_err() {
+            // The step did not commit: forget what it did, so the next step starts clean.
+            // Entries it held back are still pending on the backend and will be read again.
+            self.carry.clear();
+            self.restore()?;
+        }
+        result
+    }
+
+    async fn step_inner(&mut self, input: StepInput) -> Result<StepReport, RunError> {
+        let kind = input.kind;
+        let Sorted {
+            deliveries,
+            plan,
+            acks,
+            mut dead,
+        } = self.sort_out(input);
+        let handle = plan::messages_for(&self.spec.name, &deliveries, kind, plan.as_deref());
+        let (work, failures) = self.run_behaviour(kind, &handle, &mut dead).await?;
+        self.finish(kind, acks, dead, work, failures).await
+    }
+
+    /// Joins the entries held back from the last step to `input`'s, and works out what the
+    /// step acknowledges and dead-letters. Messages of this tick or later are held back (in
+    /// `carry`) for the next step.
+    fn sort_out(&mut self, input: StepInput) -> Sorted {
+        let StepInput {
+            kind,
+            mut deliveries,
+            mut plan,
+        } = input;
+        let carry = std::mem::take(&mut self.carry);
+        if !carry.is_empty() {
+            // Entries held back are still pending: a read of the pending list (after a lost
+            // connection) brings them again.
+            let read: HashSet<EntryId> = deliveries.iter().map(|d| d.id).collect();
+            let carried = carry.into_iter().filter(|d| !read.contains(&d.id));
+            deliveries = deliveries.iter().cloned().chain(carried).collect();
+            plan = None;
+        }
+        let (mut acks, dead) = match &plan {
+            // Messages of earlier ticks only: all acknowledged, none held back.
+            Some(plan) if plan.plain => (deliveries.iter().map(|d| d.id).collect(), Vec::new()),
+            _ => self.acks_and_dead(kind, &deliveries),
+        };
+        // Acknowledged in stream order, as they were read.
+        if !acks.is_sorted() {
+            acks.sort_unstable();
+        }
+        Sorted {
+            deliveries,
+            plan,
+            acks,
+            dead,
+        }
+    }
+
+    fn acks_and_dead(&mut self, kind: StepKind, deliveries: &[Delivery]) -> (Vec<EntryId>, Vec<DeadLetter>) {
+        let mut acks: Vec<EntryId> = Vec::with_capacity(deliveries.len());
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        for d in deliveries {
+            match &d.entry {
+                Entry::Malformed(m) => {
+                    acks.push(d.id);
+                    // Every group reads a malformed entry; the first agent declared files it.
+                    if self.spec.index == 0 {
+                        dead.push(DeadLetter {
+                            id: d.id,
+                            agent: self.spec.name.to_string(),
+                            reason: format!("malformed entry: {}", m.reason),
+                            fields: m.fields.clone(),
+                        });
+                    }
+                }
+                Entry::Message(msg) => {
+                    if let StepKind::Tick(t) = kind
+                        && msg.tick.is_some_and(|mt| mt >= t)
+                    {
+                        // Published in this tick or later (a process ahead of this one):
+                        // for the next step.
+                        self.carry.push(d.clone());
+                        continue;
+                    }
+                    acks.push(d.id);
+                }
+            }
+        }
+        (acks, dead)
+    }
+
+    /// Runs the behaviour over `handle` until an attempt completes: fetching what the cache
+    /// could not answer, retrying failures from the saved state, and giving up on a message
+    /// (into `dead`) after `max_retries` retries. Returns the completed attempt's work and how
+    /// many messages were given up on.
+    async fn run_behaviour(
+        &mut self,
+        kind: StepKind,
+        handle: &[(EntryId, &Message)],
+        dead: &mut Vec<DeadLetter>,
+    ) -> Result<(Work, u64), RunError> {
+        let mut skip = vec![false; handle.len()];
+        let mut failures_at = vec![0u32; handle.len()];
+        let mut whole_step_failures = 0u32;
+        let mut fetched = Fetched::default();
+        let mut first = true;
+        loop {
+            if !first {
+                self.restore()?;
+            }
+            first = false;
+            match self.attempt(kind, handle, &skip, &fetched) {
+                Attempt::Done(work) => {
+                    let given_up = skip.iter().filter(|&&s| s).count() as u64;
+                    return Ok((work, given_up));
+                }
+                Attempt::Miss(queries) => {
+                    let answers = reconnect::retry(&self.backend, self.reconnect_timeout, || {
+                        self.backend.cache_read(&queries)
+                    })
+                    .await?;
+                    for (q, a) in queries.into_iter().zip(answers) {
+                        fetched.insert(q, a);
+                    }
+                }
+                Attempt::Failed { at: Some(i), error } => {
+                    failures_at[i] += 1;
+                    if failures_at[i] > self.max_retries {
+                        skip[i] = true;
+                        dead.push(self.give_up(handle[i], failures_at[i], &error));
+                    }
+                }
+                Attempt::Failed { at: None, error } => {
+                    whole_step_failures += 1;
+                    if whole_step_failures > self.max_retries {
+                        let when = match kind {
+                            StepKind::Start { .. } => "at the start",
+                            _ => "at the end of a tick",
+                        };
+                        return Err(RunError::Behaviour {
+                            agent: self.spec.name.to_string(),
+                            message: format!("failed {whole_step_failures} times {when}: {error}"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The dead letter of a message the behaviour failed on `failures` times.
+    fn give_up(&self, (id, msg): (EntryId, &Message), failures: u32, error: &str) -> DeadLetter {
+        tracing::warn!(
+            agent = %self.spec.name,
+            entry = %id,
+            "behaviour failed {failures} times on a message; dead-lettering it: {error}"
+        );
+        DeadLetter {
+            id,
+            agent: self.spec.name.to_string(),
+            reason: format!("behaviour failed {failures} times: {error}"),
+            fields: msg
+                .to_fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+
+    /// Commits what the step did (unless it did nothing at all) and reports it.
+    async fn finish(
+        &mut self,
+        kind: StepKind,
+        acks: Vec<EntryId>,
+        dead: Vec<DeadLetter>,
+        work: Work,
+        failures: u64,
+    ) -> Result<StepReport, RunError> {
+        let tick = kind.tick();
+        self.live.tick = tick.or(self.live.tick);
+        let score = tick.map_or_else(wall_clock_score, |t| t as f64);
+        let cache: Vec<CacheAppend> = work
+            .remember
+            .borrow()
+            .iter()
+            .map(|e| CacheAppend {
+                agent: self.spec.name.clone(),
+                member: e.encode(),
+                score,
+            })
+            .collect();
+        let publish = work.out.publish;
+        let mut tally = Tally {
+            published: publish.len() as u64,
+            deliveries: acks.len() as u64,
+            handled: work.out.handled,
+            dead_letters: dead.len() as u64,
+            failures,
+            ..Tally::default()
+        };
+        for (name, delta) in &work.out.metrics {
+            tally.count(name, *delta);
+        }
+        let snapshot = self
+            .live
+            .snapshot(&*self.behaviour)
+            .map_err(|m| self.state_error(m))?;
+        let changed = self.saved_core.as_deref() != Some(snapshot.core.as_str()) || !tally.metrics.is_empty();
+        if acks.is_empty() && publish.is_empty() && cache.is_empty() && dead.is_empty() && !changed {
+            // Nothing happened: no commit. Redoing such a step after a crash changes nothing.
+            return Ok(StepReport::counts(tally));
+        }
+        self.live.steps += 1;
+        self.live.total += &tally;
+        self.live.last = tally.clone();
+        let (record, core) = self.live.record(snapshot).map_err(RunError::Internal)?;
+        let commit = Commit {
+            group: &self.group,
+            acks: &acks,
+            publish: &publish,
+            cache: &cache,
+            state: Some((&*self.spec.name, record.as_str())),
+            dead: &dead,
+        };
+        let ids = self.commit(&commit, &publish).await?;
+        if let Some(last) = ids.last() {
+            self.last_own_id = self.last_own_id.max(*last);
+        }
+        self.saved = Some(record);
+        self.saved_core = Some(core);
+        Ok(StepReport {
+            published: ids.into_iter().zip(publish).collect(),
+            tally,
+        })
+    }
+}
