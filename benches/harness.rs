@@ -200,11 +200,16 @@ fn empty_tick(url: &str, agents: u32, ticks: u32) -> (f64, f64) {
     )
     .expect("the empty-tick scenario");
     let options = RunOptions {
-        quiet: true,
         run_all_ticks: true,
         ..RunOptions::default()
     };
-    let outcome = runtime::run(&scenario, &options).expect("the empty-tick run");
+    let outcome = runtime::run(
+        &scenario,
+        &options,
+        std::future::pending(),
+        std::sync::Arc::new(runtime::Unobserved),
+    )
+    .expect("the empty-tick run");
     let mut times = outcome.summary.tick_seconds.clone();
     assert_eq!(times.len() as u32, ticks);
     let mean = times.iter().sum::<f64>() / times.len() as f64;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -9,11 +10,12 @@ use std::time::Duration;
 
 use crate::backend::redis::{RedisBackend, admin};
 use crate::backend::url::RedisUrl;
-use crate::backend::{Backend, Keys};
+use crate::backend::{Keys, RunStore};
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
+use crate::report::Progress;
 use crate::runtime::{self, RunOptions};
-use crate::scenario::{self, BackendKind, Overrides, Scenario};
+use crate::scenario::{self, BackendKind, Mode, Overrides, Scenario};
 
 const ABOUT: &str = "Run multi-agent simulations on Redis Streams (or the embedded memory backend).";
 
@@ -300,12 +302,17 @@ fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
         ));
     }
     let options = RunOptions {
-        quiet: args.quiet,
         resume: args.resume,
         workers: args.workers,
         ..RunOptions::default()
     };
-    let outcome = runtime::run(&scenario, &options)?;
+    let progress = Arc::new(match scenario.mode {
+        Mode::Lockstep => Progress::lockstep(scenario.ticks.unwrap_or(0), args.quiet),
+        Mode::Free => Progress::free(args.quiet),
+    });
+    let outcome = runtime::run(&scenario, &options, interrupted(), progress.clone());
+    progress.finish();
+    let outcome = outcome?;
     let s = &outcome.summary;
     println!("{}", s.table().trim_end());
     println!("  transcript    {}", outcome.transcript.display());
@@ -333,8 +340,23 @@ fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     Ok(exit::SUCCESS)
 }
 
+/// Completes at the first Ctrl-C, which asks the run to stop at its next safe point; a
+/// second Ctrl-C ends the process at once.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        // No signal handling here: never interrupted.
+        return std::future::pending().await;
+    }
+    tracing::warn!("interrupted: stopping at the next safe point (Ctrl-C again to abort)");
+    actix::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}
+
 fn worker(args: WorkerArgs, registry: &Registry) -> Result<u8, Error> {
-    let (shard, shards) = runtime::parse_shard(&args.shard).map_err(Error::Usage)?;
+    let shard = runtime::ShardId::parse(&args.shard).map_err(Error::Usage)?;
     let scenario = load(
         &ScenarioArgs {
             scenario: args.scenario,
@@ -350,14 +372,7 @@ fn worker(args: WorkerArgs, registry: &Registry) -> Result<u8, Error> {
     let parent = std::env::var("AGORA_WORKER_PARENT")
         .ok()
         .and_then(|p| p.parse().ok());
-    runtime::run_worker(
-        &scenario,
-        &runtime::WorkerOptions {
-            shard,
-            shards,
-            parent,
-        },
-    )?;
+    runtime::run_worker(&scenario, &runtime::WorkerOptions { shard, parent })?;
     Ok(exit::SUCCESS)
 }
 

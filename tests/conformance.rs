@@ -53,6 +53,8 @@ macro_rules! all_cases {
                 checkpoints_are_kept,
                 notes_and_hashes_for_bookkeeping,
                 one_lease_holder_at_a_time,
+                a_commit_whose_group_is_gone_changes_nothing,
+                claiming_removes_consumers_left_with_nothing,
             ]
         );
     };

@@ -493,10 +493,9 @@ mod panics {
             runtime::run_on(
                 backend,
                 &scenario,
-                &RunOptions {
-                    quiet: true,
-                    ..RunOptions::default()
-                },
+                &RunOptions::default(),
+                std::future::pending(),
+                std::sync::Arc::new(runtime::Unobserved),
             )
             .await
         })

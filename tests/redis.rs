@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use agora::backend::Keys;
 use agora::backend::redis::RedisBackend;
-use agora::backend::{Backend, Keys};
 use agora::runtime::{self, RunOptions};
 use agora::{Behaviour, BehaviourError, Context, Effects, Message, Registry, Setup};
 use common::redis_server::RedisServer;
@@ -225,10 +225,7 @@ fn seed_style_entries_are_handled_and_malformed_ones_dead_lettered() {
         let backend = RedisBackend::connect(&b.url, b.keys.clone(), b.reconnect_timeout)
             .await
             .unwrap();
-        let options = RunOptions {
-            quiet: true,
-            ..RunOptions::default()
-        };
+        let options = RunOptions::default();
         // The old project's agents, on a plain client, while the run goes on.
         let outsider = async {
             let client = redis::Client::open(url.as_str()).unwrap();
@@ -267,7 +264,16 @@ fn seed_style_entries_are_handled_and_malformed_ones_dead_lettered() {
                 .await
                 .unwrap();
         };
-        let (outcome, ()) = futures_util::join!(runtime::run_on(backend, &scenario, &options), outsider);
+        let (outcome, ()) = futures_util::join!(
+            runtime::run_on(
+                backend,
+                &scenario,
+                &options,
+                std::future::pending(),
+                std::sync::Arc::new(runtime::Unobserved)
+            ),
+            outsider
+        );
         outcome.unwrap()
     });
     let s = &outcome.summary;

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use agora::backend::Keys;
 use agora::backend::memory::MemoryBackend;
@@ -54,10 +55,9 @@ fn run_with(path_or_text: &str, sets: &[&str], registry: &Registry) -> Run {
     let scenario = load(path_or_text, sets, dir.path(), registry);
     let outcome = runtime::run(
         &scenario,
-        &RunOptions {
-            quiet: true,
-            ..RunOptions::default()
-        },
+        &RunOptions::default(),
+        std::future::pending(),
+        Arc::new(runtime::Unobserved),
     )
     .unwrap();
     let lines = transcript(&outcome.transcript);
@@ -382,15 +382,14 @@ fn cache_reads_see_the_previous_tick_and_replays_change_nothing() {
     let registry = reader_registry();
     let dir = tempfile::tempdir().unwrap();
     let scenario = load(READERS, &[], dir.path(), &registry);
-    let options = RunOptions {
-        quiet: true,
-        ..RunOptions::default()
-    };
+    let options = RunOptions::default();
     let keys = Keys::for_stream("readers");
     let direct = common::block_on(runtime::run_on(
         MemoryBackend::new(keys.clone()),
         &scenario,
         &options,
+        std::future::pending(),
+        Arc::new(runtime::Unobserved),
     ))
     .unwrap();
     let direct_lines = std::fs::read_to_string(&direct.transcript).unwrap();
@@ -398,6 +397,8 @@ fn cache_reads_see_the_previous_tick_and_replays_change_nothing() {
         RemoteCache(MemoryBackend::new(keys)),
         &scenario,
         &options,
+        std::future::pending(),
+        Arc::new(runtime::Unobserved),
     ))
     .unwrap();
     let fetched_lines = std::fs::read_to_string(&fetched.transcript).unwrap();

@@ -12,45 +12,26 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::summary::human;
+use crate::runtime::{RunObserver, RunProgress};
 
-/// The bar on screen now, if any, for [`LogWriter`].
+/// The bar on screen now, if any, for [`LogWriter`]: logging is one per process, and so is
+/// the terminal it draws on.
 static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
-/// What the run is waiting for, shown instead of the counts while it lasts.
-static WAITING: Mutex<Option<String>> = Mutex::new(None);
-
-/// Shows (or, with `None`, clears) what the run is waiting for, such as a lost Redis.
-pub fn set_waiting(what: Option<&str>) {
-    let changed = match WAITING.lock() {
-        Ok(mut waiting) => {
-            let changed = waiting.as_deref() != what;
-            *waiting = what.map(str::to_string);
-            changed
-        }
-        Err(_) => false,
-    };
-    if let (Some(what), Ok(active)) = (what, ACTIVE.lock())
-        && let Some(bar) = active.as_ref()
-    {
-        if bar.is_hidden() {
-            // No terminal to draw on (a log file, CI): say it once, as a line.
-            if changed {
-                eprintln!("waiting: {what}");
-            }
-        } else {
-            bar.set_message(format!("waiting: {what}"));
-        }
-    }
-}
-
+/// The progress line of one run, as its [`RunObserver`].
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// What the run is waiting for, shown instead of the counts while it lasts.
+    waiting: Mutex<Option<String>>,
 }
 
 impl Progress {
     /// No progress display at all.
     pub fn hidden() -> Self {
-        Progress { bar: None }
+        Progress {
+            bar: None,
+            waiting: Mutex::new(None),
+        }
     }
 
     /// A bar over `ticks` ticks.
@@ -87,24 +68,10 @@ impl Progress {
         if let Ok(mut active) = ACTIVE.lock() {
             *active = Some(bar.clone());
         }
-        Progress { bar: Some(bar) }
-    }
-
-    /// Updates the counts shown; `tick` moves a lockstep bar.
-    pub fn update(&self, tick: Option<u64>, messages: u64, deliveries: u64, elapsed: Duration) {
-        let Some(bar) = &self.bar else { return };
-        if let Some(t) = tick {
-            bar.set_position(t);
+        Progress {
+            bar: Some(bar),
+            waiting: Mutex::new(None),
         }
-        if let Some(what) = WAITING.lock().ok().and_then(|w| w.clone()) {
-            bar.set_message(format!("waiting: {what}"));
-            return;
-        }
-        let rate = deliveries as f64 / elapsed.as_secs_f64().max(1e-9);
-        bar.set_message(format!(
-            "{messages} messages, {deliveries} deliveries ({}/s)",
-            human(rate)
-        ));
     }
 
     /// Removes the line before the summary is printed.
@@ -114,6 +81,48 @@ impl Progress {
         }
         if let Ok(mut active) = ACTIVE.lock() {
             *active = None;
+        }
+    }
+}
+
+impl RunObserver for Progress {
+    fn progress(&self, p: &RunProgress) {
+        let Some(bar) = &self.bar else { return };
+        if let Some(t) = p.tick {
+            bar.set_position(t);
+        }
+        if let Some(what) = self.waiting.lock().ok().and_then(|w| w.clone()) {
+            bar.set_message(format!("waiting: {what}"));
+            return;
+        }
+        let rate = p.deliveries as f64 / p.elapsed.as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "{} messages, {} deliveries ({}/s)",
+            p.messages,
+            p.deliveries,
+            human(rate)
+        ));
+    }
+
+    fn waiting(&self, what: Option<&str>) {
+        let changed = match self.waiting.lock() {
+            Ok(mut waiting) => {
+                let changed = waiting.as_deref() != what;
+                *waiting = what.map(str::to_string);
+                changed
+            }
+            Err(_) => false,
+        };
+        let (Some(what), Some(bar)) = (what, &self.bar) else {
+            return;
+        };
+        if bar.is_hidden() {
+            // No terminal to draw on (a log file, CI): say it once, as a line.
+            if changed {
+                eprintln!("waiting: {what}");
+            }
+        } else {
+            bar.set_message(format!("waiting: {what}"));
         }
     }
 }

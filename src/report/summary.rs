@@ -3,15 +3,69 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::scenario::{BackendKind, Mode};
+
+/// Why a run stopped (`stop_reason` in `summary.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Lockstep: all `ticks` ran.
+    Ticks,
+    /// Free mode: `duration` elapsed.
+    Duration,
+    /// `max_messages` were published.
+    Budget,
+    /// Nothing left to do: a tick published nothing (lockstep), or nothing is in flight (free).
+    Quiescent,
+    /// Asked to stop (Ctrl-C).
+    Interrupted,
+    /// An error stopped the run.
+    Failed,
+}
+
+impl StopReason {
+    /// `stop_reason` in `summary.json`, one of CONTRACT.md's five: a run an error stopped
+    /// was interrupted too (and can be resumed); the summary's `error` says what happened.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Ticks => "ticks",
+            StopReason::Duration => "duration",
+            StopReason::Budget => "budget",
+            StopReason::Quiescent => "quiescent",
+            StopReason::Interrupted | StopReason::Failed => "interrupted",
+        }
+    }
+
+    /// Whether the run came to its end, rather than being stopped.
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            StopReason::Ticks | StopReason::Duration | StopReason::Budget | StopReason::Quiescent
+        )
+    }
+}
+
+/// A stop reason equals the word `summary.json` writes for it.
+impl PartialEq<&str> for StopReason {
+    fn eq(&self, word: &&str) -> bool {
+        self.as_str() == *word
+    }
+}
+
+impl Serialize for StopReason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// What `summary.json` holds (CONTRACT.md lists the required keys; the rest are extras).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub scenario: String,
     pub seed: u64,
-    pub mode: String,
-    pub backend: String,
+    pub mode: Mode,
+    pub backend: BackendKind,
     pub agents: u64,
     /// Lockstep: the last tick completed. Free mode: null.
     pub ticks: Option<u64>,
@@ -27,7 +81,7 @@ pub struct Summary {
     pub elapsed_s: f64,
     pub deliveries_per_s: f64,
     /// `ticks`, `duration`, `budget`, `quiescent` or `interrupted` (Ctrl-C, or an error).
-    pub stop_reason: String,
+    pub stop_reason: StopReason,
     /// Why the run failed, when an error stopped it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -80,7 +134,10 @@ impl Summary {
     pub fn table(&self) -> String {
         let mut rows: Vec<(&str, String)> = vec![
             ("scenario", format!("{} (seed {})", self.scenario, self.seed)),
-            ("mode", format!("{} on {}", self.mode, self.backend)),
+            (
+                "mode",
+                format!("{} on {}", self.mode.as_str(), self.backend.as_str()),
+            ),
             ("agents", self.agents.to_string()),
         ];
         if let Some(ticks) = self.ticks {
@@ -102,7 +159,7 @@ impl Summary {
                 format!("{:.1} ms on average, {:.1} ms at most", mean * 1e3, max * 1e3),
             ));
         }
-        rows.push(("stop reason", self.stop_reason.clone()));
+        rows.push(("stop reason", self.stop_reason.as_str().to_string()));
         for (name, series) in &self.metrics {
             let shown = if series.cumulative.is_empty() {
                 series.total.to_string()

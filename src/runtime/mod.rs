@@ -1,37 +1,47 @@
 //! Running a scenario: agents as actix actors, a shard that feeds them, a coordinator that
 //! drives ticks (lockstep) or watches the flow (free mode) and decides when to stop.
 //!
-//! [`run`] is the whole of `agora run`: it starts an actix system, connects the backend,
+//! [`run`] is the whole of `agora run`: it starts an actix system, opens the backend,
 //! prepares the keys and the output directory, runs, and writes `transcript.jsonl` and
-//! `summary.json`, also when the run is interrupted or fails part-way.
+//! `summary.json`, also when the run is interrupted or fails part-way. It takes its stop
+//! signal and an observer as arguments, so two runs in one process share nothing.
+//!
+//! - [`agent`]: one agent's step, and the actor that runs it.
+//! - [`shard`]: the agents of one process, and the reader that feeds them.
+//! - [`hosting`]: where the agents live, behind one trait (here, or in workers).
+//! - [`coordinator`]: prepares, drives lockstep or free mode, writes the outputs.
+//! - [`distributed`]: worker processes and how they talk to the coordinator.
+//! - [`liveness`]: the stream's lease, so that one run at a time uses its keys.
+//! - [`reconnect`]: riding out a lost backend; [`observer`]: what a run tells its watcher.
 
 mod agent;
-mod control;
 mod coordinator;
+mod distributed;
+mod error;
+mod hosting;
 pub(crate) mod liveness;
+mod observer;
 mod reconnect;
 mod shard;
-mod worker;
-mod workers;
 
-pub use control::parse_shard;
-pub use worker::{WorkerOptions, run_worker};
+pub use distributed::{ShardId, WorkerOptions, run_worker};
+pub use error::RunError;
+pub use observer::{RunObserver, RunProgress, Unobserved};
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-pub use coordinator::StopReason;
+use tokio::sync::watch;
 
-use crate::backend::memory::MemoryBackend;
-use crate::backend::redis::RedisBackend;
-use crate::backend::{Backend, BackendError};
+use self::reconnect::Reconnect;
+use crate::backend::{self, Backend, WithBackend};
 use crate::report::Summary;
 use crate::scenario::{BackendKind, Scenario};
 
 /// How to run, beyond what the scenario says.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// No progress line.
-    pub quiet: bool,
     /// Continue an interrupted run from what the backend holds.
     pub resume: bool,
     /// Names this process's consumers (`{agent}@{instance}`); default: host and process id.
@@ -58,95 +68,80 @@ pub struct RunOutcome {
     pub error: Option<RunError>,
 }
 
-/// A failure while running.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RunError {
-    #[error("agent {agent}: the behaviour {message}")]
-    Behaviour { agent: String, message: String },
-    #[error("agent {agent}: {message}")]
-    State { agent: String, message: String },
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    #[error("cannot write {path}: {message}")]
-    Output { path: PathBuf, message: String },
-    #[error("{0}")]
-    Usage(String),
-    /// A worker process failed to start, failed, or died.
-    #[error("{0}")]
-    Worker(String),
-    /// Another run took the stream's lease: this one stopped.
-    #[error("{0}; this run stopped")]
-    Displaced(String),
-    /// The run cannot start as asked (bad input given the backend's state): exit code 2.
-    #[error("{message}")]
-    Refused { message: String, hint: String },
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl RunError {
-    pub fn backend_unavailable(&self) -> bool {
-        matches!(self, RunError::Backend(e) if e.is_unavailable())
+/// Runs `scenario` on the backend it names, in a new actix system, until it ends or
+/// `shutdown` completes (then it stops at the next safe point: the end of the tick in
+/// lockstep). `observer` hears how far it has got and what it waits for.
+///
+/// # Errors
+///
+/// A run that cannot start: bad input given the backend's state (`RunError::Refused`,
+/// `RunError::Usage`), a backend that cannot be used. A run that started and then failed
+/// returns `Ok`, with its outputs written and the error in [`RunOutcome::error`].
+pub fn run(
+    scenario: &Scenario,
+    options: &RunOptions,
+    shutdown: impl Future<Output = ()> + 'static,
+    observer: Arc<dyn RunObserver>,
+) -> Result<RunOutcome, RunError> {
+    if options.resume && scenario.backend.kind == BackendKind::Memory {
+        return Err(RunError::Usage(
+            "--resume needs the redis backend: the memory backend keeps nothing after the process ends"
+                .to_string(),
+        ));
     }
-
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            RunError::Backend(e) => e.hint(),
-            RunError::Refused { hint, .. } => Some(hint.clone()),
-            RunError::Displaced(_) => Some(
-                "two runs of one stream cannot share its keys: give each its own backend.stream".to_string(),
-            ),
-            RunError::Worker(_) => Some(
-                "the run's keys are kept: continue it with --resume (and --workers) once the workers can run"
-                    .to_string(),
-            ),
-            RunError::Behaviour { .. } => Some(
-                "fix the behaviour, or raise scenario.max_retries if its failures are transient".to_string(),
-            ),
-            _ => None,
-        }
-    }
-
-    fn output(path: impl Into<PathBuf>, e: std::io::Error) -> Self {
-        RunError::Output {
-            path: path.into(),
-            message: e.to_string(),
-        }
-    }
-}
-
-/// Runs `scenario` on the backend it names, in a new actix system.
-pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutcome, RunError> {
     let system = actix_rt::System::new();
     system.block_on(async {
-        match scenario.backend.kind {
-            BackendKind::Memory => {
-                if options.resume {
-                    return Err(RunError::Usage(
-                        "--resume needs the redis backend: the memory backend keeps nothing after the process ends"
-                            .to_string(),
-                    ));
-                }
-                run_on(MemoryBackend::new(scenario.backend.keys.clone()), scenario, options).await
-            }
-            BackendKind::Redis => {
-                let b = &scenario.backend;
-                let backend = RedisBackend::connect(&b.url, b.keys.clone(), b.reconnect_timeout).await?;
-                run_on(backend, scenario, options).await
-            }
-        }
+        let task = RunTask {
+            scenario,
+            options,
+            shutdown,
+            observer,
+        };
+        backend::open(&scenario.backend, task).await?
     })
 }
 
-/// Runs `scenario` on `backend`, from within an actix system.
+/// Runs `scenario` on `backend`, from within an actix system, until it ends or `shutdown`
+/// completes.
+///
+/// # Errors
+///
+/// As [`run`].
 pub async fn run_on<B: Backend>(
     backend: B,
     scenario: &Scenario,
     options: &RunOptions,
+    shutdown: impl Future<Output = ()> + 'static,
+    observer: Arc<dyn RunObserver>,
 ) -> Result<RunOutcome, RunError> {
-    coordinator::Coordinator::new(backend, scenario, options)
-        .run()
-        .await
+    let (stop, stopping) = watch::channel(false);
+    let asked = stop.clone();
+    let watcher = actix::spawn(async move {
+        shutdown.await;
+        let _ = asked.send(true);
+    });
+    let reconnect = Reconnect::new(scenario.backend.reconnect_timeout, observer);
+    let outcome = coordinator::Coordinator::new(backend, scenario, options, reconnect)
+        .run(coordinator::StopSignal { stop, stopping })
+        .await;
+    watcher.abort();
+    outcome
+}
+
+/// [`run_on`] with the backend [`backend::open`] gives.
+struct RunTask<'a, S> {
+    scenario: &'a Scenario,
+    options: &'a RunOptions,
+    shutdown: S,
+    observer: Arc<dyn RunObserver>,
+}
+
+impl<S: Future<Output = ()> + 'static> WithBackend for RunTask<'_, S> {
+    type Output = Result<RunOutcome, RunError>;
+
+    async fn with<B: Backend>(self, backend: B) -> Self::Output {
+        run_on(backend, self.scenario, self.options, self.shutdown, self.observer).await
+    }
 }
 
 /// The text of a caught panic.

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use agora::backend::{
     Backend, CacheAnswer, CacheAppend, CacheEntry, CacheQuery, Commit, DeadLetter, GroupRead, ScoreBound,
+    Transport,
 };
 use agora::message::{Entry, EntryId};
 use agora::random::agent_rng;
 
-use super::{fields, message};
+use super::{Admin, fields, message};
 
 fn read(group: &str, count: usize) -> GroupRead {
     GroupRead {
@@ -82,7 +83,7 @@ async fn count<B: Backend>(b: &B, bound: ScoreBound) -> u64 {
     }
 }
 
-pub async fn groups_are_created_once_and_listed<B: Backend>(b: B) {
+pub async fn groups_are_created_once_and_listed<B: Admin>(b: B) {
     let groups = vec!["group_a".to_string(), "group_b".to_string()];
     b.ensure_groups(&groups).await.unwrap();
     publish_n(&b, 2).await;
@@ -96,12 +97,12 @@ pub async fn groups_are_created_once_and_listed<B: Backend>(b: B) {
     assert_eq!(infos[1].lag, Some(2), "{infos:?}");
 }
 
-pub async fn reading_without_a_group_fails<B: Backend>(b: B) {
+pub async fn reading_without_a_group_fails<B: Admin>(b: B) {
     publish_n(&b, 1).await;
     assert!(b.read(&[read("group_missing", 1)]).await.is_err());
 }
 
-pub async fn every_group_reads_every_entry<B: Backend>(b: B) {
+pub async fn every_group_reads_every_entry<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into(), "group_b".into()])
         .await
         .unwrap();
@@ -119,7 +120,7 @@ pub async fn every_group_reads_every_entry<B: Backend>(b: B) {
     assert!(rest[1].is_empty());
 }
 
-pub async fn groups_read_from_the_start_of_the_stream<B: Backend>(b: B) {
+pub async fn groups_read_from_the_start_of_the_stream<B: Admin>(b: B) {
     // A group created after entries were written still sees them (it starts at id 0).
     let published = publish_n(&b, 3).await;
     b.ensure_groups(&["group_late".into()]).await.unwrap();
@@ -127,7 +128,7 @@ pub async fn groups_read_from_the_start_of_the_stream<B: Backend>(b: B) {
     assert_eq!(ids(&got[0]), published);
 }
 
-pub async fn pending_entries_until_acknowledged<B: Backend>(b: B) {
+pub async fn pending_entries_until_acknowledged<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     let published = publish_n(&b, 4).await;
     b.read(&[read("group_a", 3)]).await.unwrap();
@@ -148,7 +149,7 @@ pub async fn pending_entries_until_acknowledged<B: Backend>(b: B) {
     assert_eq!(info.last_delivered, published[2]);
 }
 
-pub async fn pending_reads_are_per_consumer<B: Backend>(b: B) {
+pub async fn pending_reads_are_per_consumer<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     publish_n(&b, 2).await;
     let mut other = read("group_a", 1);
@@ -161,7 +162,7 @@ pub async fn pending_reads_are_per_consumer<B: Backend>(b: B) {
     assert_eq!(contents(&theirs[0]), ["m1"]);
 }
 
-pub async fn seed_style_and_malformed_entries<B: Backend>(b: B) {
+pub async fn seed_style_and_malformed_entries<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     b.publish_fields(&fields(&[("sender_id", "alice"), ("content", "hi")]))
         .await
@@ -190,7 +191,7 @@ pub async fn seed_style_and_malformed_entries<B: Backend>(b: B) {
     }
 }
 
-pub async fn messages_keep_every_field<B: Backend>(b: B) {
+pub async fn messages_keep_every_field<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     let mut m = (*message("a_1", 7, Some(3), Some("a_2"), "hello")).clone();
     m.data = Some(
@@ -204,7 +205,7 @@ pub async fn messages_keep_every_field<B: Backend>(b: B) {
     assert_eq!(got[0].message().map(|x| (**x).clone()), Some(m));
 }
 
-pub async fn range_reads_without_a_group<B: Backend>(b: B) {
+pub async fn range_reads_without_a_group<B: Admin>(b: B) {
     let published = publish_n(&b, 5).await;
     let after_two = b.range(published[1], 2).await.unwrap();
     assert_eq!(ids(&after_two), published[2..4]);
@@ -213,7 +214,7 @@ pub async fn range_reads_without_a_group<B: Backend>(b: B) {
     assert_eq!(b.last_id().await.unwrap(), published[4]);
 }
 
-pub async fn trimming_spares_unread_entries<B: Backend>(b: B) {
+pub async fn trimming_spares_unread_entries<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     let published = publish_n(&b, 6).await;
     assert_eq!(b.trim(2).await.unwrap(), 0, "nothing is read yet");
@@ -227,7 +228,7 @@ pub async fn trimming_spares_unread_entries<B: Backend>(b: B) {
     assert_eq!(ids(&pending[0]), published[3..4]);
 }
 
-pub async fn waiting_for_entries<B: Backend>(b: B) {
+pub async fn waiting_for_entries<B: Admin>(b: B) {
     let last = b.last_id().await.unwrap();
     let nothing = b.wait_for_entries(last, Duration::from_millis(50)).await.unwrap();
     assert_eq!(nothing, None);
@@ -240,7 +241,7 @@ pub async fn waiting_for_entries<B: Backend>(b: B) {
     assert_eq!(waited.unwrap(), Some(published[0]));
 }
 
-pub async fn cache_lists_and_sorted_set<B: Backend>(b: B) {
+pub async fn cache_lists_and_sorted_set<B: Admin>(b: B) {
     b.cache_append(&[
         append("a", 1, 0.0, "a1"),
         append("b", 1, 0.0, "b1"),
@@ -296,7 +297,7 @@ pub async fn cache_lists_and_sorted_set<B: Backend>(b: B) {
     assert!(members(&b, CacheQuery::Rank { rank: 99 }).await.is_empty());
 }
 
-pub async fn cache_keeps_equal_values_of_different_writers<B: Backend>(b: B) {
+pub async fn cache_keeps_equal_values_of_different_writers<B: Admin>(b: B) {
     // The old project scored members by value, so two agents saying the same lost one.
     b.cache_append(&[append("a", 1, 0.0, "same"), append("b", 1, 0.0, "same")])
         .await
@@ -304,7 +305,7 @@ pub async fn cache_keeps_equal_values_of_different_writers<B: Backend>(b: B) {
     assert_eq!(count(&b, ScoreBound::ALL).await, 2);
 }
 
-pub async fn cache_samples_are_reproducible<B: Backend>(b: B) {
+pub async fn cache_samples_are_reproducible<B: Admin>(b: B) {
     let appends: Vec<CacheAppend> = (1..=20)
         .map(|i| append("a", i, i as f64, &format!("v{i}")))
         .collect();
@@ -337,7 +338,7 @@ pub async fn cache_samples_are_reproducible<B: Backend>(b: B) {
     assert_eq!(got, ["v1", "v2", "v3"]);
 }
 
-pub async fn cache_clear_expire_and_clear_all<B: Backend>(b: B) {
+pub async fn cache_clear_expire_and_clear_all<B: Admin>(b: B) {
     b.cache_append(&[
         append("a", 1, 0.0, "a1"),
         append("b", 1, 0.0, "b1"),
@@ -405,7 +406,7 @@ pub async fn cache_clear_expire_and_clear_all<B: Backend>(b: B) {
     );
 }
 
-pub async fn commit_applies_a_whole_step<B: Backend>(b: B) {
+pub async fn commit_applies_a_whole_step<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     let incoming = publish_n(&b, 3).await;
     b.read(&[read("group_a", 3)]).await.unwrap();
@@ -458,7 +459,7 @@ pub async fn commit_applies_a_whole_step<B: Backend>(b: B) {
     );
 }
 
-pub async fn cleanup_removes_the_run<B: Backend>(b: B) {
+pub async fn cleanup_removes_the_run<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     let published = publish_n(&b, 2).await;
     b.read(&[read("group_a", 1)]).await.unwrap();
@@ -472,7 +473,7 @@ pub async fn cleanup_removes_the_run<B: Backend>(b: B) {
     })
     .await
     .unwrap();
-    let report = b.cleanup().await.unwrap();
+    let report = b.delete_run().await.unwrap();
     assert_eq!(report.groups, 1);
     assert!(b.groups().await.unwrap().is_empty());
     let sizes = b.sizes().await.unwrap();
@@ -481,7 +482,7 @@ pub async fn cleanup_removes_the_run<B: Backend>(b: B) {
     assert_eq!(b.load_states(&[Arc::from("a")]).await.unwrap(), [None]);
 }
 
-pub async fn idle_pending_entries_can_be_claimed<B: Backend>(b: B) {
+pub async fn idle_pending_entries_can_be_claimed<B: Admin>(b: B) {
     b.ensure_groups(&["group_a".into()]).await.unwrap();
     let published = publish_n(&b, 3).await;
     let mut gone = read("group_a", 10);
@@ -500,14 +501,14 @@ pub async fn idle_pending_entries_can_be_claimed<B: Backend>(b: B) {
     assert_eq!(b.groups().await.unwrap()[0].pending, 0);
 }
 
-pub async fn checkpoints_are_kept<B: Backend>(b: B) {
-    assert!(b.read_checkpoint().await.unwrap().is_empty());
+pub async fn checkpoints_are_kept<B: Admin>(b: B) {
+    assert!(b.read_record().await.unwrap().is_empty());
     b.ping().await.unwrap();
-    b.write_checkpoint(&[("tick", "3".into()), ("status", "running".into())])
+    b.write_record(&[("tick", "3".into()), ("status", "running".into())])
         .await
         .unwrap();
-    b.write_checkpoint(&[("tick", "4".into())]).await.unwrap();
-    let mut got = b.read_checkpoint().await.unwrap();
+    b.write_record(&[("tick", "4".into())]).await.unwrap();
+    let mut got = b.read_record().await.unwrap();
     got.sort();
     assert_eq!(
         got,
@@ -516,13 +517,14 @@ pub async fn checkpoints_are_kept<B: Backend>(b: B) {
             ("tick".to_string(), "4".to_string())
         ]
     );
-    assert!(b.key_conflicts().await.unwrap().is_empty());
-    b.cleanup().await.unwrap();
-    assert!(b.read_checkpoint().await.unwrap().is_empty());
+    b.preflight().await.unwrap();
+    b.delete_run().await.unwrap();
+    assert!(b.read_record().await.unwrap().is_empty());
 }
 
-pub async fn notes_and_hashes_for_bookkeeping<B: Backend>(b: B) {
-    let key = format!("{}:control", b.keys().stream);
+pub async fn notes_and_hashes_for_bookkeeping<B: Admin>(run: B) {
+    let b = run.books();
+    let key = format!("{}:control", run.keys().stream);
     let none = b
         .notes(&key, EntryId::ZERO, Duration::from_millis(20))
         .await
@@ -553,7 +555,7 @@ pub async fn notes_and_hashes_for_bookkeeping<B: Backend>(b: B) {
         .await
         .unwrap();
     assert_eq!(left.len(), 2, "the second note and the third are left: {left:?}");
-    let hash = format!("{}:workers", b.keys().stream);
+    let hash = format!("{}:workers", run.keys().stream);
     b.hash_set(&hash, "1/2", "a").await.unwrap();
     b.hash_set(&hash, "2/2", "b").await.unwrap();
     b.hash_set(&hash, "1/2", "c").await.unwrap();
@@ -566,11 +568,11 @@ pub async fn notes_and_hashes_for_bookkeeping<B: Backend>(b: B) {
             ("2/2".to_string(), "b".to_string())
         ]
     );
-    b.cleanup().await.unwrap();
+    run.delete_run().await.unwrap();
     assert!(b.hash_all(&hash).await.unwrap().is_empty());
 }
 
-pub async fn one_lease_holder_at_a_time<B: Backend>(b: B) {
+pub async fn one_lease_holder_at_a_time<B: Admin>(b: B) {
     let long = Duration::from_secs(30);
     assert_eq!(b.lease_holder().await.unwrap(), None);
     assert_eq!(b.take_lease("a", long, None).await.unwrap(), None);
@@ -579,7 +581,7 @@ pub async fn one_lease_holder_at_a_time<B: Backend>(b: B) {
     assert!(!b.renew_lease("b", long).await.unwrap());
     assert!(b.renew_lease("a", long).await.unwrap());
     // A run's own cleanup keeps it.
-    b.cleanup().await.unwrap();
+    b.delete_run().await.unwrap();
     assert_eq!(b.lease_holder().await.unwrap().as_deref(), Some("a"));
     // Taking over a holder known to be gone, and only that one.
     assert_eq!(
@@ -602,9 +604,77 @@ pub async fn one_lease_holder_at_a_time<B: Backend>(b: B) {
     assert_eq!(b.lease_holder().await.unwrap(), None);
     assert!(!b.renew_lease("c", long).await.unwrap());
     let named = |holder: &str| [(agora::backend::LEASE_HOLDER, holder.to_string())];
-    b.write_checkpoint(&named("d")).await.unwrap();
+    b.write_record(&named("d")).await.unwrap();
     assert!(!b.renew_lease("c", long).await.unwrap());
-    b.write_checkpoint(&named("c")).await.unwrap();
+    b.write_record(&named("c")).await.unwrap();
     assert!(b.renew_lease("c", long).await.unwrap());
     assert_eq!(b.lease_holder().await.unwrap().as_deref(), Some("c"));
+}
+
+/// A step whose acknowledgement fails (its group is gone) changes nothing: it publishes
+/// nothing, remembers nothing, saves no state. (On Redis a MULTI/EXEC would have published:
+/// XACK on a missing group answers 0 and the transaction goes on.)
+pub async fn a_commit_whose_group_is_gone_changes_nothing<B: Admin>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let published = publish_n(&b, 2).await;
+    b.read(&[read("group_a", 10)]).await.unwrap();
+    let step = |group| Commit {
+        group,
+        acks: &published,
+        publish: &[],
+        cache: &[],
+        state: None,
+        dead: &[],
+    };
+    let publish = [message("a", 1, Some(1), None, "after")];
+    let cache = [append("a", 1, 1.0, "x")];
+    let gone = Commit {
+        publish: &publish,
+        cache: &cache,
+        state: Some(("a", "{\"n\":1}")),
+        ..step("group_missing")
+    };
+    let err = b.commit(&gone).await.unwrap_err();
+    assert!(err.message.contains("NOGROUP"), "{err:?}");
+    assert_eq!(
+        b.range(EntryId::ZERO, 10).await.unwrap().len(),
+        2,
+        "nothing published"
+    );
+    assert_eq!(count(&b, ScoreBound::ALL).await, 0, "nothing remembered");
+    assert_eq!(b.load_states(&[Arc::from("a")]).await.unwrap(), [None]);
+    assert_eq!(
+        b.groups().await.unwrap()[0].pending,
+        2,
+        "the real group's entries stay pending"
+    );
+    // A step that acknowledges nothing needs no group.
+    b.commit(&Commit { acks: &[], ..gone }).await.unwrap();
+    assert_eq!(b.range(EntryId::ZERO, 10).await.unwrap().len(), 3);
+    b.commit(&step("group_a")).await.unwrap();
+    assert_eq!(b.groups().await.unwrap()[0].pending, 0);
+}
+
+/// Claiming takes over what idle consumers left pending and removes the consumers left with
+/// nothing, whoever they are, but never the claimant.
+pub async fn claiming_removes_consumers_left_with_nothing<B: Admin>(b: B) {
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let published = publish_n(&b, 4).await;
+    let as_consumer = |name: &str, count| GroupRead {
+        consumer: name.to_string(),
+        ..read("group_a", count)
+    };
+    b.read(&[as_consumer("gone", 2)]).await.unwrap();
+    b.read(&[as_consumer("idle", 2)]).await.unwrap();
+    b.ack("group_a", &published[2..]).await.unwrap();
+    assert_eq!(b.groups().await.unwrap()[0].consumers, 2);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let report = b.claim("group_a", "c", Duration::from_millis(50)).await.unwrap();
+    assert_eq!(report.claimed, 2);
+    let group = &b.groups().await.unwrap()[0];
+    assert_eq!((group.consumers, group.pending), (1, 2), "{group:?}");
+    // The claimant stays even with nothing pending.
+    b.ack("group_a", &published[..2]).await.unwrap();
+    b.claim("group_a", "c", Duration::ZERO).await.unwrap();
+    assert_eq!(b.groups().await.unwrap()[0].consumers, 1);
 }

@@ -38,22 +38,22 @@ pub mod remote_cache {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use agora::backend::memory::MemoryBackend;
+    use agora::backend::memory::{MemoryBackend, MemoryTransport};
     use agora::backend::*;
     use agora::message::{Batch, Delivery, EntryId, Message};
 
     #[derive(Clone)]
     pub struct RemoteCache(pub MemoryBackend);
 
-    impl Backend for RemoteCache {
-        fn kind(&self) -> &'static str {
-            "memory"
-        }
-        fn keys(&self) -> &Keys {
-            self.0.keys()
-        }
+    impl Stream for RemoteCache {
         async fn ensure_groups(&self, groups: &[String]) -> Result<(), BackendError> {
             self.0.ensure_groups(groups).await
+        }
+        async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Batch>, BackendError> {
+            self.0.read(reads).await
+        }
+        async fn ack(&self, group: &str, ids: &[EntryId]) -> Result<u64, BackendError> {
+            self.0.ack(group, ids).await
         }
         async fn claim(
             &self,
@@ -63,69 +63,14 @@ pub mod remote_cache {
         ) -> Result<ClaimReport, BackendError> {
             self.0.claim(group, consumer, min_idle).await
         }
-        async fn ping(&self) -> Result<(), BackendError> {
-            self.0.ping().await
-        }
-        async fn read_checkpoint(&self) -> Result<Vec<(String, String)>, BackendError> {
-            self.0.read_checkpoint().await
-        }
-        async fn write_checkpoint(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
-            self.0.write_checkpoint(fields).await
-        }
-        async fn key_conflicts(&self) -> Result<Vec<KeyConflict>, BackendError> {
-            self.0.key_conflicts().await
-        }
-        async fn take_lease(
-            &self,
-            holder: &str,
-            ttl: Duration,
-            replacing: Option<&str>,
-        ) -> Result<Option<String>, BackendError> {
-            self.0.take_lease(holder, ttl, replacing).await
-        }
-        async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
-            self.0.renew_lease(holder, ttl).await
-        }
-        async fn release_lease(&self, holder: &str) -> Result<(), BackendError> {
-            self.0.release_lease(holder).await
-        }
-        async fn lease_holder(&self) -> Result<Option<String>, BackendError> {
-            self.0.lease_holder().await
-        }
-        async fn note(&self, key: &str, text: &str) -> Result<EntryId, BackendError> {
-            self.0.note(key, text).await
-        }
-        async fn notes(
-            &self,
-            key: &str,
-            after: EntryId,
-            block: Duration,
-        ) -> Result<Vec<(EntryId, String)>, BackendError> {
-            self.0.notes(key, after, block).await
-        }
-        async fn trim_notes(&self, key: &str, before: EntryId) -> Result<u64, BackendError> {
-            self.0.trim_notes(key, before).await
-        }
-        async fn hash_set(&self, key: &str, field: &str, value: &str) -> Result<(), BackendError> {
-            self.0.hash_set(key, field, value).await
-        }
-        async fn hash_all(&self, key: &str) -> Result<Vec<(String, String)>, BackendError> {
-            self.0.hash_all(key).await
+        async fn trim(&self, maxlen: u64) -> Result<u64, BackendError> {
+            self.0.trim(maxlen).await
         }
         async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {
             self.0.publish(messages).await
         }
         async fn publish_fields(&self, fields: &[(String, String)]) -> Result<EntryId, BackendError> {
             self.0.publish_fields(fields).await
-        }
-        async fn read(&self, reads: &[GroupRead]) -> Result<Vec<Batch>, BackendError> {
-            self.0.read(reads).await
-        }
-        async fn ack(&self, group: &str, ids: &[EntryId]) -> Result<u64, BackendError> {
-            self.0.ack(group, ids).await
-        }
-        async fn groups(&self) -> Result<Vec<GroupInfo>, BackendError> {
-            self.0.groups().await
         }
         async fn range(&self, after: EntryId, count: usize) -> Result<Vec<Delivery>, BackendError> {
             self.0.range(after, count).await
@@ -140,12 +85,12 @@ pub mod remote_cache {
         ) -> Result<Option<EntryId>, BackendError> {
             self.0.wait_for_entries(after, timeout).await
         }
-        async fn trim(&self, maxlen: u64) -> Result<u64, BackendError> {
-            self.0.trim(maxlen).await
+        async fn groups(&self) -> Result<Vec<GroupInfo>, BackendError> {
+            self.0.groups().await
         }
-        async fn dead_letters(&self) -> Result<Vec<Vec<(String, String)>>, BackendError> {
-            self.0.dead_letters().await
-        }
+    }
+
+    impl Cache for RemoteCache {
         async fn cache_append(&self, appends: &[CacheAppend]) -> Result<(), BackendError> {
             self.0.cache_append(appends).await
         }
@@ -164,20 +109,95 @@ pub mod remote_cache {
         async fn cache_clear_all(&self) -> Result<u64, BackendError> {
             self.0.cache_clear_all().await
         }
+    }
+
+    impl RunStore for RemoteCache {
         async fn commit(&self, commit: &Commit<'_>) -> Result<Vec<EntryId>, BackendError> {
             self.0.commit(commit).await
         }
         async fn load_states(&self, agents: &[Arc<str>]) -> Result<Vec<Option<String>>, BackendError> {
             self.0.load_states(agents).await
         }
-        async fn sizes(&self) -> Result<Sizes, BackendError> {
-            self.0.sizes().await
+        async fn read_record(&self) -> Result<Vec<(String, String)>, BackendError> {
+            self.0.read_record().await
         }
-        async fn cleanup(&self) -> Result<CleanupReport, BackendError> {
-            self.0.cleanup().await
+        async fn write_record(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
+            self.0.write_record(fields).await
+        }
+        async fn take_lease(
+            &self,
+            holder: &str,
+            ttl: Duration,
+            replacing: Option<&str>,
+        ) -> Result<Option<String>, BackendError> {
+            self.0.take_lease(holder, ttl, replacing).await
+        }
+        async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
+            self.0.renew_lease(holder, ttl).await
+        }
+        async fn release_lease(&self, holder: &str) -> Result<(), BackendError> {
+            self.0.release_lease(holder).await
+        }
+        async fn lease_holder(&self) -> Result<Option<String>, BackendError> {
+            self.0.lease_holder().await
+        }
+        async fn dead_letters(&self) -> Result<Vec<Vec<(String, String)>>, BackendError> {
+            self.0.dead_letters().await
+        }
+        async fn delete_run(&self) -> Result<CleanupReport, BackendError> {
+            self.0.delete_run().await
+        }
+    }
+
+    impl Backend for RemoteCache {
+        type Transport = MemoryTransport;
+
+        fn kind(&self) -> BackendKind {
+            BackendKind::Memory
+        }
+        fn keys(&self) -> &Keys {
+            self.0.keys()
+        }
+        async fn ping(&self) -> Result<(), BackendError> {
+            self.0.ping().await
+        }
+        async fn preflight(&self) -> Result<(), BackendError> {
+            self.0.preflight().await
+        }
+        fn transport(&self) -> Option<MemoryTransport> {
+            None
         }
     }
 }
+
+/// What the conformance suite asks of a backend beyond the traits: its inherent admin
+/// methods, and a transport over the same keys.
+pub trait Admin: agora::backend::Backend {
+    type Books: agora::backend::Transport;
+    async fn sizes(&self) -> Result<agora::backend::Sizes, agora::backend::BackendError>;
+    fn books(&self) -> Self::Books;
+}
+
+impl Admin for agora::backend::memory::MemoryBackend {
+    type Books = agora::backend::memory::MemoryTransport;
+    async fn sizes(&self) -> Result<agora::backend::Sizes, agora::backend::BackendError> {
+        agora::backend::memory::MemoryBackend::sizes(self).await
+    }
+    fn books(&self) -> Self::Books {
+        self.in_process_transport()
+    }
+}
+
+impl Admin for agora::backend::redis::RedisBackend {
+    type Books = agora::backend::redis::RedisBackend;
+    async fn sizes(&self) -> Result<agora::backend::Sizes, agora::backend::BackendError> {
+        agora::backend::redis::RedisBackend::sizes(self).await
+    }
+    fn books(&self) -> Self::Books {
+        self.clone()
+    }
+}
+
 pub mod redis_server;
 
 /// The `agora` binary, as a user runs it, without the caller's `AGORA_*` variables.

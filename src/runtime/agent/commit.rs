@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::step::AgentCore;
 use crate::backend::{Backend, Commit};
 use crate::message::{EntryId, Message};
-use crate::runtime::{RunError, reconnect};
+use crate::runtime::RunError;
 
 impl<B: Backend> AgentCore<B> {
     /// Commits a step, riding out a lost connection: after Redis is back, the saved record
@@ -25,11 +25,13 @@ impl<B: Backend> AgentCore<B> {
                 Ok(ids) => return Ok(ids),
                 Err(e) if e.is_unavailable() => {
                     tracing::debug!(agent = %self.spec.name, "{e}; waiting for the backend to come back");
-                    reconnect::wait(&self.backend, self.reconnect_timeout).await?;
-                    let stored = reconnect::retry(&self.backend, self.reconnect_timeout, || {
-                        self.backend.load_states(std::slice::from_ref(&self.spec.name))
-                    })
-                    .await?;
+                    self.reconnect.wait(&self.backend).await?;
+                    let stored = self
+                        .reconnect
+                        .retry(&self.backend, || {
+                            self.backend.load_states(std::slice::from_ref(&self.spec.name))
+                        })
+                        .await?;
                     let record = commit.state.map(|(_, r)| r);
                     if stored.first().and_then(|s| s.as_deref()) == record {
                         return self.find_published(publish).await;
@@ -45,10 +47,10 @@ impl<B: Backend> AgentCore<B> {
         let mut ids = Vec::with_capacity(publish.len());
         let mut after = self.last_own_id;
         while ids.len() < publish.len() {
-            let batch = reconnect::retry(&self.backend, self.reconnect_timeout, || {
-                self.backend.range(after, 1000)
-            })
-            .await?;
+            let batch = self
+                .reconnect
+                .retry(&self.backend, || self.backend.range(after, 1000))
+                .await?;
             let Some(last) = batch.last() else { break };
             after = last.id;
             for d in &batch {

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::call::{Attempt, Work};
 use super::plan::{self, BatchPlan};
@@ -14,7 +13,8 @@ use crate::backend::cache::wall_clock_score;
 use crate::backend::{Backend, CacheAppend, Commit, DeadLetter};
 use crate::behaviour::DynBehaviour;
 use crate::message::{Delivery, Entry, EntryId, Message};
-use crate::runtime::{RunError, reconnect};
+use crate::runtime::RunError;
+use crate::runtime::reconnect::Reconnect;
 use crate::scenario::AgentSpec;
 use crate::tally::Tally;
 
@@ -27,8 +27,8 @@ pub(crate) struct AgentSetup<B> {
     pub backend: B,
     pub seed: u64,
     pub max_retries: u32,
-    /// How long to wait for a lost backend before giving up.
-    pub reconnect_timeout: Duration,
+    /// How to wait for a lost backend.
+    pub reconnect: Reconnect,
     /// A saved record to continue from (`--resume`).
     pub saved: Option<String>,
 }
@@ -41,7 +41,7 @@ pub(crate) struct AgentCore<B> {
     pub(super) backend: B,
     seed: u64,
     max_retries: u32,
-    pub(super) reconnect_timeout: Duration,
+    pub(super) reconnect: Reconnect,
     pub(super) live: Live,
     /// The last committed record; `live` equals it at the start of every step.
     saved: Option<String>,
@@ -77,7 +77,7 @@ impl<B: Backend> AgentCore<B> {
             backend: setup.backend,
             seed: setup.seed,
             max_retries: setup.max_retries,
-            reconnect_timeout: setup.reconnect_timeout,
+            reconnect: setup.reconnect,
             saved: setup.saved,
             saved_core: None,
             carry: Vec::new(),
@@ -251,10 +251,10 @@ impl<B: Backend> AgentCore<B> {
                     return Ok((work, given_up));
                 }
                 Attempt::Miss(queries) => {
-                    let answers = reconnect::retry(&self.backend, self.reconnect_timeout, || {
-                        self.backend.cache_read(&queries)
-                    })
-                    .await?;
+                    let answers = self
+                        .reconnect
+                        .retry(&self.backend, || self.backend.cache_read(&queries))
+                        .await?;
                     for (q, a) in queries.into_iter().zip(answers) {
                         fetched.insert(q, a);
                     }

@@ -4,6 +4,7 @@
 //! answers on `{stream}:reports`. Workers register, and show they are alive, in the hash
 //! `{stream}:workers` (field `I/N`, a heartbeat every half second). Every command and report
 //! carries the id of the coordinator's run, so that leftovers of an earlier one are ignored.
+//! Each message, registration and shard number is encoded and checked here, in one place.
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,17 @@ pub(crate) enum Report {
 }
 
 impl Report {
+    /// The shard it is from, as the worker wrote it (the reader checks it).
+    pub fn shard(&self) -> u32 {
+        match self {
+            Report::Ready { shard, .. }
+            | Report::Done { shard, .. }
+            | Report::Progress { shard, .. }
+            | Report::Stopped { shard, .. }
+            | Report::Failed { shard, .. } => *shard,
+        }
+    }
+
     pub fn run(&self) -> &str {
         match self {
             Report::Ready { run, .. }
@@ -92,13 +104,50 @@ impl Report {
     }
 }
 
-/// A worker's registration in `{stream}:workers`.
+/// A worker's registration in `{stream}:workers`: the value of field `I/N` is the worker's
+/// instance name, a space, and this as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Registration {
+    /// `{host}-{pid}`: also names the worker's consumers.
+    #[serde(skip)]
+    pub instance: String,
     pub host: String,
     pub pid: u32,
     /// Milliseconds since the Unix epoch of the last heartbeat.
     pub heartbeat_ms: u64,
+}
+
+impl Registration {
+    /// This process's registration as `instance`, with a heartbeat now.
+    pub fn now(instance: &str) -> Self {
+        let host = instance.rsplit_once('-').map_or(instance, |(h, _)| h);
+        Registration {
+            instance: instance.to_string(),
+            host: host.to_string(),
+            pid: std::process::id(),
+            heartbeat_ms: now_ms(),
+        }
+    }
+
+    /// The hash field's value.
+    pub fn encode(&self) -> String {
+        // A struct of strings and numbers always serialises.
+        let json = serde_json::to_string(self).unwrap_or_default();
+        format!("{} {json}", self.instance)
+    }
+
+    /// A hash field's value, or `None` if it is not a registration.
+    pub fn decode(value: &str) -> Option<Self> {
+        let (instance, json) = value.split_once(' ')?;
+        let mut registration: Registration = serde_json::from_str(json).ok()?;
+        registration.instance = instance.to_string();
+        Some(registration)
+    }
+
+    /// Whether the heartbeat is older than [`WORKER_SILENCE`] at `now_ms`.
+    pub fn is_silent(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.heartbeat_ms) >= WORKER_SILENCE.as_millis() as u64
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -108,18 +157,67 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// `I/N` as (I, N), with 1 ≤ I ≤ N.
-pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("--shard {text:?}: write it as I/N with 1 <= I <= N, such as 2/3");
-    let (i, n) = text.split_once('/').ok_or_else(bad)?;
-    let (i, n): (u32, u32) = (
-        i.trim().parse().map_err(|_| bad())?,
-        n.trim().parse().map_err(|_| bad())?,
-    );
-    if i == 0 || n == 0 || i > n || n > 1024 {
-        return Err(bad());
+/// Which share of the agents a worker hosts: shard `index` of `count`, from 1/N to N/N. A
+/// number that is not one of the run's shards cannot be made, so a bad report cannot index
+/// past the run's shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardId {
+    index: u32,
+    count: u32,
+}
+
+/// The most worker processes a run may have.
+const MAX_SHARDS: u32 = 1024;
+
+impl ShardId {
+    /// Shard `index` of `count`.
+    ///
+    /// # Errors
+    ///
+    /// `index` is 0 or above `count`, or `count` is 0 or above 1024.
+    pub fn new(index: u32, count: u32) -> Result<Self, String> {
+        if index == 0 || index > count || count > MAX_SHARDS {
+            return Err(format!(
+                "shard {index} of {count}: shards are numbered 1 to N, with N at most {MAX_SHARDS}"
+            ));
+        }
+        Ok(ShardId { index, count })
     }
-    Ok((i, n))
+
+    /// `I/N`, as `--shard` and the workers' hash write it.
+    ///
+    /// # Errors
+    ///
+    /// Not two numbers with 1 <= I <= N: a message saying how to write it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("--shard {text:?}: write it as I/N with 1 <= I <= N, such as 2/3");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (i, n): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        ShardId::new(i, n).map_err(|_| bad())
+    }
+
+    /// From 1.
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    pub fn count(self) -> u32 {
+        self.count
+    }
+
+    /// The place of this shard in a list of all of them (from 0).
+    pub fn slot(self) -> usize {
+        self.index as usize - 1
+    }
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// Which shard (1..=N) hosts an agent: by the agent's place among all agent names sorted, so
@@ -135,9 +233,11 @@ mod tests {
 
     #[test]
     fn shards_parse() {
-        assert_eq!(parse_shard("2/3"), Ok((2, 3)));
-        for bad in ["0/3", "4/3", "3", "a/b", "1/0", "-1/2"] {
-            assert!(parse_shard(bad).is_err(), "{bad}");
+        let shard = ShardId::parse("2/3").unwrap();
+        assert_eq!((shard.index(), shard.count(), shard.slot()), (2, 3, 1));
+        assert_eq!(shard.to_string(), "2/3");
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0", "-1/2", "1/2000"] {
+            assert!(ShardId::parse(bad).is_err(), "{bad}");
         }
     }
 
@@ -168,5 +268,22 @@ mod tests {
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), r);
+    }
+}
+
+#[cfg(test)]
+mod registration_tests {
+    use super::*;
+
+    #[test]
+    fn registrations_round_trip_and_refuse_garbage() {
+        let r = Registration::now("host-a-42");
+        assert_eq!(r.host, "host-a");
+        let decoded = Registration::decode(&r.encode()).unwrap();
+        assert_eq!(decoded, r);
+        assert!(Registration::decode("no-json-here").is_none());
+        assert!(Registration::decode("x {\"pid\": \"seven\"}").is_none());
+        assert!(!r.is_silent(r.heartbeat_ms + 1000));
+        assert!(r.is_silent(r.heartbeat_ms + 6000));
     }
 }

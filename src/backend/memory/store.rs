@@ -1,0 +1,308 @@
+//! The embedded store: the stream with its consumer groups, the cache, and the run's own
+//! records, all behind one lock (which is what makes a commit atomic).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::cache::CacheStore;
+use super::transport::Books;
+use crate::backend::{BackendError, ClaimReport, GroupInfo, GroupRead};
+use crate::message::{Batch, Delivery, Entry, EntryId};
+
+/// A fast hash map: keys are agent names and cache members, not attacker-chosen.
+pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+pub(super) struct Store {
+    /// Entries in id order; sequence numbers are contiguous from the front's.
+    pub entries: VecDeque<Stored>,
+    pub next_seq: u64,
+    pub groups: BTreeMap<String, Group>,
+    pub dead: Vec<Vec<(String, String)>>,
+    pub cache: CacheStore,
+    pub states: HashMap<String, String>,
+    pub record: BTreeMap<String, String>,
+    /// The stream's lease: holder and expiry.
+    pub lease: Option<(String, Instant)>,
+    /// The in-process transport's notes and hashes.
+    pub books: Books,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            entries: VecDeque::new(),
+            next_seq: 1,
+            groups: BTreeMap::new(),
+            dead: Vec::new(),
+            cache: CacheStore::default(),
+            states: HashMap::default(),
+            record: BTreeMap::new(),
+            lease: None,
+            books: Books::default(),
+        }
+    }
+}
+
+pub(super) struct Stored {
+    pub seq: u64,
+    pub entry: Entry,
+}
+
+#[derive(Default)]
+pub(super) struct Group {
+    last_delivered: u64,
+    /// Delivered and not yet acknowledged, in sequence order. Acknowledged entries are
+    /// marked and dropped once they reach the front, so an in-order ack is O(1).
+    pending: VecDeque<Pending>,
+    /// Pending entries not yet acknowledged.
+    live: u64,
+    /// Consumer names; pending entries refer to them by position.
+    consumers: Vec<String>,
+}
+
+struct Pending {
+    seq: u64,
+    consumer: u32,
+    acked: bool,
+    /// When it was last delivered, for claiming entries of idle consumers.
+    delivered: Instant,
+}
+
+/// Memory entry ids are `0-seq`.
+pub(super) fn id(seq: u64) -> EntryId {
+    EntryId::new(0, seq)
+}
+
+pub(super) fn no_group(group: &str) -> BackendError {
+    BackendError::command(format!(
+        "NOGROUP: no consumer group {group:?} on the stream (create it before reading)"
+    ))
+}
+
+impl Group {
+    /// The position of `consumer`, added if it is new (as XREADGROUP does).
+    fn consumer(&mut self, consumer: &str) -> u32 {
+        match self.consumers.iter().position(|c| c == consumer) {
+            Some(i) => i as u32,
+            None => {
+                self.consumers.push(consumer.to_string());
+                (self.consumers.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The first sequence number this group still needs: its oldest unacknowledged entry, or
+    /// the one after what it was last delivered.
+    fn first_needed(&self) -> u64 {
+        let first_unacked = self.pending.iter().find(|p| !p.acked).map(|p| p.seq);
+        first_unacked
+            .unwrap_or(self.last_delivered + 1)
+            .min(self.last_delivered + 1)
+    }
+
+    pub fn info(&self, name: &str, last: u64) -> GroupInfo {
+        GroupInfo {
+            name: name.to_string(),
+            consumers: self.consumers.len() as u64,
+            pending: self.live,
+            lag: Some(last.saturating_sub(self.last_delivered)),
+            last_delivered: id(self.last_delivered),
+        }
+    }
+
+    /// Takes over the unacknowledged entries idle for `min_idle` (any consumer's, the
+    /// claimant's own included, as XAUTOCLAIM does), then removes the other consumers that
+    /// have nothing pending.
+    pub fn claim(&mut self, consumer: &str, min_idle: Duration) -> ClaimReport {
+        let me = self.consumer(consumer);
+        let now = Instant::now();
+        let mut claimed = 0;
+        for p in self.pending.iter_mut().filter(|p| !p.acked) {
+            if now.duration_since(p.delivered) >= min_idle {
+                p.consumer = me;
+                p.delivered = now;
+                claimed += 1;
+            }
+        }
+        self.remove_idle_consumers(me);
+        ClaimReport { claimed, deleted: 0 }
+    }
+
+    fn remove_idle_consumers(&mut self, keep: u32) {
+        let mut busy = vec![false; self.consumers.len()];
+        busy[keep as usize] = true;
+        for p in self.pending.iter().filter(|p| !p.acked) {
+            busy[p.consumer as usize] = true;
+        }
+        if busy.iter().all(|&b| b) {
+            return;
+        }
+        // New positions for the consumers that stay.
+        let mut renumbered = vec![0u32; self.consumers.len()];
+        let mut next = 0u32;
+        for (i, &b) in busy.iter().enumerate() {
+            if b {
+                renumbered[i] = next;
+                next += 1;
+            }
+        }
+        let mut i = 0;
+        self.consumers.retain(|_| {
+            i += 1;
+            busy[i - 1]
+        });
+        for p in self.pending.iter_mut() {
+            // Acknowledged entries waiting to be dropped may name a removed consumer: no one
+            // reads them again.
+            p.consumer = renumbered[p.consumer as usize];
+        }
+    }
+}
+
+impl Store {
+    pub fn append(&mut self, entry: Entry) -> EntryId {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.push_back(Stored { seq, entry });
+        id(seq)
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        self.entries.front().map_or(self.next_seq, |e| e.seq)
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&Stored> {
+        let first = self.first_seq();
+        seq.checked_sub(first).and_then(|i| self.entries.get(i as usize))
+    }
+
+    fn delivery(stored: &Stored) -> Delivery {
+        Delivery {
+            id: id(stored.seq),
+            entry: stored.entry.clone(),
+        }
+    }
+
+    /// One group's read. `shared` is the previous new-entries read of the same call: a group
+    /// that reads the same range shares its batch.
+    pub fn read(
+        &mut self,
+        r: &GroupRead,
+        shared: &mut Option<(u64, u64, Batch)>,
+    ) -> Result<Batch, BackendError> {
+        let first = self.first_seq();
+        let last = self.last_seq();
+        let Some(group) = self.groups.get_mut(&r.group) else {
+            return Err(no_group(&r.group));
+        };
+        let consumer = group.consumer(&r.consumer);
+        if r.pending {
+            let now = Instant::now();
+            let mut out = Vec::new();
+            for p in group
+                .pending
+                .iter_mut()
+                .filter(|p| !p.acked && p.consumer == consumer)
+            {
+                p.delivered = now;
+                if out.len() >= r.count {
+                    break;
+                }
+                let at = p
+                    .seq
+                    .checked_sub(first)
+                    .and_then(|i| self.entries.get(i as usize));
+                if let Some(stored) = at {
+                    out.push(Self::delivery(stored));
+                }
+            }
+            return Ok(out.into());
+        }
+        let from = (group.last_delivered + 1).max(first);
+        let to = last.min(from.saturating_add(r.count as u64).saturating_sub(1));
+        if from > to || r.count == 0 {
+            return Ok(Batch::from([]));
+        }
+        let batch = match shared {
+            Some((f, t, batch)) if (*f, *t) == (from, to) => batch.clone(),
+            _ => {
+                let batch: Batch = self
+                    .entries
+                    .range((from - first) as usize..=(to - first) as usize)
+                    .map(Self::delivery)
+                    .collect();
+                *shared = Some((from, to, batch.clone()));
+                batch
+            }
+        };
+        let now = Instant::now();
+        group.pending.extend((from..=to).map(|seq| Pending {
+            seq,
+            consumer,
+            acked: false,
+            delivered: now,
+        }));
+        group.live += batch.len() as u64;
+        group.last_delivered = to;
+        Ok(batch)
+    }
+
+    /// Acknowledges `ids` in `group`; returns how many were pending (0 without the group).
+    pub fn ack(&mut self, group: &str, ids: &[EntryId]) -> u64 {
+        let Some(group) = self.groups.get_mut(group) else {
+            return 0;
+        };
+        let mut acked = 0;
+        // Ids usually come in order, as they were read: look from where the last one was.
+        let mut from = 0;
+        for entry_id in ids {
+            if entry_id.ms != 0 {
+                continue;
+            }
+            let found = match group.pending.get(from) {
+                Some(p) if p.seq == entry_id.seq => Some(from),
+                _ => group.pending.binary_search_by_key(&entry_id.seq, |p| p.seq).ok(),
+            };
+            if let Some(i) = found {
+                from = i + 1;
+                if !group.pending[i].acked {
+                    group.pending[i].acked = true;
+                    acked += 1;
+                }
+            }
+        }
+        group.live -= acked;
+        while group.pending.front().is_some_and(|p| p.acked) {
+            group.pending.pop_front();
+        }
+        acked
+    }
+
+    /// Drops entries from the front while the stream is longer than `maxlen`, sparing every
+    /// entry some group has not read and acknowledged.
+    pub fn trim(&mut self, maxlen: u64) -> u64 {
+        let safe = self
+            .groups
+            .values()
+            .map(Group::first_needed)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut removed = 0;
+        while self.entries.len() as u64 > maxlen && self.entries.front().is_some_and(|e| e.seq < safe) {
+            self.entries.pop_front();
+            removed += 1;
+        }
+        removed
+    }
+
+    pub fn lease_holder(&self) -> Option<&str> {
+        self.lease
+            .as_ref()
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(holder, _)| holder.as_str())
+    }
+}

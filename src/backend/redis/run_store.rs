@@ -1,0 +1,269 @@
+//! What keeps a run safe on Redis: each agent step in one atomic script, saved states in
+//! `{stream}:state`, the run's record in `{stream}:run`, the lease in `{stream}:lease`, dead
+//! letters in `{stream}:dead`.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::Value;
+
+use super::{RedisBackend, admin, ids_reply, parse};
+use crate::backend::{BackendError, CleanupReport, Commit, RunStore};
+use crate::message::EntryId;
+
+/// One agent step, applied by [`COMMIT`] all at once. MULTI/EXEC cannot do it: XACK on a
+/// group that is gone answers 0 without an error, and the transaction would publish the
+/// step's messages all the same. The script refuses the whole step first (NOGROUP), so
+/// nothing is published by a step whose acknowledgement failed, as on the memory backend.
+///
+/// Arguments: the group, the number of ids to acknowledge and the ids; then each further
+/// command as its argument count, `1` if its reply is returned (the step's XADDs to the
+/// stream) or `0`, and the command itself.
+static COMMIT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local stream, group = KEYS[1], ARGV[1]
+         local acks = tonumber(ARGV[2])
+         if acks > 0 then
+           local found = redis.pcall('XINFO', 'CONSUMERS', stream, group)
+           if type(found) == 'table' and found.err then
+             return redis.error_reply(found.err)
+           end
+         end
+         local i, last = 3, 2 + acks
+         while i <= last do
+           local upto = math.min(i + 999, last)
+           redis.call('XACK', stream, group, unpack(ARGV, i, upto))
+           i = upto + 1
+         end
+         local ids = {}
+         while i <= #ARGV do
+           local argc, keep = tonumber(ARGV[i]), ARGV[i + 1]
+           local reply = redis.call(unpack(ARGV, i + 2, i + 1 + argc))
+           if keep == '1' then ids[#ids + 1] = reply end
+           i = i + 2 + argc
+         end
+         return ids",
+    )
+});
+
+/// The most members one RPUSH or ZADD of a step carries (Lua's `unpack` has a limit).
+const CHUNK: usize = 500;
+
+/// [`COMMIT`]'s arguments, built command by command.
+struct StepScript {
+    invocation: redis::ScriptInvocation<'static>,
+}
+
+impl StepScript {
+    fn new(stream: &str, group: &str, acks: &[EntryId]) -> Self {
+        let mut invocation = COMMIT.prepare_invoke();
+        invocation.key(stream).arg(group).arg(acks.len());
+        for id in acks {
+            invocation.arg(id.to_string());
+        }
+        StepScript { invocation }
+    }
+
+    /// `command key args...`, its reply returned when `keep`.
+    fn command(&mut self, keep: bool, command: &str, key: &str, args: impl IntoIterator<Item = String>) {
+        let args: Vec<String> = args.into_iter().collect();
+        self.invocation
+            .arg(args.len() + 2)
+            .arg(if keep { "1" } else { "0" })
+            .arg(command)
+            .arg(key)
+            .arg(args);
+    }
+}
+
+/// An entry's fields as XADD takes them: `*`, then field, value, ...
+fn xadd_fields(fields: Vec<(impl Into<String>, String)>) -> Vec<String> {
+    let mut args = Vec::with_capacity(1 + 2 * fields.len());
+    args.push("*".to_string());
+    for (k, v) in fields {
+        args.push(k.into());
+        args.push(v);
+    }
+    args
+}
+
+impl RunStore for RedisBackend {
+    async fn commit(&self, c: &Commit<'_>) -> Result<Vec<EntryId>, BackendError> {
+        let keys = &self.inner.keys;
+        let mut step = StepScript::new(&keys.stream, c.group, c.acks);
+        for m in c.publish {
+            step.command(true, "XADD", &keys.stream, xadd_fields(m.to_fields()));
+        }
+        let agents = c
+            .cache
+            .iter()
+            .map(|a| &*a.agent)
+            .collect::<std::collections::BTreeSet<_>>();
+        for agent in agents {
+            let members: Vec<&str> = c
+                .cache
+                .iter()
+                .filter(|a| &*a.agent == agent)
+                .map(|a| a.member.as_str())
+                .collect();
+            for chunk in members.chunks(CHUNK) {
+                step.command(
+                    false,
+                    "RPUSH",
+                    &keys.cache_list(agent),
+                    chunk.iter().map(|m| m.to_string()),
+                );
+            }
+        }
+        for chunk in c.cache.chunks(CHUNK) {
+            let pairs = chunk.iter().flat_map(|a| [a.score.to_string(), a.member.clone()]);
+            step.command(false, "ZADD", &keys.cache_timestamps(), pairs);
+        }
+        if let Some((agent, state)) = c.state {
+            step.command(
+                false,
+                "HSET",
+                &keys.agent_state(),
+                [agent.to_string(), state.to_string()],
+            );
+        }
+        let dead = keys.dead_letters();
+        for d in c.dead {
+            step.command(false, "XADD", &dead, xadd_fields(d.to_fields()));
+        }
+        let mut con = self.inner.con.clone();
+        let ids: Vec<Value> = step
+            .invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.error("an agent's step (the commit script)", &e))?;
+        ids_reply(ids)
+    }
+
+    async fn load_states(&self, agents: &[Arc<str>]) -> Result<Vec<Option<String>>, BackendError> {
+        let mut out = Vec::with_capacity(agents.len());
+        for chunk in agents.chunks(1000) {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(self.inner.keys.agent_state());
+            for a in chunk {
+                cmd.arg(&**a);
+            }
+            let states: Vec<Option<String>> = self.query("HMGET", &cmd).await?;
+            out.extend(states);
+        }
+        Ok(out)
+    }
+
+    async fn read_record(&self) -> Result<Vec<(String, String)>, BackendError> {
+        self.query("HGETALL", redis::cmd("HGETALL").arg(self.inner.keys.checkpoint()))
+            .await
+    }
+
+    async fn write_record(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.inner.keys.checkpoint());
+        for (k, v) in fields {
+            cmd.arg(*k).arg(v);
+        }
+        self.query::<()>("HSET", &cmd).await
+    }
+
+    async fn take_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        replacing: Option<&str>,
+    ) -> Result<Option<String>, BackendError> {
+        // One script, so that two runs starting at once cannot both take it. ARGV[3] is the
+        // holder known to be gone, or "-", which no holder is.
+        static TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "local current = redis.call('GET', KEYS[1])
+                 if (not current) or current == ARGV[1] or current == ARGV[3] then
+                   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+                   return false
+                 end
+                 return current",
+            )
+        });
+        let mut invocation = TAKE.key(self.inner.keys.lease());
+        invocation
+            .arg(holder)
+            .arg(ttl.as_millis() as u64)
+            .arg(replacing.unwrap_or("-"));
+        let mut con = self.inner.con.clone();
+        invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.error("the lease script", &e))
+    }
+
+    async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
+        static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "local current = redis.call('GET', KEYS[1])
+                 if current == ARGV[1]
+                    or ((not current) and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[1]) then
+                   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+                   return 1
+                 end
+                 return 0",
+            )
+        });
+        let mut invocation = RENEW.key(self.inner.keys.lease());
+        invocation
+            .key(self.inner.keys.checkpoint())
+            .arg(holder)
+            .arg(ttl.as_millis() as u64)
+            .arg(crate::backend::LEASE_HOLDER);
+        let mut con = self.inner.con.clone();
+        let renewed: i64 = invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.error("the lease script", &e))?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<(), BackendError> {
+        static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+                 return 0",
+            )
+        });
+        let mut invocation = RELEASE.key(self.inner.keys.lease());
+        invocation.arg(holder);
+        let mut con = self.inner.con.clone();
+        invocation
+            .invoke_async::<i64>(&mut con)
+            .await
+            .map(drop)
+            .map_err(|e| self.error("the lease script", &e))
+    }
+
+    async fn lease_holder(&self) -> Result<Option<String>, BackendError> {
+        self.query("GET", redis::cmd("GET").arg(self.inner.keys.lease()))
+            .await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<Vec<(String, String)>>, BackendError> {
+        let reply: Value = self
+            .query(
+                "XRANGE",
+                redis::cmd("XRANGE")
+                    .arg(self.inner.keys.dead_letters())
+                    .arg("-")
+                    .arg("+"),
+            )
+            .await?;
+        parse::raw_entries(reply)
+    }
+
+    async fn delete_run(&self) -> Result<CleanupReport, BackendError> {
+        self.inner.reads.lock().await.cache.clear();
+        admin::cleanup(self, admin::Groups::Listed).await
+    }
+}

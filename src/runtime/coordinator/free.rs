@@ -1,0 +1,122 @@
+//! Free mode: agents handle messages as fast as they arrive, wherever they live, until the
+//! duration, the budget, quiescence or a stop request ends the run.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::Coordinator;
+use crate::backend::Backend;
+use crate::message::EntryId;
+use crate::report::StopReason;
+use crate::runtime::RunError;
+use crate::runtime::agent::StepReport;
+use crate::runtime::hosting::Hosting;
+
+/// How often a free-mode run trims its stream (when `backend.maxlen` is set).
+const TRIM_EVERY: Duration = Duration::from_millis(500);
+/// How long the coordinator waits for news before it looks at the clock again.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+impl<B: Backend> Coordinator<'_, B> {
+    pub(super) async fn free<H: Hosting>(
+        &mut self,
+        hosting: &mut H,
+        stopping: &watch::Receiver<bool>,
+    ) -> Result<StopReason, RunError> {
+        if self.options.resume {
+            // What the interrupted run published, read from the stream for the transcript.
+            self.totals.tally.published = self.free_published.len() as u64;
+        }
+        let start = hosting.start_free().await?;
+        self.add_free(hosting, start);
+        let reason = self.run_free(hosting, stopping).await;
+        // Stopped for whatever reason: what the agents did until they stopped still counts.
+        let last = hosting.stop_free().await;
+        let reason = reason?;
+        self.add_free(hosting, last?);
+        if !hosting.reports_messages() {
+            // Workers report counts; the messages come from the stream, in its order.
+            self.free_published = self.published_on_stream(EntryId::ZERO, |_| true).await?;
+            self.totals.tally.published = self.free_published.len() as u64;
+        }
+        Ok(reason)
+    }
+
+    async fn run_free<H: Hosting>(
+        &mut self,
+        hosting: &mut H,
+        stopping: &watch::Receiver<bool>,
+    ) -> Result<StopReason, RunError> {
+        let scenario = self.scenario;
+        let deadline = scenario.duration.map(|d| Instant::now() + d);
+        let groups: Vec<String> = scenario
+            .agents
+            .iter()
+            .map(|a| scenario.backend.keys.group(&a.name))
+            .collect();
+        let mut last_trim = Instant::now();
+        loop {
+            if self.totals.tally.published >= scenario.max_messages {
+                return Ok(StopReason::Budget);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(StopReason::Duration);
+            }
+            if *stopping.borrow() {
+                return Ok(StopReason::Interrupted);
+            }
+            let wait = deadline.map_or(LOOK_EVERY, |d| (d - now).min(LOOK_EVERY));
+            let progress = hosting.free_progress(wait).await?;
+            let busy = !progress.report.tally.is_empty();
+            self.add_free(hosting, progress.report);
+            self.report_progress(None);
+            if self.totals.tally.published >= scenario.max_messages {
+                return Ok(StopReason::Budget);
+            }
+            if !busy && progress.idle && self.nothing_in_flight(&groups).await? {
+                return Ok(StopReason::Quiescent);
+            }
+            if last_trim.elapsed() >= TRIM_EVERY {
+                self.trim().await?;
+                last_trim = Instant::now();
+            }
+        }
+    }
+
+    fn add_free<H: Hosting>(&mut self, hosting: &H, report: StepReport) {
+        self.totals.add(&report.tally, None);
+        if hosting.reports_messages() {
+            self.free_published.extend(report.published);
+        }
+    }
+
+    /// Trims the stream towards `backend.maxlen` (when set), sparing what some group has not
+    /// read and acknowledged.
+    pub(super) async fn trim(&self) -> Result<(), RunError> {
+        let maxlen = self.scenario.backend.maxlen;
+        if maxlen > 0 {
+            let removed = self
+                .reconnect
+                .retry(&self.backend, || self.backend.trim(maxlen))
+                .await?;
+            tracing::debug!(removed, maxlen, "trimmed the stream");
+        }
+        Ok(())
+    }
+
+    /// Whether every agent's group has read and acknowledged everything on the stream.
+    async fn nothing_in_flight(&self, groups: &[String]) -> Result<bool, RunError> {
+        let infos = self
+            .reconnect
+            .retry(&self.backend, || self.backend.groups())
+            .await?;
+        Ok(groups.iter().all(|g| {
+            infos
+                .iter()
+                .find(|i| &i.name == g)
+                .is_some_and(|i| i.pending == 0 && i.lag.is_none_or(|lag| lag == 0))
+        }))
+    }
+}

@@ -1,0 +1,213 @@
+//! The coordinator: prepares a run, drives it in lockstep or free mode, decides when to stop,
+//! records where the run is (so that `--resume` can continue it), and writes what the run
+//! leaves behind.
+//!
+//! - [`record`]: the run's record on the backend, and the checks before a run starts.
+//! - [`lockstep`]: tick after tick, with a barrier between them.
+//! - [`free`]: agents as fast as messages arrive, until something stops them.
+//! - [`outputs`]: the transcript, the summary, the dead letters, the run's end.
+
+mod free;
+mod lockstep;
+mod outputs;
+mod prepare;
+mod record;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use self::record::{Checkpoint, RunTotals};
+use super::distributed::{Launch, Workers};
+use super::hosting::{Hosting, LocalHosting};
+use super::liveness::{Heartbeat, Holder, LostTo};
+use super::observer::RunProgress;
+use super::reconnect::Reconnect;
+use super::shard::{Shard, ShardOptions};
+use super::{RunError, RunOptions, RunOutcome};
+use crate::backend::Backend;
+use crate::message::{EntryId, Message};
+use crate::report::{StopReason, TranscriptWriter};
+use crate::scenario::{Mode, Scenario};
+
+pub(crate) struct Coordinator<'a, B> {
+    backend: B,
+    scenario: &'a Scenario,
+    options: &'a RunOptions,
+    reconnect: Reconnect,
+    totals: RunTotals,
+    last_tick: Option<u64>,
+    /// Free mode: what was published, with stream ids, for a transcript in stream order
+    /// written when the run ends.
+    free_published: Vec<(EntryId, Arc<Message>)>,
+    /// Lockstep: the stream's newest entry when the last tick ended.
+    tick_start: EntryId,
+    /// Lockstep: how long each tick (from 1) took in this process.
+    tick_seconds: Vec<f64>,
+    /// When the agents started, for rates and elapsed time.
+    started: Instant,
+    /// This run, as the stream's lease names it.
+    holder: Holder,
+    /// How this run lost its lease, if it did: then the keys are no longer its own.
+    lost_to: LostTo,
+}
+
+/// What a run needs to stop: `stop` asks it to (the lease's heartbeat does when another run
+/// takes over), `stopping` tells it it was asked (Ctrl-C, or the heartbeat).
+pub(crate) struct StopSignal {
+    pub stop: watch::Sender<bool>,
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl<'a, B: Backend> Coordinator<'a, B> {
+    pub fn new(backend: B, scenario: &'a Scenario, options: &'a RunOptions, reconnect: Reconnect) -> Self {
+        Coordinator {
+            backend,
+            scenario,
+            options,
+            reconnect,
+            totals: RunTotals::default(),
+            last_tick: None,
+            free_published: Vec::new(),
+            tick_start: EntryId::ZERO,
+            tick_seconds: Vec::new(),
+            started: Instant::now(),
+            holder: Holder::me(),
+            lost_to: LostTo::default(),
+        }
+    }
+
+    /// The error of a run whose lease another run took, if this one's was.
+    fn displaced(&self) -> Option<RunError> {
+        self.lost_to.borrow().clone().map(RunError::Displaced)
+    }
+
+    /// Runs the scenario until it ends or `signal` stops it, and writes its outputs.
+    ///
+    /// # Errors
+    ///
+    /// A run that cannot start (bad input given the backend's state, the backend unusable):
+    /// nothing was run. A run that started and failed returns `Ok` with the error in
+    /// [`RunOutcome::error`], its outputs written.
+    pub async fn run(mut self, signal: StopSignal) -> Result<RunOutcome, RunError> {
+        let run_dir = self.scenario.run_dir();
+        std::fs::create_dir_all(&run_dir).map_err(|e| RunError::Refused {
+            message: format!("cannot create the run's directory {}: {e}", run_dir.display()),
+            hint: "choose a directory this user can write with --out DIR (or output.dir)".to_string(),
+        })?;
+        self.preflight().await?;
+        self.take_lease().await?;
+        // Renewed from now on: cleaning up or rebuilding a transcript may take a while.
+        let heartbeat = Heartbeat::start(
+            self.backend.clone(),
+            &self.holder,
+            signal.stop.clone(),
+            self.lost_to.clone(),
+        );
+        let prepared = async {
+            let checkpoint = self.prepare().await?;
+            let transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
+            Ok((checkpoint, transcript))
+        }
+        .await;
+        let (checkpoint, mut transcript) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                drop(heartbeat);
+                self.give_up_lease().await;
+                return Err(e);
+            }
+        };
+        if let Some(c) = &checkpoint {
+            self.totals = c.totals.clone();
+            self.last_tick = c.tick;
+        }
+        self.started = Instant::now();
+        let outcome = self
+            .host_and_drive(checkpoint, &mut transcript, &signal.stopping)
+            .await;
+        let elapsed = self.started.elapsed();
+        if let Err(e) = self.write_free_transcript(&mut transcript) {
+            drop(heartbeat);
+            self.give_up_lease().await;
+            return Err(e);
+        }
+        let outcome = match self.displaced() {
+            Some(displaced) => Err(displaced),
+            None => outcome,
+        };
+        let (stop_reason, error) = match outcome {
+            Ok(reason) => (reason, None),
+            Err(e) => (StopReason::Failed, Some(e)),
+        };
+        self.finish(run_dir, transcript, stop_reason, error, elapsed, heartbeat)
+            .await
+    }
+
+    /// Starts the agents where they live (here, or in worker processes) and drives them.
+    async fn host_and_drive(
+        &mut self,
+        checkpoint: Option<Checkpoint>,
+        transcript: &mut TranscriptWriter,
+        stopping: &watch::Receiver<bool>,
+    ) -> Result<StopReason, RunError> {
+        let scenario = self.scenario;
+        let Some(n) = self.options.workers else {
+            let options = ShardOptions {
+                resume: self.options.resume,
+                instance: self.options.instance.clone().unwrap_or_else(super::instance_name),
+                reconnect: self.reconnect.clone(),
+            };
+            let shard = Shard::start(self.backend.clone(), scenario, &scenario.agents, &options).await?;
+            let mut hosting = LocalHosting::new(shard, self.options.resume);
+            return self.drive(&mut hosting, checkpoint, transcript, stopping).await;
+        };
+        let Some(transport) = self.backend.transport() else {
+            return Err(RunError::Usage(
+                "--workers: worker processes share the agents of a run through Redis; add --backend redis"
+                    .into(),
+            ));
+        };
+        let launch = if n == 0 {
+            Launch::External
+        } else {
+            Launch::Local(n)
+        };
+        let mut workers = Workers::launch(
+            self.backend.clone(),
+            transport,
+            self.reconnect.clone(),
+            scenario,
+            launch,
+            self.options.resume,
+        )
+        .await?;
+        let outcome = self.drive(&mut workers, checkpoint, transcript, stopping).await;
+        workers.finish().await;
+        outcome
+    }
+
+    async fn drive<H: Hosting>(
+        &mut self,
+        hosting: &mut H,
+        checkpoint: Option<Checkpoint>,
+        transcript: &mut TranscriptWriter,
+        stopping: &watch::Receiver<bool>,
+    ) -> Result<StopReason, RunError> {
+        match self.scenario.mode {
+            Mode::Lockstep => self.lockstep(hosting, checkpoint, transcript, stopping).await,
+            Mode::Free => self.free(hosting, stopping).await,
+        }
+    }
+
+    /// Tells the observer how far the run has got.
+    fn report_progress(&self, tick: Option<u64>) {
+        self.reconnect.observer().progress(&RunProgress {
+            tick,
+            messages: self.totals.tally.published,
+            deliveries: self.totals.tally.deliveries,
+            elapsed: self.started.elapsed(),
+        });
+    }
+}

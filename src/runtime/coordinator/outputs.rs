@@ -1,0 +1,224 @@
+//! What a run leaves behind: `transcript.jsonl` (opened fresh, or continued on resume),
+//! `summary.json`, `dead_letters.jsonl`, and its end recorded in its keys.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Coordinator;
+use super::record::{Checkpoint, RunStatus};
+use crate::backend::{Backend, BackendError};
+use crate::message::{EntryId, Message};
+use crate::report::{StopReason, Summary, TranscriptWriter};
+use crate::runtime::liveness::Heartbeat;
+use crate::runtime::{RunError, RunOutcome};
+use crate::scenario::Mode;
+
+impl<B: Backend> Coordinator<'_, B> {
+    pub(super) fn transcript_path(&self) -> PathBuf {
+        self.scenario.run_dir().join(crate::report::transcript::FILE_NAME)
+    }
+
+    /// The transcript to write to: a fresh one, or on resume the interrupted one, cut back to
+    /// what the checkpoint covers (or rebuilt from the stream when the file is gone).
+    pub(super) async fn open_transcript(
+        &mut self,
+        run_dir: &Path,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<TranscriptWriter, RunError> {
+        let fresh = || TranscriptWriter::create(run_dir).map_err(|e| RunError::output(run_dir, e));
+        if !self.options.resume {
+            return fresh();
+        }
+        let Some(c) = checkpoint else {
+            // Free mode: the transcript is rebuilt from the stream.
+            self.free_published = self.published_on_stream(EntryId::ZERO, |_| true).await?;
+            if self.scenario.backend.maxlen > 0 {
+                tracing::warn!(
+                    "the stream is trimmed (backend.maxlen), so the transcript keeps only what it still holds"
+                );
+            }
+            return fresh();
+        };
+        if let Some(w) = TranscriptWriter::resume(run_dir, c.transcript_bytes, c.transcript_lines)
+            .map_err(|e| RunError::output(run_dir, e))?
+        {
+            return Ok(w);
+        }
+        // The interrupted run's transcript is not here: rebuild it from the stream, if the
+        // stream still holds everything.
+        let Some(done) = c.tick else { return fresh() };
+        let mut messages: Vec<Arc<Message>> = self
+            .published_on_stream(EntryId::ZERO, |m| m.tick.is_some_and(|t| t <= done))
+            .await?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        if messages.len() as u64 != c.transcript_lines {
+            return Err(RunError::Refused {
+                message: format!(
+                    "cannot resume: {} is missing, and the stream no longer holds every message to rebuild it",
+                    self.transcript_path().display()
+                ),
+                hint: "resume from the folder the run was started in, or start afresh".to_string(),
+            });
+        }
+        messages.sort_by(|a, b| a.lockstep_key().cmp(&b.lockstep_key()));
+        let mut w = fresh()?;
+        w.write(&messages).map_err(|e| RunError::output(run_dir, e))?;
+        Ok(w)
+    }
+
+    /// Free mode: the transcript in publication order, which is stream order.
+    pub(super) fn write_free_transcript(
+        &mut self,
+        transcript: &mut TranscriptWriter,
+    ) -> Result<(), RunError> {
+        let mut published = std::mem::take(&mut self.free_published);
+        published.sort_by_key(|(id, _)| *id);
+        published.dedup_by_key(|(id, _)| *id);
+        transcript
+            .write(published.iter().map(|(_, m)| m))
+            .map_err(|e| RunError::output(self.transcript_path(), e))
+    }
+
+    /// Writes the outputs, records the end and gives the lease back.
+    pub(super) async fn finish(
+        mut self,
+        run_dir: PathBuf,
+        transcript: TranscriptWriter,
+        stop_reason: StopReason,
+        error: Option<RunError>,
+        elapsed: Duration,
+        heartbeat: Heartbeat,
+    ) -> Result<RunOutcome, RunError> {
+        if let Some(displaced) = self.displaced() {
+            // Another run has the stream's keys, and may be writing into the same folder:
+            // leave everything to it.
+            transcript.abandon();
+            return Err(displaced);
+        }
+        let (transcript_path, sha) = transcript
+            .finish()
+            .map_err(|e| RunError::output(self.transcript_path(), e))?;
+        let dead_letters_path = self.write_dead_letters(&run_dir).await?;
+        let summary = self.summary(stop_reason, error.as_ref(), elapsed, sha);
+        let summary_path = run_dir.join("summary.json");
+        let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Internal(e.to_string()))?;
+        std::fs::write(&summary_path, json + "\n").map_err(|e| RunError::output(&summary_path, e))?;
+
+        // The lease is held (renewed) until the end is recorded and the keys perhaps deleted;
+        // a run displaced meanwhile leaves them alone.
+        if self.displaced().is_none() {
+            self.record_end(stop_reason, error.as_ref()).await?;
+            drop(heartbeat);
+            self.give_up_lease().await;
+        }
+        Ok(RunOutcome {
+            summary,
+            run_dir,
+            transcript: transcript_path,
+            summary_path,
+            dead_letters_path,
+            error,
+        })
+    }
+
+    fn summary(
+        &mut self,
+        stop_reason: StopReason,
+        error: Option<&RunError>,
+        elapsed: Duration,
+        sha: String,
+    ) -> Summary {
+        let scenario = self.scenario;
+        let mut metrics = std::mem::take(&mut self.totals.metrics);
+        for series in metrics.values_mut() {
+            series.finish();
+        }
+        let tally = &self.totals.tally;
+        let elapsed_s = elapsed.as_secs_f64();
+        Summary {
+            scenario: scenario.name.clone(),
+            seed: scenario.seed,
+            mode: scenario.mode,
+            backend: self.backend.kind(),
+            agents: scenario.agents.len() as u64,
+            ticks: match scenario.mode {
+                Mode::Lockstep => self.last_tick,
+                Mode::Free => None,
+            },
+            messages: tally.published,
+            deliveries: tally.deliveries,
+            handled: tally.handled,
+            dead_letters: tally.dead_letters,
+            behaviour_failures: tally.failures,
+            elapsed_s,
+            deliveries_per_s: tally.deliveries as f64 / elapsed_s.max(1e-9),
+            stop_reason,
+            error: error.map(ToString::to_string),
+            transcript_sha256: sha,
+            metrics,
+            tick_seconds: std::mem::take(&mut self.tick_seconds),
+        }
+    }
+
+    /// `dead_letters.jsonl`, when some messages were dead-lettered.
+    async fn write_dead_letters(&self, run_dir: &Path) -> Result<Option<PathBuf>, RunError> {
+        if self.totals.tally.dead_letters == 0 {
+            return Ok(None);
+        }
+        let path = run_dir.join("dead_letters.jsonl");
+        let read = tokio::time::timeout(Duration::from_secs(5), self.backend.dead_letters()).await;
+        match read.unwrap_or_else(|_| Err(BackendError::command("timed out"))) {
+            Ok(entries) => {
+                write_jsonl(&path, &entries).map_err(|e| RunError::output(&path, e))?;
+                Ok(Some(path))
+            }
+            Err(e) => {
+                tracing::warn!("could not read the dead letters back: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Marks the run's end in its keys and deletes them if the scenario says so.
+    async fn record_end(&self, stop_reason: StopReason, error: Option<&RunError>) -> Result<(), RunError> {
+        if let Err(e) = self
+            .backend
+            .write_record(&RunStatus::after(stop_reason).field())
+            .await
+        {
+            // After losing the backend this is expected, and the run's error says it all.
+            if error.is_some_and(RunError::backend_unavailable) {
+                tracing::debug!("could not record the run's end: {e}");
+            } else {
+                tracing::warn!("could not record the run's end: {e}");
+            }
+        }
+        if self.scenario.backend.cleanup.after() {
+            if stop_reason.finished() {
+                self.backend.delete_run().await?;
+            } else {
+                tracing::warn!(
+                    "the run did not finish, so its keys were kept for --resume (cleanup = \"after\" applies to finished runs)"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Entries' fields as one JSON object a line.
+fn write_jsonl(path: &Path, entries: &[Vec<(String, String)>]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for fields in entries {
+        let object: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Object(object))?;
+    }
+    out.flush()
+}

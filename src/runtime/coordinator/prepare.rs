@@ -1,0 +1,145 @@
+//! Before a run starts: its keys checked, the stream's lease taken, an earlier run's keys
+//! cleaned up or continued, and the start recorded.
+
+use super::Coordinator;
+use super::record::{Checkpoint, RunRecord, RunStatus};
+use crate::backend::{Backend, BackendErrorKind};
+use crate::runtime::RunError;
+use crate::runtime::liveness;
+use crate::scenario::Mode;
+
+impl<B: Backend> Coordinator<'_, B> {
+    /// Refuses keys of the run's names that hold something else (someone else's), and a
+    /// backend that would refuse the run's commands.
+    pub(super) async fn preflight(&self) -> Result<(), RunError> {
+        match self
+            .reconnect
+            .retry(&self.backend, || self.backend.preflight())
+            .await
+        {
+            Err(RunError::Backend(e)) if e.kind == BackendErrorKind::Conflict => Err(RunError::Refused {
+                message: e.message,
+                hint: e
+                    .hint
+                    .unwrap_or_else(|| "choose another backend.stream for this scenario".to_string()),
+            }),
+            other => other,
+        }
+    }
+
+    /// Takes the stream's lease, or refuses to run while another run of the stream is going:
+    /// cleaning up or resuming would pull its keys from under it.
+    pub(super) async fn take_lease(&self) -> Result<(), RunError> {
+        let holder = &self.holder;
+        let taken = self
+            .reconnect
+            .retry(&self.backend, || liveness::take(&self.backend, holder))
+            .await?;
+        match taken {
+            None => Ok(()),
+            Some(other) => Err(RunError::Refused {
+                message: format!(
+                    "a run of stream {:?} is still going: {}",
+                    self.scenario.backend.keys.stream,
+                    liveness::describe(&other)
+                ),
+                hint: format!(
+                    "wait for it to end or stop it (Ctrl-C keeps it resumable; a run that died frees the stream within {} s); to run both at once, give this one a stream of its own (--set backend.stream=...)",
+                    liveness::LEASE.as_secs()
+                ),
+            }),
+        }
+    }
+
+    pub(super) async fn give_up_lease(&self) {
+        if let Err(e) = self.backend.release_lease(&self.holder.to_value()).await {
+            tracing::debug!("could not give the stream's lease up (it lapses by itself): {e}");
+        }
+    }
+
+    /// Cleans up or refuses to run over an earlier run, and records the start. On
+    /// `--resume`, returns the checkpoint to continue from (lockstep).
+    pub(super) async fn prepare(&mut self) -> Result<Option<Checkpoint>, RunError> {
+        let record = self
+            .reconnect
+            .retry(&self.backend, || self.backend.read_record())
+            .await
+            .map(RunRecord::from_fields)?;
+        let checkpoint = if self.options.resume {
+            self.resumable(&record)?
+        } else {
+            self.clear_earlier_run(&record).await?;
+            None
+        };
+        let start = RunRecord::start_fields(self.scenario, &self.holder.to_value());
+        self.reconnect
+            .retry(&self.backend, || self.backend.write_record(&start))
+            .await?;
+        Ok(checkpoint)
+    }
+
+    /// The checkpoint to resume from, or why the run in `record` cannot be resumed.
+    fn resumable(&self, record: &RunRecord) -> Result<Option<Checkpoint>, RunError> {
+        let stream = &self.scenario.backend.keys.stream;
+        let refused = |message: String, hint: &str| RunError::Refused {
+            message,
+            hint: hint.to_string(),
+        };
+        if !record.exists {
+            return Err(refused(
+                format!("nothing to resume: there is no run of stream {stream:?} on this backend"),
+                "run it without --resume to start it",
+            ));
+        }
+        if record.fingerprint.as_deref() != Some(self.scenario.fingerprint().as_str()) {
+            return Err(refused(
+                format!(
+                    "the scenario changed since the run of stream {stream:?} started; resuming it would not give the transcript of either"
+                ),
+                "resume with the scenario (and --set, --seed, environment) the run started with, or start afresh without --resume",
+            ));
+        }
+        if record.status == Some(RunStatus::Finished) {
+            return Err(refused(
+                format!("the run of stream {stream:?} finished; there is nothing to resume"),
+                "run it without --resume to start it again",
+            ));
+        }
+        if self.scenario.mode == Mode::Free {
+            return Ok(None);
+        }
+        record.checkpoint().map(Some).map_err(|e| {
+            refused(
+                format!("the run's checkpoint is unreadable: {e}"),
+                "start afresh without --resume",
+            )
+        })
+    }
+
+    /// Deletes the keys of an earlier run when `backend.cleanup` allows it; refuses to run
+    /// over them otherwise.
+    async fn clear_earlier_run(&self, record: &RunRecord) -> Result<(), RunError> {
+        let backend = &self.scenario.backend;
+        if backend.cleanup.before() {
+            self.reconnect
+                .retry(&self.backend, || self.backend.delete_run())
+                .await?;
+            return Ok(());
+        }
+        if !record.exists {
+            return Ok(());
+        }
+        Err(RunError::Refused {
+            message: format!(
+                "the keys of an earlier run of stream {:?} are still there (status: {}), and backend.cleanup = {:?} keeps them",
+                backend.keys.stream,
+                record.status_text.as_deref().unwrap_or("unknown"),
+                format!("{:?}", backend.cleanup).to_lowercase()
+            ),
+            hint: format!(
+                "continue it with --resume, delete it with `agora cleanup --stream {}`, or set backend.cleanup = \"before\"",
+                backend.keys.stream
+            ),
+        })
+    }
+}

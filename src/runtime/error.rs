@@ -1,0 +1,62 @@
+//! What can stop a run, and what the user can do about it.
+
+use std::path::PathBuf;
+
+use crate::backend::BackendError;
+
+/// A failure while running.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    #[error("agent {agent}: the behaviour {message}")]
+    Behaviour { agent: String, message: String },
+    #[error("agent {agent}: {message}")]
+    State { agent: String, message: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("cannot write {path}: {message}")]
+    Output { path: PathBuf, message: String },
+    #[error("{0}")]
+    Usage(String),
+    /// A worker process failed to start, failed, or died.
+    #[error("{0}")]
+    Worker(String),
+    /// Another run took the stream's lease: this one stopped.
+    #[error("{0}; this run stopped")]
+    Displaced(String),
+    /// The run cannot start as asked (bad input given the backend's state): exit code 2.
+    #[error("{message}")]
+    Refused { message: String, hint: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunError {
+    pub fn backend_unavailable(&self) -> bool {
+        matches!(self, RunError::Backend(e) if e.is_unavailable())
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RunError::Backend(e) => e.hint(),
+            RunError::Refused { hint, .. } => Some(hint.clone()),
+            RunError::Displaced(_) => Some(
+                "two runs of one stream cannot share its keys: give each its own backend.stream".to_string(),
+            ),
+            RunError::Worker(_) => Some(
+                "the run's keys are kept: continue it with --resume (and --workers) once the workers can run"
+                    .to_string(),
+            ),
+            RunError::Behaviour { .. } => Some(
+                "fix the behaviour, or raise scenario.max_retries if its failures are transient".to_string(),
+            ),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn output(path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        RunError::Output {
+            path: path.into(),
+            message: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! One lockstep tick on a shard: every agent that has not done it reads what the tick before
+//! published, and steps.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use super::{READ_COUNT, Shard, StepFuture, WINDOW};
+use crate::backend::{Backend, GroupRead};
+use crate::message::{Batch, Delivery, EntryId, same_entries};
+use crate::runtime::RunError;
+use crate::runtime::agent::{BatchPlan, StepKind, StepReport};
+
+/// How each lockstep batch is handled ([`BatchPlan`]). Every group reads the same entries, so
+/// the plan is worked out once for every batch with the same entries and shared, instead of
+/// by each agent.
+fn batch_plans(batches: &[Batch], kind: StepKind) -> Vec<Arc<BatchPlan>> {
+    let mut plans: Vec<Arc<BatchPlan>> = Vec::with_capacity(batches.len());
+    let mut reference: Option<usize> = None;
+    for (b, batch) in batches.iter().enumerate() {
+        let same = reference.filter(|&r| Arc::ptr_eq(&batches[r], batch) || same_entries(&batches[r], batch));
+        let plan = match same {
+            Some(r) => plans[r].clone(),
+            None => {
+                reference = Some(b);
+                Arc::new(BatchPlan::new(batch, kind))
+            }
+        };
+        plans.push(plan);
+    }
+    plans
+}
+
+/// What a batch read for lockstep tick `previous + 1` holds of tick `previous`.
+#[derive(Debug, Clone, Copy)]
+struct TickCount {
+    /// The newest id in the batch.
+    newest: EntryId,
+    /// Messages of tick `previous`.
+    of_previous: u64,
+    /// Whether a message of a later tick came too: the group has read all of `previous`.
+    later: bool,
+}
+
+impl TickCount {
+    fn of(batch: &[Delivery], previous: u64) -> TickCount {
+        let mut count = TickCount {
+            newest: EntryId::ZERO,
+            of_previous: 0,
+            later: false,
+        };
+        for d in batch {
+            count.newest = count.newest.max(d.id);
+            match d.message().and_then(|m| m.tick) {
+                Some(t) if t == previous => count.of_previous += 1,
+                Some(t) if t > previous => count.later = true,
+                _ => {}
+            }
+        }
+        count
+    }
+}
+
+impl<B: Backend> Shard<B> {
+    /// Lockstep tick `tick`: every agent that has not done it yet reads the `expect` entries
+    /// of tick `tick - 1`, handles them and commits.
+    pub async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<StepReport, RunError> {
+        let mut totals = StepReport::default();
+        let todo: Vec<usize> = (0..self.agents.len())
+            .filter(|&i| self.agents[i].last_tick.is_none_or(|t| t < tick))
+            .collect();
+        let mut steps: FuturesUnordered<StepFuture> = FuturesUnordered::new();
+        for window in todo.chunks(WINDOW) {
+            let batches = self.read_tick(window, tick, expect).await?;
+            let kind = StepKind::Tick(tick);
+            let plans = batch_plans(&batches, kind);
+            for ((&i, deliveries), plan) in window.iter().zip(batches).zip(plans) {
+                steps.push(self.send(i, kind, deliveries, Some(plan)));
+            }
+            // Keep at most one window stepping while the next one is read.
+            while steps.len() > WINDOW {
+                self.finish_tick_step(steps.next().await, tick, &mut totals)?;
+            }
+        }
+        while let Some(done) = steps.next().await {
+            self.finish_tick_step(Some(done), tick, &mut totals)?;
+        }
+        self.read_pending = false;
+        Ok(totals)
+    }
+
+    fn finish_tick_step(
+        &mut self,
+        done: Option<(usize, Result<StepReport, RunError>)>,
+        tick: u64,
+        totals: &mut StepReport,
+    ) -> Result<(), RunError> {
+        if let Some((i, result)) = done {
+            *totals += result?;
+            self.agents[i].last_tick = Some(tick);
+        }
+        Ok(())
+    }
+
+    /// Reads, for each agent of `window`, everything tick `tick - 1` published: `expect`
+    /// entries with that tick, plus any entry without one (written by other programs).
+    async fn read_tick(&mut self, window: &[usize], tick: u64, expect: u64) -> Result<Vec<Batch>, RunError> {
+        let mut read = TickRead::new(window.len(), tick - 1, expect);
+        let mut pending = self.read_pending;
+        loop {
+            let wanted = read.wanted(pending);
+            if wanted.is_empty() {
+                break;
+            }
+            let reads: Vec<GroupRead> = wanted
+                .iter()
+                .map(|&w| self.group_read(window[w], read.count(w), pending))
+                .collect();
+            let results = match self.backend.read(&reads).await {
+                Ok(results) => results,
+                Err(e) if e.is_unavailable() => {
+                    tracing::debug!(tick, "{e}; waiting for the backend to come back");
+                    self.reconnect.wait(&self.backend).await?;
+                    pending = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // What a batch says about tick `tick - 1`, for the batch shared by the groups before.
+            let mut seen: Option<(Batch, TickCount)> = None;
+            for (&w, deliveries) in wanted.iter().zip(results) {
+                if let Err(missing) = read.take(w, deliveries, pending, &mut seen) {
+                    tracing::warn!(
+                        agent = %self.agents[window[w]].spec.name,
+                        tick,
+                        "expected {missing} more messages from tick {}, found none",
+                        tick - 1
+                    );
+                }
+            }
+            pending = false;
+        }
+        Ok(read.batches)
+    }
+}
+
+/// What a window of agents has read so far of tick `previous`.
+struct TickRead {
+    previous: u64,
+    batches: Vec<Batch>,
+    /// The newest id in each batch: a read repeated after a lost connection brings back what
+    /// was already collected.
+    newest: Vec<EntryId>,
+    /// How many messages of tick `previous` each agent has yet to read.
+    remaining: Vec<u64>,
+}
+
+impl TickRead {
+    fn new(agents: usize, previous: u64, expect: u64) -> Self {
+        TickRead {
+            previous,
+            batches: vec![Batch::from([]); agents],
+            newest: vec![EntryId::ZERO; agents],
+            remaining: vec![expect; agents],
+        }
+    }
+
+    /// The agents to read for: all of them when reading pending entries, else those still
+    /// expecting messages.
+    fn wanted(&self, pending: bool) -> Vec<usize> {
+        (0..self.batches.len())
+            .filter(|&w| pending || self.remaining[w] > 0)
+            .collect()
+    }
+
+    /// How many entries agent `w` asks for.
+    fn count(&self, w: usize) -> usize {
+        (self.remaining[w] as usize).clamp(1, READ_COUNT)
+    }
+
+    /// Adds what a read brought agent `w`. `seen` is the count of the batch the agent before
+    /// got, shared when the batch is. Fails with how many messages are missing when a read of
+    /// new entries came back empty while some were expected.
+    fn take(
+        &mut self,
+        w: usize,
+        deliveries: Batch,
+        pending: bool,
+        seen: &mut Option<(Batch, TickCount)>,
+    ) -> Result<(), u64> {
+        if deliveries.is_empty() && !pending {
+            let missing = std::mem::take(&mut self.remaining[w]);
+            return if missing > 0 { Err(missing) } else { Ok(()) };
+        }
+        let before = self.newest[w];
+        let deliveries: Batch = if before != EntryId::ZERO && deliveries.iter().any(|d| d.id <= before) {
+            deliveries.iter().filter(|d| d.id > before).cloned().collect()
+        } else {
+            deliveries
+        };
+        let count = match seen {
+            Some((batch, count)) if Arc::ptr_eq(batch, &deliveries) => *count,
+            _ => {
+                let count = TickCount::of(&deliveries, self.previous);
+                *seen = Some((deliveries.clone(), count));
+                count
+            }
+        };
+        self.newest[w] = self.newest[w].max(count.newest);
+        self.remaining[w] = if count.later {
+            // A later tick: this group has read all of tick `previous`.
+            0
+        } else {
+            self.remaining[w].saturating_sub(count.of_previous)
+        };
+        if self.batches[w].is_empty() {
+            // Usually the whole batch comes in one read: keep it, shared.
+            self.batches[w] = deliveries;
+        } else {
+            self.batches[w] = self.batches[w].iter().chain(deliveries.iter()).cloned().collect();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! A shard: the agents one process hosts, and the reader that feeds them.
+//!
+//! - [`lockstep`]: one tick, every agent reading what the tick before published.
+//! - [`free`]: feeding agents as messages arrive.
+//!
+//! The reader reads the agents' consumer groups in batches (one backend call for many
+//! groups: one round trip on Redis) and hands each agent its deliveries as one step. Agents
+//! are read in windows, and a window's steps must finish before the next window is read, so
+//! memory stays bounded however many agents there are (DESIGN.md invariant 6).
+//!
+//! When the backend is lost, the shard waits for it (up to `reconnect_timeout`) and then
+//! reads each consumer's pending entries first: a read whose reply was lost has delivered
+//! entries that only the pending list still knows about.
+
+mod free;
+mod lockstep;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+pub(crate) use self::free::ShardEvent;
+use super::RunError;
+use super::agent::{AgentActor, AgentCore, AgentSetup, BatchPlan, Step, StepInput, StepKind, StepReport};
+use super::reconnect::Reconnect;
+use crate::backend::{Backend, GroupRead};
+use crate::message::Batch;
+use crate::scenario::{AgentSpec, Mode, Scenario};
+use crate::tally::Tally;
+
+/// Agents read in one backend call, and stepping at once.
+const WINDOW: usize = 256;
+/// The most entries one group read asks for.
+const READ_COUNT: usize = 1024;
+/// The most pending entries one group read asks for.
+const PENDING_COUNT: usize = 100_000;
+/// Free mode: steps an agent may have queued, so that its next batch is read while it
+/// commits the last one (steps still run one at a time, in order).
+const FREE_STEPS_IN_FLIGHT: usize = 2;
+/// How long an idle free-mode shard waits for new entries before it looks again.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+struct Hosted<B: Backend> {
+    spec: AgentSpec,
+    group: String,
+    /// `{agent}@{instance}`: each process reads through a consumer of its own, so that
+    /// another process can claim what a dead one left pending.
+    consumer: String,
+    addr: Addr<AgentActor<B>>,
+    started: bool,
+    last_tick: Option<u64>,
+    /// What the agent's last committed step counted (from its saved record).
+    last_tally: Tally,
+}
+
+/// How a shard runs, beyond the scenario.
+#[derive(Clone)]
+pub(crate) struct ShardOptions {
+    /// Continue from the agents' saved states and the groups' pending entries.
+    pub resume: bool,
+    /// Names this process's consumers.
+    pub instance: String,
+    /// How the run waits for a lost backend.
+    pub reconnect: Reconnect,
+}
+
+type StepFuture = Pin<Box<dyn Future<Output = (usize, Result<StepReport, RunError>)>>>;
+
+pub(crate) struct Shard<B: Backend> {
+    backend: B,
+    agents: Vec<Hosted<B>>,
+    /// Read each consumer's pending entries before new ones, once: after a resume, or after
+    /// the backend was lost.
+    read_pending: bool,
+    reconnect: Reconnect,
+    claim_idle: Duration,
+}
+
+impl<B: Backend> Shard<B> {
+    /// Hosts `agents` of `scenario`: creates their groups, restores saved states (and takes
+    /// over what dead consumers left pending) on resume, and starts their actors on the
+    /// current arbiter.
+    pub async fn start(
+        backend: B,
+        scenario: &Scenario,
+        agents: &[AgentSpec],
+        options: &ShardOptions,
+    ) -> Result<Self, RunError> {
+        let reconnect = options.reconnect.clone();
+        let keys = backend.keys().clone();
+        let groups: Vec<String> = agents.iter().map(|a| keys.group(&a.name)).collect();
+        reconnect
+            .retry(&backend, || backend.ensure_groups(&groups))
+            .await?;
+        let names: Vec<Arc<str>> = agents.iter().map(|a| a.name.clone()).collect();
+        let saved = if options.resume {
+            reconnect.retry(&backend, || backend.load_states(&names)).await?
+        } else {
+            vec![None; agents.len()]
+        };
+        let mut peers_by_table: BTreeMap<usize, Arc<[Arc<str>]>> = BTreeMap::new();
+        let mut hosted = Vec::with_capacity(agents.len());
+        for ((spec, group), saved) in agents.iter().zip(groups).zip(saved) {
+            let consumer = format!("{}@{}", spec.name, options.instance);
+            if options.resume {
+                // The process that ran this agent is gone: take over its pending entries now.
+                let claimed = reconnect
+                    .retry(&backend, || backend.claim(&group, &consumer, Duration::ZERO))
+                    .await?;
+                if claimed.deleted > 0 {
+                    tracing::warn!(
+                        agent = %spec.name,
+                        "{} pending entries no longer exist on the stream (trimmed or deleted)",
+                        claimed.deleted
+                    );
+                }
+            }
+            let peers = peers_by_table
+                .entry(spec.table)
+                .or_insert_with(|| scenario.peers_of(spec).into())
+                .clone();
+            let core = AgentCore::new(AgentSetup {
+                spec: spec.clone(),
+                group: group.clone(),
+                behaviour: scenario.behaviour_of(spec).clone(),
+                peers,
+                backend: backend.clone(),
+                seed: scenario.seed,
+                max_retries: scenario.max_retries,
+                reconnect: reconnect.clone(),
+                saved,
+            })?;
+            hosted.push(Hosted {
+                spec: spec.clone(),
+                group,
+                consumer,
+                started: core.has_started(),
+                last_tick: core.last_tick(),
+                last_tally: core.last_tally().clone(),
+                addr: AgentActor::new(core).start(),
+            });
+        }
+        Ok(Shard {
+            backend,
+            agents: hosted,
+            read_pending: options.resume,
+            reconnect,
+            claim_idle: scenario.backend.claim_idle,
+        })
+    }
+
+    /// The hosted agents whose last committed step was `tick`, with what it counted: after a
+    /// resume, those that finished the interrupted tick before the crash.
+    pub fn done_at(&self, tick: u64) -> Vec<(&AgentSpec, &Tally)> {
+        self.agents
+            .iter()
+            .filter(|a| a.started && a.last_tick == Some(tick))
+            .map(|a| (&a.spec, &a.last_tally))
+            .collect()
+    }
+
+    fn send(&self, i: usize, kind: StepKind, deliveries: Batch, plan: Option<Arc<BatchPlan>>) -> StepFuture {
+        let request = self.agents[i].addr.send(Step(StepInput {
+            kind,
+            deliveries,
+            plan,
+        }));
+        let name = self.agents[i].spec.name.clone();
+        Box::pin(async move {
+            let result = match request.await {
+                Ok(result) => result,
+                Err(e) => Err(RunError::Internal(format!("agent {name} stopped: {e}"))),
+            };
+            (i, result)
+        })
+    }
+
+    fn group_read(&self, i: usize, count: usize, pending: bool) -> GroupRead {
+        GroupRead {
+            group: self.agents[i].group.clone(),
+            consumer: self.agents[i].consumer.clone(),
+            count: if pending { PENDING_COUNT } else { count },
+            pending,
+        }
+    }
+
+    /// Runs `init` and `on_start` for every agent that has not started yet.
+    pub async fn start_agents(&mut self, mode: Mode) -> Result<StepReport, RunError> {
+        let lockstep = mode == Mode::Lockstep;
+        let mut totals = StepReport::default();
+        let todo: Vec<usize> = (0..self.agents.len())
+            .filter(|&i| !self.agents[i].started)
+            .collect();
+        for window in todo.chunks(WINDOW) {
+            let mut steps: FuturesUnordered<StepFuture> = window
+                .iter()
+                .map(|&i| self.send(i, StepKind::Start { lockstep }, Batch::from([]), None))
+                .collect();
+            while let Some((i, result)) = steps.next().await {
+                totals += result?;
+                self.agents[i].started = true;
+                self.agents[i].last_tick = lockstep.then_some(0);
+            }
+        }
+        Ok(totals)
+    }
+}
