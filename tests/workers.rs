@@ -328,3 +328,66 @@ fn free_mode_with_a_killed_worker_handles_every_message_once() {
     ids.dedup();
     assert_eq!(ids.len(), 12 * 400);
 }
+
+/// A report on `{stream}:reports` that names a shard the run does not have (0, or N + 1)
+/// stops the coordinator with a clear error and exit code 1: it is never used to index the
+/// run's shards.
+#[test]
+fn a_report_naming_a_shard_the_run_lacks_stops_the_run_cleanly() {
+    for bad_shard in [0, 2] {
+        let server = RedisServer::start();
+        let out = tempfile::tempdir().unwrap();
+        // Long enough that the report comes while ticks are still being gathered.
+        let long = ["--set", "scenario.ticks=100000"];
+        let scenario = Path::new("scenarios/opinion.toml");
+        let coordinator = start(
+            scenario,
+            out.path(),
+            &server,
+            &[&["--workers", "0"][..], &long].concat(),
+        );
+        let mut worker = agora()
+            .args([
+                "worker",
+                "scenarios/opinion.toml",
+                "--shard",
+                "1/1",
+                "--redis-url",
+                &server.url(),
+            ])
+            .args(long)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The run's id, from the command that has the worker join it.
+        let mut run = String::new();
+        wait_until("the coordinator's run command", || {
+            let reply = server.command(&["XRANGE", "opinion:control", "-", "+"]);
+            run = reply
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["command"] == "run")
+                .and_then(|v| v["run"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            !run.is_empty()
+        });
+        let report = serde_json::json!({
+            "report": "progress", "run": run, "shard": bad_shard,
+            "counts": {}, "idle": false,
+        });
+        server.command(&["XADD", "opinion:reports", "*", "note", &report.to_string()]);
+        let output = coordinator.wait_with_output().unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "shard {bad_shard}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "error: a worker's report names a shard this run does not have (shard {bad_shard} of 1"
+            )),
+            "shard {bad_shard}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+}
