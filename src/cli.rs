@@ -400,7 +400,7 @@ fn connect_admin(
     if stream.is_empty() {
         return Err(Error::Usage("--stream: the stream key must not be empty".into()));
     }
-    let cache_prefix = cache_prefix.map_or_else(|| format!("{stream}:cache:"), str::to_string);
+    let cache_prefix = cache_prefix.map_or_else(|| Keys::default_cache_prefix(stream), str::to_string);
     Ok((url, Keys::new(stream, group_prefix, cache_prefix)))
 }
 

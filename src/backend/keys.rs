@@ -33,16 +33,16 @@ impl Keys {
 
     /// The default layout for a stream: groups `group_{agent}`, cache under `{stream}:cache:`.
     pub fn for_stream(stream: &str) -> Self {
-        Keys::new(stream, "group_", format!("{stream}:cache:"))
+        Keys::new(stream, "group_", Keys::default_cache_prefix(stream))
+    }
+
+    /// `{stream}:cache:`, the cache prefix unless a scenario names another.
+    pub fn default_cache_prefix(stream: &str) -> String {
+        format!("{stream}{CACHE_MARK}")
     }
 
     pub fn group(&self, agent: &str) -> String {
         format!("{}{agent}", self.group_prefix)
-    }
-
-    /// Malformed entries and messages whose behaviour kept failing.
-    pub fn dead_letters(&self) -> String {
-        format!("{}:dead", self.stream)
     }
 
     pub fn cache_list(&self, agent: &str) -> String {
@@ -53,47 +53,88 @@ impl Keys {
         format!("{}{TIMESTAMPS}", self.cache_prefix)
     }
 
+    /// A key of the run that is not a cache key.
+    pub fn run_key(&self, key: &RunKey) -> String {
+        format!("{}{}", self.stream, key.suffix)
+    }
+
     /// A hash from agent name to its serialised state (behaviour state, random stream
     /// position, counters), written in the same transaction as the agent's effects.
     pub fn agent_state(&self) -> String {
-        format!("{}:state", self.stream)
+        self.run_key(&STATE)
+    }
+
+    /// Malformed entries and messages whose behaviour kept failing.
+    pub fn dead_letters(&self) -> String {
+        self.run_key(&DEAD)
     }
 
     /// A hash where the coordinator records how far the run has got.
     pub fn checkpoint(&self) -> String {
-        format!("{}:run", self.stream)
+        self.run_key(&RECORD)
     }
 
     /// Commands from the coordinator to worker processes.
     pub fn control(&self) -> String {
-        format!("{}:control", self.stream)
+        self.run_key(&CONTROL)
     }
 
     /// Reports from worker processes to the coordinator.
     pub fn reports(&self) -> String {
-        format!("{}:reports", self.stream)
+        self.run_key(&REPORTS)
     }
 
     /// Worker processes' registrations and heartbeats, by shard.
     pub fn workers(&self) -> String {
-        format!("{}:workers", self.stream)
+        self.run_key(&WORKERS)
     }
 
     /// Who runs the stream now: a string with an expiry, which a run's own cleanup keeps.
     pub fn lease(&self) -> String {
-        format!("{}:lease", self.stream)
+        self.run_key(&LEASE)
     }
 
-    /// Every key of the run that is not a cache key, for cleanup.
-    pub fn run_keys(&self) -> [String; 7] {
-        [
-            self.stream.clone(),
-            self.dead_letters(),
-            self.agent_state(),
-            self.checkpoint(),
-            self.control(),
-            self.reports(),
-            self.workers(),
-        ]
+    /// Every key of the run that is not a cache key, with what it is.
+    pub fn run_keys(&self) -> impl Iterator<Item = (String, &'static RunKey)> + '_ {
+        RUN_KEYS.iter().map(|k| (self.run_key(k), k))
     }
 }
+
+/// A key of a run other than its cache keys: the stream's name followed by `suffix`. This
+/// table is the one list of them: cleanup, inspection, the check of their types and the
+/// refusal of stream names that would be another run's key all read it.
+#[derive(Debug)]
+pub struct RunKey {
+    pub suffix: &'static str,
+    /// Its Redis type.
+    pub kind: &'static str,
+    /// Whether a run's own cleanup deletes it (the lease stays with its holder).
+    pub cleaned_up: bool,
+}
+
+const STREAM: RunKey = run_key("", "stream");
+const DEAD: RunKey = run_key(":dead", "stream");
+const STATE: RunKey = run_key(":state", "hash");
+const RECORD: RunKey = run_key(":run", "hash");
+const CONTROL: RunKey = run_key(":control", "stream");
+const REPORTS: RunKey = run_key(":reports", "stream");
+const WORKERS: RunKey = run_key(":workers", "hash");
+const LEASE: RunKey = RunKey {
+    cleaned_up: false,
+    ..run_key(":lease", "string")
+};
+
+const fn run_key(suffix: &'static str, kind: &'static str) -> RunKey {
+    RunKey {
+        suffix,
+        kind,
+        cleaned_up: true,
+    }
+}
+
+/// The run's keys other than the cache's.
+pub const RUN_KEYS: [RunKey; 8] = [STREAM, DEAD, STATE, RECORD, CONTROL, REPORTS, WORKERS, LEASE];
+
+/// The part of a cache key after the prefix that marks the run's cache keys; a stream name
+/// containing it would look like another run's cache key.
+pub const CACHE_MARK: &str = ":cache:";

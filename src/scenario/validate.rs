@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::file::{BackendKind, Cleanup, Mode, ScenarioFile};
 use super::locate::{self, KeyPath};
 use super::{ScenarioError, Source, duration};
-use crate::backend::keys::{Keys, TIMESTAMPS};
+use crate::backend::keys::{CACHE_MARK, Keys, RUN_KEYS, TIMESTAMPS};
 use crate::backend::url::{self, RedisUrl};
 use crate::behaviour::{DynBehaviour, Registry, Setup};
 
@@ -427,9 +427,7 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
     }
     // A run's own keys end in these, and cleanup deletes everything under a cache prefix: a
     // stream named like them would be another run's key, and deleted with it.
-    for suffix in [
-        ":dead", ":state", ":run", ":control", ":reports", ":workers", ":lease",
-    ] {
+    for suffix in RUN_KEYS.iter().map(|k| k.suffix).filter(|s| !s.is_empty()) {
         if stream.ends_with(suffix) {
             return Err(err
                 .at(
@@ -439,13 +437,13 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
                 .with_hint("choose a stream name without that ending"));
         }
     }
-    if stream.contains(":cache:") {
+    if stream.contains(CACHE_MARK) {
         return Err(err
             .at(
                 key("backend.stream"),
-                format!("{stream:?} contains \":cache:\", which agora keeps for cache keys"),
+                format!("{stream:?} contains {CACHE_MARK:?}, which agora keeps for cache keys"),
             )
-            .with_hint("choose a stream name without \":cache:\""));
+            .with_hint(format!("choose a stream name without {CACHE_MARK:?}")));
     }
     if b.group_prefix.len() > 256 || b.group_prefix.chars().any(char::is_control) {
         return Err(err.at(
@@ -456,14 +454,14 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
     let cache_prefix = b
         .cache_prefix
         .clone()
-        .unwrap_or_else(|| format!("{stream}:cache:"));
+        .unwrap_or_else(|| Keys::default_cache_prefix(&stream));
     if cache_prefix.is_empty() || cache_prefix.len() > 256 {
         return Err(err.at(key("backend.cache_prefix"), "must be 1 to 256 characters"));
     }
     let keys = Keys::new(stream, b.group_prefix.clone(), cache_prefix);
     // Cleanup deletes everything under the cache prefix, so the prefix must not cover the
     // run's other keys, or cleaning the cache would delete the stream.
-    for run_key in keys.run_keys().into_iter().chain([keys.lease()]) {
+    for (run_key, _) in keys.run_keys() {
         if run_key.starts_with(&keys.cache_prefix) {
             return Err(err
                 .at(

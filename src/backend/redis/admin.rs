@@ -86,7 +86,7 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
         destroyed += results.into_iter().filter_map(Result::ok).sum::<u64>();
     }
     let mut del = redis::cmd("DEL");
-    for k in keys.run_keys() {
+    for (k, _) in keys.run_keys().filter(|(_, what)| what.cleaned_up) {
         del.arg(k);
     }
     let mut deleted: u64 = b.query("DEL", &del).await?;
@@ -163,17 +163,11 @@ async fn refuse_conflicts(b: &RedisBackend) -> Result<(), BackendError> {
 /// prefix that collides with someone else's keys.
 pub(crate) async fn key_conflicts(b: &RedisBackend) -> Result<Vec<KeyConflict>, BackendError> {
     let keys = b.keys();
-    let expected: [(String, &'static str); 9] = [
-        (keys.stream.clone(), "stream"),
-        (keys.dead_letters(), "stream"),
-        (keys.agent_state(), "hash"),
-        (keys.checkpoint(), "hash"),
-        (keys.control(), "stream"),
-        (keys.reports(), "stream"),
-        (keys.workers(), "hash"),
-        (keys.cache_timestamps(), "zset"),
-        (keys.lease(), "string"),
-    ];
+    let expected: Vec<(String, &'static str)> = keys
+        .run_keys()
+        .map(|(key, what)| (key, what.kind))
+        .chain([(keys.cache_timestamps(), "zset")])
+        .collect();
     let mut pipe = redis::pipe();
     for (k, _) in &expected {
         pipe.cmd("TYPE").arg(k);

@@ -2,10 +2,11 @@
 //!
 //! Every message names the address and never the password; each comes with a hint.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, ServerErrorKind};
 
 use crate::backend::BackendError;
 use crate::backend::url::RedisUrl;
@@ -75,13 +76,13 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
             hint,
         );
     }
-    if detail.contains("DB index is out of range") {
+    if is_missing_database(e) {
         return BackendError::unavailable(
             format!("Redis at {address} has no database of the number in the URL ({detail})"),
             "choose a database number below the server's `databases` setting (16 by default): redis://host:port/0",
         );
     }
-    if detail.contains("certificate") || detail.contains("TLS") || detail.contains("tls") {
+    if is_tls_failure(e) {
         return BackendError::unavailable(
             format!("cannot connect to Redis at {address} with TLS: {detail}"),
             "if the server's certificate is self-signed, trust its CA on this machine, or append \
@@ -122,18 +123,52 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
 
 /// Whether a server error only means "not now": Redis loading its data after a restart, a
 /// replica without its master, a cluster slot moving.
-pub(crate) fn is_transient(detail: &str) -> bool {
-    [
-        "LOADING",
-        "BusyLoading",
-        "loading the dataset",
-        "TRYAGAIN",
-        "MASTERDOWN",
-        "TryAgain",
-        "MasterDown",
-    ]
-    .iter()
-    .any(|m| detail.contains(m))
+pub(crate) fn is_transient(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ClusterDown
+        )
+    )
+}
+
+/// `SELECT` of a database the server does not have. Redis gives it no code of its own
+/// (`ERR`), so its detail tells.
+fn is_missing_database(e: &RedisError) -> bool {
+    e.code() == Some("ERR")
+        && e.detail()
+            .is_some_and(|d| d.starts_with("DB index is out of range"))
+}
+
+/// The TLS handshake failed: rustls refused the server's certificate, or the server speaks
+/// no TLS. The client library keeps the I/O error (behind an `Arc`) that tokio-rustls made
+/// of rustls's error.
+fn is_tls_failure(e: &RedisError) -> bool {
+    use std::error::Error;
+    let mut next: Option<&(dyn Error + 'static)> = e.source();
+    while let Some(err) = next {
+        let err: &(dyn Error + 'static) = match err.downcast_ref::<Arc<dyn Error + Send + Sync>>() {
+            Some(inner) => &**inner,
+            None => err,
+        };
+        let io_of_rustls = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<rustls::Error>());
+        if err.is::<rustls::Error>() || io_of_rustls {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// `XINFO` or another read of a key that does not exist: `ERR no such key`.
+pub(crate) fn is_no_such_key(e: &RedisError) -> bool {
+    e.code() == Some("ERR") && e.detail().is_some_and(|d| d.starts_with("no such key"))
 }
 
 /// An error from a command on a connection that worked.
@@ -143,7 +178,7 @@ pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> 
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        || is_transient(&detail)
+        || is_transient(e)
     {
         return BackendError::unavailable(
             format!("lost the connection to Redis during {what}: {detail}"),

@@ -177,7 +177,7 @@ impl RedisBackend {
             .await;
         match reply {
             Ok(v) => parse::groups(v),
-            Err(e) if e.to_string().contains("no such key") => Ok(Vec::new()),
+            Err(e) if connect::is_no_such_key(&e) => Ok(Vec::new()),
             Err(e) => Err(self.error("XINFO GROUPS", &e)),
         }
     }
