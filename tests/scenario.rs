@@ -369,3 +369,34 @@ fn wrong_choices_read_the_same_from_every_source() {
         .to_string();
     assert!(e.contains("agents[0].params: invalid type"), "{e}");
 }
+
+#[test]
+fn every_source_reads_values_the_same_strict_way() {
+    // A count written as a string is refused from the file, and so from --set.
+    let from_file = error(&BASE.replace("count = 2", "count = \"2\""));
+    assert!(from_file.contains("agents[0].count"), "{from_file}");
+    let from_set = load_with(BASE, &[], &["agents.0.count=\"200\""])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        from_set.starts_with("--set agents.0.count=\"200\": agents[0].count: invalid type: string"),
+        "{from_set}"
+    );
+    // A seed past TOML's integers, in any notation, is refused at its line and key.
+    let e = load(&BASE.replace("seed = 5", "seed = 0xbeef_face_dead_cafe")).unwrap_err();
+    assert!(e.to_string().starts_with("s.toml:4: scenario.seed:"), "{e}");
+    assert!(
+        e.hint.as_deref().unwrap_or_default().contains("as a string"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_single_bracket_agents_table_gets_a_hint() {
+    let e = load(&BASE.replace("[[agents]]", "[agents]")).unwrap_err();
+    assert!(e.to_string().contains("agents"), "{e}");
+    assert!(
+        e.hint.as_deref().unwrap_or_default().contains("[[agents]]"),
+        "{e:?}"
+    );
+}

@@ -9,6 +9,7 @@ mod duration;
 mod file;
 mod load;
 mod locate;
+mod overrides;
 mod validate;
 
 use std::fmt;
@@ -16,8 +17,9 @@ use std::path::PathBuf;
 
 pub use duration::{format as format_duration, parse as parse_duration};
 pub use file::{BackendKind, Cleanup, Mode, ScenarioFile};
-pub use load::{Overrides, load, load_str};
+pub use load::{MAX_FILE_BYTES, load, load_str};
 pub use locate::KeyPath;
+pub use overrides::Overrides;
 pub use validate::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
 
 /// Bad input in a scenario: the file, an environment variable or a command-line override.

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::file::{BackendKind, Cleanup, Mode, ScenarioFile};
+use super::file::{
+    AgentTable, BackendKind, BackendSection, Cleanup, Mode, OutputSection, ScenarioFile, ScenarioSection,
+};
 use super::locate::{self, KeyPath};
 use super::{ScenarioError, Source, duration};
 use crate::backend::keys::{CACHE_MARK, Keys, RUN_KEYS, TIMESTAMPS};
@@ -168,87 +170,45 @@ impl Scenario {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The scenario as a file again, every default filled in.
     fn resolved(&self) -> String {
-        #[derive(Serialize)]
-        struct Resolved<'a> {
-            scenario: ScenarioOut<'a>,
-            backend: BackendOut<'a>,
-            agents: Vec<AgentOut<'a>>,
-            output: OutputOut,
-        }
-        #[derive(Serialize)]
-        struct ScenarioOut<'a> {
-            name: &'a str,
-            #[serde(with = "super::file::seed")]
-            seed: u64,
-            mode: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            ticks: Option<u64>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            duration: Option<String>,
-            max_messages: u64,
-            max_retries: u32,
-        }
-        #[derive(Serialize)]
-        struct BackendOut<'a> {
-            kind: &'a str,
-            url: String,
-            stream: &'a str,
-            group_prefix: &'a str,
-            cache_prefix: &'a str,
-            cleanup: Cleanup,
-            maxlen: u64,
-            claim_idle: String,
-            reconnect_timeout: String,
-        }
-        #[derive(Serialize)]
-        struct AgentOut<'a> {
-            id: &'a str,
-            count: u64,
-            behaviour: &'a str,
-            params: toml::Table,
-        }
-        #[derive(Serialize)]
-        struct OutputOut {
-            dir: String,
-        }
         let b = &self.backend;
-        let resolved = Resolved {
-            scenario: ScenarioOut {
-                name: &self.name,
+        let file = ScenarioFile {
+            scenario: ScenarioSection {
+                name: self.name.clone(),
                 seed: self.seed,
-                mode: self.mode.as_str(),
-                ticks: self.ticks,
+                mode: self.mode,
+                ticks: self.ticks.map(|t| t as i64),
                 duration: self.duration.map(duration::format),
-                max_messages: self.max_messages,
-                max_retries: self.max_retries,
+                max_messages: self.max_messages as i64,
+                max_retries: i64::from(self.max_retries),
             },
-            backend: BackendOut {
-                kind: b.kind.as_str(),
-                url: b.url.to_string(),
-                stream: &b.keys.stream,
-                group_prefix: &b.keys.group_prefix,
-                cache_prefix: &b.keys.cache_prefix,
+            backend: BackendSection {
+                kind: b.kind,
+                url: Some(b.url.to_string()),
+                stream: Some(b.keys.stream.clone()),
+                group_prefix: b.keys.group_prefix.clone(),
+                cache_prefix: Some(b.keys.cache_prefix.clone()),
                 cleanup: b.cleanup,
-                maxlen: b.maxlen,
+                maxlen: b.maxlen as i64,
                 claim_idle: duration::format(b.claim_idle),
                 reconnect_timeout: duration::format(b.reconnect_timeout),
             },
             agents: self
                 .tables
                 .iter()
-                .map(|t| AgentOut {
-                    id: &t.id,
-                    count: t.count,
-                    behaviour: &t.behaviour_name,
+                .map(|t| AgentTable {
+                    id: t.id.clone(),
+                    count: t.count as i64,
+                    behaviour: t.behaviour_name.clone(),
                     params: t.behaviour.resolved_params(),
                 })
                 .collect(),
-            output: OutputOut {
+            output: OutputSection {
                 dir: self.output_dir.display().to_string(),
             },
         };
-        toml::to_string(&resolved).unwrap_or_default()
+        toml::to_string(&file).unwrap_or_default()
     }
 }
 

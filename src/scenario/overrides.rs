@@ -1,0 +1,259 @@
+//! Values set outside the scenario file: `AGORA_<SECTION>__<KEY>` environment variables, and
+//! `--set KEY=VALUE` with the flags that stand for keys. Each is a TOML value at a key path,
+//! laid over the file's table.
+
+use super::ScenarioError;
+use super::locate::{KeyPath, Segment};
+
+/// The sections an environment variable may name.
+const SECTIONS: [&str; 4] = ["scenario", "backend", "output", "agents"];
+
+/// Values set on the command line, highest precedence first among equals: `--set KEY=VALUE`
+/// and the flags that stand for a key (`--seed`, `--backend`, `--redis-url`, `--out`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub(super) entries: Vec<Override>,
+}
+
+/// One value set outside the file: a TOML value at a key path.
+#[derive(Debug, Clone)]
+pub(super) struct Override {
+    pub path: KeyPath,
+    pub value: toml::Value,
+    /// How the user wrote it, for error messages: `--set scenario.seed=x`, `--seed 3`.
+    pub origin: String,
+}
+
+impl Overrides {
+    pub fn new() -> Self {
+        Overrides::default()
+    }
+
+    /// Adds a `--set KEY=VALUE`. The value is read as TOML; a plain word that is not valid
+    /// TOML is taken as a string, so `--set backend.kind=redis` works without quotes.
+    pub fn set(&mut self, arg: &str) -> Result<(), ScenarioError> {
+        let origin = format!("--set {}", redact_arg(arg));
+        let Some((key, raw)) = arg.split_once('=') else {
+            return Err(ScenarioError::new(
+                origin,
+                None,
+                "expected KEY=VALUE, as in --set scenario.seed=7",
+            ));
+        };
+        let key = key.trim();
+        let path = parse_key(key).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
+        self.entries.push(Override {
+            path,
+            value: parse_value(raw.trim()),
+            origin,
+        });
+        Ok(())
+    }
+
+    /// Adds a flag that stands for a key, such as `--seed 7` for `scenario.seed`.
+    pub fn flag(&mut self, flag: &str, key: &str, value: toml::Value) {
+        let shown = match &value {
+            toml::Value::String(s) => shorten(&crate::backend::url::redact(s)),
+            other => shorten(&other.to_string()),
+        };
+        self.entries.push(Override {
+            path: KeyPath::parse_dotted(key),
+            value,
+            origin: format!("{flag} {shown}"),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// `KEY=VALUE` with any password in the value hidden, and a long value cut short.
+fn redact_arg(arg: &str) -> String {
+    shorten(&crate::backend::url::redact(arg))
+}
+
+/// Text for an error line: at most 80 characters.
+pub(super) fn shorten(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.chars().count() <= MAX {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(MAX - 20).collect();
+    format!("{cut}... ({} bytes)", text.len())
+}
+
+fn parse_key(key: &str) -> Result<KeyPath, String> {
+    if key.is_empty() {
+        return Err("the key is empty: expected KEY=VALUE, as in --set scenario.seed=7".into());
+    }
+    for part in key.split('.') {
+        let ok = !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(format!(
+                "{key:?} is not a key path: write dotted names such as scenario.seed or agents.0.count"
+            ));
+        }
+    }
+    Ok(KeyPath::parse_dotted(key))
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+impl Override {
+    /// Sets the override's value at its path in `table`, making the tables on the way.
+    pub fn apply(&self, table: &mut toml::Table) -> Result<(), ScenarioError> {
+        let fail =
+            |message: String| ScenarioError::new(self.origin.clone(), Some(self.path.to_string()), message);
+        let [Segment::Key(first), rest @ ..] = self.path.0.as_slice() else {
+            return Err(fail(
+                "a key path starts with a section name, such as scenario.seed".into(),
+            ));
+        };
+        let mut slot = table
+            .entry(first.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        for segment in rest {
+            slot = match (segment, slot) {
+                (Segment::Key(k), toml::Value::Table(t)) => t
+                    .entry(k.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+                (Segment::Index(i), toml::Value::Array(items)) => {
+                    let len = items.len();
+                    items.get_mut(*i).ok_or_else(|| {
+                        fail(format!(
+                            "the scenario has {len} [[{first}]] table{}, numbered from 0",
+                            if len == 1 { "" } else { "s" }
+                        ))
+                    })?
+                }
+                (_, other) => {
+                    return Err(fail(format!(
+                        "cannot set a key inside {}, which is a {}",
+                        shorten(&other.to_string()),
+                        other.type_str()
+                    )));
+                }
+            };
+        }
+        *slot = self.value.clone();
+        Ok(())
+    }
+}
+
+/// The `AGORA_<SECTION>__<KEY>` variables, sorted by name, as overrides. Values read like
+/// `--set` values: TOML, or a plain word taken as a string. Variables without `__` (such as
+/// `AGORA_LOG`) are not scenario keys and are ignored; a near miss such as
+/// `AGORA_SCENARIO_SEED`, or an unknown section, is an error rather than silently unused.
+pub(super) fn environment_overrides(env: &[(String, String)]) -> Result<Vec<Override>, ScenarioError> {
+    let mut found = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("AGORA_") else {
+            continue;
+        };
+        let origin = format!("environment variable {name}");
+        let lower = rest.to_ascii_lowercase();
+        let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(*s)) else {
+            if let Some((section, _)) = lower.split_once("__") {
+                return Err(ScenarioError::new(
+                    origin,
+                    None,
+                    format!("there is no section `{section}`: the sections are scenario, backend and output"),
+                )
+                .with_hint(
+                    "write AGORA_<SECTION>__<KEY>, such as AGORA_BACKEND__URL, or unset the variable",
+                ));
+            }
+            continue;
+        };
+        let after = &lower[section.len()..];
+        if !after.starts_with("__") {
+            if after.starts_with('_') {
+                return Err(ScenarioError::new(
+                    origin,
+                    None,
+                    "sections and keys are separated by two underscores",
+                )
+                .with_hint(format!(
+                    "write AGORA_{}__{}",
+                    section.to_ascii_uppercase(),
+                    &rest[section.len() + 1..]
+                )));
+            }
+            continue;
+        }
+        if *section == "agents" {
+            return Err(ScenarioError::new(
+                origin,
+                None,
+                "[[agents]] tables cannot be set from the environment",
+            )
+            .with_hint("use --set agents.0.count=50 (tables are numbered from 0)"));
+        }
+        found.push(Override {
+            path: KeyPath::parse_dotted(&lower.replace("__", ".")),
+            value: parse_value(value.trim()),
+            origin: shorten(&crate::backend::url::redact(&origin)),
+        });
+    }
+    found.sort_by(|a, b| a.origin.cmp(&b.origin));
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_values_are_toml_or_plain_words() {
+        assert_eq!(parse_value("7"), toml::Value::Integer(7));
+        assert_eq!(parse_value("0.5"), toml::Value::Float(0.5));
+        assert_eq!(parse_value("\"redis\""), toml::Value::String("redis".into()));
+        assert_eq!(parse_value("redis"), toml::Value::String("redis".into()));
+        assert_eq!(parse_value("two words"), toml::Value::String("two words".into()));
+        assert!(matches!(parse_value("{ fanout = 3 }"), toml::Value::Table(_)));
+    }
+
+    #[test]
+    fn overrides_are_laid_over_the_table() {
+        let mut table: toml::Table =
+            toml::from_str("[scenario]\nname = \"x\"\n[[agents]]\nid = \"a\"\n").unwrap();
+        let mut o = Overrides::new();
+        o.set("scenario.seed=7").unwrap();
+        o.set("agents.0.params.fanout=3").unwrap();
+        o.set("backend.url=redis://h:1/0").unwrap();
+        for e in &o.entries {
+            e.apply(&mut table).unwrap();
+        }
+        assert_eq!(table["scenario"]["seed"].as_integer(), Some(7));
+        assert_eq!(table["agents"][0]["params"]["fanout"].as_integer(), Some(3));
+        assert_eq!(table["backend"]["url"].as_str(), Some("redis://h:1/0"));
+        let mut bad = Overrides::new();
+        bad.set("agents.1.count=2").unwrap();
+        bad.set("scenario.name.first=2").unwrap();
+        let e = bad.entries[0].apply(&mut table).unwrap_err();
+        assert!(e.message.contains("1 [[agents]] table,"), "{e}");
+        let e = bad.entries[1].apply(&mut table).unwrap_err();
+        assert!(e.message.contains("which is a string"), "{e}");
+        assert!(parse_key("agents..count").is_err());
+        assert!(parse_key("a b").is_err());
+    }
+
+    #[test]
+    fn set_redacts_passwords_in_its_origin() {
+        let mut o = Overrides::new();
+        o.set("backend.url=redis://u:hunter2@h:1").unwrap();
+        assert!(!o.entries[0].origin.contains("hunter2"));
+    }
+}
