@@ -13,13 +13,14 @@
 
 use std::process::ExitCode;
 
-use agora::{Behaviour, BehaviourError, Context, Effects, Message, Outgoing, Registry, Setup};
+use agora::{Behaviour, BehaviourError, Context, Effects, Message, Outgoing, ParamError, Registry, Setup};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// The `params` table of an `[[agents]]` table running `echo`. Unknown keys are an error.
+/// The `params` table of an `[[agents]]` table running `echo`. Keys it does not have are an
+/// error that names them; `agora behaviours` lists these fields with the docs given below.
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 struct EchoParams {
     opening: String,
     p_echo: f64,
@@ -107,7 +108,9 @@ fn main() -> ExitCode {
         ],
         |p: EchoParams, _setup: &Setup<'_>| {
             if !(0.0..=1.0).contains(&p.p_echo) {
-                return Err(format!("`p_echo` must be between 0 and 1, got {}", p.p_echo));
+                // Blames the one parameter: the error points at its line in the scenario.
+                let message = format!("`p_echo` must be between 0 and 1, got {}", p.p_echo);
+                return Err(ParamError::at("p_echo", message));
             }
             Ok(Echo {
                 opening: p.opening,
@@ -117,4 +120,32 @@ fn main() -> ExitCode {
         },
     );
     agora::cli::main(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use agora::testing::Harness;
+
+    use super::*;
+
+    #[test]
+    fn the_first_agent_opens_and_others_echo_until_their_limit() {
+        let echo = || Echo {
+            opening: "hi".into(),
+            p_echo: 1.0,
+            limit: 1,
+        };
+        let mut first = Harness::new(echo()).peers(&["a", "b"]);
+        let (_, opening) = first.start().unwrap();
+        assert_eq!(opening.published()[0].content, "hi");
+        let mut second = Harness::new(echo()).peers(&["a", "b"]).agent("b");
+        let (mut state, quiet) = second.start().unwrap();
+        assert!(quiet.published().is_empty());
+        let heard = Harness::<Echo>::message_from("a", "hi");
+        let said = second.handle(&mut state, &heard).unwrap();
+        assert_eq!(said.published()[0].content, "hi (as a said)");
+        assert_eq!(second.remembered().len(), 1);
+        let again = second.handle(&mut state, &heard).unwrap();
+        assert!(again.published().is_empty(), "its limit is one");
+    }
 }

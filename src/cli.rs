@@ -476,16 +476,24 @@ pub fn behaviours_text(registry: &Registry) -> String {
         let width = entry
             .params
             .iter()
-            .map(|p| p.name.len() + p.default.len() + 3)
+            .map(|p| assignment(p).len())
             .max()
             .unwrap_or(0);
         for p in &entry.params {
-            let assignment = format!("{} = {}", p.name, p.default);
+            let assignment = assignment(p);
             out.push_str(&format!("    {assignment:<width$}  {}\n", p.doc));
         }
         out.push('\n');
     }
     out
+}
+
+/// `name = default`, or `name (optional)` for a parameter unset by default.
+fn assignment(p: &crate::behaviour::ParamDoc) -> String {
+    match &p.default {
+        Some(default) => format!("{} = {default}", p.name),
+        None => format!("{} (optional)", p.name),
+    }
 }
 
 /// Warnings go to stderr as `warning: ...` lines, in the style of the `error:` line a failed

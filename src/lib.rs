@@ -30,7 +30,9 @@ pub mod runtime;
 pub mod scenario;
 pub mod tally;
 
-pub use behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
+pub use backend::CacheEntry;
+pub use behaviour::testing;
+pub use behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, ParamError, Registry, Setup};
 pub use message::Message;
 pub use scenario::Scenario;
 

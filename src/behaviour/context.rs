@@ -12,7 +12,7 @@ use crate::scenario::AgentSpec;
 ///
 /// In lockstep tick `t` they see what was committed by the end of tick `t - 1`, plus the
 /// agent's own writes of this step. A read the runtime cannot answer yet returns
-/// [`BehaviourError::CacheMiss`]: the runtime fetches the data and runs the step again.
+/// [`BehaviourError::Pending`]: the runtime fetches the data and runs the step again.
 pub trait CacheReads {
     /// The last `n` entries of this agent's own list, oldest first.
     fn own_last(&mut self, n: usize) -> Result<Vec<CacheEntry>, BehaviourError>;

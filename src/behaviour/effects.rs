@@ -49,7 +49,10 @@ impl Outgoing {
 }
 
 /// Everything one call of a behaviour produced. Discarded whole if the call fails.
+///
+/// The builder methods return the effects: a call that drops them did nothing.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[must_use = "effects do nothing unless the behaviour returns them"]
 pub struct Effects {
     pub(crate) publish: Vec<Outgoing>,
     pub(crate) remember: Vec<Value>,

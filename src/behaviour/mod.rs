@@ -11,14 +11,14 @@
 //! # Writing one
 //!
 //! ```
-//! use agora::{Behaviour, BehaviourError, Context, Effects, Message, Outgoing, Registry, Setup};
+//! use agora::{Behaviour, BehaviourError, Context, Effects, Message, Outgoing, ParamError, Registry, Setup};
 //! use serde::{Deserialize, Serialize};
 //!
 //! /// Counts what it hears and says so every tenth message.
 //! struct Counter { every: u64 }
 //!
 //! #[derive(Default, Serialize, Deserialize)]
-//! #[serde(deny_unknown_fields, default)]
+//! #[serde(default)]
 //! struct CounterParams { every: u64 }
 //!
 //! impl Behaviour for Counter {
@@ -42,7 +42,7 @@
 //! let mut registry = Registry::builtin();
 //! registry.register("counter", "counts messages", &[("every", "how often to speak")],
 //!     |p: CounterParams, _setup: &Setup<'_>| {
-//!         if p.every == 0 { return Err("`every` must be at least 1".to_string()); }
+//!         if p.every == 0 { return Err(ParamError::at("every", "must be at least 1")); }
 //!         Ok(Counter { every: p.every })
 //!     });
 //! assert!(registry.contains("counter"));
@@ -52,7 +52,10 @@ pub mod builtin;
 mod context;
 mod effects;
 mod erased;
+mod error;
+mod params;
 mod registry;
+pub mod testing;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -60,6 +63,8 @@ use serde::de::DeserializeOwned;
 pub use context::{CacheReads, Context, EmptyCache};
 pub use effects::{Effects, Outgoing};
 pub use erased::{DynBehaviour, StateBox};
+pub use error::{BehaviourError, Pending};
+pub use params::ParamError;
 pub use registry::{BuildError, ParamDoc, Registry, RegistryEntry};
 
 use crate::message::Message;
@@ -101,42 +106,6 @@ pub trait Behaviour: Send + Sync + 'static {
     /// What the agent does at the end of each lockstep tick (never called in free mode).
     fn on_tick(&self, _state: &mut Self::State, _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
         Ok(Effects::none())
-    }
-}
-
-/// Why a behaviour could not handle a message.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BehaviourError {
-    #[error("{0}")]
-    Failed(String),
-    /// A cache read needs data the runtime has not fetched yet. Return it with `?`: the
-    /// runtime fetches the data and runs the step again from the same state, so the
-    /// behaviour never sees a difference.
-    #[error("cache data is being fetched")]
-    CacheMiss,
-}
-
-impl BehaviourError {
-    pub fn new(message: impl Into<String>) -> Self {
-        BehaviourError::Failed(message.into())
-    }
-}
-
-impl From<String> for BehaviourError {
-    fn from(message: String) -> Self {
-        BehaviourError::Failed(message)
-    }
-}
-
-impl From<&str> for BehaviourError {
-    fn from(message: &str) -> Self {
-        BehaviourError::Failed(message.to_string())
-    }
-}
-
-impl From<serde_json::Error> for BehaviourError {
-    fn from(e: serde_json::Error) -> Self {
-        BehaviourError::Failed(e.to_string())
     }
 }
 

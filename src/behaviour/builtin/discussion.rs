@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::check_probability;
+use crate::behaviour::ParamError;
 use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
 use crate::message::Message;
 use crate::random;
@@ -89,10 +90,13 @@ pub(crate) fn register(registry: &mut Registry) {
         |p: DiscussionParams, setup: &Setup<'_>| {
             check_probability("echo_probability", p.echo_probability)?;
             if p.feed > 1000 {
-                return Err(format!("`feed` is limited to 1000 posts, got {}", p.feed));
+                return Err(ParamError::at(
+                    "feed",
+                    format!("`feed` is limited to 1000 posts, got {}", p.feed),
+                ));
             }
             if p.topic.len() > 4096 {
-                return Err("`topic` is limited to 4 KiB".to_string());
+                return Err(ParamError::at("topic", "`topic` is limited to 4 KiB"));
             }
             let stances = setup
                 .peers

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::check_probability;
+use crate::behaviour::ParamError;
 use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
 use crate::message::Message;
 
@@ -69,18 +70,21 @@ pub(crate) fn register(registry: &mut Registry) {
         ],
         |p: GossipParams, setup: &Setup<'_>| {
             if p.fanout < 1 {
-                return Err("`fanout` must be at least 1".to_string());
+                return Err(ParamError::at("fanout", "`fanout` must be at least 1"));
             }
             check_probability("p_forward", p.p_forward)?;
             if p.seeds > setup.peers.len() as u64 {
-                return Err(format!(
-                    "`seeds` = {} but there are only {} gossip agents",
-                    p.seeds,
-                    setup.peers.len()
+                return Err(ParamError::at(
+                    "seeds",
+                    format!(
+                        "`seeds` = {} but there are only {} gossip agents",
+                        p.seeds,
+                        setup.peers.len()
+                    ),
                 ));
             }
             if p.rumor.len() > 64 * 1024 {
-                return Err("`rumor` is limited to 64 KiB".to_string());
+                return Err(ParamError::at("rumor", "`rumor` is limited to 64 KiB"));
             }
             Ok(Gossip {
                 fanout: p.fanout.min(1 << 20) as usize,

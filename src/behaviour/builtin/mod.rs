@@ -10,7 +10,7 @@ pub mod gossip;
 pub mod opinion;
 pub mod relay;
 
-use super::Registry;
+use super::{ParamError, Registry};
 
 pub(crate) fn register_all(registry: &mut Registry) {
     relay::register(registry);
@@ -20,10 +20,13 @@ pub(crate) fn register_all(registry: &mut Registry) {
 }
 
 /// A probability parameter: a finite number in `[0, 1]`.
-fn check_probability(name: &str, p: f64) -> Result<(), String> {
+fn check_probability(name: &str, p: f64) -> Result<(), ParamError> {
     if p.is_finite() && (0.0..=1.0).contains(&p) {
         Ok(())
     } else {
-        Err(format!("`{name}` must be a number between 0 and 1, got {p}"))
+        Err(ParamError::at(
+            name,
+            format!("`{name}` must be a number between 0 and 1, got {p}"),
+        ))
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::check_probability;
+use crate::behaviour::ParamError;
 use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
 use crate::message::Message;
 use crate::scenario::Mode;
@@ -59,16 +60,19 @@ pub(crate) fn register(registry: &mut Registry) {
         ],
         |p: OpinionParams, setup: &Setup<'_>| {
             if !(p.epsilon.is_finite() && p.epsilon >= 0.0) {
-                return Err(format!(
-                    "`epsilon` must be a finite number of at least 0, got {}",
-                    p.epsilon
+                return Err(ParamError::at(
+                    "epsilon",
+                    format!(
+                        "`epsilon` must be a finite number of at least 0, got {}",
+                        p.epsilon
+                    ),
                 ));
             }
             check_probability("mu", p.mu)?;
             if setup.mode != Mode::Lockstep {
-                return Err(
-                    "opinion runs in lockstep mode only: set scenario.mode = \"lockstep\"".to_string(),
-                );
+                return Err(ParamError::new(
+                    "opinion runs in lockstep mode only: set scenario.mode = \"lockstep\"",
+                ));
             }
             Ok(Opinion {
                 epsilon: p.epsilon,

@@ -16,7 +16,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
+use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, ParamError, Registry, Setup};
 use crate::message::Message;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,15 +77,18 @@ pub(crate) fn register(registry: &mut Registry) {
         ],
         |p: RelayParams, _setup: &Setup<'_>| {
             if p.hops < 1 {
-                return Err("`hops` must be at least 1".to_string());
+                return Err(ParamError::at("hops", "`hops` must be at least 1"));
             }
             if p.tokens > 1_000_000 {
-                return Err(format!("`tokens` is limited to 1000000, got {}", p.tokens));
+                return Err(ParamError::at(
+                    "tokens",
+                    format!("`tokens` is limited to 1000000, got {}", p.tokens),
+                ));
             }
             if p.payload > 1 << 20 {
-                return Err(format!(
-                    "`payload` is limited to 1048576 digits, got {}",
-                    p.payload
+                return Err(ParamError::at(
+                    "payload",
+                    format!("`payload` is limited to 1048576 digits, got {}", p.payload),
                 ));
             }
             Ok(Relay {

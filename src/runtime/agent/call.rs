@@ -304,10 +304,8 @@ impl<B: Backend> AgentCore<B> {
 /// What a failed behaviour call reads as, in the dead letter and the summary.
 fn failure_text(e: BehaviourError) -> String {
     match e {
-        BehaviourError::CacheMiss => {
-            "the behaviour returned a cache miss for a read it never made".to_string()
-        }
-        BehaviourError::Failed(error) => error,
+        BehaviourError::Pending(_) => "the behaviour waited for an input it never asked for".to_string(),
+        BehaviourError::Failed { message, .. } => message,
     }
 }
 

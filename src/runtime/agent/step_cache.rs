@@ -53,7 +53,7 @@ impl<B: Backend> StepCache<'_, B> {
         match self.answer(query) {
             Some(CacheAnswer::Members(members)) => decode(&members),
             Some(CacheAnswer::Count(_)) => Err(BehaviourError::new("internal error: count for a list read")),
-            None => Err(BehaviourError::CacheMiss),
+            None => Err(BehaviourError::pending()),
         }
     }
 
@@ -90,7 +90,7 @@ impl<B: Backend> CacheReads for StepCache<'_, B> {
         match self.answer(CacheQuery::Count { bound: self.bound }) {
             Some(CacheAnswer::Count(c)) => Ok(c),
             Some(CacheAnswer::Members(_)) => Err(BehaviourError::new("internal error: members for a count")),
-            None => Err(BehaviourError::CacheMiss),
+            None => Err(BehaviourError::pending()),
         }
     }
 
@@ -106,7 +106,7 @@ impl<B: Backend> CacheReads for StepCache<'_, B> {
             }
         }
         if missed {
-            return Err(BehaviourError::CacheMiss);
+            return Err(BehaviourError::pending());
         }
         Ok(out)
     }
