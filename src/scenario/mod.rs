@@ -10,6 +10,7 @@ mod file;
 mod load;
 mod locate;
 mod overrides;
+mod spec;
 mod validate;
 
 use std::fmt;
@@ -20,7 +21,7 @@ pub use file::{BackendKind, Cleanup, Mode, ScenarioFile};
 pub use load::{MAX_FILE_BYTES, load, load_str};
 pub use locate::KeyPath;
 pub use overrides::Overrides;
-pub use validate::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
+pub use spec::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
 
 /// Bad input in a scenario: the file, an environment variable or a command-line override.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -19,6 +19,7 @@ mod cache;
 mod connect;
 mod parse;
 mod reader;
+mod resp;
 mod run_store;
 mod stream;
 mod transport;
@@ -30,7 +31,8 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{Client, FromRedisValue, Pipeline, Value};
 
 use self::connect::Scrubber;
-use self::reader::{Address, EntryCache, GroupReader, Target};
+use self::reader::{Address, GroupReader, Target};
+use self::resp::EntryCache;
 use super::{Backend, BackendError, BackendKind, GroupInfo, Keys, Sizes};
 use crate::backend::url::RedisUrl;
 use crate::message::EntryId;

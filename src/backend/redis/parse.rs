@@ -2,7 +2,7 @@
 
 use redis::Value;
 
-use super::reader::EntryCache;
+use super::resp::EntryCache;
 
 /// An entry's fields as text, uninterpreted.
 pub(crate) type RawFields = Vec<(String, String)>;
@@ -80,17 +80,22 @@ pub(crate) fn entries(v: Value, seen: &mut EntryCache) -> Result<Vec<Delivery>, 
     array(v, "XRANGE")?.into_iter().map(|e| entry(e, seen)).collect()
 }
 
+/// The entries of each stream in an XREAD or XREADGROUP reply: nil, `[[key, entries]]`, or
+/// (RESP3) a map from key to entries.
+fn streams_of(v: Value, what: &str) -> Result<Vec<Value>, BackendError> {
+    match v {
+        Value::Map(pairs) => Ok(pairs.into_iter().map(|(_, entries)| entries).collect()),
+        other => array(other, what)?
+            .into_iter()
+            .map(|s| array(s, what).map(|mut kv| kv.pop().unwrap_or(Value::Nil)))
+            .collect(),
+    }
+}
+
 /// An XREAD/XREADGROUP reply for one stream: nil, or `[[key, entries]]`.
 pub(crate) fn read_reply(v: Value, seen: &mut EntryCache) -> Result<Vec<Delivery>, BackendError> {
-    let streams = match v {
-        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
-        other => array(other, "XREADGROUP")?
-            .into_iter()
-            .map(|s| array(s, "XREADGROUP").map(|mut kv| kv.pop().unwrap_or(Value::Nil)))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
     let mut out = Vec::new();
-    for stream in streams {
+    for stream in streams_of(v, "XREADGROUP")? {
         out.extend(entries(stream, seen)?);
     }
     Ok(out)
@@ -178,15 +183,8 @@ fn raw_entry(v: Value) -> Result<(EntryId, RawFields), BackendError> {
 
 /// An XREAD reply for one stream as (id, fields) pairs, without interpreting the fields.
 pub(crate) fn raw_stream_entries(v: Value) -> Result<Vec<(EntryId, RawFields)>, BackendError> {
-    let streams = match v {
-        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
-        other => array(other, "XREAD")?
-            .into_iter()
-            .map(|s| array(s, "XREAD").map(|mut kv| kv.pop().unwrap_or(Value::Nil)))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
     let mut out = Vec::new();
-    for stream in streams {
+    for stream in streams_of(v, "XREAD")? {
         for e in array(stream, "XREAD")? {
             out.push(raw_entry(e)?);
         }

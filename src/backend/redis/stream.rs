@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::reader::EntryCache;
+use super::resp::EntryCache;
 use super::{ReadPath, RedisBackend, admin, ids_reply, parse, xadd};
 use crate::backend::{BackendError, ClaimReport, GroupInfo, GroupRead, Stream};
 use crate::message::{Batch, Delivery, EntryId, Message, share_equal};

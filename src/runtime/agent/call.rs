@@ -128,7 +128,26 @@ enum MessagesFailed {
 
 const NO_STATE: &str = "the agent has no state: it never started";
 
+/// The parts of an agent a behaviour call works on, borrowed apart.
+struct Parts<'a, B> {
+    backend: &'a B,
+    spec: &'a crate::scenario::AgentSpec,
+    peers: &'a [Arc<str>],
+    behaviour: &'a dyn DynBehaviour,
+    live: &'a mut super::record::Live,
+}
+
 impl<B: Backend> AgentCore<B> {
+    fn parts(&mut self) -> Parts<'_, B> {
+        Parts {
+            backend: &self.backend,
+            spec: &self.spec,
+            peers: &self.peers,
+            behaviour: &*self.behaviour,
+            live: &mut self.live,
+        }
+    }
+
     /// Runs the behaviour over the step's messages once, from the current live state,
     /// leaving out the messages marked in `skip` (given up on).
     pub(super) fn attempt(
@@ -203,27 +222,22 @@ impl<B: Backend> AgentCore<B> {
             &mut BehaviourContext<'_>,
         ) -> Result<Effects, BehaviourError>,
     ) -> Result<(), Attempt> {
-        let AgentCore {
-            backend,
-            spec,
-            peers,
-            behaviour,
-            live,
-            ..
-        } = self;
+        let agent = self.parts();
         let outcome = {
-            let mut cache = call.cache(backend, &spec.name, &work.remember);
-            let mut ctx = BehaviourContext::new(spec, peers, call.tick, &mut live.rng, &mut cache);
-            catch_unwind(AssertUnwindSafe(|| f(&**behaviour, &mut live.state, &mut ctx)))
+            let mut cache = call.cache(agent.backend, &agent.spec.name, &work.remember);
+            let live = &mut *agent.live;
+            let mut ctx =
+                BehaviourContext::new(agent.spec, agent.peers, call.tick, &mut live.rng, &mut cache);
+            catch_unwind(AssertUnwindSafe(|| f(agent.behaviour, &mut live.state, &mut ctx)))
         };
         call.missed()?;
         let error = match outcome {
             Ok(Ok(effects)) => {
                 let mut numbering = Numbering {
-                    agent: &spec.name,
+                    agent: &agent.spec.name,
                     tick: call.tick,
-                    seq: &mut live.seq,
-                    cache_n: &mut live.cache_n,
+                    seq: &mut agent.live.seq,
+                    cache_n: &mut agent.live.cache_n,
                 };
                 numbering.apply(effects, &mut work.out, &work.remember);
                 return Ok(());
@@ -243,14 +257,13 @@ impl<B: Backend> AgentCore<B> {
         work: &mut Work,
         messages: &[&Message],
     ) -> Result<(), MessagesFailed> {
-        let AgentCore {
+        let Parts {
             backend,
             spec,
             peers,
             behaviour,
             live,
-            ..
-        } = self;
+        } = self.parts();
         let Some(state) = live.state.as_mut() else {
             return Err(MessagesFailed::At(0, NO_STATE.to_string()));
         };

@@ -1,0 +1,88 @@
+//! `agora cleanup` and `agora inspect`: a run's keys on Redis.
+
+use std::time::Duration;
+
+use super::args::{CleanupArgs, InspectArgs};
+use crate::backend::redis::{RedisBackend, admin};
+use crate::backend::url::RedisUrl;
+use crate::backend::{Keys, RunStore};
+use crate::error::{Error, exit};
+
+/// Connects to Redis for `cleanup` and `inspect`.
+fn connect_admin(
+    url: &str,
+    stream: &str,
+    group_prefix: &str,
+    cache_prefix: Option<&str>,
+) -> Result<(RedisUrl, Keys), Error> {
+    let url = RedisUrl::parse(url).map_err(|m| Error::Usage(format!("--redis-url: {m}")))?;
+    if stream.is_empty() {
+        return Err(Error::Usage("--stream: the stream key must not be empty".into()));
+    }
+    let cache_prefix = cache_prefix.map_or_else(|| Keys::default_cache_prefix(stream), str::to_string);
+    Ok((url, Keys::new(stream, group_prefix, cache_prefix)))
+}
+
+pub(super) fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
+    let (url, keys) = connect_admin(
+        &args.redis_url,
+        &args.stream,
+        &args.group_prefix,
+        args.cache_prefix.as_deref(),
+    )?;
+    let groups = match args.num_groups {
+        Some(count) => admin::Groups::Numbered {
+            prefix: args.group_prefix.clone(),
+            count,
+        },
+        None => admin::Groups::Listed,
+    };
+    let report = actix_rt::System::new().block_on(async {
+        let backend = RedisBackend::connect(&url, keys.clone(), Duration::from_secs(5)).await?;
+        let holder = backend.lease_holder().await?;
+        if let Some(holder) = holder.as_deref().filter(|h| !crate::runtime::liveness::gone(h)) {
+            tracing::warn!(
+                "a run of stream {:?} is still going: {}; its keys are deleted all the same, and it will stop",
+                keys.stream,
+                crate::runtime::liveness::describe(holder)
+            );
+        }
+        let mut report = admin::cleanup(&backend, groups).await?;
+        // A run's own cleanup keeps the lease; this one removes the run, lease and all (a live
+        // run finds its lease and record gone, and stops).
+        if let Some(holder) = holder {
+            backend.release_lease(&holder).await?;
+            report.keys += 1;
+        }
+        Ok::<_, crate::backend::BackendError>(report)
+    })?;
+    println!(
+        "deleted {} consumer group{} and {} key{} of stream {:?} on {url}",
+        report.groups,
+        if report.groups == 1 { "" } else { "s" },
+        report.keys,
+        if report.keys == 1 { "" } else { "s" },
+        keys.stream
+    );
+    Ok(exit::SUCCESS)
+}
+
+pub(super) fn inspect(args: InspectArgs) -> Result<u8, Error> {
+    let (url, keys) = connect_admin(
+        &args.redis_url,
+        &args.stream,
+        "group_",
+        args.cache_prefix.as_deref(),
+    )?;
+    let inspection = actix_rt::System::new().block_on(async {
+        let backend = RedisBackend::connect(&url, keys, Duration::from_secs(5)).await?;
+        admin::inspect(&backend).await
+    })?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&inspection).map_err(|e| Error::Usage(e.to_string()))?;
+        println!("{json}");
+    } else {
+        print!("{}", inspection.table());
+    }
+    Ok(exit::SUCCESS)
+}

@@ -1,0 +1,177 @@
+//! The command line's arguments, as clap reads them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Run multi-agent simulations on Redis Streams (or the embedded memory backend).";
+
+const AFTER_HELP: &str = "\
+Examples:
+  agora run scenarios/gossip.toml                 run on the embedded memory backend
+  agora run scenarios/gossip.toml --seed 7        another seed, another (reproducible) run
+  agora run scenarios/relay.toml --backend redis  run on Redis at redis://127.0.0.1:6379/0
+  agora check scenarios/opinion.toml              validate and show the resolved scenario
+  agora behaviours                                list behaviours and their parameters
+
+Exit codes: 0 success, 1 failure while running, 2 bad input, 3 backend unusable.
+Warnings go to stderr; RUST_LOG=agora=debug asks for more, with timestamps.";
+
+#[derive(Parser)]
+#[command(name = "agora", version, about = ABOUT, after_help = AFTER_HELP)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Command {
+    /// Run a scenario and write transcript.jsonl and summary.json
+    #[command(after_help = "\
+Precedence, highest first: --set and the flags, then AGORA_<SECTION>__<KEY> environment
+variables (such as AGORA_SCENARIO__SEED=7), then the file, then defaults.
+
+Output: {output.dir}/{name}-{seed}/transcript.jsonl and summary.json; the last line printed is
+`transcript sha256: <hex>`.
+
+Exit codes: 0 done, 1 a failure while running, 2 bad input (or the stream is in use by a run
+still going), 3 the backend cannot be used.")]
+    Run(RunArgs),
+    /// Host one share of a scenario's agents, for runs spread over processes
+    Worker(WorkerArgs),
+    /// Validate a scenario and print it resolved, every default filled in
+    Check(CheckArgs),
+    /// List the behaviours and their parameters
+    Behaviours,
+    /// Delete a run's keys from Redis: stream, groups, dead letters, cache
+    Cleanup(CleanupArgs),
+    /// Show a run's keys on Redis: stream length, groups' pending and lag, dead letters, cache
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+pub(super) struct ScenarioArgs {
+    /// The scenario file, such as scenarios/gossip.toml
+    pub scenario: PathBuf,
+    /// Override a key with a TOML value, such as --set scenario.seed=7 or
+    /// --set agents.0.count=50 (repeatable; plain words are strings)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// The backend: the embedded `memory` one, or `redis`
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+    /// The Redis URL, which also means --backend redis: redis://[user:password@]host:port/db,
+    /// rediss:// for TLS, or unix:///path/to/redis.sock?db=N for a Unix socket
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// The seed (scenario.seed)
+    #[arg(long, allow_hyphen_values = true, value_parser = whole_number::<u64>)]
+    pub seed: Option<u64>,
+    /// The output directory (output.dir)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(super) struct RunArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// No progress line (the summary is still printed)
+    #[arg(long)]
+    pub quiet: bool,
+    /// Continue an interrupted Redis run from what Redis holds (never cleans up first)
+    #[arg(long)]
+    pub resume: bool,
+    /// Run the agents in N worker processes sharing the Redis backend
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number::<u32>)]
+    pub workers: Option<u32>,
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Start one worker per share, on any machines that reach the Redis, with the same scenario
+(file, --set, environment) as the coordinator; then `agora run <scenario> --backend redis
+--workers 0` coordinates them. Agents are shared out by name: the same on every machine.")]
+pub(super) struct WorkerArgs {
+    /// The scenario file (the same as the coordinator's)
+    pub scenario: PathBuf,
+    /// Which share of the agents to host, as I/N (from 1/N to N/N)
+    #[arg(long, value_name = "I/N")]
+    pub shard: String,
+    /// The Redis URL (default: the scenario's backend.url)
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Override a key, as for `agora run`
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args)]
+pub(super) struct CheckArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+}
+
+#[derive(Args)]
+pub(super) struct CleanupArgs {
+    /// The Redis URL
+    #[arg(long, value_name = "URL")]
+    pub redis_url: String,
+    /// The stream key
+    #[arg(long, value_name = "KEY")]
+    pub stream: String,
+    /// Delete groups {group-prefix}1..N instead of those XINFO GROUPS lists
+    #[arg(long, value_name = "N")]
+    pub num_groups: Option<u64>,
+    /// Consumer group prefix
+    #[arg(long, value_name = "P", default_value = "group_")]
+    pub group_prefix: String,
+    /// Cache key prefix (default: "{stream}:cache:")
+    #[arg(long, value_name = "P")]
+    pub cache_prefix: Option<String>,
+}
+
+#[derive(Args)]
+pub(super) struct InspectArgs {
+    /// The Redis URL
+    #[arg(long, value_name = "URL")]
+    pub redis_url: String,
+    /// The stream key
+    #[arg(long, value_name = "KEY")]
+    pub stream: String,
+    /// Cache key prefix (default: "{stream}:cache:")
+    #[arg(long, value_name = "P")]
+    pub cache_prefix: Option<String>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum BackendArg {
+    Memory,
+    Redis,
+}
+
+/// Parses a flag's whole number, saying which numbers it takes when it is not one (`-1`, `1.5`,
+/// `ten`); clap would otherwise read `-1` as an unknown flag.
+fn whole_number<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + Largest,
+{
+    text.trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number from 0 to {}", T::LARGEST))
+}
+
+trait Largest {
+    const LARGEST: u64;
+}
+
+impl Largest for u32 {
+    const LARGEST: u64 = u32::MAX as u64;
+}
+
+impl Largest for u64 {
+    const LARGEST: u64 = u64::MAX;
+}

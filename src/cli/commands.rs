@@ -1,0 +1,175 @@
+//! `agora run`, `agora worker`, `agora check` and `agora behaviours`.
+
+use std::sync::Arc;
+
+use super::args::{BackendArg, CheckArgs, RunArgs, ScenarioArgs, WorkerArgs};
+use super::report_error;
+use crate::behaviour::Registry;
+use crate::error::{Error, exit};
+use crate::report::Progress;
+use crate::runtime::{self, RunOptions};
+use crate::scenario::{self, BackendKind, Mode, Overrides, Scenario};
+
+fn load(args: &ScenarioArgs, registry: &Registry) -> Result<Scenario, Error> {
+    let mut overrides = Overrides::new();
+    for set in &args.sets {
+        overrides.set(set)?;
+    }
+    if let Some(backend) = args.backend {
+        let kind = match backend {
+            BackendArg::Memory => "memory",
+            BackendArg::Redis => "redis",
+        };
+        overrides.flag("--backend", "backend.kind", toml::Value::String(kind.into()));
+    }
+    if let Some(url) = &args.redis_url {
+        overrides.flag("--redis-url", "backend.url", toml::Value::String(url.clone()));
+        // A Redis URL on the command line means "run on this Redis", unless the backend is
+        // chosen on the command line too.
+        let kind_set = args
+            .sets
+            .iter()
+            .any(|s| s.trim_start().starts_with("backend.kind"));
+        if args.backend.is_none() && !kind_set {
+            overrides.flag("--redis-url", "backend.kind", toml::Value::String("redis".into()));
+        }
+    }
+    if let Some(seed) = args.seed {
+        // TOML integers stop at i64::MAX; a larger seed travels as a string of digits.
+        let value =
+            i64::try_from(seed).map_or_else(|_| toml::Value::String(seed.to_string()), toml::Value::Integer);
+        overrides.flag("--seed", "scenario.seed", value);
+    }
+    if let Some(out) = &args.out {
+        overrides.flag(
+            "--out",
+            "output.dir",
+            toml::Value::String(out.display().to_string()),
+        );
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    Ok(scenario::load(&args.scenario, &env, &overrides, registry)?)
+}
+
+pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
+    let scenario = load(&args.scenario, registry)?;
+    if args.workers.is_some() && scenario.backend.kind != BackendKind::Redis {
+        return Err(Error::Usage(
+            "--workers: worker processes share the agents of a run through Redis; add --backend redis".into(),
+        ));
+    }
+    let options = RunOptions {
+        resume: args.resume,
+        workers: args.workers,
+        ..RunOptions::default()
+    };
+    let progress = Arc::new(match scenario.mode {
+        Mode::Lockstep => Progress::lockstep(scenario.ticks.unwrap_or(0), args.quiet),
+        Mode::Free => Progress::free(args.quiet),
+    });
+    let outcome = runtime::run(&scenario, &options, interrupted(), progress.clone());
+    progress.finish();
+    let outcome = outcome?;
+    let s = &outcome.summary;
+    println!("{}", s.table().trim_end());
+    println!("  transcript    {}", outcome.transcript.display());
+    println!("  summary       {}", outcome.summary_path.display());
+    if let Some(path) = &outcome.dead_letters_path {
+        println!("  dead letters  {}", path.display());
+    }
+    println!("transcript sha256: {}", s.transcript_sha256);
+    if let Some(error) = outcome.error {
+        let e = Error::from(error);
+        report_error(&e);
+        return Ok(e.exit_code());
+    }
+    if s.behaviour_failures > 0 {
+        eprintln!(
+            "error: {} message(s) were dead-lettered because their behaviour kept failing (see {})",
+            s.behaviour_failures,
+            outcome.dead_letters_path.as_deref().map_or_else(
+                || "the dead-letter stream".to_string(),
+                |p| p.display().to_string()
+            )
+        );
+        return Ok(exit::RUN_FAILED);
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// Completes at the first Ctrl-C, which asks the run to stop at its next safe point; a
+/// second Ctrl-C ends the process at once.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        // No signal handling here: never interrupted.
+        return std::future::pending().await;
+    }
+    tracing::warn!("interrupted: stopping at the next safe point (Ctrl-C again to abort)");
+    actix::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}
+
+pub(super) fn worker(args: WorkerArgs, registry: &Registry) -> Result<u8, Error> {
+    let shard = runtime::ShardId::parse(&args.shard).map_err(Error::Usage)?;
+    let scenario = load(
+        &ScenarioArgs {
+            scenario: args.scenario,
+            sets: args.sets,
+            // Workers only make sense on Redis.
+            backend: Some(BackendArg::Redis),
+            redis_url: args.redis_url,
+            seed: None,
+            out: None,
+        },
+        registry,
+    )?;
+    let parent = std::env::var("AGORA_WORKER_PARENT")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    runtime::run_worker(&scenario, &runtime::WorkerOptions { shard, parent })?;
+    Ok(exit::SUCCESS)
+}
+
+pub(super) fn check(args: CheckArgs, registry: &Registry) -> Result<u8, Error> {
+    let scenario = load(&args.scenario, registry)?;
+    println!(
+        "# {}: valid; {} agents, {} mode, {} backend",
+        scenario.path.display(),
+        scenario.agents.len(),
+        scenario.mode.as_str(),
+        scenario.backend.kind.as_str()
+    );
+    print!("{}", scenario.to_toml());
+    Ok(exit::SUCCESS)
+}
+
+/// `agora behaviours`: each behaviour, what it does, its parameters and their defaults.
+pub fn behaviours_text(registry: &Registry) -> String {
+    let mut out = String::new();
+    for entry in registry.entries() {
+        out.push_str(&format!("{}\n  {}\n", entry.name, entry.summary));
+        let width = entry
+            .params
+            .iter()
+            .map(|p| assignment(p).len())
+            .max()
+            .unwrap_or(0);
+        for p in &entry.params {
+            let assignment = assignment(p);
+            out.push_str(&format!("    {assignment:<width$}  {}\n", p.doc));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `name = default`, or `name (optional)` for a parameter unset by default.
+fn assignment(p: &crate::behaviour::ParamDoc) -> String {
+    match &p.default {
+        Some(default) => format!("{} = {default}", p.name),
+        None => format!("{} (optional)", p.name),
+    }
+}
