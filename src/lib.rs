@@ -4,18 +4,23 @@
 //!
 //! Each module holds one idea; read them in this order:
 //!
-//! - [`scenario`]: the TOML file format, layered with environment variables and `--set`
-//!   overrides, and validated into a [`scenario::Scenario`] the rest of the code can trust.
+//! - [`scenario`]: the TOML file format, environment variables and `--set` overrides laid
+//!   over it, and validation into a [`scenario::Scenario`] the rest of the code can trust.
 //! - [`message`]: what agents publish, how it is laid out as stream fields, and how a stream
 //!   entry is parsed back (or recognised as malformed).
-//! - [`backend`]: the stream with one consumer group per agent, and the cache, behind one trait.
+//! - [`backend`]: the stream with one consumer group per agent, the cache and the run's store,
+//!   one trait each ([`backend::Stream`], [`backend::Cache`], [`backend::RunStore`]);
+//!   [`backend::open`] hands a task whichever backend a scenario names.
 //!   [`backend::memory`] is the embedded default; [`backend::redis`] is the real engine.
 //! - [`behaviour`]: the [`behaviour::Behaviour`] trait users implement, the registry that maps
-//!   names in scenario files to constructors, and the built-in behaviours.
+//!   names in scenario files to constructors, the built-in behaviours, and [`testing`], which
+//!   runs a behaviour by hand in a unit test.
 //! - [`random`]: per-agent random streams and portable draws, so transcripts do not change when
 //!   a dependency changes its sampling algorithms.
-//! - [`runtime`]: agents as actix actors, the shard that feeds them batches, and the coordinator
-//!   that runs lockstep ticks or free mode and decides when to stop.
+//! - [`tally`]: what steps count, added up from one step to the whole run.
+//! - [`runtime`]: agents as actix actors, the shard that feeds them, where they live (this
+//!   process or worker processes), and the coordinator that runs lockstep ticks or free mode,
+//!   decides when to stop and writes the outputs.
 //! - [`report`]: `transcript.jsonl`, `summary.json`, the progress line and the summary table.
 //! - [`cli`]: the `agora` command line; `main.rs` only calls [`cli::main`].
 

@@ -54,7 +54,7 @@ impl DeadLetter {
     }
 }
 
-/// Everything one agent step changes, applied atomically by [`Backend::commit`].
+/// Everything one agent step changes, applied atomically by [`RunStore::commit`](super::RunStore::commit).
 #[derive(Debug, Clone, Copy)]
 pub struct Commit<'a> {
     /// The agent's consumer group, whose entries `acks` acknowledges.
@@ -96,14 +96,14 @@ pub struct Sizes {
     pub timestamps: u64,
 }
 
-/// What [`Backend::cleanup`] deleted.
+/// What [`RunStore::delete_run`](super::RunStore::delete_run) (or `agora cleanup`) deleted.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CleanupReport {
     pub groups: u64,
     pub keys: u64,
 }
 
-/// What [`Backend::claim`] took over.
+/// What [`Stream::claim`](super::Stream::claim) took over.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClaimReport {
     /// Entries now pending on the claiming consumer.

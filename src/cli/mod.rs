@@ -1,8 +1,8 @@
 //! The `agora` command line. Parsing and printing only: every command calls the library.
 //!
-//! - [`args`]: the commands and their arguments.
-//! - [`commands`]: `run`, `worker`, `check`, `behaviours`.
-//! - [`admin`]: `cleanup` and `inspect`, on a run's keys in Redis.
+//! - `args`: the commands and their arguments.
+//! - `commands`: `run`, `worker`, `check`, `behaviours`.
+//! - `admin`: `cleanup` and `inspect`, on a run's keys in Redis.
 
 mod admin;
 mod args;

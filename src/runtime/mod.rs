@@ -1,18 +1,18 @@
 //! Running a scenario: agents as actix actors, a shard that feeds them, a coordinator that
 //! drives ticks (lockstep) or watches the flow (free mode) and decides when to stop.
 //!
-//! [`run`] is the whole of `agora run`: it starts an actix system, opens the backend,
+//! `run` is the whole of `agora run`: it starts an actix system, opens the backend,
 //! prepares the keys and the output directory, runs, and writes `transcript.jsonl` and
 //! `summary.json`, also when the run is interrupted or fails part-way. It takes its stop
 //! signal and an observer as arguments, so two runs in one process share nothing.
 //!
-//! - [`agent`]: one agent's step, and the actor that runs it.
-//! - [`shard`]: the agents of one process, and the reader that feeds them.
-//! - [`hosting`]: where the agents live, behind one trait (here, or in workers).
-//! - [`coordinator`]: prepares, drives lockstep or free mode, writes the outputs.
-//! - [`distributed`]: worker processes and how they talk to the coordinator.
-//! - [`liveness`]: the stream's lease, so that one run at a time uses its keys.
-//! - [`reconnect`]: riding out a lost backend; [`observer`]: what a run tells its watcher.
+//! - `agent`: one agent's step, and the actor that runs it.
+//! - `shard`: the agents of one process, and the reader that feeds them.
+//! - `hosting`: where the agents live, behind one trait (here, or in workers).
+//! - `coordinator`: prepares, drives lockstep or free mode, writes the outputs.
+//! - `distributed`: worker processes and how they talk to the coordinator.
+//! - `liveness`: the stream's lease, so that one run at a time uses its keys.
+//! - `reconnect`: riding out a lost backend; `observer`: what a run tells its watcher.
 
 mod agent;
 mod coordinator;

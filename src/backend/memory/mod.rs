@@ -7,9 +7,9 @@
 //! list, so a delivery costs a pointer copy. One lock covers the whole store, which is what
 //! makes [`RunStore::commit`] atomic.
 //!
-//! - [`store`]: the stream, its groups and the run's records.
-//! - [`cache`]: the lists and the sorted set.
-//! - [`transport`]: notes and hashes for a coordinator and workers in one process.
+//! - `store`: the stream, its groups and the run's records.
+//! - `cache`: the lists and the sorted set.
+//! - `transport`: notes and hashes for a coordinator and workers in one process.
 
 mod cache;
 mod store;

@@ -5,9 +5,9 @@
 //! (one round trip); an agent step is one script, atomic as a MULTI/EXEC is. The only blocking
 //! command, the wake-up read, has a connection of its own (DESIGN.md invariant 4).
 //!
-//! - [`stream`], [`cache`], [`run_store`], [`transport`]: the backend's roles.
-//! - [`reader`] and [`parse`]: reading replies fast; [`connect`]: connecting and errors;
-//!   [`admin`]: `agora cleanup` and `agora inspect`.
+//! - `stream`, `cache`, `run_store`, `transport`: the backend's roles.
+//! - `reader` and `parse`: reading replies fast; `connect`: connecting and errors;
+//!   `admin`: `agora cleanup` and `agora inspect`.
 //!
 //! Keys (CONTRACT.md, "Wire format on Redis"): the stream `{stream}`, groups
 //! `{group_prefix}{agent}`, dead letters `{stream}:dead`, cache lists `{cache_prefix}{agent}`
