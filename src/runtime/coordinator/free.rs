@@ -69,13 +69,14 @@ impl<B: Backend> Coordinator<'_, B> {
             }
             let wait = deadline.map_or(LOOK_EVERY, |d| (d - now).min(LOOK_EVERY));
             let progress = hosting.free_progress(wait).await?;
-            let busy = !progress.report.tally.is_empty();
             self.add_free(hosting, progress.report);
             self.report_progress(None);
             if self.totals.tally.published >= scenario.max_messages {
                 return Ok(StopReason::Budget);
             }
-            if !busy && progress.idle && self.nothing_in_flight(&groups).await? {
+            // Every host was idle at its last word; the backend says whether anything it
+            // published before is still unread.
+            if progress.idle && self.nothing_in_flight(&groups).await? {
                 return Ok(StopReason::Quiescent);
             }
             if last_trim.elapsed() >= TRIM_EVERY {
