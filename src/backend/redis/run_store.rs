@@ -1,4 +1,4 @@
-//! What keeps a run safe on Redis: each agent step in one atomic script, saved states in
+//! What keeps a run safe on Redis: each agent step in one transaction, saved states in
 //! `{stream}:state`, the run's record in `{stream}:run`, the lease in `{stream}:lease`, dead
 //! letters in `{stream}:dead`.
 
@@ -11,63 +11,60 @@ use super::{RedisBackend, admin, ids_reply, parse};
 use crate::backend::{BackendError, CleanupReport, Commit, RunStore};
 use crate::message::EntryId;
 
-/// One agent step, applied by [`COMMIT`] all at once. MULTI/EXEC cannot do it: XACK on a
-/// group that is gone answers 0 without an error, and the transaction would publish the
-/// step's messages all the same. The script refuses the whole step first (NOGROUP), so
-/// nothing is published by a step whose acknowledgement failed, as on the memory backend.
+/// The writes of one agent step, refused whole (NOGROUP) when the agent's consumer group is
+/// gone: XACK on a missing group answers 0 without an error, so a MULTI/EXEC alone would
+/// publish the step's messages all the same. A step is `MULTI`, this script, `XACK` of the
+/// step's entries, `EXEC`: atomic, nothing published by a step whose acknowledgement failed
+/// (as on the memory backend), and the acknowledgement (most of a step's arguments) stays a
+/// native command, which Lua's per-argument cost would triple.
 ///
-/// Arguments: the group, the number of ids to acknowledge and the ids; then each further
-/// command as its argument count, `1` if its reply is returned (the step's XADDs to the
-/// stream) or `0`, and the command itself.
-static COMMIT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        "local stream, group = KEYS[1], ARGV[1]
-         local acks = tonumber(ARGV[2])
-         if acks > 0 then
-           local found = redis.pcall('XINFO', 'CONSUMERS', stream, group)
-           if type(found) == 'table' and found.err then
-             return redis.error_reply(found.err)
-           end
-         end
-         local i, last = 3, 2 + acks
-         while i <= last do
-           local upto = math.min(i + 999, last)
-           redis.call('XACK', stream, group, unpack(ARGV, i, upto))
-           i = upto + 1
-         end
-         local ids = {}
-         while i <= #ARGV do
-           local argc, keep = tonumber(ARGV[i]), ARGV[i + 1]
-           local reply = redis.call(unpack(ARGV, i + 2, i + 1 + argc))
-           if keep == '1' then ids[#ids + 1] = reply end
-           i = i + 2 + argc
-         end
-         return ids",
-    )
-});
+/// The script is sent whole (EVAL): inside MULTI a script missing from Redis's cache (after
+/// a restart) would fail after the XACK had been queued.
+///
+/// Arguments: the group, whether the step acknowledges anything (`1`), then each command as
+/// its argument count, `1` if its reply is returned (the step's XADDs to the stream) or `0`,
+/// and the command itself.
+const WRITES: &str = "local stream, group = KEYS[1], ARGV[1]
+if ARGV[2] == '1' then
+  local found = redis.pcall('XINFO', 'CONSUMERS', stream, group)
+  if type(found) == 'table' and found.err then
+    return redis.error_reply(found.err)
+  end
+end
+local ids, i = {}, 3
+while i <= #ARGV do
+  local argc, keep = tonumber(ARGV[i]), ARGV[i + 1]
+  local reply = redis.call(unpack(ARGV, i + 2, i + 1 + argc))
+  if keep == '1' then ids[#ids + 1] = reply end
+  i = i + 2 + argc
+end
+return ids";
 
 /// The most members one RPUSH or ZADD of a step carries (Lua's `unpack` has a limit).
 const CHUNK: usize = 500;
 
-/// [`COMMIT`]'s arguments, built command by command.
+/// A step's transaction, built command by command.
 struct StepScript {
-    invocation: redis::ScriptInvocation<'static>,
+    /// `EVAL` of [`WRITES`].
+    writes: redis::Cmd,
 }
 
 impl StepScript {
     fn new(stream: &str, group: &str, acks: &[EntryId]) -> Self {
-        let mut invocation = COMMIT.prepare_invoke();
-        invocation.key(stream).arg(group).arg(acks.len());
-        for id in acks {
-            invocation.arg(id.to_string());
-        }
-        StepScript { invocation }
+        let mut writes = redis::cmd("EVAL");
+        writes
+            .arg(WRITES)
+            .arg(1)
+            .arg(stream)
+            .arg(group)
+            .arg(if acks.is_empty() { "0" } else { "1" });
+        StepScript { writes }
     }
 
     /// `command key args...`, its reply returned when `keep`.
     fn command(&mut self, keep: bool, command: &str, key: &str, args: impl IntoIterator<Item = String>) {
         let args: Vec<String> = args.into_iter().collect();
-        self.invocation
+        self.writes
             .arg(args.len() + 2)
             .arg(if keep { "1" } else { "0" })
             .arg(command)
@@ -131,13 +128,23 @@ impl RunStore for RedisBackend {
         for d in c.dead {
             step.command(false, "XADD", &dead, xadd_fields(d.to_fields()));
         }
-        let mut con = self.inner.con.clone();
-        let ids: Vec<Value> = step
-            .invocation
-            .invoke_async(&mut con)
-            .await
-            .map_err(|e| self.error("an agent's step (the commit script)", &e))?;
-        ids_reply(ids)
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors().add_command(step.writes);
+        if !c.acks.is_empty() {
+            pipe.cmd("XACK").arg(&keys.stream).arg(c.group);
+            for id in c.acks {
+                pipe.arg(id.to_string());
+            }
+        }
+        let what = "an agent's step (MULTI/EXEC)";
+        let mut replies: Vec<redis::RedisResult<Value>> = self.pipeline(what, &pipe).await?;
+        let writes = if replies.is_empty() {
+            return Err(BackendError::command(format!("{what}: no reply")));
+        } else {
+            replies.swap_remove(0)
+        };
+        let ids = writes.map_err(|e| self.error(what, &e))?;
+        ids_reply(parse::array(ids, "the step's script")?)
     }
 
     async fn load_states(&self, agents: &[Arc<str>]) -> Result<Vec<Option<String>>, BackendError> {
