@@ -16,6 +16,8 @@ pub mod exit {
     pub const RUN_FAILED: u8 = 1;
     pub const BAD_INPUT: u8 = 2;
     pub const BACKEND_UNAVAILABLE: u8 = 3;
+    /// Stopped by Ctrl-C: the outputs are written, as shells expect of an interrupted command.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +45,15 @@ impl Error {
             Error::Scenario(_)
             | Error::Usage(_)
             | Error::Run(RunError::Usage(_) | RunError::Refused { .. }) => exit::BAD_INPUT,
-            Error::Backend(e) if e.is_unavailable() => exit::BACKEND_UNAVAILABLE,
-            // `cleanup` or `inspect` pointed at keys that are not a run's.
-            Error::Backend(e) if e.kind == BackendErrorKind::Conflict => exit::BAD_INPUT,
-            Error::Run(e) if e.backend_unavailable() => exit::BACKEND_UNAVAILABLE,
+            Error::Backend(e) | Error::Run(RunError::Backend(e)) if e.cannot_be_used() => {
+                exit::BACKEND_UNAVAILABLE
+            }
+            // `cleanup` or `inspect` pointed at keys that are not a run's, or at none.
+            Error::Backend(e)
+                if matches!(e.kind, BackendErrorKind::Conflict | BackendErrorKind::NotFound) =>
+            {
+                exit::BAD_INPUT
+            }
             Error::Backend(_) | Error::Run(_) | Error::Output { .. } => exit::RUN_FAILED,
         }
     }

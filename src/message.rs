@@ -134,6 +134,17 @@ pub struct Malformed {
     pub fields: Vec<(String, String)>,
 }
 
+/// The reason of a pending entry whose contents were deleted from the stream.
+const DELETED: &str = "the entry was deleted from the stream";
+
+impl Malformed {
+    /// Whether this is a pending entry that was deleted from the stream before it was
+    /// acknowledged: a message lost, not a malformed one.
+    pub fn is_deleted(&self) -> bool {
+        self.reason == DELETED && self.fields.is_empty()
+    }
+}
+
 /// What a stream entry turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
@@ -187,17 +198,20 @@ impl Entry {
     /// A pending entry that was deleted from the stream after it was read.
     pub fn deleted() -> Self {
         Entry::Malformed(Arc::new(Malformed {
-            reason: "the entry was deleted from the stream".to_string(),
+            reason: DELETED.to_string(),
             fields: Vec::new(),
         }))
     }
 
-    /// An entry from the fields that were text (`pairs`), `binary` saying whether some
-    /// were not.
-    pub fn from_text_fields(pairs: Vec<(String, String)>, binary: bool) -> Self {
-        if binary {
+    /// An entry from its fields as text: `not_text` names the first field whose name or
+    /// value was not UTF-8 (decoded with U+FFFD for the bytes that are not), which makes it
+    /// malformed, the field kept.
+    pub fn from_text_fields(pairs: Vec<(String, String)>, not_text: Option<String>) -> Self {
+        if let Some(field) = not_text {
             return Entry::Malformed(Arc::new(Malformed {
-                reason: "a field is not UTF-8 text".to_string(),
+                reason: format!(
+                    "field {field:?} is not UTF-8 text (kept here with U+FFFD for the bytes that are not)"
+                ),
                 fields: pairs,
             }));
         }

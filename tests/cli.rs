@@ -523,7 +523,8 @@ fn ctrl_c_stops_cleanly_and_still_writes_the_outputs() {
     // SAFETY: sending a signal to the child we started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    // 130, as shells expect of Ctrl-C: a script or a sweep loop does not take it for done.
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     let summary = check_outputs(out.path(), &output);
     assert_eq!(summary["stop_reason"], "interrupted");
     assert!(summary["messages"].as_u64().unwrap() > 0);

@@ -55,6 +55,7 @@ macro_rules! all_cases {
                 one_lease_holder_at_a_time,
                 a_commit_whose_group_is_gone_changes_nothing,
                 claiming_removes_consumers_left_with_nothing,
+                entries_added_counts_what_trimming_removed,
             ]
         );
     };

@@ -171,16 +171,21 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
     // SAFETY: sending a signal to the child we started.
     unsafe { libc::kill(first.id() as libc::pid_t, libc::SIGINT) };
     let output = first.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     let got = summary(out.path());
     assert_eq!(got["stop_reason"], "interrupted");
     assert!(got.get("error").is_none(), "{got}");
-    // Once it has ended, the stream is free again.
-    let mut again = start(&scenario, out.path(), &server.url(), &endless);
+    // Once it has ended, the stream is free again (to resume: a fresh run would delete it).
+    let resume_endless = [&endless[..], &["--resume"]].concat();
+    let mut again = start(&scenario, out.path(), &server.url(), &resume_endless);
     let holder = |server: &RedisServer| server.command(&["GET", "mixed:lease"]);
     let wait_for_lease = |child: &mut Child| {
         while !holder(&server).contains(&format!("\"pid\":{}", child.id())) {
-            assert!(child.try_wait().unwrap().is_none(), "the run ended");
+            if child.try_wait().unwrap().is_some() {
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+                panic!("the run ended: {stderr}");
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     };
@@ -417,7 +422,22 @@ fn resuming_is_refused_when_it_cannot_be_right() {
         "{}",
         text(&fresh.stderr)
     );
-    // The default (cleanup before) starts afresh.
+    // A run that did not finish is not deleted in passing: a fresh run is refused, with the
+    // way to discard it, after which the default (cleanup before) starts afresh.
+    let refused = start(&scenario, out.path(), &server.url(), &[])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("did not finish") && text(&refused.stderr).contains("--resume"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let discard = agora()
+        .args(["cleanup", "--redis-url", &server.url(), "--stream", "mixed"])
+        .output()
+        .unwrap();
+    assert!(discard.status.success(), "{}", text(&discard.stderr));
     let again = start(&scenario, out.path(), &server.url(), &[])
         .wait_with_output()
         .unwrap();

@@ -283,3 +283,46 @@ proptest! {
         let _ = scenario::load_str(Path::new("p.toml"), doc, &[], &Overrides::new(), &Registry::builtin());
     }
 }
+
+/// A password in a Redis URL never shows in what agora prints of it: the URL's own display,
+/// its debug form, its address, or the error for a URL it refuses. Tried as users paste
+/// passwords, raw (reserved characters and all) and percent-encoded.
+mod url_passwords {
+    use agora::backend::url::RedisUrl;
+    use proptest::prelude::*;
+
+    fn encode(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn passwords_never_show(tail in "\\PC{1,24}", user in "[a-z]{0,6}", db in 0u32..16) {
+            // A prefix that no other part of the URL holds, so that finding it means the password.
+            let password = format!("Zq{tail}");
+            let raw = format!("redis://{user}:{password}@127.0.0.1:6379/{db}");
+            let encoded = format!("redis://{user}:{}@127.0.0.1:6379/{db}", encode(&password));
+            for text in [raw, encoded] {
+                match RedisUrl::parse(&text) {
+                    Ok(url) => {
+                        prop_assert!(!url.to_string().contains(&password), "{}", url);
+                        let debug = format!("{:?}", url);
+                        prop_assert!(!debug.contains(&password));
+                        prop_assert!(!url.address().contains(&password));
+                    }
+                    Err(e) => {
+                        prop_assert!(!e.message.contains(&password), "{}", e.message);
+                        prop_assert!(!e.hint.contains(&password));
+                    }
+                }
+            }
+        }
+    }
+}

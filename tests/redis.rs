@@ -431,14 +431,15 @@ fn a_user_with_the_rights_the_readme_lists_can_run_inspect_and_clean_up() {
             .unwrap();
         assert!(output.status.success(), "{command}: {}", text(&output.stderr));
     }
-    // Without the scripting commands the lease cannot be taken: the error says what is missing.
+    // Without the scripting commands no step can be committed: the check before the run
+    // says what is missing (exit 3, the backend cannot be used), before anything is written.
     server.command(&["ACL", "SETUSER", "bob", "-@scripting"]);
     let (output, _) = run_on_redis("scenarios/discussion.toml", out.path(), &url, &[]);
-    assert_ne!(output.status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(3));
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("error: Redis refused the lease script: the user may not run it")
-            && stderr.contains("no permissions to run the 'evalsha' command")
+        stderr.contains("error: the Redis user at 127.0.0.1:")
+            && stderr.contains("may not run scripts (EVAL, EVALSHA)")
             && stderr.contains("hint: grant the user the commands listed in agora's README"),
         "{stderr}"
     );

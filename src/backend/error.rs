@@ -19,12 +19,37 @@ pub enum BackendErrorKind {
     Command,
     /// The keys hold something agora did not write, or that contradicts the run.
     Conflict,
+    /// The backend refuses a command the run needs: the user lacks the right (exit code 3).
+    /// Waiting does not help, so it is not retried.
+    Denied,
+    /// What was asked about does not exist (`agora inspect` of a stream that is not there).
+    NotFound,
 }
 
 impl BackendError {
     pub fn unavailable(message: impl Into<String>, hint: impl Into<String>) -> Self {
         BackendError {
             kind: BackendErrorKind::Unavailable,
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// A right the user lacks; the hint says how to grant it.
+    pub fn denied(message: impl Into<String>) -> Self {
+        BackendError {
+            kind: BackendErrorKind::Denied,
+            message: message.into(),
+            hint: Some(
+                "grant the user the commands listed in agora's README (\"Running on Redis\"), for example with ACL SETUSER"
+                    .to_string(),
+            ),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        BackendError {
+            kind: BackendErrorKind::NotFound,
             message: message.into(),
             hint: Some(hint.into()),
         }
@@ -46,8 +71,18 @@ impl BackendError {
         }
     }
 
+    /// Whether the backend cannot be reached now (worth waiting for).
     pub fn is_unavailable(&self) -> bool {
         self.kind == BackendErrorKind::Unavailable
+    }
+
+    /// Whether the backend cannot be used as it is: unreachable, or refusing the user what a
+    /// run needs (exit code 3).
+    pub fn cannot_be_used(&self) -> bool {
+        matches!(
+            self.kind,
+            BackendErrorKind::Unavailable | BackendErrorKind::Denied
+        )
     }
 
     pub fn hint(&self) -> Option<String> {

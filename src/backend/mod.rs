@@ -105,6 +105,10 @@ pub trait Stream {
 
     /// The stream's consumer groups, sorted by name.
     async fn groups(&self) -> Result<Vec<GroupInfo>, BackendError>;
+
+    /// How many entries were ever added to the stream (Redis's `entries-added`): trimming and
+    /// deleting do not lower it; deleting the stream does.
+    async fn entries_added(&self) -> Result<u64, BackendError>;
 }
 
 /// The cache: a list per agent and one sorted set of everything.

@@ -7,15 +7,24 @@ use crate::backend::redis::{RedisBackend, admin};
 use crate::backend::url::RedisUrl;
 use crate::backend::{Keys, RunStore};
 use crate::error::{Error, exit};
+use crate::scenario::ScenarioError;
 
-/// Connects to Redis for `cleanup` and `inspect`.
+/// The URL and keys for `cleanup` and `inspect`. The URL comes as it does for `agora run`:
+/// `--redis-url`, else `AGORA_BACKEND__URL`, else the default.
 fn connect_admin(
-    url: &str,
+    url: Option<&str>,
     stream: &str,
     group_prefix: &str,
     cache_prefix: Option<&str>,
 ) -> Result<(RedisUrl, Keys), Error> {
-    let url = RedisUrl::parse(url).map_err(|m| Error::Usage(format!("--redis-url: {m}")))?;
+    let from_env = std::env::var("AGORA_BACKEND__URL").ok();
+    let (origin, text) = match (url, from_env.as_deref()) {
+        (Some(url), _) => ("--redis-url", url),
+        (None, Some(url)) => ("environment variable AGORA_BACKEND__URL", url),
+        (None, None) => ("the default URL", crate::backend::url::DEFAULT),
+    };
+    let url = RedisUrl::parse(text)
+        .map_err(|e| Error::Scenario(ScenarioError::new(origin, None, e.message).with_hint(e.hint)))?;
     if stream.is_empty() {
         return Err(Error::Usage("--stream: the stream key must not be empty".into()));
     }
@@ -25,7 +34,7 @@ fn connect_admin(
 
 pub(super) fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
     let (url, keys) = connect_admin(
-        &args.redis_url,
+        args.redis_url.as_deref(),
         &args.stream,
         &args.group_prefix,
         args.cache_prefix.as_deref(),
@@ -69,7 +78,7 @@ pub(super) fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
 
 pub(super) fn inspect(args: InspectArgs) -> Result<u8, Error> {
     let (url, keys) = connect_admin(
-        &args.redis_url,
+        args.redis_url.as_deref(),
         &args.stream,
         "group_",
         args.cache_prefix.as_deref(),

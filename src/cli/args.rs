@@ -14,7 +14,8 @@ Examples:
   agora check scenarios/opinion.toml              validate and show the resolved scenario
   agora behaviours                                list behaviours and their parameters
 
-Exit codes: 0 success, 1 failure while running, 2 bad input, 3 backend unusable.
+Exit codes: 0 success, 1 failure while running, 2 bad input, 3 backend unusable,
+130 interrupted (Ctrl-C; the outputs are written).
 Warnings go to stderr; RUST_LOG=agora=debug asks for more, with timestamps.";
 
 #[derive(Parser)]
@@ -35,7 +36,8 @@ Output: {output.dir}/{name}-{seed}/transcript.jsonl and summary.json; the last l
 `transcript sha256: <hex>`.
 
 Exit codes: 0 done, 1 a failure while running, 2 bad input (or the stream is in use by a run
-still going), 3 the backend cannot be used.")]
+still going, or its folder by another run), 3 the backend cannot be used, 130 interrupted by
+Ctrl-C (the outputs are written; --resume continues a Redis run).")]
     Run(RunArgs),
     /// Host one share of a scenario's agents, for runs spread over processes
     Worker(WorkerArgs),
@@ -82,6 +84,10 @@ pub(super) struct RunArgs {
     /// Continue an interrupted Redis run from what Redis holds (never cleans up first)
     #[arg(long)]
     pub resume: bool,
+    /// Replace the outputs of a run of another scenario (or other parameters) in the run's
+    /// folder; without it such a folder is refused
+    #[arg(long)]
+    pub overwrite: bool,
     /// Run the agents in N worker processes sharing the Redis backend
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number::<u32>)]
     pub workers: Option<u32>,
@@ -114,9 +120,9 @@ pub(super) struct CheckArgs {
 
 #[derive(Args)]
 pub(super) struct CleanupArgs {
-    /// The Redis URL
+    /// The Redis URL (default: $AGORA_BACKEND__URL, else redis://127.0.0.1:6379/0)
     #[arg(long, value_name = "URL")]
-    pub redis_url: String,
+    pub redis_url: Option<String>,
     /// The stream key
     #[arg(long, value_name = "KEY")]
     pub stream: String,
@@ -133,9 +139,9 @@ pub(super) struct CleanupArgs {
 
 #[derive(Args)]
 pub(super) struct InspectArgs {
-    /// The Redis URL
+    /// The Redis URL (default: $AGORA_BACKEND__URL, else redis://127.0.0.1:6379/0)
     #[arg(long, value_name = "URL")]
-    pub redis_url: String,
+    pub redis_url: Option<String>,
     /// The stream key
     #[arg(long, value_name = "KEY")]
     pub stream: String,

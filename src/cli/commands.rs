@@ -6,7 +6,7 @@ use super::args::{BackendArg, CheckArgs, RunArgs, ScenarioArgs, WorkerArgs};
 use super::report_error;
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
-use crate::report::Progress;
+use crate::report::{Progress, StopReason};
 use crate::runtime::{self, RunOptions};
 use crate::scenario::{self, BackendKind, Mode, Overrides, Scenario};
 
@@ -60,6 +60,7 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     }
     let options = RunOptions {
         resume: args.resume,
+        overwrite: args.overwrite,
         workers: args.workers,
         ..RunOptions::default()
     };
@@ -82,6 +83,9 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
         let e = Error::from(error);
         report_error(&e);
         return Ok(e.exit_code());
+    }
+    if s.stop_reason == StopReason::Interrupted {
+        return Ok(exit::INTERRUPTED);
     }
     if s.behaviour_failures > 0 {
         eprintln!(

@@ -107,14 +107,14 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Error> {
 /// Warnings go to stderr as `warning: ...` lines, in the style of the `error:` line a failed
 /// command ends with. `RUST_LOG` asks for more, in tracing's full format with timestamps.
 fn init_logging() {
-    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    let colour = colour_on_stderr();
     match EnvFilter::try_from_default_env() {
         Ok(filter) => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(crate::report::progress::LogWriter)
-                .with_ansi(std::io::stderr().is_terminal())
+                .with_ansi(colour)
                 .with_target(false)
                 .try_init();
         }
@@ -122,10 +122,18 @@ fn init_logging() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(EnvFilter::new("warn"))
                 .with_writer(crate::report::progress::LogWriter)
+                .with_ansi(colour)
                 .event_format(crate::report::progress::PlainLines)
                 .try_init();
         }
     }
+}
+
+/// Terminal colours only on a terminal, and never when `NO_COLOR` is set (no-color.org): a
+/// log file or a program reading stderr gets plain text.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Panics are caught (behaviours are retried; anything else becomes one `error:` line), so

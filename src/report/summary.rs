@@ -63,6 +63,12 @@ impl Serialize for StopReason {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub scenario: String,
+    /// The version of agora that ran it.
+    pub agora_version: String,
+    /// A digest of everything in the scenario that decides the transcript.
+    pub fingerprint: String,
+    /// The resolved scenario it ran: every key, defaults filled in, the password hidden.
+    pub parameters: serde_json::Value,
     pub seed: u64,
     pub mode: Mode,
     pub backend: BackendKind,

@@ -17,6 +17,10 @@ pub enum RunError {
     Output { path: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
+    /// Entries the run's agents had to read are gone from the stream (trimmed or deleted by
+    /// another program): the run cannot be complete, so it stops.
+    #[error("{0}")]
+    Lost(String),
     /// A worker process failed to start, failed, or died.
     #[error("{0}")]
     Worker(String),
@@ -44,6 +48,10 @@ impl RunError {
             ),
             RunError::Worker(_) => Some(
                 "the run's keys are kept: continue it with --resume (and --workers) once the workers can run"
+                    .to_string(),
+            ),
+            RunError::Lost(_) => Some(
+                "something deleted or trimmed the run's stream while it ran (a cleanup script, XTRIM, XDEL, DEL?): keep other programs off it, and start the run afresh"
                     .to_string(),
             ),
             RunError::Behaviour { .. } => Some(

@@ -18,6 +18,7 @@ mod agent;
 mod coordinator;
 mod distributed;
 mod error;
+mod folder;
 mod hosting;
 pub(crate) mod liveness;
 mod observer;
@@ -49,6 +50,8 @@ pub struct RunOptions {
     /// Host the agents in worker processes: `Some(n)` starts `n` local ones, `Some(0)` waits
     /// for workers started by hand; `None` hosts them in this process.
     pub workers: Option<u32>,
+    /// Replace the outputs of another scenario's run in the run's folder, instead of refusing.
+    pub overwrite: bool,
     /// Lockstep: run every tick even when one publishes nothing. Not a scenario setting: the
     /// benchmark harness uses it to time empty ticks.
     #[doc(hidden)]

@@ -114,7 +114,12 @@ impl Scenario {
 
     /// The scenario as `agora check` prints it: every default filled in, the password hidden.
     pub fn to_toml(&self) -> String {
-        self.resolved()
+        toml::to_string(&self.resolved()).unwrap_or_default()
+    }
+
+    /// The resolved scenario as JSON, as `summary.json` records it (the password hidden).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.resolved()).unwrap_or_default()
     }
 
     /// A digest of everything that decides the transcript, to refuse resuming a run with a
@@ -165,9 +170,9 @@ impl Scenario {
     }
 
     /// The scenario as a file again, every default filled in.
-    fn resolved(&self) -> String {
+    fn resolved(&self) -> ScenarioFile {
         let b = &self.backend;
-        let file = ScenarioFile {
+        ScenarioFile {
             scenario: ScenarioSection {
                 name: self.name.clone(),
                 seed: self.seed,
@@ -201,7 +206,6 @@ impl Scenario {
             output: OutputSection {
                 dir: self.output_dir.display().to_string(),
             },
-        };
-        toml::to_string(&file).unwrap_or_default()
+        }
     }
 }

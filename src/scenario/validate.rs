@@ -177,7 +177,7 @@ pub(crate) fn validate(
 fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConfig, ScenarioError> {
     let b = &file.backend;
     let url = RedisUrl::parse(b.url.as_deref().unwrap_or(url::DEFAULT))
-        .map_err(|m| err.at(key("backend.url"), m))?;
+        .map_err(|e| err.at(key("backend.url"), e.message).with_hint(e.hint))?;
     let stream = b.stream.clone().unwrap_or_else(|| file.scenario.name.clone());
     if stream.is_empty() || stream.len() > 256 || stream.chars().any(|c| c.is_whitespace() || c.is_control())
     {

@@ -678,3 +678,16 @@ pub async fn claiming_removes_consumers_left_with_nothing<B: Admin>(b: B) {
     b.claim("group_a", "c", Duration::ZERO).await.unwrap();
     assert_eq!(b.groups().await.unwrap()[0].consumers, 1);
 }
+
+/// Entries ever added: trimming does not lower the count, deleting the run does.
+pub async fn entries_added_counts_what_trimming_removed<B: Admin>(b: B) {
+    assert_eq!(b.entries_added().await.unwrap(), 0);
+    b.ensure_groups(&["group_a".into()]).await.unwrap();
+    let published = publish_n(&b, 5).await;
+    b.read(&[read("group_a", 10)]).await.unwrap();
+    b.ack("group_a", &published).await.unwrap();
+    assert_eq!(b.trim(1).await.unwrap(), 4);
+    assert_eq!(b.entries_added().await.unwrap(), 5);
+    b.delete_run().await.unwrap();
+    assert_eq!(b.entries_added().await.unwrap(), 0);
+}

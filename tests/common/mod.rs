@@ -88,6 +88,9 @@ pub mod remote_cache {
         async fn groups(&self) -> Result<Vec<GroupInfo>, BackendError> {
             self.0.groups().await
         }
+        async fn entries_added(&self) -> Result<u64, BackendError> {
+            self.0.entries_added().await
+        }
     }
 
     impl Cache for RemoteCache {

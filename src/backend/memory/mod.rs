@@ -192,6 +192,10 @@ impl Stream for MemoryBackend {
         let last = store.last_seq();
         Ok(store.groups.iter().map(|(name, g)| g.info(name, last)).collect())
     }
+
+    async fn entries_added(&self) -> Result<u64, BackendError> {
+        Ok(self.store().entries_added)
+    }
 }
 
 impl Cache for MemoryBackend {

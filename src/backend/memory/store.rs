@@ -16,6 +16,8 @@ pub(super) struct Store {
     /// Entries in id order; sequence numbers are contiguous from the front's.
     pub entries: VecDeque<Stored>,
     pub next_seq: u64,
+    /// Entries ever appended (trimming does not lower it).
+    pub entries_added: u64,
     pub groups: BTreeMap<String, Group>,
     pub dead: Vec<Vec<(String, String)>>,
     pub cache: CacheStore,
@@ -32,6 +34,7 @@ impl Default for Store {
         Store {
             entries: VecDeque::new(),
             next_seq: 1,
+            entries_added: 0,
             groups: BTreeMap::new(),
             dead: Vec::new(),
             cache: CacheStore::default(),
@@ -163,6 +166,7 @@ impl Store {
     pub fn append(&mut self, entry: Entry) -> EntryId {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.entries_added += 1;
         self.entries.push_back(Stored { seq, entry });
         id(seq)
     }

@@ -281,6 +281,21 @@ impl From<GroupInfo> for GroupView {
 pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
     refuse_conflicts(b).await?;
     let keys = b.keys();
+    let mut exists = redis::cmd("EXISTS");
+    for (key, _) in keys.run_keys() {
+        exists.arg(key);
+    }
+    let found: u64 = b.query("EXISTS", &exists).await?;
+    if found == 0 {
+        return Err(BackendError::not_found(
+            format!(
+                "there is no stream {:?} on Redis at {}, nor any of a run's keys named after it",
+                keys.stream,
+                b.url().address()
+            ),
+            "check --stream and --redis-url (a run's stream is its backend.stream, by default the scenario's name)",
+        ));
+    }
     let sizes = sizes(b).await?;
     let groups = b.group_infos().await?;
     let checkpoint: Value = b

@@ -28,13 +28,9 @@ pub(crate) struct Scrubber {
 
 impl Scrubber {
     pub fn new(url: &RedisUrl) -> Self {
-        let text = url.expose();
-        let password = text
-            .split_once("://")
-            .and_then(|(_, rest)| rest.rsplit_once('@'))
-            .map(|(userinfo, _)| userinfo.split_once(':').map_or(userinfo, |(_, p)| p).to_string())
-            .filter(|p| !p.is_empty());
-        Scrubber { password }
+        Scrubber {
+            password: url.password().filter(|p| !p.is_empty()).map(str::to_string),
+        }
     }
 
     pub fn scrub(&self, text: &str) -> String {
@@ -46,8 +42,6 @@ impl Scrubber {
     }
 }
 
-const GRANT_HINT: &str = "grant the user the commands listed in agora's README (\"Running on Redis\"), for example with ACL SETUSER";
-
 const START_HINT: &str = "start Redis with `docker compose up -d` (in agora's folder), or by hand with \
 `redis-server --port 6379 --appendonly yes`; or run on the embedded backend with --backend memory";
 
@@ -56,12 +50,9 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
     let address = url.address();
     let detail = scrubber.scrub(&e.to_string());
     if e.code() == Some("NOPERM") {
-        return BackendError::unavailable(
-            format!(
-                "Redis at {address} accepted the credentials, but the user may not run a command agora needs ({detail})"
-            ),
-            GRANT_HINT,
-        );
+        return BackendError::denied(format!(
+            "Redis at {address} accepted the credentials, but the user may not run a command agora needs ({detail})"
+        ));
     }
     if e.kind() == ErrorKind::AuthenticationFailed
         || e.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH")
@@ -186,12 +177,9 @@ pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> 
         );
     }
     if e.code() == Some("NOPERM") {
-        return BackendError {
-            hint: Some(GRANT_HINT.to_string()),
-            ..BackendError::command(format!(
-                "Redis refused {what}: the user may not run it ({detail})"
-            ))
-        };
+        return BackendError::denied(format!(
+            "Redis refused {what}: the user may not run it ({detail})"
+        ));
     }
     if e.code() == Some("WRONGTYPE") {
         return BackendError::conflict(
@@ -209,7 +197,7 @@ pub(crate) async fn connect(
     scrubber: &Scrubber,
     reconnect_timeout: Duration,
 ) -> Result<(Client, ConnectionManager), BackendError> {
-    let client = Client::open(url.expose()).map_err(|e| {
+    let client = url.connection_info().and_then(Client::open).map_err(|e| {
         BackendError::unavailable(
             format!(
                 "{url} is not a usable Redis URL: {}",

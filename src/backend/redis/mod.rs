@@ -20,6 +20,7 @@ mod connect;
 mod parse;
 mod reader;
 mod resp;
+mod rights;
 mod run_store;
 mod stream;
 mod transport;
@@ -224,6 +225,7 @@ impl Backend for RedisBackend {
     }
 
     async fn preflight(&self) -> Result<(), BackendError> {
+        rights::check(self).await?;
         match admin::key_conflicts(self).await?.first() {
             None => Ok(()),
             Some(c) => Err(BackendError::conflict(

@@ -27,6 +27,39 @@ pub(crate) fn text(v: Value) -> Result<String, Value> {
     }
 }
 
+/// A string-like value as text, and whether it was text: bytes that are not UTF-8 are
+/// replaced with U+FFFD.
+fn lossy(v: Value) -> (String, bool) {
+    match text(v) {
+        Ok(t) => (t, true),
+        Err(Value::BulkString(bytes)) => (String::from_utf8_lossy(&bytes).into_owned(), false),
+        Err(other) => (format!("{other:?}"), false),
+    }
+}
+
+/// A number of `XINFO STREAM`'s reply (a flat list or, in RESP3, a map), by name.
+pub(crate) fn stream_counter(v: Value, name: &str) -> Result<u64, BackendError> {
+    let flat: Vec<Value> = match v {
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => array(other, "XINFO STREAM")?,
+    };
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        if text(k).as_deref() == Ok(name) {
+            return match v {
+                Value::Int(n) => Ok(n.max(0) as u64),
+                other => text(other)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| BackendError::command(format!("XINFO STREAM's {name} is not a number"))),
+            };
+        }
+    }
+    Err(BackendError::command(format!(
+        "XINFO STREAM has no {name}: Redis 7 or newer is needed"
+    )))
+}
+
 pub(crate) fn entry_id(v: Value) -> Result<EntryId, BackendError> {
     let s = text(v).map_err(|v| unexpected("an entry id", &v))?;
     s.parse().map_err(BackendError::command)
@@ -60,13 +93,14 @@ fn entry(v: Value, seen: &mut EntryCache) -> Result<Delivery, BackendError> {
                 other => array(other, "an entry's fields")?,
             };
             let mut pairs: Vec<(String, String)> = Vec::with_capacity(flat.len() / 2);
-            let mut not_text = false;
+            let mut not_text = None;
             let mut it = flat.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                match (text(k), text(v)) {
-                    (Ok(k), Ok(v)) => pairs.push((k, v)),
-                    _ => not_text = true,
+                let ((k, k_text), (v, v_text)) = (lossy(k), lossy(v));
+                if not_text.is_none() && !(k_text && v_text) {
+                    not_text = Some(k.clone());
                 }
+                pairs.push((k, v));
             }
             Entry::from_text_fields(pairs, not_text)
         }
@@ -249,6 +283,21 @@ mod tests {
         ]);
         let got = entries(reply, &mut seen).unwrap();
         assert!(got.iter().all(|d| matches!(d.entry, Entry::Malformed(_))));
+        // The field that is not text is named, and kept.
+        let Entry::Malformed(binary) = &got[1].entry else {
+            unreachable!()
+        };
+        assert!(
+            binary.reason.contains("field \"sender_id\" is not UTF-8"),
+            "{}",
+            binary.reason
+        );
+        assert!(
+            binary
+                .fields
+                .iter()
+                .any(|(k, v)| k == "sender_id" && v == "\u{fffd}")
+        );
     }
 
     #[test]

@@ -188,14 +188,17 @@ impl<'a> Cursor<'a> {
         let entry = match fields {
             (b'*', n) if n >= 0 => {
                 let mut pairs = Vec::with_capacity(n as usize / 2);
-                let mut not_text = false;
+                let mut not_text = None;
                 for _ in 0..n / 2 {
                     let k = self.bulk()?.unwrap_or_default();
                     let v = self.bulk()?.unwrap_or_default();
-                    match (std::str::from_utf8(k), std::str::from_utf8(v)) {
-                        (Ok(k), Ok(v)) => pairs.push((k.to_string(), v.to_string())),
-                        _ => not_text = true,
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    if not_text.is_none()
+                        && (std::str::from_utf8(k).is_err() || std::str::from_utf8(v).is_err())
+                    {
+                        not_text = Some(text(k));
                     }
+                    pairs.push((text(k), text(v)));
                 }
                 if n % 2 == 1 {
                     self.skip()?;

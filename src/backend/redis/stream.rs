@@ -251,4 +251,18 @@ impl Stream for RedisBackend {
     async fn groups(&self) -> Result<Vec<GroupInfo>, BackendError> {
         self.group_infos().await
     }
+
+    async fn entries_added(&self) -> Result<u64, BackendError> {
+        let mut con = self.inner.con.clone();
+        let reply: Result<Value, _> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&self.inner.keys.stream)
+            .query_async(&mut con)
+            .await;
+        match reply {
+            Ok(v) => parse::stream_counter(v, "entries-added"),
+            Err(e) if super::connect::is_no_such_key(&e) => Ok(0),
+            Err(e) => Err(self.error("XINFO STREAM", &e)),
+        }
+    }
 }

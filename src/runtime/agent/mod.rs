@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 pub(crate) use actor::{AgentActor, Step};
 pub(crate) use plan::BatchPlan;
+pub(crate) use record::saved_total;
 pub(crate) use step::{AgentCore, AgentSetup};
 
 use crate::message::{Batch, EntryId, Message};

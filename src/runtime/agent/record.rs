@@ -139,3 +139,14 @@ impl Live {
         Ok((record, snapshot.core))
     }
 }
+
+/// What all of an agent's committed steps counted, from its saved record; `None` if the
+/// record is unreadable. A resumed free-mode run adds these up for its whole-run totals.
+pub(crate) fn saved_total(saved: &str) -> Option<Tally> {
+    #[derive(Deserialize)]
+    struct Totals {
+        #[serde(default)]
+        total: Tally,
+    }
+    serde_json::from_str::<Totals>(saved).ok().map(|t| t.total)
+}

@@ -151,7 +151,7 @@ impl<B: Backend> AgentCore<B> {
             plan,
             acks,
             mut dead,
-        } = self.sort_out(input);
+        } = self.sort_out(input)?;
         let handle = plan::messages_for(&self.spec.name, &deliveries, kind, plan.as_deref());
         let (work, failures) = self.run_behaviour(kind, &handle, &mut dead).await?;
         self.finish(kind, acks, dead, work, failures).await
@@ -160,7 +160,7 @@ impl<B: Backend> AgentCore<B> {
     /// Joins the entries held back from the last step to `input`'s, and works out what the
     /// step acknowledges and dead-letters. Messages of this tick or later are held back (in
     /// `carry`) for the next step.
-    fn sort_out(&mut self, input: StepInput) -> Sorted {
+    fn sort_out(&mut self, input: StepInput) -> Result<Sorted, RunError> {
         let StepInput {
             kind,
             mut deliveries,
@@ -178,25 +178,35 @@ impl<B: Backend> AgentCore<B> {
         let (mut acks, dead) = match &plan {
             // Messages of earlier ticks only: all acknowledged, none held back.
             Some(plan) if plan.plain => (deliveries.iter().map(|d| d.id).collect(), Vec::new()),
-            _ => self.acks_and_dead(kind, &deliveries),
+            _ => self.acks_and_dead(kind, &deliveries)?,
         };
         // Acknowledged in stream order, as they were read.
         if !acks.is_sorted() {
             acks.sort_unstable();
         }
-        Sorted {
+        Ok(Sorted {
             deliveries,
             plan,
             acks,
             dead,
-        }
+        })
     }
 
-    fn acks_and_dead(&mut self, kind: StepKind, deliveries: &[Delivery]) -> (Vec<EntryId>, Vec<DeadLetter>) {
+    fn acks_and_dead(
+        &mut self,
+        kind: StepKind,
+        deliveries: &[Delivery],
+    ) -> Result<(Vec<EntryId>, Vec<DeadLetter>), RunError> {
         let mut acks: Vec<EntryId> = Vec::with_capacity(deliveries.len());
         let mut dead: Vec<DeadLetter> = Vec::new();
         for d in deliveries {
             match &d.entry {
+                Entry::Malformed(m) if m.is_deleted() => {
+                    return Err(RunError::Lost(format!(
+                        "agent {} read entry {} but it was deleted from the stream before it could handle it",
+                        self.spec.name, d.id
+                    )));
+                }
                 Entry::Malformed(m) => {
                     acks.push(d.id);
                     // Every group reads a malformed entry; the first agent declared files it.
@@ -222,7 +232,7 @@ impl<B: Backend> AgentCore<B> {
                 }
             }
         }
-        (acks, dead)
+        Ok((acks, dead))
     }
 
     /// Runs the behaviour over `handle` until an attempt completes: fetching what the cache

@@ -10,8 +10,9 @@ use crate::backend::Backend;
 use crate::message::EntryId;
 use crate::report::StopReason;
 use crate::runtime::RunError;
-use crate::runtime::agent::StepReport;
+use crate::runtime::agent::{StepReport, saved_total};
 use crate::runtime::hosting::Hosting;
+use crate::tally::Tally;
 
 /// How often a free-mode run trims its stream (when `backend.maxlen` is set).
 const TRIM_EVERY: Duration = Duration::from_millis(500);
@@ -25,8 +26,7 @@ impl<B: Backend> Coordinator<'_, B> {
         stopping: &watch::Receiver<bool>,
     ) -> Result<StopReason, RunError> {
         if self.options.resume {
-            // What the interrupted run published, read from the stream for the transcript.
-            self.totals.tally.published = self.free_published.len() as u64;
+            self.add_saved_totals().await?;
         }
         let start = hosting.start_free().await?;
         self.add_free(hosting, start);
@@ -40,7 +40,46 @@ impl<B: Backend> Coordinator<'_, B> {
             self.free_published = self.published_on_stream(EntryId::ZERO, |_| true).await?;
             self.totals.tally.published = self.free_published.len() as u64;
         }
+        if reason == StopReason::Quiescent {
+            self.check_nothing_lost().await?;
+        }
         Ok(reason)
+    }
+
+    /// A resumed run's totals so far: what every agent's committed steps counted, from the
+    /// saved records (each committed with its step, so nothing is counted twice or missed).
+    async fn add_saved_totals(&mut self) -> Result<(), RunError> {
+        let names: Vec<std::sync::Arc<str>> = self.scenario.agents.iter().map(|a| a.name.clone()).collect();
+        let saved = self
+            .reconnect
+            .retry(&self.backend, || self.backend.load_states(&names))
+            .await?;
+        let mut tally = Tally::default();
+        for total in saved.iter().flatten().filter_map(|s| saved_total(s)) {
+            tally += total;
+        }
+        self.totals.add(&tally, None);
+        Ok(())
+    }
+
+    /// With nothing left in flight, every group has read every entry the stream ever had,
+    /// unless some were deleted or trimmed first: then the run is not complete.
+    async fn check_nothing_lost(&self) -> Result<(), RunError> {
+        let added = self
+            .reconnect
+            .retry(&self.backend, || self.backend.entries_added())
+            .await?;
+        let groups = self.scenario.agents.len() as u64;
+        let expected = added.saturating_mul(groups);
+        let delivered = self.totals.tally.deliveries;
+        if delivered < expected {
+            return Err(RunError::Lost(format!(
+                "stream {:?} had {added} entries, but its {groups} agents read {delivered} in all where each should have read every one: {} entries were deleted or trimmed before some agent read them",
+                self.scenario.backend.keys.stream,
+                expected - delivered
+            )));
+        }
+        Ok(())
     }
 
     async fn run_free<H: Hosting>(

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use self::record::{Checkpoint, RunTotals};
 use super::distributed::{Launch, Workers};
+use super::folder::{Claim, RunFolder};
 use super::hosting::{Hosting, LocalHosting};
 use super::liveness::{Heartbeat, Holder, LostTo};
 use super::observer::RunProgress;
@@ -92,10 +93,12 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     /// [`RunOutcome::error`], its outputs written.
     pub async fn run(mut self, signal: StopSignal) -> Result<RunOutcome, RunError> {
         let run_dir = self.scenario.run_dir();
-        std::fs::create_dir_all(&run_dir).map_err(|e| RunError::Refused {
-            message: format!("cannot create the run's directory {}: {e}", run_dir.display()),
-            hint: "choose a directory this user can write with --out DIR (or output.dir)".to_string(),
-        })?;
+        let claim = Claim {
+            scenario: &self.scenario.name,
+            fingerprint: self.scenario.fingerprint(),
+            overwrite: self.options.overwrite,
+        };
+        let mut folder = RunFolder::claim(&run_dir, &claim)?;
         self.preflight().await?;
         self.take_lease().await?;
         // Renewed from now on: cleaning up or rebuilding a transcript may take a while.
@@ -119,6 +122,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 return Err(e);
             }
         };
+        folder.keep(!self.options.resume);
         if let Some(c) = &checkpoint {
             self.totals = c.totals.clone();
             self.last_tick = c.tick;
@@ -141,8 +145,11 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             Ok(reason) => (reason, None),
             Err(e) => (StopReason::Failed, Some(e)),
         };
-        self.finish(run_dir, transcript, stop_reason, error, elapsed, heartbeat)
-            .await
+        let outcome = self
+            .finish(run_dir, transcript, stop_reason, error, elapsed, heartbeat)
+            .await;
+        drop(folder);
+        outcome
     }
 
     /// Starts the agents where they live (here, or in worker processes) and drives them.

@@ -141,6 +141,9 @@ impl<B: Backend> Coordinator<'_, B> {
         let elapsed_s = elapsed.as_secs_f64();
         Summary {
             scenario: scenario.name.clone(),
+            agora_version: env!("CARGO_PKG_VERSION").to_string(),
+            fingerprint: scenario.fingerprint(),
+            parameters: scenario.to_json(),
             seed: scenario.seed,
             mode: scenario.mode,
             backend: self.backend.kind(),

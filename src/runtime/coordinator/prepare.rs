@@ -66,7 +66,11 @@ impl<B: Backend> Coordinator<'_, B> {
             .await
             .map(RunRecord::from_fields)?;
         let checkpoint = if self.options.resume {
-            self.resumable(&record)?
+            let checkpoint = self.resumable(&record)?;
+            if let Some(c) = &checkpoint {
+                self.check_cut_tick_whole(c).await?;
+            }
+            checkpoint
         } else {
             self.clear_earlier_run(&record).await?;
             None
@@ -116,20 +120,67 @@ impl<B: Backend> Coordinator<'_, B> {
         })
     }
 
+    /// Refuses to resume when messages of the last completed tick, which the cut tick reads,
+    /// are gone from the stream: the run could not end as it began. (With `backend.maxlen` the
+    /// stream is trimmed on purpose, of what every agent has read; nothing can be told then.)
+    async fn check_cut_tick_whole(&self, checkpoint: &Checkpoint) -> Result<(), RunError> {
+        let Some(tick) = checkpoint.tick else {
+            return Ok(());
+        };
+        if self.scenario.backend.maxlen > 0 {
+            return Ok(());
+        }
+        let found = self
+            .published_on_stream(crate::message::EntryId::ZERO, |m| m.tick == Some(tick))
+            .await?
+            .len() as u64;
+        if found < checkpoint.expect {
+            return Err(RunError::Refused {
+                message: format!(
+                    "cannot resume: tick {tick} published {} messages, and stream {:?} holds only {found} of them (the rest were deleted or trimmed)",
+                    checkpoint.expect, self.scenario.backend.keys.stream
+                ),
+                hint: "start the run afresh (without --resume), and keep other programs off its stream"
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Deletes the keys of an earlier run when `backend.cleanup` allows it; refuses to run
     /// over them otherwise.
     async fn clear_earlier_run(&self, record: &RunRecord) -> Result<(), RunError> {
         let backend = &self.scenario.backend;
+        if record.exists && !backend.cleanup.before() {
+            return Err(self.kept_keys(record));
+        }
+        if record.is_resumable() {
+            // An interrupted run holds work that --resume can finish: deleting it is asked
+            // for, never done in passing.
+            return Err(RunError::Refused {
+                message: format!(
+                    "stream {:?} holds a run that did not finish (status: {}): starting afresh would delete it",
+                    backend.keys.stream,
+                    record.status_text.as_deref().unwrap_or("unknown")
+                ),
+                hint: format!(
+                    "continue it with --resume, or discard it first with `agora cleanup --redis-url <URL> --stream {}`",
+                    backend.keys.stream
+                ),
+            });
+        }
         if backend.cleanup.before() {
             self.reconnect
                 .retry(&self.backend, || self.backend.delete_run())
                 .await?;
-            return Ok(());
         }
-        if !record.exists {
-            return Ok(());
-        }
-        Err(RunError::Refused {
+        Ok(())
+    }
+
+    /// The refusal of a run over an earlier run's keys that `backend.cleanup` keeps.
+    fn kept_keys(&self, record: &RunRecord) -> RunError {
+        let backend = &self.scenario.backend;
+        RunError::Refused {
             message: format!(
                 "the keys of an earlier run of stream {:?} are still there (status: {}), and backend.cleanup = {:?} keeps them",
                 backend.keys.stream,
@@ -140,6 +191,6 @@ impl<B: Backend> Coordinator<'_, B> {
                 "continue it with --resume, delete it with `agora cleanup --stream {}`, or set backend.cleanup = \"before\"",
                 backend.keys.stream
             ),
-        })
+        }
     }
 }

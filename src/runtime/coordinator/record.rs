@@ -163,6 +163,12 @@ impl RunRecord {
         record
     }
 
+    /// Whether `--resume` could continue this run: it started (it has a fingerprint) and did
+    /// not finish.
+    pub fn is_resumable(&self) -> bool {
+        self.fingerprint.is_some() && self.status != Some(RunStatus::Finished)
+    }
+
     /// The last checkpoint; a run without one has not completed a tick.
     ///
     /// # Errors

@@ -131,12 +131,12 @@ impl<B: Backend> Shard<B> {
             let mut seen: Option<(Batch, TickCount)> = None;
             for (&w, deliveries) in wanted.iter().zip(results) {
                 if let Err(missing) = read.take(w, deliveries, pending, &mut seen) {
-                    tracing::warn!(
-                        agent = %self.agents[window[w]].spec.name,
-                        tick,
-                        "expected {missing} more messages from tick {}, found none",
-                        tick - 1
-                    );
+                    return Err(RunError::Lost(format!(
+                        "agent {} expected {missing} more messages of tick {} on stream {:?} and found none: they were deleted before it read them",
+                        self.agents[window[w]].spec.name,
+                        tick - 1,
+                        self.backend.keys().stream
+                    )));
                 }
             }
             pending = false;

@@ -114,11 +114,15 @@ impl<B: Backend> Shard<B> {
                     .retry(&backend, || backend.claim(&group, &consumer, Duration::ZERO))
                     .await?;
                 if claimed.deleted > 0 {
-                    tracing::warn!(
-                        agent = %spec.name,
-                        "{} pending entries no longer exist on the stream (trimmed or deleted)",
-                        claimed.deleted
-                    );
+                    return Err(RunError::Refused {
+                        message: format!(
+                            "cannot resume: {} entries agent {} had read but not handled are gone from stream {:?} (trimmed or deleted), so the run cannot be finished as it began",
+                            claimed.deleted, spec.name, keys.stream
+                        ),
+                        hint:
+                            "start the run afresh (without --resume), and keep other programs off its stream"
+                                .to_string(),
+                    });
                 }
             }
             let peers = peers_by_table

@@ -1,0 +1,212 @@
+//! A run's folder (`{output.dir}/{name}-{seed}/`) belongs to one run at a time, and to one
+//! resolved scenario.
+//!
+//! A running run holds `.agora.lock` (naming its machine and process): a second run that
+//! would write into the same folder is refused instead of interleaving its transcript with
+//! the first's. `.agora.run` records the scenario's fingerprint: a run of another scenario,
+//! or of the same one with other parameters, does not replace the folder's outputs unless
+//! asked (`--overwrite`). A run refused before it started leaves no folder behind.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::RunError;
+use super::liveness::{self, Holder};
+
+const LOCK: &str = ".agora.lock";
+const MARK: &str = ".agora.run";
+
+/// Files a run writes only sometimes: a fresh run removes an earlier run's, so that none is
+/// taken for this run's.
+const OCCASIONAL_OUTPUTS: [&str; 1] = ["dead_letters.jsonl"];
+
+/// What `.agora.run` holds.
+#[derive(Serialize, Deserialize)]
+struct Mark {
+    scenario: String,
+    fingerprint: String,
+}
+
+/// A run's hold on its folder, given back when dropped.
+pub(crate) struct RunFolder {
+    dir: PathBuf,
+    /// Whether this run made the folder: a run refused before it started removes it again.
+    created: bool,
+    /// Set once the run has started: the folder then keeps what it wrote.
+    kept: bool,
+}
+
+/// How a run claims its folder.
+pub(crate) struct Claim<'a> {
+    pub scenario: &'a str,
+    pub fingerprint: String,
+    /// Replace the outputs of a run of another scenario.
+    pub overwrite: bool,
+}
+
+fn refused(message: String, hint: &str) -> RunError {
+    RunError::Refused {
+        message,
+        hint: hint.to_string(),
+    }
+}
+
+impl RunFolder {
+    /// Claims `dir` for a run: makes it if needed, refuses it while another run writes there
+    /// or when it holds another scenario's run (unless `claim.overwrite`).
+    ///
+    /// # Errors
+    ///
+    /// `RunError::Refused` (exit code 2): the folder cannot be made, another run holds it, or
+    /// it holds a run of another scenario.
+    pub fn claim(dir: &Path, claim: &Claim<'_>) -> Result<RunFolder, RunError> {
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            refused(
+                format!("cannot create the run's directory {}: {e}", dir.display()),
+                "choose a directory this user can write with --out DIR (or output.dir)",
+            )
+        })?;
+        let mut folder = RunFolder {
+            dir: dir.to_path_buf(),
+            created,
+            kept: false,
+        };
+        folder.lock()?;
+        folder.check_mark(claim)?;
+        Ok(folder)
+    }
+
+    /// Takes `.agora.lock`, over a holder on this machine whose process has exited.
+    fn lock(&mut self) -> Result<(), RunError> {
+        let path = self.dir.join(LOCK);
+        let me = Holder::me().to_value();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    return file
+                        .write_all(me.as_bytes())
+                        .map_err(|e| RunError::output(&path, e));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    if serde_json::from_str::<Holder>(&holder).is_ok_and(|h| !h.is_gone()) {
+                        return Err(refused(
+                            format!(
+                                "the folder {} is being written by another run ({})",
+                                self.dir.display(),
+                                liveness::describe(&holder)
+                            ),
+                            "wait for it to end, or give this run its own folder with --out DIR",
+                        ));
+                    }
+                    // Left by a run that is gone.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(RunError::output(&path, e)),
+            }
+        }
+        Err(refused(
+            format!(
+                "cannot take the folder {}: its lock keeps coming back",
+                self.dir.display()
+            ),
+            "give this run its own folder with --out DIR",
+        ))
+    }
+
+    /// Refuses a folder that holds a run of another scenario, unless asked to overwrite it;
+    /// records this one's.
+    fn check_mark(&mut self, claim: &Claim<'_>) -> Result<(), RunError> {
+        let path = self.dir.join(MARK);
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(mark) = serde_json::from_str::<Mark>(&text)
+            && mark.fingerprint != claim.fingerprint
+            && !claim.overwrite
+        {
+            return Err(refused(
+                format!(
+                    "the folder {} holds a run of {} with other settings (another scenario, --set or seed): this run would replace its outputs",
+                    self.dir.display(),
+                    if mark.scenario == claim.scenario {
+                        "this scenario".to_string()
+                    } else {
+                        format!("scenario {:?}", mark.scenario)
+                    }
+                ),
+                "give this run its own folder with --out DIR, or pass --overwrite to replace that run's outputs",
+            ));
+        }
+        let mark = Mark {
+            scenario: claim.scenario.to_string(),
+            fingerprint: claim.fingerprint.clone(),
+        };
+        let text = serde_json::to_string(&mark).map_err(|e| RunError::Internal(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| RunError::output(&path, e))
+    }
+
+    /// The run has started: the folder keeps what it writes. A fresh run first removes the
+    /// occasional outputs an earlier run left.
+    pub fn keep(&mut self, fresh: bool) {
+        self.kept = true;
+        if fresh {
+            for name in OCCASIONAL_OUTPUTS {
+                let _ = std::fs::remove_file(self.dir.join(name));
+            }
+        }
+    }
+}
+
+impl Drop for RunFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join(LOCK));
+        if !self.kept && self.created {
+            let _ = std::fs::remove_file(self.dir.join(MARK));
+            // Only if empty: never anything but what this claim made.
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(fingerprint: &str, overwrite: bool) -> Claim<'static> {
+        Claim {
+            scenario: "s",
+            fingerprint: fingerprint.to_string(),
+            overwrite,
+        }
+    }
+
+    #[test]
+    fn one_run_at_a_time_and_one_scenario_unless_asked() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("s-1");
+        let mut first = RunFolder::claim(&dir, &claim("a", false)).unwrap();
+        let busy = RunFolder::claim(&dir, &claim("a", false)).err().unwrap();
+        assert!(
+            busy.to_string().contains("being written by another run"),
+            "{busy}"
+        );
+        first.keep(true);
+        drop(first);
+        let other = RunFolder::claim(&dir, &claim("b", false)).err().unwrap();
+        assert!(other.to_string().contains("with other settings"), "{other}");
+        let mut asked = RunFolder::claim(&dir, &claim("b", true)).unwrap();
+        asked.keep(true);
+        drop(asked);
+        assert!(dir.exists());
+        // A refused run leaves no folder of its own behind.
+        let fresh = out.path().join("s-2");
+        drop(RunFolder::claim(&fresh, &claim("a", false)).unwrap());
+        assert!(!fresh.exists());
+    }
+}
