@@ -113,17 +113,26 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
 }
 
 /// Whether a server error only means "not now": Redis loading its data after a restart, a
-/// replica without its master, a cluster slot moving.
+/// replica without its master, a cluster slot moving. A transaction refused at EXEC
+/// (EXECABORT: nothing of it ran) is transient when every command was refused for such a
+/// reason, as they are when Redis restarts between MULTI and EXEC.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Server(
+    let transient = |kind: ServerErrorKind| {
+        matches!(
+            kind,
             ServerErrorKind::BusyLoading
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::ClusterDown
         )
-    )
+    };
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ExecAbort) => e.clone().into_server_errors().is_some_and(|refused| {
+            !refused.is_empty() && refused.iter().all(|(_, s)| s.kind().is_some_and(transient))
+        }),
+        ErrorKind::Server(kind) => transient(kind),
+        _ => false,
+    }
 }
 
 /// `SELECT` of a database the server does not have. Redis gives it no code of its own
