@@ -48,6 +48,7 @@ impl Error {
             Error::Backend(e) | Error::Run(RunError::Backend(e)) if e.cannot_be_used() => {
                 exit::BACKEND_UNAVAILABLE
             }
+            Error::Run(e) if e.model_unusable() => exit::BACKEND_UNAVAILABLE,
             // `cleanup` or `inspect` pointed at keys that are not a run's, or at none.
             Error::Backend(e)
                 if matches!(e.kind, BackendErrorKind::Conflict | BackendErrorKind::NotFound) =>

@@ -15,6 +15,8 @@
 //! - [`behaviour`]: the [`behaviour::Behaviour`] trait users implement, the registry that maps
 //!   names in scenario files to constructors, the built-in behaviours, and [`testing`], which
 //!   runs a behaviour by hand in a unit test.
+//! - [`llm`]: chat-completions requests, the HTTP client for OpenAI-compatible servers, and
+//!   the record of each exchange (`llm.jsonl`).
 //! - [`random`]: per-agent random streams and portable draws, so transcripts do not change when
 //!   a dependency changes its sampling algorithms.
 //! - [`tally`]: what steps count, added up from one step to the whole run.
@@ -31,6 +33,7 @@ pub mod backend;
 pub mod behaviour;
 pub mod cli;
 pub mod error;
+pub mod llm;
 pub mod message;
 pub mod random;
 pub mod report;

@@ -115,7 +115,9 @@ fn every_scenario_runs_and_writes_its_files() {
     for file in scenario_files() {
         let out = tempfile::tempdir().unwrap();
         let mut cmd = agora_for(&file);
-        let output = run_in(out.path(), cmd.arg("run").arg(&file));
+        // A scenario of LLM agents runs from the recording beside it: no network, no key.
+        cmd.arg("run").arg(&file).args(common::replay_args(&file));
+        let output = run_in(out.path(), &mut cmd);
         assert!(
             output.status.success(),
             "{}: {}",
@@ -293,7 +295,7 @@ fn the_unknown_behaviour_error_lists_the_known_ones() {
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, GOOD.replace("\"gossip\"", "\"gosip\"")).unwrap();
     let output = run_in(dir.path(), agora().arg("run").arg(&path));
-    assert!(text(&output.stderr).contains("hint: known behaviours: discussion, gossip, opinion, relay"));
+    assert!(text(&output.stderr).contains("hint: known behaviours: discussion, gossip, llm, opinion, relay"));
 }
 
 #[test]
@@ -528,4 +530,40 @@ fn ctrl_c_stops_cleanly_and_still_writes_the_outputs() {
     let summary = check_outputs(out.path(), &output);
     assert_eq!(summary["stop_reason"], "interrupted");
     assert!(summary["messages"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn free_mode_keeps_the_least_interval_between_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let paced = |interval: &str, agent_interval: &str| {
+        let path = dir.path().join("paced.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[scenario]\nname = \"paced\"\nmode = \"free\"\nmin_publish_interval = \"{interval}\"\n\
+                 [[agents]]\nid = \"a\"\ncount = 3\nbehaviour = \"relay\"\nparams = {{ tokens = 1, hops = 6 }}\n\
+                 min_publish_interval = \"{agent_interval}\"\n"
+            ),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let output = run_in(
+            &dir.path().join("out"),
+            agora().args(["run", "--overwrite"]).arg(&path),
+        );
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let summary = check_outputs(&dir.path().join("out"), &output);
+        (summary["messages"].as_u64().unwrap(), started.elapsed())
+    };
+    // One token, six hops: six publishes, one after the other.
+    let (messages, took) = paced("150ms", "0s");
+    assert_eq!(messages, 6);
+    assert!(
+        took >= std::time::Duration::from_millis(750),
+        "five intervals of 150 ms took {took:?}"
+    );
+    // Three agents in a ring, each publishing every third time: the fourth publish (the
+    // first agent's second) waits for that agent's own 600 ms.
+    let (_, took) = paced("0s", "600ms");
+    assert!(took >= std::time::Duration::from_millis(600), "{took:?}");
 }

@@ -56,6 +56,7 @@ macro_rules! all_cases {
                 a_commit_whose_group_is_gone_changes_nothing,
                 claiming_removes_consumers_left_with_nothing,
                 entries_added_counts_what_trimming_removed,
+                answers_are_kept_once_and_use_adds_up,
             ]
         );
     };

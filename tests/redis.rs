@@ -27,6 +27,7 @@ fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> (Output
         .arg("--out")
         .arg(out)
         .args(extra)
+        .args(common::replay_args(scenario))
         .output()
         .unwrap();
     let name = toml::from_str::<toml::Table>(&std::fs::read_to_string(scenario).unwrap()).unwrap()["scenario"]["name"]

@@ -81,10 +81,12 @@ fn transcript(path: &PathBuf) -> Vec<Value> {
 }
 
 /// The lockstep scenarios that plain agora runs (custom.toml needs the example's registry).
+/// The lockstep scenarios plain agora runs with nothing but itself: not the custom
+/// behaviour's, and not those of LLM agents (tests/llm.rs runs those, from their recordings).
 fn lockstep_scenarios() -> Vec<String> {
     common::lockstep_scenarios()
         .into_iter()
-        .filter(|p| !p.ends_with("custom.toml"))
+        .filter(|p| !p.ends_with("custom.toml") && common::recording_of(p).is_none())
         .map(|p| p.display().to_string())
         .collect()
 }

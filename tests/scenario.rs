@@ -179,7 +179,7 @@ fn unknown_behaviours_list_the_known_ones() {
     assert_eq!(
         err.hint.as_deref(),
         Some(
-            "known behaviours: discussion, gossip, opinion, relay; a behaviour of your own runs from a program that registers it (README, \"Writing a behaviour\")"
+            "known behaviours: discussion, gossip, llm, opinion, relay; a behaviour of your own runs from a program that registers it (README, \"Writing a behaviour\")"
         )
     );
 }

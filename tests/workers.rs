@@ -26,6 +26,7 @@ fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> Output 
         .args(["--quiet", "--out"])
         .arg(out)
         .args(extra)
+        .args(common::replay_args(scenario))
         .output()
         .unwrap()
 }

@@ -94,6 +94,16 @@ impl Keys {
         self.run_key(&LEASE)
     }
 
+    /// The models' answers, by request key.
+    pub fn answers(&self) -> String {
+        self.run_key(&ANSWERS)
+    }
+
+    /// How much of the model the run used, by minute (requests and tokens).
+    pub fn model_use(&self) -> String {
+        self.run_key(&MODEL_USE)
+    }
+
     /// Every key of the run that is not a cache key, with what it is.
     pub fn run_keys(&self) -> impl Iterator<Item = (String, &'static RunKey)> + '_ {
         RUN_KEYS.iter().map(|k| (self.run_key(k), k))
@@ -119,6 +129,8 @@ const RECORD: RunKey = run_key(":run", "hash");
 const CONTROL: RunKey = run_key(":control", "stream");
 const REPORTS: RunKey = run_key(":reports", "stream");
 const WORKERS: RunKey = run_key(":workers", "hash");
+const ANSWERS: RunKey = run_key(":llm", "hash");
+const MODEL_USE: RunKey = run_key(":llm-use", "hash");
 const LEASE: RunKey = RunKey {
     cleaned_up: false,
     ..run_key(":lease", "string")
@@ -133,7 +145,9 @@ const fn run_key(suffix: &'static str, kind: &'static str) -> RunKey {
 }
 
 /// The run's keys other than the cache's.
-pub const RUN_KEYS: [RunKey; 8] = [STREAM, DEAD, STATE, RECORD, CONTROL, REPORTS, WORKERS, LEASE];
+pub const RUN_KEYS: [RunKey; 10] = [
+    STREAM, DEAD, STATE, RECORD, CONTROL, REPORTS, WORKERS, ANSWERS, MODEL_USE, LEASE,
+];
 
 /// The part of a cache key after the prefix that marks the run's cache keys; a stream name
 /// containing it would look like another run's cache key.

@@ -204,6 +204,25 @@ pub trait RunStore {
     /// Deletes the run's keys: the groups, the stream, dead letters, the cache under the
     /// prefix and the run's own bookkeeping (not its lease), and nothing else.
     async fn delete_run(&self) -> Result<CleanupReport, BackendError>;
+
+    /// The model's answer to the request with `key`, if the run has one (`{stream}:llm`).
+    async fn load_answer(&self, key: &str) -> Result<Option<String>, BackendError>;
+
+    /// Keeps an answer with the run, unless one is kept for `key` already; returns the one
+    /// kept (the first wins, so every process uses the same answer).
+    async fn save_answer(&self, key: &str, answer: &str) -> Result<String, BackendError>;
+
+    /// Every answer kept with the run.
+    async fn answers(&self) -> Result<Vec<String>, BackendError>;
+
+    /// Adds `requests` and `tokens` to what the run has used of the model in minute `window`
+    /// (across all its processes); returns the minute's totals.
+    async fn count_model_use(
+        &self,
+        window: u64,
+        requests: u64,
+        tokens: u64,
+    ) -> Result<(u64, u64), BackendError>;
 }
 
 /// Bookkeeping streams and hashes through which a coordinator and its worker processes talk.

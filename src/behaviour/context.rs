@@ -1,10 +1,11 @@
 //! What a behaviour can see while it handles a message: who it is, the tick, its random
-//! stream, and reads from the cache.
+//! stream, reads from the cache, and a language model's answers.
 
 use std::sync::Arc;
 
 use super::BehaviourError;
 use crate::backend::cache::CacheEntry;
+use crate::llm::{Completion, CompletionRequest};
 use crate::random::{self, ChaCha8Rng};
 use crate::scenario::AgentSpec;
 
@@ -43,6 +44,29 @@ impl CacheReads for EmptyCache {
     }
 }
 
+/// A language model's answers as the runtime serves them to one agent during one step.
+///
+/// Like a cache read, a completion is an input of the step: one the runtime does not have yet
+/// returns [`BehaviourError::Pending`]; the runtime asks the model (concurrently with the
+/// other agents) and runs the step again from the same state, so the same request comes
+/// again and is answered.
+pub trait Completions {
+    /// The answer to `request`, whose seed is set.
+    fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, BehaviourError>;
+}
+
+/// No model: the scenario has no `[llm]` section.
+#[derive(Debug, Default)]
+pub struct NoModel;
+
+impl Completions for NoModel {
+    fn complete(&mut self, _request: &CompletionRequest) -> Result<Completion, BehaviourError> {
+        Err(BehaviourError::new(
+            "asked a language model, but the scenario has no [llm] section: add one with the server's base_url and model",
+        ))
+    }
+}
+
 /// The world as one agent sees it during one call of its behaviour.
 pub struct Context<'a> {
     agent: &'a AgentSpec,
@@ -50,6 +74,7 @@ pub struct Context<'a> {
     tick: Option<u64>,
     rng: &'a mut ChaCha8Rng,
     cache: &'a mut dyn CacheReads,
+    completions: Option<&'a mut dyn Completions>,
 }
 
 impl<'a> Context<'a> {
@@ -68,7 +93,16 @@ impl<'a> Context<'a> {
             tick,
             rng,
             cache,
+            completions: None,
         }
+    }
+
+    /// The same context, answering [`complete`](Context::complete) from `completions`
+    /// (without, every completion fails as [`NoModel`] does).
+    #[must_use]
+    pub fn with_completions(mut self, completions: &'a mut dyn Completions) -> Self {
+        self.completions = Some(completions);
+        self
     }
 
     /// This agent's name.
@@ -79,6 +113,11 @@ impl<'a> Context<'a> {
     /// This agent's position in declaration order.
     pub fn agent_index(&self) -> usize {
         self.agent.index
+    }
+
+    /// This agent's position in its own `[[agents]]` table (from 0: `_1` is 0).
+    pub fn table_index(&self) -> usize {
+        self.agent.table_index
     }
 
     /// This agent's position among [`peers`](Context::peers).
@@ -140,6 +179,29 @@ impl<'a> Context<'a> {
     /// The last `n` values anyone remembered, oldest first.
     pub fn last(&mut self, n: usize) -> Result<Vec<CacheEntry>, BehaviourError> {
         self.cache.last(n)
+    }
+
+    /// A language model's answer to `request` (the scenario's `[llm]` server, or the run's
+    /// recording with `--replay`). Pass a [`BehaviourError::Pending`] on with `?`: the runtime
+    /// asks the model, with other agents' requests in flight at the same time, and calls the
+    /// behaviour again with the answer.
+    ///
+    /// A request without a seed gets one drawn from this agent's random stream, so the
+    /// server's sampling is part of the reproducible run, and asking again (for another
+    /// answer) sends another seed.
+    ///
+    /// # Errors
+    ///
+    /// `Pending` while the answer is fetched; a failure when the scenario has no `[llm]`.
+    pub fn complete(&mut self, mut request: CompletionRequest) -> Result<Completion, BehaviourError> {
+        if request.seed.is_none() {
+            // Below 2^31: every server takes it as an integer seed.
+            request.seed = Some(random::below(self.rng, 1 << 31));
+        }
+        match self.completions.as_deref_mut() {
+            Some(completions) => completions.complete(&request),
+            None => NoModel.complete(&request),
+        }
     }
 
     /// `n` distinct values anyone remembered, drawn at random from this agent's stream

@@ -56,11 +56,12 @@ mod error;
 mod params;
 mod registry;
 pub mod testing;
+pub mod turns;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use context::{CacheReads, Context, EmptyCache};
+pub use context::{CacheReads, Completions, Context, EmptyCache, NoModel};
 pub use effects::{Effects, Outgoing};
 pub use erased::{DynBehaviour, StateBox};
 pub use error::{BehaviourError, Pending};
@@ -123,4 +124,7 @@ pub struct Setup<'a> {
     pub peers: &'a [AgentSpec],
     /// Every agent of the scenario, in declaration order.
     pub all: &'a [AgentSpec],
+    /// Every table's `params`, by table index ([`AgentSpec::table`]): what a behaviour needs
+    /// to know of its peers in other tables (`llm` reads their stances).
+    pub table_params: &'a [toml::Table],
 }

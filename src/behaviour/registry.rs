@@ -50,7 +50,7 @@ impl Registry {
         Registry::default()
     }
 
-    /// The built-in behaviours: relay, gossip, opinion and discussion.
+    /// The built-in behaviours: relay, gossip, opinion, discussion and llm.
     pub fn builtin() -> Self {
         let mut registry = Registry::empty();
         super::builtin::register_all(&mut registry);
@@ -228,6 +228,7 @@ mod tests {
             agents: &[],
             peers: &[],
             all: &[],
+            table_params: &[],
         }
     }
 

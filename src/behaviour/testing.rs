@@ -2,7 +2,9 @@
 //!
 //! A [`Harness`] plays the runtime for one agent: it gives the behaviour a name, peers, the
 //! agent's own random stream and a cache that remembers what the behaviour remembers, and
-//! hands it messages as the runtime would.
+//! hands it messages as the runtime would. A behaviour that asks a language model gets its
+//! answers from a function of the request ([`Harness::model`]), and the harness keeps every
+//! request ([`Harness::requests`]).
 //!
 //! ```
 //! use agora::behaviour::testing::Harness;
@@ -32,8 +34,9 @@
 
 use std::sync::Arc;
 
-use super::{Behaviour, BehaviourError, CacheReads, Context, Effects};
+use super::{Behaviour, BehaviourError, CacheReads, Completions, Context, Effects};
 use crate::backend::CacheEntry;
+use crate::llm::{Completion, CompletionRequest, Usage};
 use crate::message::Message;
 use crate::random::{self, ChaCha8Rng};
 use crate::scenario::AgentSpec;
@@ -47,6 +50,29 @@ pub struct Harness<B: Behaviour> {
     rng: ChaCha8Rng,
     tick: Option<u64>,
     cache: Remembered,
+    model: FakeModel,
+}
+
+type Answer = Box<dyn FnMut(&CompletionRequest) -> String>;
+
+/// Answers completions with a function of the request, and keeps the requests.
+#[derive(Default)]
+struct FakeModel {
+    answer: Option<Answer>,
+    requests: Vec<CompletionRequest>,
+}
+
+impl Completions for FakeModel {
+    fn complete(&mut self, request: &CompletionRequest) -> Result<Completion, BehaviourError> {
+        let Some(answer) = self.answer.as_mut() else {
+            return super::NoModel.complete(request);
+        };
+        self.requests.push(request.clone());
+        Ok(Completion {
+            text: answer(request),
+            usage: Usage::default(),
+        })
+    }
 }
 
 /// What the behaviour remembered, as its cache reads see it.
@@ -94,6 +120,7 @@ impl<B: Behaviour> Harness<B> {
                 index: 0,
                 table: 0,
                 peer_index: 0,
+                table_index: 0,
             },
             peers: vec![name],
             seed: 0,
@@ -103,7 +130,20 @@ impl<B: Behaviour> Harness<B> {
                 agent: "agent".to_string(),
                 entries: Vec::new(),
             },
+            model: FakeModel::default(),
         }
+    }
+
+    /// Answers the behaviour's completions ([`Context::complete`]) with `answer(request)`.
+    /// Without it, a completion fails as in a scenario without `[llm]`.
+    pub fn model(mut self, answer: impl FnMut(&CompletionRequest) -> String + 'static) -> Self {
+        self.model.answer = Some(Box::new(answer));
+        self
+    }
+
+    /// Every completion the behaviour asked for so far, in order (seeds filled in).
+    pub fn requests(&self) -> &[CompletionRequest] {
+        &self.model.requests
     }
 
     /// The agents that run this behaviour, in declaration order; the agent is the first
@@ -129,6 +169,7 @@ impl<B: Behaviour> Harness<B> {
             index: place,
             table: 0,
             peer_index: place,
+            table_index: place,
         };
         self.cache.agent = name.to_string();
         self.rng = random::agent_rng(self.seed, place);
@@ -203,7 +244,8 @@ impl<B: Behaviour> Harness<B> {
             self.tick,
             &mut self.rng,
             &mut self.cache,
-        );
+        )
+        .with_completions(&mut self.model);
         f(&self.behaviour, &mut ctx)
     }
 

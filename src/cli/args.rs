@@ -91,6 +91,10 @@ pub(super) struct RunArgs {
     /// Run the agents in N worker processes sharing the Redis backend
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number::<u32>)]
     pub workers: Option<u32>,
+    /// Answer every LLM request from a recording (the llm.jsonl of an earlier run), with no
+    /// network and no key: the transcript is the recorded run's, byte for byte
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
 }
 
 #[derive(Args)]

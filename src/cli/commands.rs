@@ -58,10 +58,16 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
             "--workers: worker processes share the agents of a run through Redis; add --backend redis".into(),
         ));
     }
+    if args.replay.is_some() && scenario.llm.is_none() {
+        tracing::warn!(
+            "--replay: this scenario asks no language model, so there is nothing to answer from the recording"
+        );
+    }
     let options = RunOptions {
         resume: args.resume,
         overwrite: args.overwrite,
         workers: args.workers,
+        replay: args.replay,
         ..RunOptions::default()
     };
     let progress = Arc::new(match scenario.mode {

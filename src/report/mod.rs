@@ -7,5 +7,5 @@ pub mod summary;
 pub mod transcript;
 
 pub use progress::Progress;
-pub use summary::{MetricSeries, StopReason, Summary};
+pub use summary::{LlmLatency, LlmTokens, MetricSeries, StopReason, Summary};
 pub use transcript::TranscriptWriter;

@@ -97,6 +97,40 @@ pub struct Summary {
     /// Lockstep: how long each tick from 1 on took (in this process, after a resume).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tick_seconds: Vec<f64>,
+    /// Completions the agents got from a model (a replayed run: the recording's).
+    pub llm_calls: u64,
+    pub llm_tokens: LlmTokens,
+    /// How long the server took per call, retries included: the recorded figures on replay.
+    pub llm_latency_ms: LlmLatency,
+}
+
+/// Tokens the run's completions used, as the servers counted them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct LlmTokens {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// Percentiles of the completions' latency, in milliseconds (nearest rank; 0 without calls).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct LlmLatency {
+    pub p50: u64,
+    pub p95: u64,
+}
+
+impl Summary {
+    /// Fills the `llm_*` figures in.
+    pub fn set_model_use(&mut self, used: &crate::llm::ModelUse) {
+        self.llm_calls = used.calls;
+        self.llm_tokens = LlmTokens {
+            prompt: used.prompt_tokens,
+            completion: used.completion_tokens,
+        };
+        self.llm_latency_ms = LlmLatency {
+            p50: used.latency_p50_ms,
+            p95: used.latency_p95_ms,
+        };
+    }
 }
 
 /// A behaviour counter: its total and, in lockstep, its value tick by tick.
@@ -163,6 +197,19 @@ impl Summary {
             rows.push((
                 "per tick",
                 format!("{:.1} ms on average, {:.1} ms at most", mean * 1e3, max * 1e3),
+            ));
+        }
+        if self.llm_calls > 0 {
+            rows.push((
+                "llm calls",
+                format!(
+                    "{} ({} prompt + {} completion tokens; latency p50 {} ms, p95 {} ms)",
+                    self.llm_calls,
+                    self.llm_tokens.prompt,
+                    self.llm_tokens.completion,
+                    self.llm_latency_ms.p50,
+                    self.llm_latency_ms.p95
+                ),
             ));
         }
         rows.push(("stop reason", self.stop_reason.as_str().to_string()));

@@ -30,6 +30,17 @@ pub enum RunError {
     /// The run cannot start as asked (bad input given the backend's state): exit code 2.
     #[error("{message}")]
     Refused { message: String, hint: String },
+    /// A model server that cannot be used, found before any agent ran.
+    #[error("{0}")]
+    ModelServer(crate::llm::LlmError),
+    /// An agent's completion could not be had: the server refused or kept failing, or the
+    /// recording (`--replay`) lacks it.
+    #[error("agent {agent}{}: {error}", tick.map_or_else(String::new, |t| format!(" at tick {t}")))]
+    Completion {
+        agent: String,
+        tick: Option<u64>,
+        error: crate::llm::LlmError,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -37,6 +48,14 @@ pub enum RunError {
 impl RunError {
     pub fn backend_unavailable(&self) -> bool {
         matches!(self, RunError::Backend(e) if e.is_unavailable())
+    }
+
+    /// Whether a model server cannot be used as configured (exit code 3).
+    pub fn model_unusable(&self) -> bool {
+        match self {
+            RunError::ModelServer(e) | RunError::Completion { error: e, .. } => e.cannot_be_used(),
+            _ => false,
+        }
     }
 
     pub fn hint(&self) -> Option<String> {
@@ -54,6 +73,7 @@ impl RunError {
                 "something deleted or trimmed the run's stream while it ran (a cleanup script, XTRIM, XDEL, DEL?): keep other programs off it, and start the run afresh"
                     .to_string(),
             ),
+            RunError::ModelServer(e) | RunError::Completion { error: e, .. } => e.hint.clone(),
             RunError::Behaviour { .. } => Some(
                 "fix the behaviour, or raise scenario.max_retries if its failures are transient".to_string(),
             ),

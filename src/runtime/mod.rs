@@ -12,6 +12,8 @@
 //! - `coordinator`: prepares, drives lockstep or free mode, writes the outputs.
 //! - `distributed`: worker processes and how they talk to the coordinator.
 //! - `liveness`: the stream's lease, so that one run at a time uses its keys.
+//! - `model`: the run's model client (answers kept with the run, replay, limits).
+//! - `pacing`: free mode's least interval between publishes (the old time controller).
 //! - `reconnect`: riding out a lost backend; `observer`: what a run tells its watcher.
 
 mod agent;
@@ -21,7 +23,9 @@ mod error;
 mod folder;
 mod hosting;
 pub(crate) mod liveness;
+mod model;
 mod observer;
+mod pacing;
 mod reconnect;
 mod shard;
 
@@ -52,6 +56,8 @@ pub struct RunOptions {
     pub workers: Option<u32>,
     /// Replace the outputs of another scenario's run in the run's folder, instead of refusing.
     pub overwrite: bool,
+    /// Answer every completion from this recording (an `llm.jsonl`), with no network.
+    pub replay: Option<PathBuf>,
     /// Lockstep: run every tick even when one publishes nothing. Not a scenario setting: the
     /// benchmark harness uses it to time empty ticks.
     #[doc(hidden)]

@@ -16,6 +16,9 @@ pub struct ScenarioFile {
     pub agents: Vec<AgentTable>,
     #[serde(default)]
     pub output: OutputSection,
+    /// The model client, for agents driven by a language model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSection>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -32,6 +35,9 @@ pub struct ScenarioSection {
     pub max_messages: i64,
     #[serde(default = "default_max_retries")]
     pub max_retries: i64,
+    /// Free mode: the least time between two publishes of the run (the old time controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_publish_interval: Option<String>,
 }
 
 /// Seeds are u64, but TOML integers stop at 9223372036854775807: a larger seed is written as
@@ -202,6 +208,9 @@ pub struct AgentTable {
     pub behaviour: String,
     #[serde(default)]
     pub params: toml::Table,
+    /// Free mode: the least time between two publishes of each agent of this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_publish_interval: Option<String>,
 }
 
 fn default_count() -> i64 {
@@ -225,4 +234,90 @@ impl Default for OutputSection {
 
 fn default_output_dir() -> String {
     "runs".to_string()
+}
+
+/// `[llm]`: one client for the whole run (CONTRACT.md, "LLM agents").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    /// A URL or a list of them (used round-robin); default `$OPENAI_BASE_URL`, else OpenAI's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<BaseUrls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The name of the environment variable holding the key (never the key).
+    #[serde(default = "default_api_key_env")]
+    pub api_key_env: String,
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: i64,
+    #[serde(default)]
+    pub requests_per_minute: i64,
+    #[serde(default)]
+    pub tokens_per_minute: i64,
+    #[serde(default = "default_llm_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: i64,
+}
+
+impl Default for LlmSection {
+    fn default() -> Self {
+        LlmSection {
+            base_url: None,
+            model: None,
+            api_key_env: default_api_key_env(),
+            max_concurrency: default_max_concurrency(),
+            requests_per_minute: 0,
+            tokens_per_minute: 0,
+            timeout: default_llm_timeout(),
+            max_attempts: default_max_attempts(),
+            temperature: default_temperature(),
+            max_tokens: default_max_tokens(),
+        }
+    }
+}
+
+/// One base URL, or several.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum BaseUrls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl BaseUrls {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            BaseUrls::One(url) => vec![url.clone()],
+            BaseUrls::Many(urls) => urls.clone(),
+        }
+    }
+}
+
+fn default_api_key_env() -> String {
+    "OPENAI_API_KEY".to_string()
+}
+
+fn default_max_concurrency() -> i64 {
+    16
+}
+
+fn default_llm_timeout() -> String {
+    "60s".to_string()
+}
+
+fn default_max_attempts() -> i64 {
+    5
+}
+
+fn default_temperature() -> f64 {
+    0.7
+}
+
+fn default_max_tokens() -> i64 {
+    300
 }

@@ -7,6 +7,7 @@
 
 mod duration;
 mod file;
+mod llm;
 mod load;
 mod locate;
 mod overrides;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 
 pub use duration::{format as format_duration, parse as parse_duration};
 pub use file::{BackendKind, Cleanup, Mode, ScenarioFile};
+pub use llm::LlmConfig;
 pub use load::{MAX_FILE_BYTES, load, load_str};
 pub use locate::KeyPath;
 pub use overrides::Overrides;

@@ -6,7 +6,7 @@ use super::ScenarioError;
 use super::locate::{KeyPath, Segment};
 
 /// The sections an environment variable may name.
-const SECTIONS: [&str; 4] = ["scenario", "backend", "output", "agents"];
+const SECTIONS: [&str; 5] = ["scenario", "backend", "output", "llm", "agents"];
 
 /// Values set on the command line, highest precedence first among equals: `--set KEY=VALUE`
 /// and the flags that stand for a key (`--seed`, `--backend`, `--redis-url`, `--out`).
@@ -169,7 +169,9 @@ pub(super) fn environment_overrides(env: &[(String, String)]) -> Result<Vec<Over
                 return Err(ScenarioError::new(
                     origin,
                     None,
-                    format!("there is no section `{section}`: the sections are scenario, backend and output"),
+                    format!(
+                        "there is no section `{section}`: the sections are scenario, backend, output and llm"
+                    ),
                 )
                 .with_hint(
                     "write AGORA_<SECTION>__<KEY>, such as AGORA_BACKEND__URL, or unset the variable",

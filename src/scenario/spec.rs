@@ -10,6 +10,7 @@ use super::duration;
 use super::file::{
     AgentTable, BackendKind, BackendSection, Cleanup, Mode, OutputSection, ScenarioFile, ScenarioSection,
 };
+use super::llm::LlmConfig;
 use crate::backend::keys::Keys;
 use crate::backend::url::RedisUrl;
 use crate::behaviour::DynBehaviour;
@@ -37,6 +38,8 @@ pub struct AgentSpec {
     pub table: usize,
     /// Position among the agents that run the same behaviour, in declaration order.
     pub peer_index: usize,
+    /// Position in its own table (from 0): `_1` is 0.
+    pub table_index: usize,
 }
 
 /// One `[[agents]]` table, with its behaviour constructed.
@@ -47,6 +50,8 @@ pub struct AgentTableSpec {
     pub behaviour_name: String,
     pub params: toml::Table,
     pub behaviour: Arc<dyn DynBehaviour>,
+    /// Free mode: the least time between two publishes of each agent of the table.
+    pub min_publish_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for AgentTableSpec {
@@ -89,6 +94,10 @@ pub struct Scenario {
     pub tables: Vec<AgentTableSpec>,
     pub agents: Vec<AgentSpec>,
     pub output_dir: PathBuf,
+    /// Free mode: the least time between any two publishes of the run (per process).
+    pub min_publish_interval: Option<Duration>,
+    /// The model client, when the scenario has `[llm]` or an agent runs `llm`.
+    pub llm: Option<LlmConfig>,
 }
 
 impl Scenario {
@@ -110,6 +119,24 @@ impl Scenario {
             .filter(|a| &self.tables[a.table].behaviour_name == name)
             .map(|a| a.name.clone())
             .collect()
+    }
+
+    /// The models the scenario's agents use: `[llm] model` and the `llm` tables' own, each
+    /// once, for checking the servers before a run.
+    pub fn models(&self) -> Vec<String> {
+        let mut models: Vec<String> = Vec::new();
+        let from_tables = self
+            .tables
+            .iter()
+            .filter(|t| t.behaviour_name == "llm")
+            .filter_map(|t| t.params.get("model").and_then(|m| m.as_str()).map(str::to_string));
+        let default = self.llm.as_ref().and_then(|l| l.model.clone());
+        for model in default.into_iter().chain(from_tables) {
+            if !models.contains(&model) {
+                models.push(model);
+            }
+        }
+        models
     }
 
     /// The scenario as `agora check` prints it: every default filled in, the password hidden.
@@ -140,6 +167,9 @@ impl Scenario {
             group_prefix: &'a str,
             cache_prefix: &'a str,
             agents: Vec<(&'a str, u64, &'a str, toml::Table)>,
+            /// What a model is asked with; where it is asked (base_url) does not count.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            llm: Option<(Option<&'a str>, f64, u32)>,
         }
         let decisive = Decisive {
             name: &self.name,
@@ -163,6 +193,10 @@ impl Scenario {
                     )
                 })
                 .collect(),
+            llm: self
+                .llm
+                .as_ref()
+                .map(|l| (l.model.as_deref(), l.temperature, l.max_tokens)),
         };
         let text = serde_json::to_string(&decisive).unwrap_or_default();
         let digest = Sha256::digest(text.as_bytes());
@@ -181,6 +215,7 @@ impl Scenario {
                 duration: self.duration.map(duration::format),
                 max_messages: self.max_messages as i64,
                 max_retries: i64::from(self.max_retries),
+                min_publish_interval: self.min_publish_interval.map(duration::format),
             },
             backend: BackendSection {
                 kind: b.kind,
@@ -201,11 +236,13 @@ impl Scenario {
                     count: t.count as i64,
                     behaviour: t.behaviour_name.clone(),
                     params: t.behaviour.resolved_params(),
+                    min_publish_interval: t.min_publish_interval.map(duration::format),
                 })
                 .collect(),
             output: OutputSection {
                 dir: self.output_dir.display().to_string(),
             },
+            llm: self.llm.as_ref().map(LlmConfig::to_section),
         }
     }
 }

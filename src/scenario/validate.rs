@@ -98,6 +98,68 @@ pub(crate) fn validate(
             format!("{} is not a valid name: {}", quoted(&s.name), name_rule()),
         ));
     }
+    let (ticks, duration) = run_length(s, &err)?;
+    if s.max_messages < 1 || s.max_messages as u64 > Limits::MAX_MESSAGES {
+        return Err(err.at(
+            key("scenario.max_messages"),
+            format!(
+                "must be between 1 and {}, got {}",
+                Limits::MAX_MESSAGES,
+                s.max_messages
+            ),
+        ));
+    }
+    if s.max_retries < 0 || s.max_retries as u64 > Limits::MAX_RETRIES {
+        return Err(err.at(
+            key("scenario.max_retries"),
+            format!(
+                "must be between 0 and {}, got {}",
+                Limits::MAX_RETRIES,
+                s.max_retries
+            ),
+        ));
+    }
+
+    let backend = validate_backend(&file, &err)?;
+    let (tables, agents) = validate_agents(&file, &err, registry)?;
+
+    if file.output.dir.trim().is_empty() {
+        return Err(err.at(key("output.dir"), "must not be empty"));
+    }
+    let min_publish_interval = interval(
+        s.min_publish_interval.as_deref(),
+        || key("scenario.min_publish_interval"),
+        &err,
+    )?;
+    let paced = min_publish_interval.is_some() || tables.iter().any(|t| t.min_publish_interval.is_some());
+    if s.mode == Mode::Lockstep && paced {
+        tracing::warn!("min_publish_interval applies only to free mode; a lockstep tick publishes at once");
+    }
+    let llm = validate_llm(&file, &tables, &err)?;
+
+    Ok(Scenario {
+        path: source.path.clone(),
+        name: s.name.clone(),
+        seed: s.seed,
+        mode: s.mode,
+        ticks,
+        duration,
+        max_messages: s.max_messages as u64,
+        max_retries: s.max_retries as u32,
+        backend,
+        tables,
+        agents,
+        output_dir: PathBuf::from(&file.output.dir),
+        min_publish_interval,
+        llm,
+    })
+}
+
+/// How long the run lasts: `ticks` (lockstep) and `duration` (free mode).
+fn run_length(
+    s: &super::file::ScenarioSection,
+    err: &Errors<'_>,
+) -> Result<(Option<u64>, Option<std::time::Duration>), ScenarioError> {
     let ticks = match (s.mode, s.ticks) {
         (Mode::Lockstep, None) => {
             return Err(err
@@ -130,48 +192,51 @@ pub(crate) fn validate(
     if s.mode == Mode::Lockstep && duration.is_some() {
         tracing::warn!("scenario.duration applies only to free mode; lockstep runs for `ticks`");
     }
-    if s.max_messages < 1 || s.max_messages as u64 > Limits::MAX_MESSAGES {
-        return Err(err.at(
-            key("scenario.max_messages"),
-            format!(
-                "must be between 1 and {}, got {}",
-                Limits::MAX_MESSAGES,
-                s.max_messages
-            ),
-        ));
-    }
-    if s.max_retries < 0 || s.max_retries as u64 > Limits::MAX_RETRIES {
-        return Err(err.at(
-            key("scenario.max_retries"),
-            format!(
-                "must be between 0 and {}, got {}",
-                Limits::MAX_RETRIES,
-                s.max_retries
-            ),
-        ));
-    }
+    Ok((ticks, duration))
+}
 
-    let backend = validate_backend(&file, &err)?;
-    let (tables, agents) = validate_agents(&file, &err, registry)?;
+/// A `min_publish_interval`, when one is given.
+fn interval(
+    value: Option<&str>,
+    path: impl Fn() -> KeyPath,
+    err: &Errors<'_>,
+) -> Result<Option<std::time::Duration>, ScenarioError> {
+    value
+        .map(|v| duration::parse(v).map_err(|m| err.at(path(), m)))
+        .transpose()
+}
 
-    if file.output.dir.trim().is_empty() {
-        return Err(err.at(key("output.dir"), "must not be empty"));
+/// `[llm]`, made up from defaults when only an agent table asks for a model; a model must be
+/// named for every table that runs `llm`.
+fn validate_llm(
+    file: &ScenarioFile,
+    tables: &[AgentTableSpec],
+    err: &Errors<'_>,
+) -> Result<Option<super::LlmConfig>, ScenarioError> {
+    let runs_llm: Vec<usize> = (0..tables.len())
+        .filter(|&t| tables[t].behaviour_name == "llm")
+        .collect();
+    let section = match (&file.llm, runs_llm.is_empty()) {
+        (Some(section), _) => section.clone(),
+        (None, true) => return Ok(None),
+        (None, false) => super::file::LlmSection::default(),
+    };
+    let config = super::llm::validate(&section, |path, message| err.at(path, message))?;
+    if config.model.is_none()
+        && let Some(&t) = runs_llm
+            .iter()
+            .find(|&&t| !tables[t].params.contains_key("model"))
+    {
+        let at = if file.llm.is_some() {
+            key("llm")
+        } else {
+            key("agents").index(t).key("behaviour")
+        };
+        return Err(err
+            .at(at, format!("agents[{t}] ({}) runs `llm`, and no model is named for it", tables[t].id))
+            .with_hint("add a [llm] section with model = \"...\" (the model your server serves), or params.model in the table"));
     }
-
-    Ok(Scenario {
-        path: source.path.clone(),
-        name: s.name.clone(),
-        seed: s.seed,
-        mode: s.mode,
-        ticks,
-        duration,
-        max_messages: s.max_messages as u64,
-        max_retries: s.max_retries as u32,
-        backend,
-        tables,
-        agents,
-        output_dir: PathBuf::from(&file.output.dir),
-    })
+    Ok(Some(config))
 }
 
 fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConfig, ScenarioError> {
@@ -337,6 +402,7 @@ fn name_agents(
                 index: agents.len(),
                 table: t,
                 peer_index: *peer_counter,
+                table_index: (i - 1) as usize,
             });
             *peer_counter += 1;
         }
@@ -352,6 +418,7 @@ fn build_behaviours(
     registry: &Registry,
 ) -> Result<Vec<AgentTableSpec>, ScenarioError> {
     let mut tables = Vec::with_capacity(file.agents.len());
+    let table_params: Vec<toml::Table> = file.agents.iter().map(|t| t.params.clone()).collect();
     for (t, table) in file.agents.iter().enumerate() {
         let peers: Vec<AgentSpec> = agents
             .iter()
@@ -366,6 +433,7 @@ fn build_behaviours(
             agents: &own,
             peers: &peers,
             all: agents,
+            table_params: &table_params,
         };
         let behaviour = registry
             .build(&table.behaviour, &table.params, &setup)
@@ -385,6 +453,16 @@ fn build_behaviours(
             behaviour_name: table.behaviour.clone(),
             params: table.params.clone(),
             behaviour,
+            min_publish_interval: interval(
+                table.min_publish_interval.as_deref(),
+                || {
+                    KeyPath::default()
+                        .key("agents")
+                        .index(t)
+                        .key("min_publish_interval")
+                },
+                err,
+            )?,
         });
     }
     Ok(tables)

@@ -691,3 +691,22 @@ pub async fn entries_added_counts_what_trimming_removed<B: Admin>(b: B) {
     b.delete_run().await.unwrap();
     assert_eq!(b.entries_added().await.unwrap(), 0);
 }
+
+/// Model answers are kept with the run, the first one for a key wins, and a run's deletion
+/// takes them; model use adds up by minute.
+pub async fn answers_are_kept_once_and_use_adds_up<B: Admin>(b: B) {
+    assert_eq!(b.load_answer("k1").await.unwrap(), None);
+    assert_eq!(b.save_answer("k1", "first").await.unwrap(), "first");
+    assert_eq!(b.save_answer("k1", "second").await.unwrap(), "first");
+    b.save_answer("k2", "other").await.unwrap();
+    assert_eq!(b.load_answer("k1").await.unwrap().as_deref(), Some("first"));
+    let mut all = b.answers().await.unwrap();
+    all.sort();
+    assert_eq!(all, ["first", "other"]);
+    assert_eq!(b.count_model_use(7, 1, 300).await.unwrap(), (1, 300));
+    assert_eq!(b.count_model_use(7, 2, 100).await.unwrap(), (3, 400));
+    assert_eq!(b.count_model_use(8, 1, 1).await.unwrap(), (1, 1));
+    b.delete_run().await.unwrap();
+    assert!(b.answers().await.unwrap().is_empty());
+    assert_eq!(b.count_model_use(7, 0, 0).await.unwrap(), (0, 0));
+}

@@ -150,6 +150,23 @@ pub mod remote_cache {
         async fn delete_run(&self) -> Result<CleanupReport, BackendError> {
             self.0.delete_run().await
         }
+        async fn load_answer(&self, key: &str) -> Result<Option<String>, BackendError> {
+            self.0.load_answer(key).await
+        }
+        async fn save_answer(&self, key: &str, answer: &str) -> Result<String, BackendError> {
+            self.0.save_answer(key, answer).await
+        }
+        async fn answers(&self) -> Result<Vec<String>, BackendError> {
+            self.0.answers().await
+        }
+        async fn count_model_use(
+            &self,
+            window: u64,
+            requests: u64,
+            tokens: u64,
+        ) -> Result<(u64, u64), BackendError> {
+            self.0.count_model_use(window, requests, tokens).await
+        }
     }
 
     impl Backend for RemoteCache {
@@ -201,6 +218,7 @@ impl Admin for agora::backend::redis::RedisBackend {
     }
 }
 
+pub mod llm_server;
 pub mod redis_server;
 
 /// The `agora` binary, as a user runs it, without the caller's `AGORA_*` variables.
@@ -243,6 +261,20 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// The lockstep scenarios in `scenarios/`, `custom.toml` (which needs the example binary)
 /// included, sorted.
+/// The recording beside a scenario of LLM agents (`x.llm.jsonl` next to `x.toml`), if it has
+/// one: with `--replay` it runs with no network and no key.
+pub fn recording_of(scenario: &std::path::Path) -> Option<std::path::PathBuf> {
+    let recording = scenario.with_extension("llm.jsonl");
+    recording.exists().then_some(recording)
+}
+
+/// `--replay` and the scenario's recording, or nothing for a scenario without one.
+pub fn replay_args(scenario: &std::path::Path) -> Vec<std::ffi::OsString> {
+    recording_of(scenario)
+        .map(|r| vec!["--replay".into(), r.into_os_string()])
+        .unwrap_or_default()
+}
+
 pub fn lockstep_scenarios() -> Vec<std::path::PathBuf> {
     let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("scenarios")
         .unwrap()

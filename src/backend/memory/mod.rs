@@ -340,6 +340,7 @@ impl RunStore for MemoryBackend {
         keys += u64::from(!store.dead.is_empty());
         keys += u64::from(!store.states.is_empty());
         keys += u64::from(!store.record.is_empty());
+        keys += u64::from(!store.answers.is_empty());
         keys += store.cache.clear();
         // Ids keep growing across a deletion, as a recreated Redis stream's would not; no one
         // relies on either.
@@ -353,6 +354,36 @@ impl RunStore for MemoryBackend {
         };
         store.books.next_note = next_note;
         Ok(CleanupReport { groups, keys })
+    }
+
+    async fn load_answer(&self, key: &str) -> Result<Option<String>, BackendError> {
+        Ok(self.store().answers.get(key).cloned())
+    }
+
+    async fn save_answer(&self, key: &str, answer: &str) -> Result<String, BackendError> {
+        let mut store = self.store();
+        Ok(store
+            .answers
+            .entry(key.to_string())
+            .or_insert_with(|| answer.to_string())
+            .clone())
+    }
+
+    async fn answers(&self) -> Result<Vec<String>, BackendError> {
+        Ok(self.store().answers.values().cloned().collect())
+    }
+
+    async fn count_model_use(
+        &self,
+        window: u64,
+        requests: u64,
+        tokens: u64,
+    ) -> Result<(u64, u64), BackendError> {
+        let mut store = self.store();
+        let used = store.model_use.entry(window).or_default();
+        used.0 += requests;
+        used.1 += tokens;
+        Ok(*used)
     }
 }
 

@@ -27,6 +27,10 @@ pub(super) struct Store {
     pub lease: Option<(String, Instant)>,
     /// The in-process transport's notes and hashes.
     pub books: Books,
+    /// Model answers by request key.
+    pub answers: BTreeMap<String, String>,
+    /// Model use by minute: requests and tokens.
+    pub model_use: HashMap<u64, (u64, u64)>,
 }
 
 impl Default for Store {
@@ -42,6 +46,8 @@ impl Default for Store {
             record: BTreeMap::new(),
             lease: None,
             books: Books::default(),
+            answers: BTreeMap::new(),
+            model_use: HashMap::default(),
         }
     }
 }

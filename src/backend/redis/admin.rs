@@ -247,6 +247,9 @@ pub struct Inspection {
     pub checkpoint: Vec<(String, String)>,
     /// Who holds the stream's lease: a running coordinator.
     pub lease: Option<LeaseView>,
+    /// The completions the run got from a model (`{stream}:llm`), when it asked one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm::ModelUse>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -320,7 +323,13 @@ pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
                 .arg(keys.lease()),
         )
         .await?;
+    let answers: Vec<crate::llm::Exchange> = crate::backend::RunStore::answers(b)
+        .await?
+        .iter()
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect();
     Ok(Inspection {
+        llm: (!answers.is_empty()).then(|| crate::llm::ModelUse::of(&answers)),
         stream: keys.stream.clone(),
         length: sizes.stream,
         groups: groups.into_iter().map(GroupView::from).collect(),
@@ -354,6 +363,16 @@ impl Inspection {
         if !self.checkpoint.is_empty() {
             let shown: Vec<String> = self.checkpoint.iter().map(|(k, v)| format!("{k}={v}")).collect();
             out.push_str(&format!("run           {}\n", shown.join(" ")));
+        }
+        if let Some(used) = &self.llm {
+            out.push_str(&format!(
+                "llm           {} calls ({} prompt + {} completion tokens; latency p50 {} ms, p95 {} ms)\n",
+                used.calls,
+                used.prompt_tokens,
+                used.completion_tokens,
+                used.latency_p50_ms,
+                used.latency_p95_ms
+            ));
         }
         if let Some(lease) = &self.lease {
             out.push_str(&format!(

@@ -127,9 +127,11 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
         )
     };
     match e.kind() {
-        ErrorKind::Server(ServerErrorKind::ExecAbort) => e.clone().into_server_errors().is_some_and(|refused| {
-            !refused.is_empty() && refused.iter().all(|(_, s)| s.kind().is_some_and(transient))
-        }),
+        ErrorKind::Server(ServerErrorKind::ExecAbort) => {
+            e.clone().into_server_errors().is_some_and(|refused| {
+                !refused.is_empty() && refused.iter().all(|(_, s)| s.kind().is_some_and(transient))
+            })
+        }
         ErrorKind::Server(kind) => transient(kind),
         _ => false,
     }

@@ -30,13 +30,7 @@ static PROBE: LazyLock<redis::Script> = LazyLock::new(|| {
 
 /// Every command a run (and its workers) sends, with its keys, as Redis's ACL sees them.
 fn commands(keys: &Keys) -> Vec<Vec<String>> {
-    let (stream, dead, state, record) = (
-        &keys.stream,
-        keys.dead_letters(),
-        keys.agent_state(),
-        keys.checkpoint(),
-    );
-    let (control, reports, workers, lease) = (keys.control(), keys.reports(), keys.workers(), keys.lease());
+    let (stream, state, record, lease) = (&keys.stream, keys.agent_state(), keys.checkpoint(), keys.lease());
     let (list, zset) = (keys.cache_list("agent"), keys.cache_timestamps());
     let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
     let mut all = vec![
@@ -85,6 +79,23 @@ fn commands(keys: &Keys) -> Vec<Vec<String>> {
         c(&["EXEC"]),
         c(&["EVAL", "return 0", "1", stream]),
     ];
+    all.extend(bookkeeping_commands(keys));
+    all
+}
+
+/// The commands on the run's own bookkeeping: dead letters, the workers' streams and hash,
+/// the model's answers, and deleting every key.
+fn bookkeeping_commands(keys: &Keys) -> Vec<Vec<String>> {
+    let (stream, dead, state, record) = (
+        &keys.stream,
+        keys.dead_letters(),
+        keys.agent_state(),
+        keys.checkpoint(),
+    );
+    let (control, reports, workers, lease) = (keys.control(), keys.reports(), keys.workers(), keys.lease());
+    let (list, zset) = (keys.cache_list("agent"), keys.cache_timestamps());
+    let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
+    let mut all = Vec::new();
     for bookkeeping in [&dead, &control, &reports] {
         all.push(c(&["XADD", bookkeeping, "*", "f", "v"]));
         all.push(c(&["XRANGE", bookkeeping, "-", "+"]));
@@ -93,6 +104,11 @@ fn commands(keys: &Keys) -> Vec<Vec<String>> {
     }
     all.push(c(&["HSET", &workers, "a", "x"]));
     all.push(c(&["HGETALL", &workers]));
+    let (answers, model_use) = (keys.answers(), keys.model_use());
+    all.push(c(&["HSETNX", &answers, "k", "x"]));
+    all.push(c(&["HGET", &answers, "k"]));
+    all.push(c(&["HVALS", &answers]));
+    all.push(c(&["HINCRBY", &model_use, "k", "1"]));
     for key in [
         stream.as_str(),
         &dead,
@@ -101,6 +117,8 @@ fn commands(keys: &Keys) -> Vec<Vec<String>> {
         &control,
         &reports,
         &workers,
+        &answers,
+        &model_use,
         &lease,
         &list,
         &zset,

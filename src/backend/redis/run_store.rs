@@ -273,4 +273,54 @@ impl RunStore for RedisBackend {
         self.inner.reads.lock().await.cache.clear();
         admin::cleanup(self, admin::Groups::Listed).await
     }
+
+    async fn load_answer(&self, key: &str) -> Result<Option<String>, BackendError> {
+        self.query("HGET", redis::cmd("HGET").arg(self.inner.keys.answers()).arg(key))
+            .await
+    }
+
+    async fn save_answer(&self, key: &str, answer: &str) -> Result<String, BackendError> {
+        let hash = self.inner.keys.answers();
+        let (_, kept): (bool, Option<String>) = self
+            .pipeline(
+                "HSETNX",
+                redis::pipe()
+                    .cmd("HSETNX")
+                    .arg(&hash)
+                    .arg(key)
+                    .arg(answer)
+                    .cmd("HGET")
+                    .arg(&hash)
+                    .arg(key),
+            )
+            .await?;
+        Ok(kept.unwrap_or_else(|| answer.to_string()))
+    }
+
+    async fn answers(&self) -> Result<Vec<String>, BackendError> {
+        self.query("HVALS", redis::cmd("HVALS").arg(self.inner.keys.answers()))
+            .await
+    }
+
+    async fn count_model_use(
+        &self,
+        window: u64,
+        requests: u64,
+        tokens: u64,
+    ) -> Result<(u64, u64), BackendError> {
+        let hash = self.inner.keys.model_use();
+        self.pipeline(
+            "HINCRBY",
+            redis::pipe()
+                .cmd("HINCRBY")
+                .arg(&hash)
+                .arg(format!("{window}:requests"))
+                .arg(requests)
+                .cmd("HINCRBY")
+                .arg(&hash)
+                .arg(format!("{window}:tokens"))
+                .arg(tokens),
+        )
+        .await
+    }
 }

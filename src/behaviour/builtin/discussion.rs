@@ -4,12 +4,8 @@
 //! every agent can know every other agent's stance without a message. The first discussion
 //! agent opens; the agent a post is addressed to replies with a post shaped by its stance, the
 //! post it answers and its feed (the last `feed` posts overall, read from the cache), and
-//! addresses the next speaker by the policy:
-//!
-//! - `random`: any other agent;
-//! - `round_robin`: the next agent in declaration order;
-//! - `echo`: with probability `echo_probability`, one of the half of the others whose stance is
-//!   closest to its own; otherwise the agent whose stance is most different.
+//! addresses the next speaker by the turn-taking policy (`random`, `round_robin`, `echo` or
+//! `contrast`, with `fairness` and `explore_epsilon`: see [`crate::behaviour::turns`]).
 //!
 //! One post per tick: only the agent addressed speaks.
 
@@ -18,8 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::check_probability;
 use crate::behaviour::ParamError;
+use crate::behaviour::turns::{Heard, Stance, Turn, TurnPolicy, TurnTaking};
 use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Registry, Setup};
 use crate::message::Message;
 use crate::random;
@@ -28,8 +24,10 @@ use crate::random;
 #[serde(deny_unknown_fields, default)]
 pub struct DiscussionParams {
     pub topic: String,
-    pub policy: Policy,
+    pub policy: TurnPolicy,
     pub echo_probability: f64,
+    pub fairness: f64,
+    pub explore_epsilon: f64,
     pub feed: u64,
 }
 
@@ -37,35 +35,30 @@ impl Default for DiscussionParams {
     fn default() -> Self {
         DiscussionParams {
             topic: "a four-day work week".to_string(),
-            policy: Policy::Random,
+            policy: TurnPolicy::Random,
             echo_probability: 0.6,
+            fairness: 0.0,
+            explore_epsilon: 0.0,
             feed: 5,
         }
     }
 }
 
-/// How the speaker picks who speaks next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Policy {
-    Random,
-    RoundRobin,
-    Echo,
-}
-
 pub struct Discussion {
     topic: String,
-    policy: Policy,
-    echo_probability: f64,
+    turns: TurnTaking,
     feed: usize,
     /// Every discussion agent's stance, by peer index.
-    stances: Vec<f64>,
+    stances: Vec<Stance>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DiscussionState {
     pub stance: f64,
     pub posts: u64,
+    /// Posts heard from each agent, for the fairness term.
+    #[serde(default, skip_serializing_if = "Heard::is_empty")]
+    pub heard: Heard,
 }
 
 pub(crate) fn register(registry: &mut Registry) {
@@ -76,11 +69,19 @@ pub(crate) fn register(registry: &mut Registry) {
             ("topic", "what the agents debate"),
             (
                 "policy",
-                "who speaks next: \"random\", \"round_robin\" or \"echo\"",
+                "who speaks next: \"random\" (not the one answered), \"round_robin\", \"echo\" or \"contrast\"",
             ),
             (
                 "echo_probability",
-                "echo policy: probability of picking a like-minded agent",
+                "echo: probability of picking a like-minded agent; contrast: an opposed one",
+            ),
+            (
+                "fairness",
+                "weigh the next speaker by 1 / (1 + fairness x posts heard from it); 0: off",
+            ),
+            (
+                "explore_epsilon",
+                "probability of picking any other agent instead, whatever the policy",
             ),
             (
                 "feed",
@@ -88,7 +89,7 @@ pub(crate) fn register(registry: &mut Registry) {
             ),
         ],
         |p: DiscussionParams, setup: &Setup<'_>| {
-            check_probability("echo_probability", p.echo_probability)?;
+            let turns = TurnTaking::new(p.policy, p.echo_probability, p.fairness, p.explore_epsilon)?;
             if p.feed > 1000 {
                 return Err(ParamError::at(
                     "feed",
@@ -101,12 +102,11 @@ pub(crate) fn register(registry: &mut Registry) {
             let stances = setup
                 .peers
                 .iter()
-                .map(|a| stance_from(&mut random::agent_rng(setup.seed, a.index)))
+                .map(|a| Stance::Number(stance_from(&mut random::agent_rng(setup.seed, a.index))))
                 .collect();
             Ok(Discussion {
                 topic: p.topic,
-                policy: p.policy,
-                echo_probability: p.echo_probability,
+                turns,
                 feed: p.feed as usize,
                 stances,
             })
@@ -128,35 +128,6 @@ fn position(stance: f64) -> &'static str {
 }
 
 impl Discussion {
-    /// The peer index of the next speaker.
-    fn next_speaker(&self, me: usize, ctx: &mut Context<'_>) -> usize {
-        let n = self.stances.len();
-        if n < 2 {
-            return me;
-        }
-        let others = || (0..n).filter(move |&i| i != me);
-        match self.policy {
-            Policy::RoundRobin => (me + 1) % n,
-            Policy::Random => {
-                let pick = ctx.below(n as u64 - 1) as usize;
-                if pick >= me { pick + 1 } else { pick }
-            }
-            Policy::Echo => {
-                let mine = self.stances[me];
-                let distance = |i: usize| (self.stances[i] - mine).abs();
-                let mut by_distance: Vec<usize> = others().collect();
-                // Ties keep declaration order: the sort is stable.
-                by_distance.sort_by(|&a, &b| distance(a).total_cmp(&distance(b)));
-                if ctx.chance(self.echo_probability) {
-                    let half = by_distance.len().div_ceil(2);
-                    by_distance[ctx.below(half as u64) as usize]
-                } else {
-                    by_distance[by_distance.len() - 1]
-                }
-            }
-        }
-    }
-
     fn post(
         &self,
         state: &mut DiscussionState,
@@ -164,9 +135,16 @@ impl Discussion {
         replying_to: Option<&str>,
         ctx: &mut Context<'_>,
     ) -> Effects {
-        let me = ctx.peer_index();
-        let next = self.next_speaker(me, ctx);
-        let next_name: Arc<str> = ctx.peers()[next].clone();
+        let peers: Arc<[Arc<str>]> = ctx.peers().into();
+        let turn = Turn {
+            agents: &peers,
+            me: ctx.peer_index(),
+            last_speaker: replying_to.and_then(|r| peers.iter().position(|p| &**p == r)),
+            stances: &self.stances,
+            heard: &state.heard,
+        };
+        let next = self.turns.next(&turn, ctx);
+        let next_name: Arc<str> = peers[next].clone();
         state.posts += 1;
         let data = json!({
             "stance": state.stance,
@@ -186,6 +164,7 @@ impl Behaviour for Discussion {
         Ok(DiscussionState {
             stance: stance_from(ctx.rng()),
             posts: 0,
+            heard: Heard::default(),
         })
     }
 
@@ -211,6 +190,7 @@ impl Behaviour for Discussion {
         msg: &Message,
         ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
+        self.turns.hear(&mut state.heard, &msg.sender_id);
         if msg.to.as_deref() != Some(ctx.agent()) {
             return Ok(Effects::none());
         }

@@ -4,9 +4,11 @@
 //! - [`gossip`]: a rumor spreads to random peers.
 //! - [`opinion`]: bounded-confidence opinion dynamics (Hegselmann-Krause).
 //! - [`discussion`]: the old project's social-media debate, with templates instead of an LLM.
+//! - [`llm`]: the same debate (or any social simulation) written by a language model.
 
 pub mod discussion;
 pub mod gossip;
+pub mod llm;
 pub mod opinion;
 pub mod relay;
 
@@ -17,6 +19,7 @@ pub(crate) fn register_all(registry: &mut Registry) {
     gossip::register(registry);
     opinion::register(registry);
     discussion::register(registry);
+    llm::register(registry);
 }
 
 /// A probability parameter: a finite number in `[0, 1]`.

@@ -3,7 +3,7 @@
 //! cache write the agent's next counter).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::StepKind;
 use super::step::AgentCore;
 use super::step_cache::{Fetched, StepCache};
+use super::step_completions::{Answered, StepCompletions, Wanted};
 use crate::backend::{Backend, CacheEntry, CacheQuery, ScoreBound};
 use crate::behaviour::{BehaviourError, Context as BehaviourContext, DynBehaviour, Effects, StateBox};
 use crate::message::{EntryId, Message};
@@ -32,11 +33,18 @@ pub(super) struct Output {
     pub handled: u64,
 }
 
+/// Inputs an attempt asked for and did not have: fetched, then the step is tried again.
+#[derive(Default)]
+pub(super) struct Inputs {
+    pub cache: Vec<CacheQuery>,
+    pub completions: Vec<Wanted>,
+}
+
 /// How an attempt ended.
 pub(super) enum Attempt {
     Done(Work),
-    /// Cache reads to fetch before trying again.
-    Miss(Vec<CacheQuery>),
+    /// Inputs to fetch before trying again.
+    Pending(Inputs),
     /// The behaviour failed on message `at` (or in `init`/`on_start`/`on_tick` if `None`).
     Failed {
         at: Option<usize>,
@@ -89,6 +97,12 @@ struct Call<'a> {
     fetched: &'a Fetched,
     /// Cache reads that could not be answered yet.
     misses: &'a RefCell<Vec<CacheQuery>>,
+    /// Whether the agent may ask a model (the scenario has `[llm]`).
+    models: bool,
+    answered: &'a Answered,
+    asked: &'a Cell<u32>,
+    /// Completions that could not be answered yet.
+    wanted: &'a RefCell<Vec<Wanted>>,
 }
 
 impl Call<'_> {
@@ -108,14 +122,28 @@ impl Call<'_> {
         }
     }
 
-    /// `Err(Miss)` when a call asked the cache for something it did not have.
-    fn missed(&self) -> Result<(), Attempt> {
-        let mut misses = self.misses.borrow_mut();
-        if misses.is_empty() {
-            Ok(())
-        } else {
-            Err(Attempt::Miss(std::mem::take(&mut *misses)))
+    fn completions(&self) -> StepCompletions<'_> {
+        StepCompletions {
+            answered: self.answered,
+            asked: self.asked,
+            wanted: self.wanted,
         }
+    }
+
+    /// Whether a call asked for an input the step does not have yet.
+    fn waiting(&self) -> bool {
+        !self.misses.borrow().is_empty() || !self.wanted.borrow().is_empty()
+    }
+
+    /// `Err(Pending)` when a call asked for inputs the step did not have.
+    fn missed(&self) -> Result<(), Attempt> {
+        if !self.waiting() {
+            return Ok(());
+        }
+        Err(Attempt::Pending(Inputs {
+            cache: std::mem::take(&mut *self.misses.borrow_mut()),
+            completions: std::mem::take(&mut *self.wanted.borrow_mut()),
+        }))
     }
 }
 
@@ -156,9 +184,11 @@ impl<B: Backend> AgentCore<B> {
         handle: &[(EntryId, &Message)],
         skip: &[bool],
         fetched: &Fetched,
+        answered: &Answered,
     ) -> Attempt {
         let mut work = Work::default();
         let misses = RefCell::new(Vec::new());
+        let (asked, wanted) = (Cell::new(0), RefCell::new(Vec::new()));
         let bound = match kind {
             StepKind::Start { lockstep: true } => ScoreBound::below(0.0),
             StepKind::Tick(t) => ScoreBound::below(t as f64),
@@ -169,6 +199,10 @@ impl<B: Backend> AgentCore<B> {
             bound,
             fetched,
             misses: &misses,
+            models: self.model.is_some(),
+            answered,
+            asked: &asked,
+            wanted: &wanted,
         };
 
         if let StepKind::Start { .. } = kind {
@@ -225,9 +259,14 @@ impl<B: Backend> AgentCore<B> {
         let agent = self.parts();
         let outcome = {
             let mut cache = call.cache(agent.backend, &agent.spec.name, &work.remember);
+            let mut completions = call.completions();
             let live = &mut *agent.live;
-            let mut ctx =
-                BehaviourContext::new(agent.spec, agent.peers, call.tick, &mut live.rng, &mut cache);
+            let ctx = BehaviourContext::new(agent.spec, agent.peers, call.tick, &mut live.rng, &mut cache);
+            let mut ctx = if call.models {
+                ctx.with_completions(&mut completions)
+            } else {
+                ctx
+            };
             catch_unwind(AssertUnwindSafe(|| f(agent.behaviour, &mut live.state, &mut ctx)))
         };
         call.missed()?;
@@ -278,10 +317,16 @@ impl<B: Backend> AgentCore<B> {
         let mut failed: Option<BehaviourError> = None;
         let outcome = {
             let mut cache = call.cache(backend, &spec.name, remember);
-            let mut ctx = BehaviourContext::new(spec, peers, call.tick, &mut live.rng, &mut cache);
+            let mut completions = call.completions();
+            let ctx = BehaviourContext::new(spec, peers, call.tick, &mut live.rng, &mut cache);
+            let mut ctx = if call.models {
+                ctx.with_completions(&mut completions)
+            } else {
+                ctx
+            };
             let mut each = |result: Result<Effects, BehaviourError>| {
-                // A read the cache could not answer yet: fetch, then try the step again.
-                if !call.misses.borrow().is_empty() {
+                // An input the step does not have yet: fetch it, then try the step again.
+                if call.waiting() {
                     return ControlFlow::Break(());
                 }
                 match result {

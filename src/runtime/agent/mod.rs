@@ -15,6 +15,7 @@
 //!   the commit.
 //! - [`call`]: one attempt at calling the behaviour, catching panics, numbering its effects.
 //! - [`step_cache`]: cache reads during a step, answered now or fetched and retried.
+//! - [`step_completions`]: a model's answers during a step, likewise.
 //! - [`commit`]: committing a step, and telling after a lost reply whether it went through.
 //! - [`actor`]: the actix actor that runs one step at a time.
 
@@ -25,6 +26,7 @@ mod plan;
 mod record;
 mod step;
 mod step_cache;
+mod step_completions;
 
 use std::sync::Arc;
 

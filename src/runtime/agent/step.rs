@@ -4,16 +4,19 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::call::{Attempt, Work};
+use super::call::{Attempt, Inputs, Work};
 use super::plan::{self, BatchPlan};
 use super::record::Live;
 use super::step_cache::Fetched;
+use super::step_completions::Answered;
 use super::{StepInput, StepKind, StepReport};
 use crate::backend::cache::wall_clock_score;
 use crate::backend::{Backend, CacheAppend, Commit, DeadLetter};
 use crate::behaviour::DynBehaviour;
 use crate::message::{Delivery, Entry, EntryId, Message};
 use crate::runtime::RunError;
+use crate::runtime::model::{Asker, ModelClient};
+use crate::runtime::pacing::{AgentPace, Pacer};
 use crate::runtime::reconnect::Reconnect;
 use crate::scenario::AgentSpec;
 use crate::tally::Tally;
@@ -31,6 +34,11 @@ pub(crate) struct AgentSetup<B> {
     pub reconnect: Reconnect,
     /// A saved record to continue from (`--resume`).
     pub saved: Option<String>,
+    /// The run's model client, when the scenario has `[llm]`.
+    pub model: Option<Arc<ModelClient<B>>>,
+    /// Free mode: the agent's own least interval between publishes, and the process's.
+    pub pace: AgentPace,
+    pub pacer: Option<Arc<Pacer>>,
 }
 
 pub(crate) struct AgentCore<B> {
@@ -42,6 +50,9 @@ pub(crate) struct AgentCore<B> {
     seed: u64,
     max_retries: u32,
     pub(super) reconnect: Reconnect,
+    pub(super) model: Option<Arc<ModelClient<B>>>,
+    pace: AgentPace,
+    pacer: Option<Arc<Pacer>>,
     pub(super) live: Live,
     /// The last committed record; `live` equals it at the start of every step.
     saved: Option<String>,
@@ -78,6 +89,9 @@ impl<B: Backend> AgentCore<B> {
             seed: setup.seed,
             max_retries: setup.max_retries,
             reconnect: setup.reconnect,
+            model: setup.model,
+            pace: setup.pace,
+            pacer: setup.pacer,
             saved: setup.saved,
             saved_core: None,
             carry: Vec::new(),
@@ -249,26 +263,19 @@ impl<B: Backend> AgentCore<B> {
         let mut failures_at = vec![0u32; handle.len()];
         let mut whole_step_failures = 0u32;
         let mut fetched = Fetched::default();
+        let mut answered = Answered::default();
         let mut first = true;
         loop {
             if !first {
                 self.restore()?;
             }
             first = false;
-            match self.attempt(kind, handle, &skip, &fetched) {
+            match self.attempt(kind, handle, &skip, &fetched, &answered) {
                 Attempt::Done(work) => {
                     let given_up = skip.iter().filter(|&&s| s).count() as u64;
                     return Ok((work, given_up));
                 }
-                Attempt::Miss(queries) => {
-                    let answers = self
-                        .reconnect
-                        .retry(&self.backend, || self.backend.cache_read(&queries))
-                        .await?;
-                    for (q, a) in queries.into_iter().zip(answers) {
-                        fetched.insert(q, a);
-                    }
-                }
+                Attempt::Pending(inputs) => self.fetch(kind, inputs, &mut fetched, &mut answered).await?,
                 Attempt::Failed { at: Some(i), error } => {
                     failures_at[i] += 1;
                     if failures_at[i] > self.max_retries {
@@ -291,6 +298,51 @@ impl<B: Backend> AgentCore<B> {
                 }
             }
         }
+    }
+
+    /// Fetches what an attempt asked for and did not have: cache reads, and completions (all
+    /// at once; the model client keeps to `max_concurrency`).
+    async fn fetch(
+        &self,
+        kind: StepKind,
+        inputs: Inputs,
+        fetched: &mut Fetched,
+        answered: &mut Answered,
+    ) -> Result<(), RunError> {
+        let Inputs { cache, completions } = inputs;
+        let reads = async {
+            if cache.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.reconnect
+                .retry(&self.backend, || self.backend.cache_read(&cache))
+                .await
+        };
+        let asks = async {
+            let Some(model) = &self.model else {
+                return Ok(Vec::new());
+            };
+            let asks = completions.iter().map(|wanted| {
+                let asker = Asker {
+                    agent: &self.spec.name,
+                    tick: kind.tick(),
+                    call: wanted.call,
+                };
+                model.complete(&wanted.request, asker)
+            });
+            futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, RunError>>()
+        };
+        let (reads, asks) = futures_util::future::join(reads, asks).await;
+        for (query, answer) in cache.into_iter().zip(reads?) {
+            fetched.insert(query, answer);
+        }
+        for (wanted, completion) in completions.into_iter().zip(asks?) {
+            answered.insert(wanted.request, completion);
+        }
+        Ok(())
     }
 
     /// The dead letter of a message the behaviour failed on `failures` times.
@@ -367,6 +419,9 @@ impl<B: Backend> AgentCore<B> {
             state: Some((&*self.spec.name, record.as_str())),
             dead: &dead,
         };
+        if !publish.is_empty() && matches!(kind, StepKind::Free | StepKind::Start { lockstep: false }) {
+            self.pace.wait_turn(self.pacer.as_deref()).await;
+        }
         let ids = self.commit(&commit, &publish).await?;
         if let Some(last) = ids.last() {
             self.last_own_id = self.last_own_id.max(*last);

@@ -23,6 +23,7 @@ use super::distributed::{Launch, Workers};
 use super::folder::{Claim, RunFolder};
 use super::hosting::{Hosting, LocalHosting};
 use super::liveness::{Heartbeat, Holder, LostTo};
+use super::model::Recording;
 use super::observer::RunProgress;
 use super::reconnect::Reconnect;
 use super::shard::{Shard, ShardOptions};
@@ -98,8 +99,17 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             fingerprint: self.scenario.fingerprint(),
             overwrite: self.options.overwrite,
         };
+        // A recording is read and checked before anything is written.
+        let recording = self
+            .options
+            .replay
+            .as_deref()
+            .map(Recording::read)
+            .transpose()?
+            .map(Arc::new);
         let mut folder = RunFolder::claim(&run_dir, &claim)?;
         self.preflight().await?;
+        self.probe_models().await?;
         self.take_lease().await?;
         // Renewed from now on: cleaning up or rebuilding a transcript may take a while.
         let heartbeat = Heartbeat::start(
@@ -128,8 +138,14 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             self.last_tick = c.tick;
         }
         self.started = Instant::now();
+        if let Some(recording) = &recording {
+            tracing::info!(
+                "answering the model's requests from {} recorded exchanges",
+                recording.len()
+            );
+        }
         let outcome = self
-            .host_and_drive(checkpoint, &mut transcript, &signal.stopping)
+            .host_and_drive(checkpoint, recording, &mut transcript, &signal.stopping)
             .await;
         let elapsed = self.started.elapsed();
         if let Err(e) = self.write_free_transcript(&mut transcript) {
@@ -156,6 +172,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     async fn host_and_drive(
         &mut self,
         checkpoint: Option<Checkpoint>,
+        recording: Option<Arc<Recording>>,
         transcript: &mut TranscriptWriter,
         stopping: &watch::Receiver<bool>,
     ) -> Result<StopReason, RunError> {
@@ -165,6 +182,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 resume: self.options.resume,
                 instance: self.options.instance.clone().unwrap_or_else(super::instance_name),
                 reconnect: self.reconnect.clone(),
+                replay: recording,
             };
             let shard = Shard::start(self.backend.clone(), scenario, &scenario.agents, &options).await?;
             let mut hosting = LocalHosting::new(shard, self.options.resume);
@@ -188,6 +206,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             scenario,
             launch,
             self.options.resume,
+            self.options.replay.as_deref(),
         )
         .await?;
         let outcome = self.drive(&mut workers, checkpoint, transcript, stopping).await;

@@ -9,11 +9,16 @@ use std::time::Duration;
 use super::Coordinator;
 use super::record::{Checkpoint, RunStatus};
 use crate::backend::{Backend, BackendError};
+use crate::llm::ModelUse;
 use crate::message::{EntryId, Message};
-use crate::report::{StopReason, Summary, TranscriptWriter};
+use crate::report::{LlmLatency, LlmTokens, StopReason, Summary, TranscriptWriter};
 use crate::runtime::liveness::Heartbeat;
+use crate::runtime::model;
 use crate::runtime::{RunError, RunOutcome};
 use crate::scenario::Mode;
+
+/// Where a run records its exchanges with a model.
+pub(crate) const LLM_FILE: &str = "llm.jsonl";
 
 impl<B: Backend> Coordinator<'_, B> {
     pub(super) fn transcript_path(&self) -> PathBuf {
@@ -103,7 +108,9 @@ impl<B: Backend> Coordinator<'_, B> {
             .finish()
             .map_err(|e| RunError::output(self.transcript_path(), e))?;
         let dead_letters_path = self.write_dead_letters(&run_dir).await?;
-        let summary = self.summary(stop_reason, error.as_ref(), elapsed, sha);
+        let used = self.write_exchanges(&run_dir).await?;
+        let mut summary = self.summary(stop_reason, error.as_ref(), elapsed, sha);
+        summary.set_model_use(&used);
         let summary_path = run_dir.join("summary.json");
         let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Internal(e.to_string()))?;
         std::fs::write(&summary_path, json + "\n").map_err(|e| RunError::output(&summary_path, e))?;
@@ -164,7 +171,28 @@ impl<B: Backend> Coordinator<'_, B> {
             transcript_sha256: sha,
             metrics,
             tick_seconds: std::mem::take(&mut self.tick_seconds),
+            llm_calls: 0,
+            llm_tokens: LlmTokens::default(),
+            llm_latency_ms: LlmLatency::default(),
         }
+    }
+
+    /// `llm.jsonl`, every exchange with a model, when the scenario has `[llm]`; returns what
+    /// they add up to.
+    async fn write_exchanges(&self, run_dir: &Path) -> Result<ModelUse, RunError> {
+        if self.scenario.llm.is_none() {
+            return Ok(ModelUse::default());
+        }
+        let exchanges = match model::exchanges(&self.backend, &self.reconnect).await {
+            Ok(exchanges) => exchanges,
+            Err(e) => {
+                tracing::warn!("could not read the model's answers back for llm.jsonl: {e}");
+                return Ok(ModelUse::default());
+            }
+        };
+        let path = run_dir.join(LLM_FILE);
+        write_records(&path, &exchanges).map_err(|e| RunError::output(&path, e))?;
+        Ok(ModelUse::of(&exchanges))
     }
 
     /// `dead_letters.jsonl`, when some messages were dead-lettered.
@@ -222,6 +250,16 @@ fn write_jsonl(path: &Path, entries: &[Vec<(String, String)>]) -> std::io::Resul
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
         writeln!(out, "{}", serde_json::Value::Object(object))?;
+    }
+    out.flush()
+}
+
+/// One JSON object a line.
+fn write_records<T: serde::Serialize>(path: &Path, records: &[T]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for record in records {
+        serde_json::to_writer(&mut out, record)?;
+        out.write_all(b"\n")?;
     }
     out.flush()
 }

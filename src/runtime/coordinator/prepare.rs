@@ -6,6 +6,7 @@ use super::record::{Checkpoint, RunRecord, RunStatus};
 use crate::backend::{Backend, BackendErrorKind};
 use crate::runtime::RunError;
 use crate::runtime::liveness;
+use crate::runtime::model::ModelClient;
 use crate::scenario::Mode;
 
 impl<B: Backend> Coordinator<'_, B> {
@@ -25,6 +26,19 @@ impl<B: Backend> Coordinator<'_, B> {
             }),
             other => other,
         }
+    }
+
+    /// Checks, before any agent runs, that the model servers answer, take the key and serve
+    /// the scenario's models (not on `--replay`, which asks no server).
+    pub(super) async fn probe_models(&self) -> Result<(), RunError> {
+        let Some(config) = &self.scenario.llm else {
+            return Ok(());
+        };
+        if self.options.replay.is_some() {
+            return Ok(());
+        }
+        let client = ModelClient::new(config.clone(), None, self.backend.clone(), self.reconnect.clone())?;
+        client.probe(&self.scenario.models()).await
     }
 
     /// Takes the stream's lease, or refuses to run while another run of the stream is going:

@@ -25,6 +25,10 @@ pub(crate) enum Command {
         fingerprint: String,
         shards: u32,
         resume: bool,
+        /// Answer completions from the recording at this path (`--replay`), which every
+        /// worker reads, as it reads the scenario file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replay: Option<std::path::PathBuf>,
         /// The registered worker instances this run is for: a worker started later, or one
         /// left from another run, is not among them.
         workers: Vec<String>,

@@ -66,6 +66,7 @@ impl<B: Backend> Workers<B> {
         scenario: &Scenario,
         launch: Launch,
         resume: bool,
+        replay: Option<&std::path::Path>,
     ) -> Result<Self, RunError> {
         let mut workers = Workers {
             run: format!("{}-{}", crate::runtime::instance_name(), control::now_ms()),
@@ -96,6 +97,8 @@ impl<B: Backend> Workers<B> {
             fingerprint: scenario.fingerprint(),
             shards: workers.shards,
             resume,
+            // Absolute, so that a worker started elsewhere (another directory) finds it.
+            replay: replay.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
             workers: instances.clone(),
         };
         workers.send(&command).await?;

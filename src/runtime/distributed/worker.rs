@@ -8,6 +8,7 @@ use super::control::{self, Command, HEARTBEAT, Registration, Report, ShardId};
 use crate::backend::{self, Backend, Transport, WithBackend};
 use crate::message::EntryId;
 use crate::runtime::hosting::{Hosting, LocalHosting};
+use crate::runtime::model::Recording;
 use crate::runtime::observer::Unobserved;
 use crate::runtime::reconnect::Reconnect;
 use crate::runtime::shard::{Shard, ShardOptions};
@@ -194,13 +195,15 @@ impl<'a, B: Backend> Worker<'a, B> {
             fingerprint,
             shards,
             resume,
+            replay,
             workers,
         } = &command
         {
             if !workers.contains(&self.instance) {
                 return Ok(false);
             }
-            self.join(run, fingerprint, *shards, *resume).await?;
+            self.join(run, fingerprint, *shards, (*resume, replay.as_deref()))
+                .await?;
             return Ok(false);
         }
         if self.run.as_deref() != Some(command.run()) {
@@ -243,7 +246,7 @@ impl<'a, B: Backend> Worker<'a, B> {
         run: &str,
         fingerprint: &str,
         shards: u32,
-        resume: bool,
+        (resume, replay): (bool, Option<&std::path::Path>),
     ) -> Result<(), RunError> {
         self.run = Some(run.to_string());
         // A new run (a resumed one) replaces the agents of the last one.
@@ -264,6 +267,7 @@ impl<'a, B: Backend> Worker<'a, B> {
             resume,
             instance: self.instance.clone(),
             reconnect: self.reconnect.clone(),
+            replay: replay.map(Recording::read).transpose()?.map(Arc::new),
         };
         let hosted = Shard::start(self.backend.clone(), self.scenario, &agents, &options).await?;
         self.hosting = Some(LocalHosting::new(hosted, resume));

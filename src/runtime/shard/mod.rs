@@ -28,6 +28,8 @@ use futures_util::stream::FuturesUnordered;
 pub(crate) use self::free::ShardEvent;
 use super::RunError;
 use super::agent::{AgentActor, AgentCore, AgentSetup, BatchPlan, Step, StepInput, StepKind, StepReport};
+use super::model::{ModelClient, Recording};
+use super::pacing::{AgentPace, Pacer};
 use super::reconnect::Reconnect;
 use crate::backend::{Backend, GroupRead};
 use crate::message::Batch;
@@ -68,6 +70,8 @@ pub(crate) struct ShardOptions {
     pub instance: String,
     /// How the run waits for a lost backend.
     pub reconnect: Reconnect,
+    /// Answer completions from this recording (`--replay`) instead of a server.
+    pub replay: Option<Arc<Recording>>,
 }
 
 type StepFuture = Pin<Box<dyn Future<Output = (usize, Result<StepReport, RunError>)>>>;
@@ -80,6 +84,32 @@ pub(crate) struct Shard<B: Backend> {
     read_pending: bool,
     reconnect: Reconnect,
     claim_idle: Duration,
+}
+
+/// On resume: the process that ran `spec` is gone, so its consumer here takes over the
+/// entries it left pending; refused when some of them are gone from the stream.
+async fn take_over<B: Backend>(
+    backend: &B,
+    reconnect: &Reconnect,
+    spec: &AgentSpec,
+    group: &str,
+    consumer: &str,
+) -> Result<(), RunError> {
+    let claimed = reconnect
+        .retry(backend, || backend.claim(group, consumer, Duration::ZERO))
+        .await?;
+    if claimed.deleted == 0 {
+        return Ok(());
+    }
+    Err(RunError::Refused {
+        message: format!(
+            "cannot resume: {} entries agent {} had read but not handled are gone from stream {:?} (trimmed or deleted), so the run cannot be finished as it began",
+            claimed.deleted,
+            spec.name,
+            backend.keys().stream
+        ),
+        hint: "start the run afresh (without --resume), and keep other programs off its stream".to_string(),
+    })
 }
 
 impl<B: Backend> Shard<B> {
@@ -104,26 +134,26 @@ impl<B: Backend> Shard<B> {
         } else {
             vec![None; agents.len()]
         };
+        let model = match &scenario.llm {
+            Some(config) => Some(Arc::new(ModelClient::new(
+                config.clone(),
+                options.replay.clone(),
+                backend.clone(),
+                reconnect.clone(),
+            )?)),
+            None => None,
+        };
+        let free = scenario.mode == Mode::Free;
+        let pacer = scenario
+            .min_publish_interval
+            .filter(|_| free)
+            .map(|interval| Arc::new(Pacer::new(interval)));
         let mut peers_by_table: BTreeMap<usize, Arc<[Arc<str>]>> = BTreeMap::new();
         let mut hosted = Vec::with_capacity(agents.len());
         for ((spec, group), saved) in agents.iter().zip(groups).zip(saved) {
             let consumer = format!("{}@{}", spec.name, options.instance);
             if options.resume {
-                // The process that ran this agent is gone: take over its pending entries now.
-                let claimed = reconnect
-                    .retry(&backend, || backend.claim(&group, &consumer, Duration::ZERO))
-                    .await?;
-                if claimed.deleted > 0 {
-                    return Err(RunError::Refused {
-                        message: format!(
-                            "cannot resume: {} entries agent {} had read but not handled are gone from stream {:?} (trimmed or deleted), so the run cannot be finished as it began",
-                            claimed.deleted, spec.name, keys.stream
-                        ),
-                        hint:
-                            "start the run afresh (without --resume), and keep other programs off its stream"
-                                .to_string(),
-                    });
-                }
+                take_over(&backend, &reconnect, spec, &group, &consumer).await?;
             }
             let peers = peers_by_table
                 .entry(spec.table)
@@ -139,6 +169,9 @@ impl<B: Backend> Shard<B> {
                 max_retries: scenario.max_retries,
                 reconnect: reconnect.clone(),
                 saved,
+                model: model.clone(),
+                pace: AgentPace::new(scenario.tables[spec.table].min_publish_interval.filter(|_| free)),
+                pacer: pacer.clone(),
             })?;
             hosted.push(Hosted {
                 spec: spec.clone(),

@@ -1,0 +1,384 @@
+//! Talking to an OpenAI-compatible server: `POST {base_url}/chat/completions`, with a timeout
+//! per request and retries (exponential backoff with jitter, `Retry-After` honoured) on 429,
+//! 5xx, timeouts, lost connections and replies that cannot be read. Several base URLs are
+//! used round-robin, the way a few vLLM servers share a run's agents.
+//!
+//! The API key goes in the `Authorization` header and nowhere else: no error, log or record
+//! holds it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::error::{LlmError, LlmErrorKind};
+use super::request::{Completion, ResolvedRequest, Usage};
+
+/// The first wait before a retry; each retry waits twice as long, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// How the client reaches its servers.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_urls: Vec<String>,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+}
+
+pub struct HttpClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+    next: AtomicUsize,
+}
+
+/// Why one attempt failed, and whether another may succeed.
+struct Failure {
+    error: LlmError,
+    retry: bool,
+    /// What the server asked for (`Retry-After`).
+    wait: Option<Duration>,
+}
+
+impl HttpClient {
+    /// # Errors
+    ///
+    /// The HTTP client cannot be built (no TLS roots on this machine).
+    pub fn new(config: ClientConfig) -> Result<Self, LlmError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(config.timeout))
+            .build()
+            .map_err(|e| {
+                LlmError::new(
+                    LlmErrorKind::Unavailable,
+                    format!("cannot make an HTTP client: {e}"),
+                )
+            })?;
+        Ok(HttpClient {
+            http,
+            config,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The next base URL, round-robin.
+    fn base(&self) -> &str {
+        let urls = &self.config.base_urls;
+        &urls[self.next.fetch_add(1, Ordering::Relaxed) % urls.len()]
+    }
+
+    fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.config.api_key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+
+    /// Asks for a completion, retrying what can be retried; returns it with the time it took.
+    ///
+    /// # Errors
+    ///
+    /// A refusal that retrying cannot change (401, 404, a context too long), or the last
+    /// failure once `max_attempts` are spent.
+    pub async fn complete(&self, request: &ResolvedRequest) -> Result<(Completion, Duration), LlmError> {
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.attempt(request).await {
+                Ok(completion) => return Ok((completion, started.elapsed())),
+                Err(failure) if failure.retry && attempt < self.config.max_attempts => {
+                    let wait = failure.wait.unwrap_or_else(|| backoff(&request.key(), attempt));
+                    tracing::debug!("{}; trying again in {} ms", failure.error, wait.as_millis());
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(failure) if failure.retry => {
+                    let mut error = failure.error;
+                    error.message = format!("{} (after {attempt} attempts)", error.message);
+                    return Err(error);
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        }
+    }
+
+    async fn attempt(&self, request: &ResolvedRequest) -> Result<Completion, Failure> {
+        let url = format!("{}/chat/completions", self.base());
+        let mut body = json!({
+            "model": request.model,
+            "messages": request.messages,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        });
+        if let Some(seed) = request.seed {
+            body["seed"] = json!(seed);
+        }
+        let sent = self
+            .authorized(self.http.post(&url))
+            .timeout(self.config.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => return Err(transport_failure(&url, &e)),
+        };
+        let status = response.status().as_u16();
+        let wait = retry_after(response.headers());
+        let text = response.text().await.map_err(|e| transport_failure(&url, &e))?;
+        let text = self.redact(&text);
+        if !(200..300).contains(&status) {
+            return Err(status_failure(&url, status, &text, &request.model, wait));
+        }
+        parse_completion(&text).map_err(|why| Failure {
+            error: LlmError::new(LlmErrorKind::Unreadable, format!("{url} answered {why}")).with_hint(
+                "that is not an OpenAI chat completion: is base_url the API's root (usually ending in /v1)?",
+            ),
+            retry: true,
+            wait: None,
+        })
+    }
+
+    /// `text` with the key, should a server echo it, masked.
+    fn redact(&self, text: &str) -> String {
+        match &self.config.api_key {
+            Some(key) if key.len() >= 4 && text.contains(key.as_str()) => text.replace(key.as_str(), "***"),
+            _ => text.to_string(),
+        }
+    }
+
+    /// Checks, before a run, that each server answers, takes the key and has `models`:
+    /// `GET {base_url}/models`. A server without that endpoint is taken at its word.
+    ///
+    /// # Errors
+    ///
+    /// Nothing listening, the key refused, a model the server does not list.
+    pub async fn probe(&self, models: &[String]) -> Result<(), LlmError> {
+        for base in &self.config.base_urls {
+            let url = format!("{base}/models");
+            let sent = self
+                .authorized(self.http.get(&url))
+                .timeout(self.config.timeout.min(Duration::from_secs(10)))
+                .send()
+                .await;
+            let response = sent.map_err(|e| transport_failure(&url, &e).error)?;
+            let status = response.status().as_u16();
+            let text = self.redact(&response.text().await.unwrap_or_default());
+            match status {
+                200..=299 => check_models(base, &text, models)?,
+                401 | 403 => return Err(status_failure(&url, status, &text, "", None).error),
+                // No model list here (some servers have none): the first request will tell.
+                _ => tracing::debug!("{url} answered {status}; the models are not checked"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The wait before retry `attempt` (from 1): exponential, capped, with jitter from the key so
+/// that agents retrying at once spread out.
+fn backoff(key: &str, attempt: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.min(16).saturating_sub(1))
+        .min(MAX_BACKOFF);
+    let spread = key
+        .bytes()
+        .chain(attempt.to_le_bytes())
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+    // Between half and one and a half times the base.
+    base / 2 + base.mul_f64((spread % 1000) as f64 / 1000.0)
+}
+
+/// `Retry-After`: seconds, as servers send it for 429 (an HTTP date is taken as one second).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    Some(match value.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs.min(300.0)),
+        _ => Duration::from_secs(1),
+    })
+}
+
+fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
+    let what = if e.is_timeout() {
+        "did not answer in time"
+    } else if e.is_connect() {
+        "could not be reached (is it running, and the address right?)"
+    } else {
+        "broke off the exchange"
+    };
+    Failure {
+        error: LlmError::new(
+            LlmErrorKind::Unavailable,
+            format!("the model server at {url} {what}"),
+        )
+        .with_hint("check [llm] base_url, and that the server is running"),
+        retry: true,
+        wait: None,
+    }
+}
+
+/// The server's own error message, if its body is OpenAI's `{"error": {"message": ...}}`.
+fn server_message(text: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let message = v["error"]["message"].as_str().or_else(|| v["error"].as_str())?;
+    Some(message.chars().take(200).collect())
+}
+
+fn status_failure(url: &str, status: u16, text: &str, model: &str, wait: Option<Duration>) -> Failure {
+    let said = server_message(text).map_or_else(String::new, |m| format!(": {m}"));
+    let (kind, retry, hint) = match status {
+        429 => (
+            LlmErrorKind::Unavailable,
+            true,
+            "lower [llm] max_concurrency or set requests_per_minute",
+        ),
+        500..=599 => (
+            LlmErrorKind::Unavailable,
+            true,
+            "the server failed; check its logs",
+        ),
+        401 | 403 => (
+            LlmErrorKind::Refused,
+            false,
+            "check the key: [llm] api_key_env names the environment variable that holds it",
+        ),
+        404 => (
+            LlmErrorKind::NoModel,
+            false,
+            "check [llm] model (or the table's params.model) against the server's models, and base_url (it ends in /v1)",
+        ),
+        _ if text.contains("context_length") || text.contains("maximum context length") => (
+            LlmErrorKind::Request,
+            false,
+            "the prompt is too long for the model: lower feed, or shorten the templates, or max_tokens",
+        ),
+        _ => (
+            LlmErrorKind::Request,
+            false,
+            "the server refused the request as it was sent",
+        ),
+    };
+    let what = match status {
+        404 => format!("{url} knows no model {model:?} (404){said}"),
+        _ => format!("{url} answered {status}{said}"),
+    };
+    Failure {
+        error: LlmError::new(kind, what).with_hint(hint),
+        retry,
+        wait,
+    }
+}
+
+/// The text and usage of a chat completion reply.
+fn parse_completion(text: &str) -> Result<Completion, String> {
+    let v: Value = serde_json::from_str(text).map_err(|_| {
+        let start: String = text.chars().take(40).collect();
+        format!("something that is not JSON ({start:?}...)")
+    })?;
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .ok_or("JSON without choices[0].message.content")?;
+    let usage = Usage {
+        prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+    };
+    Ok(Completion {
+        text: content.to_string(),
+        usage,
+    })
+}
+
+fn check_models(base: &str, text: &str, models: &[String]) -> Result<(), LlmError> {
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        let start: String = text.trim_start().chars().take(40).collect();
+        return Err(LlmError::new(
+            LlmErrorKind::Unavailable,
+            format!("{base}/models answered something that is not the OpenAI API ({start:?}...)"),
+        )
+        .with_hint("base_url must be the API's root, usually ending in /v1 (http://host:8000/v1 for vLLM, http://host:11434/v1 for Ollama)"));
+    };
+    let Some(listed) = v["data"].as_array() else {
+        return Ok(());
+    };
+    let ids: Vec<&str> = listed.iter().filter_map(|m| m["id"].as_str()).collect();
+    match models.iter().find(|m| !ids.contains(&m.as_str())) {
+        Some(missing) => Err(LlmError::new(
+            LlmErrorKind::NoModel,
+            format!("the model server at {base} has no model {missing:?}"),
+        )
+        .with_hint(format!(
+            "it lists: {}; set [llm] model (or the table's params.model) to one of them",
+            ids.iter().take(8).copied().collect::<Vec<_>>().join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_read_or_said_unreadable() {
+        let ok =
+            r#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        let c = parse_completion(ok).unwrap();
+        assert_eq!((c.text.as_str(), c.usage.prompt_tokens), ("hi", 3));
+        assert!(parse_completion("<html>").unwrap_err().contains("not JSON"));
+        assert!(parse_completion("{}").unwrap_err().contains("without choices"));
+    }
+
+    #[test]
+    fn backoff_grows_and_spreads() {
+        let first = backoff("k", 1);
+        assert!(
+            first >= FIRST_BACKOFF / 2 && first <= FIRST_BACKOFF * 3 / 2,
+            "{first:?}"
+        );
+        assert!(backoff("k", 4) > backoff("k", 1));
+        assert!(backoff("k", 30) <= MAX_BACKOFF * 3 / 2);
+        assert_ne!(backoff("a", 2), backoff("b", 2));
+    }
+
+    #[test]
+    fn model_lists_are_checked_and_a_web_page_is_not_an_api() {
+        let list = r#"{"object":"list","data":[{"id":"a"},{"id":"b"}]}"#;
+        assert!(check_models("u", list, &["b".to_string()]).is_ok());
+        let e = check_models("u", list, &["c".to_string()]).unwrap_err();
+        assert!(e.kind == LlmErrorKind::NoModel && e.hint.unwrap().contains("a, b"));
+        let e = check_models("u", "<html>", &[]).unwrap_err();
+        assert!(e.cannot_be_used() && e.hint.unwrap().contains("/v1"));
+    }
+
+    #[test]
+    fn an_echoed_key_is_masked() {
+        let client = HttpClient::new(ClientConfig {
+            base_urls: vec!["http://x/v1".into()],
+            api_key: Some("sk-secret".into()),
+            timeout: Duration::from_secs(1),
+            max_attempts: 1,
+        })
+        .unwrap();
+        assert_eq!(client.redact("bad key sk-secret!"), "bad key ***!");
+    }
+
+    #[test]
+    fn statuses_say_what_to_do() {
+        let f = status_failure("u", 401, "", "m", None);
+        assert!(!f.retry && f.error.kind == LlmErrorKind::Refused);
+        let f = status_failure("u", 429, "", "m", Some(Duration::ZERO));
+        assert!(f.retry && f.wait == Some(Duration::ZERO));
+        let f = status_failure(
+            "u",
+            400,
+            r#"{"error":{"message":"maximum context length is 8"}}"#,
+            "m",
+            None,
+        );
+        assert!(!f.retry && f.error.hint.unwrap().contains("too long"));
+    }
+}

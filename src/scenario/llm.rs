@@ -1,0 +1,128 @@
+//! `[llm]`, validated: the model client's settings, with every default filled in.
+
+use std::time::Duration;
+
+use super::file::{BaseUrls, LlmSection};
+use super::locate::KeyPath;
+use super::{ScenarioError, duration};
+use crate::llm::client::ClientConfig;
+
+/// The model client's settings. The key is not here: only the name of the variable that
+/// holds it, read when the client is made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmConfig {
+    pub base_urls: Vec<String>,
+    pub model: Option<String>,
+    pub api_key_env: String,
+    pub max_concurrency: u32,
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub temperature: f64,
+    pub max_tokens: u32,
+}
+
+/// Where requests go when `[llm]` names no server.
+pub const OPENAI: &str = "https://api.openai.com/v1";
+
+impl LlmConfig {
+    /// The HTTP client's settings, the key read from its environment variable now.
+    pub fn client(&self) -> ClientConfig {
+        ClientConfig {
+            base_urls: self.base_urls.clone(),
+            api_key: std::env::var(&self.api_key_env).ok().filter(|k| !k.is_empty()),
+            timeout: self.timeout,
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    /// As the scenario file writes it, every default filled in.
+    pub fn to_section(&self) -> LlmSection {
+        LlmSection {
+            base_url: Some(match self.base_urls.as_slice() {
+                [one] => BaseUrls::One(one.clone()),
+                many => BaseUrls::Many(many.to_vec()),
+            }),
+            model: self.model.clone(),
+            api_key_env: self.api_key_env.clone(),
+            max_concurrency: i64::from(self.max_concurrency),
+            requests_per_minute: i64::from(self.requests_per_minute),
+            tokens_per_minute: self.tokens_per_minute as i64,
+            timeout: duration::format(self.timeout),
+            max_attempts: i64::from(self.max_attempts),
+            temperature: self.temperature,
+            max_tokens: i64::from(self.max_tokens),
+        }
+    }
+}
+
+/// The settings of `[llm]`; `at(key, message)` makes an error at `llm.{key}`.
+pub(crate) fn validate(
+    section: &LlmSection,
+    at: impl Fn(KeyPath, String) -> ScenarioError,
+) -> Result<LlmConfig, ScenarioError> {
+    let key = |k: &str| KeyPath::default().key("llm").key(k);
+    let base_urls = match &section.base_url {
+        Some(urls) => urls.to_vec(),
+        None => vec![std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| OPENAI.to_string())],
+    };
+    if base_urls.is_empty() {
+        return Err(at(
+            key("base_url"),
+            "names no server: give a URL, or a list of them".into(),
+        ));
+    }
+    let base_urls = base_urls
+        .into_iter()
+        .map(|u| {
+            let trimmed = u.trim().trim_end_matches('/').to_string();
+            match url::Url::parse(&trimmed) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
+                    Ok(trimmed)
+                }
+                _ => Err(at(
+                    key("base_url"),
+                    format!(
+                        "{:?} is not an http:// or https:// URL, such as http://127.0.0.1:8000/v1",
+                        crate::backend::url::redact(&u)
+                    ),
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let whole = |k: &str, v: i64, least: i64, most: i64| {
+        if (least..=most).contains(&v) {
+            Ok(v)
+        } else {
+            Err(at(key(k), format!("must be between {least} and {most}, got {v}")))
+        }
+    };
+    let timeout = duration::parse(&section.timeout).map_err(|m| at(key("timeout"), m))?;
+    if timeout.is_zero() {
+        return Err(at(key("timeout"), "must be longer than zero".into()));
+    }
+    if !(section.temperature.is_finite() && (0.0..=2.0).contains(&section.temperature)) {
+        return Err(at(
+            key("temperature"),
+            format!("must be between 0 and 2, got {}", section.temperature),
+        ));
+    }
+    Ok(LlmConfig {
+        base_urls,
+        model: section.model.clone().filter(|m| !m.trim().is_empty()),
+        api_key_env: section.api_key_env.clone(),
+        max_concurrency: whole("max_concurrency", section.max_concurrency, 1, 4096)? as u32,
+        requests_per_minute: whole("requests_per_minute", section.requests_per_minute, 0, 10_000_000)? as u32,
+        tokens_per_minute: whole(
+            "tokens_per_minute",
+            section.tokens_per_minute,
+            0,
+            1_000_000_000_000,
+        )? as u64,
+        timeout,
+        max_attempts: whole("max_attempts", section.max_attempts, 1, 100)? as u32,
+        temperature: section.temperature,
+        max_tokens: whole("max_tokens", section.max_tokens, 1, 1_000_000)? as u32,
+    })
+}
