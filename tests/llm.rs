@@ -551,3 +551,20 @@ fn bad_llm_settings_are_refused_at_check() {
     );
     refused_at_check(&format!("{good}\n[llm.extra]\n"), &["extra"]);
 }
+
+#[test]
+fn agents_that_post_unprompted_are_not_stopped_by_a_quiet_tick() {
+    // No turn-taking: nobody opens, so tick 0 is quiet; the agents post from tick 1 on.
+    let server = LlmServer::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let text = debate(&server.base_url(), 4, 3, 1.0, "").replace("turns = \"random\"", "turns = \"none\"");
+    let out = dir.path().join("runs");
+    transcript_hash(&run(&write(dir.path(), &text), &out, &[]));
+    let s = summary(&out);
+    assert_eq!(
+        (s["ticks"].as_u64(), s["stop_reason"].as_str()),
+        (Some(3), Some("ticks"))
+    );
+    assert_eq!(s["messages"], 4 * 3);
+    assert_eq!(server.answered(), 4 * 3);
+}

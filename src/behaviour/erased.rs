@@ -33,6 +33,8 @@ pub trait DynBehaviour: Send + Sync {
     fn restore(&self, json: &str) -> Result<StateBox, BehaviourError>;
     /// The parameters as the behaviour was built with them, defaults included.
     fn resolved_params(&self) -> toml::Table;
+    /// [`Behaviour::acts_unprompted`].
+    fn acts_unprompted(&self) -> bool;
 }
 
 pub(crate) struct Erased<B> {
@@ -92,5 +94,9 @@ impl<B: Behaviour> DynBehaviour for Erased<B> {
 
     fn resolved_params(&self) -> toml::Table {
         self.params.clone()
+    }
+
+    fn acts_unprompted(&self) -> bool {
+        self.inner.acts_unprompted()
     }
 }

@@ -108,6 +108,13 @@ pub trait Behaviour: Send + Sync + 'static {
     fn on_tick(&self, _state: &mut Self::State, _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
         Ok(Effects::none())
     }
+
+    /// Whether `on_tick` may publish in a tick when nothing was published in the one before
+    /// (`llm` with `activity`, a behaviour that speaks every tenth tick). A lockstep run
+    /// stops as quiescent after a tick that published nothing, unless an agent says so here.
+    fn acts_unprompted(&self) -> bool {
+        false
+    }
 }
 
 /// What a behaviour's constructor knows about the scenario.

@@ -176,10 +176,23 @@ pub fn behaviours_text(registry: &Registry) -> String {
     out
 }
 
-/// `name = default`, or `name (optional)` for a parameter unset by default.
+/// `name = default`, or `name (optional)` for a parameter unset by default. A long default
+/// (a template) is cut short on one line: `agora check` prints a scenario's in full.
 fn assignment(p: &crate::behaviour::ParamDoc) -> String {
-    match &p.default {
-        Some(default) => format!("{} = {default}", p.name),
-        None => format!("{} (optional)", p.name),
+    const LONGEST: usize = 36;
+    let Some(default) = &p.default else {
+        return format!("{} (optional)", p.name);
+    };
+    let one_line = match toml::from_str::<toml::Table>(&format!("v = {default}")) {
+        Ok(t) => match t.get("v") {
+            Some(toml::Value::String(s)) => format!("{s:?}"),
+            _ => default.replace('\n', " "),
+        },
+        Err(_) => default.replace('\n', " "),
+    };
+    if one_line.chars().count() <= LONGEST {
+        return format!("{} = {one_line}", p.name);
     }
+    let cut: String = one_line.chars().take(LONGEST - 4).collect();
+    format!("{} = {cut}...\"", p.name)
 }

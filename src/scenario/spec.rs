@@ -121,6 +121,13 @@ impl Scenario {
             .collect()
     }
 
+    /// Whether some agent may publish in a tick after one that published nothing
+    /// ([`Behaviour::acts_unprompted`](crate::Behaviour::acts_unprompted)): then a quiet tick
+    /// does not end a lockstep run.
+    pub fn acts_unprompted(&self) -> bool {
+        self.tables.iter().any(|t| t.behaviour.acts_unprompted())
+    }
+
     /// The models the scenario's agents use: `[llm] model` and the `llm` tables' own, each
     /// once, for checking the servers before a run.
     pub fn models(&self) -> Vec<String> {

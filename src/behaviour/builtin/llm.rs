@@ -552,6 +552,10 @@ impl Behaviour for Llm {
         self.post(state, Some(msg), true, ctx)
     }
 
+    fn acts_unprompted(&self) -> bool {
+        self.activity > 0.0
+    }
+
     fn on_tick(&self, state: &mut LlmState, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
         if self.activity > 0.0 && ctx.chance(self.activity) {
             return self.post(state, None, false, ctx);

@@ -43,7 +43,7 @@ impl<B: Backend> Coordinator<'_, B> {
             }
         };
         for tick in first_tick..=ticks {
-            if expect == 0 && !self.options.run_all_ticks {
+            if expect == 0 && !self.options.run_all_ticks && !scenario.acts_unprompted() {
                 return Ok(StopReason::Quiescent);
             }
             let tick_started = Instant::now();

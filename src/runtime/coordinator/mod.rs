@@ -183,6 +183,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 instance: self.options.instance.clone().unwrap_or_else(super::instance_name),
                 reconnect: self.reconnect.clone(),
                 replay: recording,
+                processes: 1,
             };
             let shard = Shard::start(self.backend.clone(), scenario, &scenario.agents, &options).await?;
             let mut hosting = LocalHosting::new(shard, self.options.resume);

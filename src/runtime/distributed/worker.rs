@@ -268,6 +268,7 @@ impl<'a, B: Backend> Worker<'a, B> {
             instance: self.instance.clone(),
             reconnect: self.reconnect.clone(),
             replay: replay.map(Recording::read).transpose()?.map(Arc::new),
+            processes: shards,
         };
         let hosted = Shard::start(self.backend.clone(), self.scenario, &agents, &options).await?;
         self.hosting = Some(LocalHosting::new(hosted, resume));

@@ -72,6 +72,9 @@ pub(crate) struct ShardOptions {
     pub reconnect: Reconnect,
     /// Answer completions from this recording (`--replay`) instead of a server.
     pub replay: Option<Arc<Recording>>,
+    /// How many processes host the run's agents: each keeps its share of `max_concurrency`,
+    /// so that the run as a whole keeps to it.
+    pub processes: u32,
 }
 
 type StepFuture = Pin<Box<dyn Future<Output = (usize, Result<StepReport, RunError>)>>>;
@@ -135,12 +138,16 @@ impl<B: Backend> Shard<B> {
             vec![None; agents.len()]
         };
         let model = match &scenario.llm {
-            Some(config) => Some(Arc::new(ModelClient::new(
-                config.clone(),
-                options.replay.clone(),
-                backend.clone(),
-                reconnect.clone(),
-            )?)),
+            Some(config) => {
+                let mut config = config.clone();
+                config.max_concurrency = (config.max_concurrency / options.processes.max(1)).max(1);
+                Some(Arc::new(ModelClient::new(
+                    config,
+                    options.replay.clone(),
+                    backend.clone(),
+                    reconnect.clone(),
+                )?))
+            }
             None => None,
         };
         let free = scenario.mode == Mode::Free;
