@@ -19,6 +19,9 @@ use serde_json::Value;
 mod redis_server;
 use redis_server::RedisServer;
 
+#[path = "../tests/common/llm_server.rs"]
+mod llm_server;
+
 struct Measured {
     workload: String,
     deliveries: u64,
@@ -217,6 +220,87 @@ fn empty_tick(url: &str, agents: u32, ticks: u32) -> (f64, f64) {
     (times[times.len() / 2], mean)
 }
 
+/// A debate of `agents` LLM agents for `ticks` lockstep ticks, each posting every tick
+/// (`activity = 1`, no turn-taking), against a chat-completions server answering after
+/// `latency`, with `concurrency` requests in flight. Returns the run's time (s) and calls.
+fn llm_debate(latency: std::time::Duration, agents: u32, ticks: u32, concurrency: u32) -> (f64, u64) {
+    let server = llm_server::LlmServer::start(llm_server::Behaviour {
+        latency,
+        ..llm_server::Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("debate.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "[scenario]\nname = \"debate\"\nticks = {ticks}\n[llm]\nbase_url = \"{}\"\nmodel = \"stub-model\"\n\
+             max_concurrency = {concurrency}\n[[agents]]\nid = \"d\"\ncount = {agents}\nbehaviour = \"llm\"\n\
+             params = {{ activity = 1.0, turns = \"none\", feed = 8 }}\n",
+            server.base_url()
+        ),
+    )
+    .unwrap();
+    let (s, _) = agora_run(&dir.path().join("runs"), &[scenario.to_str().unwrap()]);
+    (s["elapsed_s"].as_f64().unwrap(), s["llm_calls"].as_u64().unwrap())
+}
+
+/// The old project's way: one call at a time, a global 3 s between publishes (free mode,
+/// turn-taking, `min_publish_interval`), for `posts` posts. Returns the seconds from one post
+/// to the next.
+fn llm_old_way(latency: std::time::Duration, posts: u32) -> f64 {
+    let server = llm_server::LlmServer::start(llm_server::Behaviour {
+        latency,
+        ..llm_server::Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("old.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "[scenario]\nname = \"old\"\nmode = \"free\"\nmax_messages = {posts}\nmin_publish_interval = \"3s\"\n\
+             [llm]\nbase_url = \"{}\"\nmodel = \"stub-model\"\nmax_concurrency = 1\n\
+             [[agents]]\nid = \"d\"\ncount = 10\nbehaviour = \"llm\"\nparams = {{ turns = \"random\", feed = 8 }}\n",
+            server.base_url()
+        ),
+    )
+    .unwrap();
+    let (s, _) = agora_run(&dir.path().join("runs"), &[scenario.to_str().unwrap()]);
+    // The first post goes at once; each later one waits for its slot.
+    s["elapsed_s"].as_f64().unwrap() / (s["messages"].as_f64().unwrap() - 1.0)
+}
+
+/// The LLM debate at `max_concurrency` 1, 8, 32 and 64 against 200 ms per call, with the
+/// ideal (`calls x latency / concurrency`) and the lockstep bound (`ticks x ceil(agents /
+/// concurrency) x latency`); then the old way; then agora's own cost per call (no latency).
+fn llm_benchmarks(notes: &mut Vec<String>) {
+    let latency = std::time::Duration::from_millis(200);
+    let (agents, ticks) = (100u32, 10u32);
+    notes.push(format!(
+        "llm-debate: {agents} agents x {ticks} ticks, activity 1, 200 ms per call; wall time against the ideal"
+    ));
+    for concurrency in [1u32, 8, 32, 64] {
+        let (elapsed, calls) = llm_debate(latency, agents, ticks, concurrency);
+        let ideal = calls as f64 * latency.as_secs_f64() / f64::from(concurrency);
+        let bound = f64::from(ticks) * f64::from(agents.div_ceil(concurrency)) * latency.as_secs_f64();
+        notes.push(format!(
+            "  max_concurrency {concurrency:>2}: {elapsed:>7.2} s for {calls} calls; ideal {ideal:>7.2} s ({:+.1}%), lockstep bound {bound:>7.2} s ({:+.1}%)",
+            (elapsed / ideal - 1.0) * 100.0,
+            (elapsed / bound - 1.0) * 100.0
+        ));
+    }
+    let per_post = llm_old_way(latency, 11);
+    notes.push(format!(
+        "  the old way (one call at a time, 3 s between publishes): {per_post:.2} s from post to post, so {:.0} s for {} posts",
+        per_post * f64::from(agents * ticks - 1),
+        agents * ticks
+    ));
+    let (elapsed, calls) = llm_debate(std::time::Duration::ZERO, agents, ticks, 64);
+    notes.push(format!(
+        "  no latency, max_concurrency 64: {elapsed:.2} s for {calls} calls = {:.2} ms per call, the stub server's HTTP included",
+        elapsed / calls as f64 * 1e3
+    ));
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -333,6 +417,9 @@ fn main() {
                 Err(e) => println!("redis-benchmark: skipped: {e}"),
             }
         }
+    }
+    if wanted("llm-debate") {
+        llm_benchmarks(&mut notes);
     }
     if wanted("opinion-memory") {
         results.push(workload(
