@@ -4,7 +4,8 @@
 # The Redis tests start their own redis-server on a free port in a temporary directory (they
 # never touch a Redis you run yourself). This script installs redis-server first when it is
 # missing: with apt-get on Debian and Ubuntu, with brew on macOS. Set REDIS_SERVER to use a
-# redis-server binary somewhere else.
+# redis-server binary somewhere else. The tests of behaviours written in Python need python3
+# (standard library only), installed the same way when it is missing.
 #
 # Extra arguments go to `cargo test`, for example: scripts/test.sh --test conformance
 set -euo pipefail
@@ -21,6 +22,21 @@ if [ -z "${REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
         brew install redis
     else
         echo "error: cannot install redis-server here; install Redis 7 and run again (or set REDIS_SERVER)" >&2
+        exit 1
+    fi
+fi
+
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "python3 is not installed; installing it for the tests of behaviours written in Python" >&2
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 >/dev/null
+    elif command -v brew >/dev/null 2>&1; then
+        brew install python
+    else
+        echo "error: cannot install python3 here; install Python 3.8 or later and run again" >&2
         exit 1
     fi
 fi

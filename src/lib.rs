@@ -17,6 +17,8 @@
 //!   runs a behaviour by hand in a unit test.
 //! - [`llm`]: chat-completions requests, the HTTP client for OpenAI-compatible servers, and
 //!   the record of each exchange (`llm.jsonl`).
+//! - [`program`]: behaviours that are programs in any language, and the protocol agora speaks
+//!   with them.
 //! - [`random`]: per-agent random streams and portable draws, so transcripts do not change when
 //!   a dependency changes its sampling algorithms.
 //! - [`tally`]: what steps count, added up from one step to the whole run.
@@ -35,6 +37,7 @@ pub mod cli;
 pub mod error;
 pub mod llm;
 pub mod message;
+pub mod program;
 pub mod random;
 pub mod report;
 pub mod runtime;

@@ -353,45 +353,47 @@ fn replies_a_run_cannot_use_stop_it_naming_the_agent_and_tick() {
 }
 
 #[test]
-fn the_debate_scenario_replays_its_recording() {
-    // The recording beside scenarios/llm-debate.toml is what this server answers; with
-    // AGORA_WRITE_RECORDING=1 the test writes it anew (after a change to the prompts).
+fn the_debate_scenarios_replay_their_recordings() {
+    // The recording beside each scenario of LLM agents is what this server answers; with
+    // AGORA_WRITE_RECORDING=1 the test writes them anew (after a change to the prompts).
     let server = LlmServer::start(Behaviour {
         models: vec!["gpt-4o-mini".to_string()],
         ..Behaviour::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = Path::new("scenarios/llm-debate.toml");
-    let url = format!("llm.base_url='{}'", server.base_url());
-    let live = run(scenario, &dir.path().join("live"), &["--set", &url]);
-    let live_hash = transcript_hash(&live);
-    let made = dir.path().join("live/llm-debate-2024/llm.jsonl");
-    let recording = Path::new("scenarios/llm-debate.llm.jsonl");
-    if std::env::var_os("AGORA_WRITE_RECORDING").is_some() {
-        std::fs::copy(&made, recording).unwrap();
+    for (name, seed) in [("llm-debate", 2024), ("python-debate", 11)] {
+        let dir = tempfile::tempdir().unwrap();
+        let scenario = PathBuf::from(format!("scenarios/{name}.toml"));
+        let url = format!("llm.base_url='{}'", server.base_url());
+        let live = run(&scenario, &dir.path().join("live"), &["--set", &url]);
+        let live_hash = transcript_hash(&live);
+        let made = dir.path().join(format!("live/{name}-{seed}/llm.jsonl"));
+        let recording = scenario.with_extension("llm.jsonl");
+        if std::env::var_os("AGORA_WRITE_RECORDING").is_some() {
+            std::fs::copy(&made, &recording).unwrap();
+        }
+        let keys = |path: &Path| -> Vec<String> {
+            let text = std::fs::read_to_string(path).unwrap();
+            text.lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["key"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(
+            keys(&recording),
+            keys(&made),
+            "{name}: the recording is out of date: run AGORA_WRITE_RECORDING=1 cargo test --test llm the_debate"
+        );
+        let replayed = run(
+            &scenario,
+            &dir.path().join("replayed"),
+            &["--replay", recording.to_str().unwrap()],
+        );
+        assert_eq!(transcript_hash(&replayed), live_hash, "{name}");
     }
-    let keys = |path: &Path| -> Vec<String> {
-        let text = std::fs::read_to_string(path).unwrap();
-        text.lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["key"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
-    assert_eq!(
-        keys(recording),
-        keys(&made),
-        "the recording is out of date: run AGORA_WRITE_RECORDING=1 cargo test --test llm the_debate"
-    );
-    let replayed = run(
-        scenario,
-        &dir.path().join("replayed"),
-        &["--replay", recording.to_str().unwrap()],
-    );
-    assert_eq!(transcript_hash(&replayed), live_hash);
 }
 
 /// Waits until `done`, failing after a while.

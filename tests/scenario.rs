@@ -179,7 +179,7 @@ fn unknown_behaviours_list_the_known_ones() {
     assert_eq!(
         err.hint.as_deref(),
         Some(
-            "known behaviours: discussion, gossip, llm, opinion, relay; a behaviour of your own runs from a program that registers it (README, \"Writing a behaviour\")"
+            "known behaviours: discussion, gossip, llm, opinion, relay; a behaviour of your own is a program declared under [behaviours.NAME] (README, \"Writing a behaviour in Python\"), or Rust registered in a program of your own (README, \"Writing a behaviour\")"
         )
     );
 }

@@ -35,6 +35,10 @@ pub trait DynBehaviour: Send + Sync {
     fn resolved_params(&self) -> toml::Table;
     /// [`Behaviour::acts_unprompted`].
     fn acts_unprompted(&self) -> bool;
+    /// The program behind this behaviour, when it is one (`[behaviours.NAME]`).
+    fn as_program(&self) -> Option<&crate::program::ProgramBehaviour> {
+        None
+    }
 }
 
 pub(crate) struct Erased<B> {

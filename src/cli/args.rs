@@ -43,8 +43,8 @@ Ctrl-C (the outputs are written; --resume continues a Redis run).")]
     Worker(WorkerArgs),
     /// Validate a scenario and print it resolved, every default filled in
     Check(CheckArgs),
-    /// List the behaviours and their parameters
-    Behaviours,
+    /// List the behaviours and their parameters (with a scenario: its programs' too)
+    Behaviours(BehavioursArgs),
     /// Delete a run's keys from Redis: stream, groups, dead letters, cache
     Cleanup(CleanupArgs),
     /// Show a run's keys on Redis: stream length, groups' pending and lag, dead letters, cache
@@ -114,6 +114,12 @@ pub(super) struct WorkerArgs {
     /// Override a key, as for `agora run`
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+}
+
+#[derive(Args)]
+pub(super) struct BehavioursArgs {
+    /// A scenario whose behaviour programs ([behaviours.NAME]) to list as well
+    pub scenario: Option<PathBuf>,
 }
 
 #[derive(Args)]

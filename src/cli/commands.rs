@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::args::{BackendArg, CheckArgs, RunArgs, ScenarioArgs, WorkerArgs};
+use super::args::{BackendArg, BehavioursArgs, CheckArgs, RunArgs, ScenarioArgs, WorkerArgs};
 use super::report_error;
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
@@ -156,23 +156,60 @@ pub(super) fn check(args: CheckArgs, registry: &Registry) -> Result<u8, Error> {
     Ok(exit::SUCCESS)
 }
 
+/// `agora behaviours [SCENARIO]`: the built-in behaviours, and a scenario's programs.
+pub(super) fn behaviours(args: BehavioursArgs, registry: &Registry) -> Result<u8, Error> {
+    print!("{}", behaviours_text(registry));
+    if let Some(path) = args.scenario {
+        let scenario = load(
+            &ScenarioArgs {
+                scenario: path,
+                sets: Vec::new(),
+                backend: None,
+                redis_url: None,
+                seed: None,
+                out: None,
+            },
+            registry,
+        )?;
+        let mut listed: Vec<&str> = Vec::new();
+        for table in &scenario.tables {
+            let Some(program) = table.behaviour.as_program() else {
+                continue;
+            };
+            if listed.contains(&program.name.as_str()) {
+                continue;
+            }
+            listed.push(&program.name);
+            let command = scenario
+                .programs
+                .get(&program.name)
+                .map_or_else(String::new, |spec| format!(" (a program: {})", spec.shown()));
+            let summary = format!("{}{command}", program.summary);
+            print!(
+                "{}",
+                behaviour_text(&program.name, &summary, &program.param_docs())
+            );
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
 /// `agora behaviours`: each behaviour, what it does, its parameters and their defaults.
 pub fn behaviours_text(registry: &Registry) -> String {
-    let mut out = String::new();
-    for entry in registry.entries() {
-        out.push_str(&format!("{}\n  {}\n", entry.name, entry.summary));
-        let width = entry
-            .params
-            .iter()
-            .map(|p| assignment(p).len())
-            .max()
-            .unwrap_or(0);
-        for p in &entry.params {
-            let assignment = assignment(p);
-            out.push_str(&format!("    {assignment:<width$}  {}\n", p.doc));
-        }
-        out.push('\n');
+    registry
+        .entries()
+        .map(|entry| behaviour_text(&entry.name, &entry.summary, &entry.params))
+        .collect()
+}
+
+fn behaviour_text(name: &str, summary: &str, params: &[crate::behaviour::ParamDoc]) -> String {
+    let mut out = format!("{name}\n  {summary}\n");
+    let width = params.iter().map(|p| assignment(p).len()).max().unwrap_or(0);
+    for p in params {
+        let assignment = assignment(p);
+        out.push_str(&format!("    {assignment:<width$}  {}\n", p.doc));
     }
+    out.push('\n');
     out
 }
 

@@ -95,10 +95,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Error> {
     match cli.command {
         Command::Run(args) => commands::run(args, registry),
         Command::Check(args) => commands::check(args, registry),
-        Command::Behaviours => {
-            print!("{}", behaviours_text(registry));
-            Ok(exit::SUCCESS)
-        }
+        Command::Behaviours(args) => commands::behaviours(args, registry),
         Command::Worker(args) => commands::worker(args, registry),
         Command::Cleanup(args) => admin::cleanup(args),
         Command::Inspect(args) => admin::inspect(args),

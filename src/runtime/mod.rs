@@ -14,6 +14,7 @@
 //! - `liveness`: the stream's lease, so that one run at a time uses its keys.
 //! - `model`: the run's model client (answers kept with the run, replay, limits).
 //! - `pacing`: free mode's least interval between publishes (the old time controller).
+//! - `programs`: the running copies of behaviour programs, and a step's exchange with one.
 //! - `reconnect`: riding out a lost backend; `observer`: what a run tells its watcher.
 
 mod agent;
@@ -26,6 +27,7 @@ pub(crate) mod liveness;
 mod model;
 mod observer;
 mod pacing;
+mod programs;
 mod reconnect;
 mod shard;
 

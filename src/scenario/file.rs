@@ -4,6 +4,8 @@
 //! setting silently ignored. Values are kept close to what the user wrote (durations as
 //! strings, counts as signed integers) so that validation can say precisely what is wrong.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -19,6 +21,38 @@ pub struct ScenarioFile {
     /// The model client, for agents driven by a language model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSection>,
+    /// Behaviours that are programs, by the name agents use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub behaviours: BTreeMap<String, ProgramSection>,
+}
+
+/// `[behaviours.NAME]`: a behaviour that is a program (CONTRACT.md, "Behaviours in other
+/// languages").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramSection {
+    /// The program and its arguments, started directly (never through a shell).
+    pub command: Vec<String>,
+    /// How many copies serve each agora process.
+    #[serde(default = "default_processes")]
+    pub processes: i64,
+    /// The longest one step may take.
+    #[serde(default = "default_program_timeout")]
+    pub timeout: String,
+    /// Environment variables set for the program (on top of agora's own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Its working directory; default: the one agora was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+fn default_processes() -> i64 {
+    1
+}
+
+fn default_program_timeout() -> String {
+    "10s".to_string()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

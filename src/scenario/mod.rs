@@ -11,6 +11,7 @@ mod llm;
 mod load;
 mod locate;
 mod overrides;
+mod program;
 mod spec;
 mod validate;
 
@@ -23,6 +24,7 @@ pub use llm::LlmConfig;
 pub use load::{MAX_FILE_BYTES, load, load_str};
 pub use locate::KeyPath;
 pub use overrides::Overrides;
+pub use program::ProgramSpec;
 pub use spec::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
 
 /// Bad input in a scenario: the file, an environment variable or a command-line override.

@@ -11,6 +11,7 @@ use super::file::{
     AgentTable, BackendKind, BackendSection, Cleanup, Mode, OutputSection, ScenarioFile, ScenarioSection,
 };
 use super::llm::LlmConfig;
+use super::program::ProgramSpec;
 use crate::backend::keys::Keys;
 use crate::backend::url::RedisUrl;
 use crate::behaviour::DynBehaviour;
@@ -98,6 +99,8 @@ pub struct Scenario {
     pub min_publish_interval: Option<Duration>,
     /// The model client, when the scenario has `[llm]` or an agent runs `llm`.
     pub llm: Option<LlmConfig>,
+    /// Behaviours that are programs (`[behaviours.NAME]`), by name.
+    pub programs: std::collections::BTreeMap<String, Arc<ProgramSpec>>,
 }
 
 impl Scenario {
@@ -250,6 +253,11 @@ impl Scenario {
                 dir: self.output_dir.display().to_string(),
             },
             llm: self.llm.as_ref().map(LlmConfig::to_section),
+            behaviours: self
+                .programs
+                .iter()
+                .map(|(name, spec)| (name.clone(), spec.to_section()))
+                .collect(),
         }
     }
 }

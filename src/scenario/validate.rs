@@ -4,17 +4,21 @@
 //! or any output written: names, limits, durations, URLs, duplicate agents, unknown
 //! behaviours and their parameters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::file::{Mode, ScenarioFile};
 use super::locate::{self, KeyPath};
+use super::program::{self, ProgramSpec};
 use super::spec::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
 use super::{ScenarioError, Source, duration};
 use crate::backend::keys::{CACHE_MARK, Keys, RUN_KEYS, TIMESTAMPS};
 use crate::backend::url::{self, RedisUrl};
-use crate::behaviour::{Registry, Setup};
+use crate::behaviour::{DynBehaviour, Registry, Setup};
+use crate::program::ProgramBehaviour;
+use crate::program::handshake::{self, Greeted, HelloFailure};
+use crate::program::protocol::{self, Hello, HelloTable};
 
 /// Which key paths were set outside the file, and by what.
 #[derive(Debug, Default)]
@@ -121,7 +125,8 @@ pub(crate) fn validate(
     }
 
     let backend = validate_backend(&file, &err)?;
-    let (tables, agents) = validate_agents(&file, &err, registry)?;
+    let programs = validate_programs(&file, &err, registry)?;
+    let (tables, agents) = validate_agents(&file, &err, registry, &programs)?;
 
     if file.output.dir.trim().is_empty() {
         return Err(err.at(key("output.dir"), "must not be empty"));
@@ -152,6 +157,7 @@ pub(crate) fn validate(
         output_dir: PathBuf::from(&file.output.dir),
         min_publish_interval,
         llm,
+        programs,
     })
 }
 
@@ -324,15 +330,110 @@ fn validate_agents(
     file: &ScenarioFile,
     err: &Errors<'_>,
     registry: &Registry,
+    programs: &BTreeMap<String, Arc<ProgramSpec>>,
 ) -> Result<(Vec<AgentTableSpec>, Vec<AgentSpec>), ScenarioError> {
     if file.agents.is_empty() {
         return Err(err
             .at(key("agents"), "the scenario has no agents")
             .with_hint("add at least one [[agents]] table with id, count and behaviour"));
     }
-    let agents = name_agents(file, err, registry)?;
-    let tables = build_behaviours(file, &agents, err, registry)?;
+    let known = |name: &str| registry.contains(name) || programs.contains_key(name);
+    let agents = name_agents(file, err, registry, &known)?;
+    let greetings = greet_programs(file, &agents, err, programs)?;
+    let tables = build_behaviours(file, &agents, err, registry, &greetings)?;
     Ok((tables, agents))
+}
+
+/// `[behaviours.NAME]` tables, validated. A name may not hide a built-in behaviour.
+fn validate_programs(
+    file: &ScenarioFile,
+    err: &Errors<'_>,
+    registry: &Registry,
+) -> Result<BTreeMap<String, Arc<ProgramSpec>>, ScenarioError> {
+    let mut programs = BTreeMap::new();
+    for (name, section) in &file.behaviours {
+        let at = KeyPath::default().key("behaviours").key(name);
+        if !is_name(name) {
+            return Err(err.at(
+                at,
+                format!("{} is not a valid behaviour name: {}", quoted(name), name_rule()),
+            ));
+        }
+        if registry.contains(name) {
+            return Err(err
+                .at(at, format!("{name:?} is a built-in behaviour's name"))
+                .with_hint("give the program's behaviour another name"));
+        }
+        let spec = program::validate(name, section, |path, message| err.at(path, message))?;
+        programs.insert(name.clone(), Arc::new(spec));
+    }
+    Ok(programs)
+}
+
+/// Says hello to each program agents use, with the tables that use it: whether it takes their
+/// params. A program that cannot be started or refuses a table is bad input.
+fn greet_programs(
+    file: &ScenarioFile,
+    agents: &[AgentSpec],
+    err: &Errors<'_>,
+    programs: &BTreeMap<String, Arc<ProgramSpec>>,
+) -> Result<BTreeMap<String, Greeted>, ScenarioError> {
+    let mut greetings = BTreeMap::new();
+    for (name, spec) in programs {
+        let using: Vec<usize> = (0..file.agents.len())
+            .filter(|&t| &file.agents[t].behaviour == name)
+            .collect();
+        if using.is_empty() {
+            tracing::warn!("behaviours.{name}: no agents use it, so its program is not started");
+            continue;
+        }
+        let names = |t: usize| {
+            agents
+                .iter()
+                .filter(|a| a.table == t)
+                .map(|a| a.name.to_string())
+                .collect()
+        };
+        let hello = Hello {
+            protocol: protocol::VERSION,
+            behaviour: name.clone(),
+            mode: file.scenario.mode.as_str().to_string(),
+            seed: file.scenario.seed,
+            tables: using
+                .iter()
+                .map(|&t| HelloTable {
+                    id: file.agents[t].id.clone(),
+                    params: serde_json::to_value(&file.agents[t].params).unwrap_or_default(),
+                    agents: names(t),
+                })
+                .collect(),
+            peers: agents
+                .iter()
+                .filter(|a| using.contains(&a.table))
+                .map(|a| a.name.to_string())
+                .collect(),
+        };
+        let greeted = handshake::greet(spec, &hello).map_err(|failure| match failure {
+            HelloFailure::Program(e) => err
+                .at(KeyPath::default().key("behaviours").key(name).key("command"), e.0)
+                .with_hint("run the command by hand, and see docs/protocol.md for what it must answer"),
+            HelloFailure::Refused { table, key, message } => {
+                let t = using
+                    .iter()
+                    .copied()
+                    .find(|&t| file.agents[t].id == table)
+                    .unwrap_or(using[0]);
+                let mut path = KeyPath::default().key("agents").index(t).key("params");
+                if let Some(k) = key {
+                    path = path.key(k);
+                }
+                err.at(path, message)
+                    .with_hint(format!("behaviour {name:?}'s program refused these params"))
+            }
+        })?;
+        greetings.insert(name.clone(), greeted);
+    }
+    Ok(greetings)
 }
 
 /// Every agent, named and numbered in declaration order: its table's id, count and
@@ -341,6 +442,7 @@ fn name_agents(
     file: &ScenarioFile,
     err: &Errors<'_>,
     registry: &Registry,
+    known: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<AgentSpec>, ScenarioError> {
     let mut agents: Vec<AgentSpec> = Vec::new();
     let mut seen: HashMap<Arc<str>, usize> = HashMap::new();
@@ -366,16 +468,20 @@ fn name_agents(
                 ),
             ));
         }
-        if !registry.contains(&table.behaviour) {
+        if !known(&table.behaviour) {
+            let mut names: Vec<&str> = registry.names();
+            names.extend(file.behaviours.keys().map(String::as_str));
+            names.sort_unstable();
             return Err(err
                 .at(
                     at("behaviour"),
                     format!("unknown behaviour {}", quoted(&table.behaviour)),
                 )
                 .with_hint(format!(
-                    "known behaviours: {}; a behaviour of your own runs from a program that \
-                     registers it (README, \"Writing a behaviour\")",
-                    registry.names().join(", ")
+                    "known behaviours: {}; a behaviour of your own is a program declared under \
+                     [behaviours.NAME] (README, \"Writing a behaviour in Python\"), or Rust \
+                     registered in a program of your own (README, \"Writing a behaviour\")",
+                    names.join(", ")
                 )));
         }
         let peer_counter = peer_counts.entry(table.behaviour.as_str()).or_insert(0);
@@ -416,6 +522,7 @@ fn build_behaviours(
     agents: &[AgentSpec],
     err: &Errors<'_>,
     registry: &Registry,
+    greetings: &BTreeMap<String, Greeted>,
 ) -> Result<Vec<AgentTableSpec>, ScenarioError> {
     let mut tables = Vec::with_capacity(file.agents.len());
     let table_params: Vec<toml::Table> = file.agents.iter().map(|t| t.params.clone()).collect();
@@ -435,6 +542,27 @@ fn build_behaviours(
             all: agents,
             table_params: &table_params,
         };
+        if let Some(greeted) = greetings.get(&table.behaviour) {
+            let program = ProgramBehaviour::new(&table.behaviour, &table.id, &table.params, greeted);
+            tables.push(AgentTableSpec {
+                id: table.id.clone(),
+                count: table.count as u64,
+                behaviour_name: table.behaviour.clone(),
+                params: program.resolved_params(),
+                behaviour: Arc::new(program),
+                min_publish_interval: interval(
+                    table.min_publish_interval.as_deref(),
+                    || {
+                        KeyPath::default()
+                            .key("agents")
+                            .index(t)
+                            .key("min_publish_interval")
+                    },
+                    err,
+                )?,
+            });
+            continue;
+        }
         let behaviour = registry
             .build(&table.behaviour, &table.params, &setup)
             .map_err(|e| {

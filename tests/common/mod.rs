@@ -275,12 +275,18 @@ pub fn replay_args(scenario: &std::path::Path) -> Vec<std::ffi::OsString> {
         .unwrap_or_default()
 }
 
+/// The lockstep scenarios of `scenarios/` whose behaviours are compiled into agora.
 pub fn lockstep_scenarios() -> Vec<std::path::PathBuf> {
     let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("scenarios")
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("mode = \"free\""))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            // Scenarios whose behaviours are programs run at a size a debug build gets
+            // through quickly in tests/programs.rs and tests/llm.rs.
+            !text.contains("mode = \"free\"") && !text.contains("[behaviours.")
+        })
         .collect();
     found.sort();
     assert!(found.len() >= 5, "{found:?}");

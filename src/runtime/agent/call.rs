@@ -11,7 +11,9 @@ use std::sync::Arc;
 use super::StepKind;
 use super::step::AgentCore;
 use super::step_cache::{Fetched, StepCache};
-use super::step_completions::{Answered, StepCompletions, Wanted};
+use super::step_completions::Answered;
+use super::step_completions::{StepCompletions, Wanted};
+use super::step_program::{ProgramCall, StepInputs};
 use crate::backend::{Backend, CacheEntry, CacheQuery, ScoreBound};
 use crate::behaviour::{BehaviourError, Context as BehaviourContext, DynBehaviour, Effects, StateBox};
 use crate::message::{EntryId, Message};
@@ -38,6 +40,8 @@ pub(super) struct Output {
 pub(super) struct Inputs {
     pub cache: Vec<CacheQuery>,
     pub completions: Vec<Wanted>,
+    /// A behaviour program's reply to a request.
+    pub program: Option<ProgramCall>,
 }
 
 /// How an attempt ended.
@@ -50,18 +54,21 @@ pub(super) enum Attempt {
         at: Option<usize>,
         error: String,
     },
+    /// A behaviour program failed on the step as a whole (it exited, hung, or did not speak
+    /// the protocol), on whichever of its messages: given up on, they are all dead-lettered.
+    BatchFailed(String),
 }
 
 /// Numbers a call's effects as the agent's own: its counters go on from where they are.
-struct Numbering<'a> {
-    agent: &'a Arc<str>,
-    tick: Option<u64>,
-    seq: &'a mut u64,
-    cache_n: &'a mut u64,
+pub(super) struct Numbering<'a> {
+    pub agent: &'a Arc<str>,
+    pub tick: Option<u64>,
+    pub seq: &'a mut u64,
+    pub cache_n: &'a mut u64,
 }
 
 impl Numbering<'_> {
-    fn apply(&mut self, effects: Effects, out: &mut Output, remember: &RefCell<Vec<CacheEntry>>) {
+    pub fn apply(&mut self, effects: Effects, out: &mut Output, remember: &RefCell<Vec<CacheEntry>>) {
         for message in effects.publish {
             *self.seq += 1;
             out.publish.push(Arc::new(Message {
@@ -143,6 +150,7 @@ impl Call<'_> {
         Err(Attempt::Pending(Inputs {
             cache: std::mem::take(&mut *self.misses.borrow_mut()),
             completions: std::mem::take(&mut *self.wanted.borrow_mut()),
+            program: None,
         }))
     }
 }
@@ -183,17 +191,18 @@ impl<B: Backend> AgentCore<B> {
         kind: StepKind,
         handle: &[(EntryId, &Message)],
         skip: &[bool],
-        fetched: &Fetched,
-        answered: &Answered,
+        inputs: &StepInputs<'_>,
     ) -> Attempt {
+        if let Some(program) = self.behaviour.clone().as_program() {
+            return self.attempt_program(program, kind, handle, skip, inputs);
+        }
+        let StepInputs {
+            fetched, answered, ..
+        } = *inputs;
         let mut work = Work::default();
         let misses = RefCell::new(Vec::new());
         let (asked, wanted) = (Cell::new(0), RefCell::new(Vec::new()));
-        let bound = match kind {
-            StepKind::Start { lockstep: true } => ScoreBound::below(0.0),
-            StepKind::Tick(t) => ScoreBound::below(t as f64),
-            StepKind::Start { lockstep: false } | StepKind::Free => ScoreBound::ALL,
-        };
+        let bound = kind.bound();
         let call = Call {
             tick: kind.tick(),
             bound,

@@ -16,6 +16,7 @@
 //! - [`call`]: one attempt at calling the behaviour, catching panics, numbering its effects.
 //! - [`step_cache`]: cache reads during a step, answered now or fetched and retried.
 //! - [`step_completions`]: a model's answers during a step, likewise.
+//! - [`step_program`]: a step of an agent whose behaviour is a program (the protocol).
 //! - [`commit`]: committing a step, and telling after a lost reply whether it went through.
 //! - [`actor`]: the actix actor that runs one step at a time.
 
@@ -27,6 +28,7 @@ mod record;
 mod step;
 mod step_cache;
 mod step_completions;
+mod step_program;
 
 use std::sync::Arc;
 
@@ -50,6 +52,17 @@ pub(crate) enum StepKind {
 }
 
 impl StepKind {
+    /// What a step of this kind may see of the cache's global sorted set: in lockstep what
+    /// the ticks before wrote, in free mode everything.
+    pub fn bound(self) -> crate::backend::ScoreBound {
+        use crate::backend::ScoreBound;
+        match self {
+            StepKind::Start { lockstep: true } => ScoreBound::below(0.0),
+            StepKind::Tick(t) => ScoreBound::below(t as f64),
+            StepKind::Start { lockstep: false } | StepKind::Free => ScoreBound::ALL,
+        }
+    }
+
     pub fn tick(self) -> Option<u64> {
         match self {
             StepKind::Start { lockstep: true } => Some(0),

@@ -9,6 +9,7 @@ use super::plan::{self, BatchPlan};
 use super::record::Live;
 use super::step_cache::Fetched;
 use super::step_completions::Answered;
+use super::step_program::{Replies, StepInputs};
 use super::{StepInput, StepKind, StepReport};
 use crate::backend::cache::wall_clock_score;
 use crate::backend::{Backend, CacheAppend, Commit, DeadLetter};
@@ -17,6 +18,7 @@ use crate::message::{Delivery, Entry, EntryId, Message};
 use crate::runtime::RunError;
 use crate::runtime::model::{Asker, ModelClient};
 use crate::runtime::pacing::{AgentPace, Pacer};
+use crate::runtime::programs::Programs;
 use crate::runtime::reconnect::Reconnect;
 use crate::scenario::AgentSpec;
 use crate::tally::Tally;
@@ -39,6 +41,8 @@ pub(crate) struct AgentSetup<B> {
     /// Free mode: the agent's own least interval between publishes, and the process's.
     pub pace: AgentPace,
     pub pacer: Option<Arc<Pacer>>,
+    /// The process's running behaviour programs, when the scenario has some.
+    pub programs: Option<Arc<Programs>>,
 }
 
 pub(crate) struct AgentCore<B> {
@@ -53,6 +57,7 @@ pub(crate) struct AgentCore<B> {
     pub(super) model: Option<Arc<ModelClient<B>>>,
     pace: AgentPace,
     pacer: Option<Arc<Pacer>>,
+    programs: Option<Arc<Programs>>,
     pub(super) live: Live,
     /// The last committed record; `live` equals it at the start of every step.
     saved: Option<String>,
@@ -92,6 +97,7 @@ impl<B: Backend> AgentCore<B> {
             model: setup.model,
             pace: setup.pace,
             pacer: setup.pacer,
+            programs: setup.programs,
             saved: setup.saved,
             saved_core: None,
             carry: Vec::new(),
@@ -262,20 +268,41 @@ impl<B: Backend> AgentCore<B> {
         let mut skip = vec![false; handle.len()];
         let mut failures_at = vec![0u32; handle.len()];
         let mut whole_step_failures = 0u32;
+        let mut batch_failures = 0u32;
         let mut fetched = Fetched::default();
         let mut answered = Answered::default();
+        let mut replies = Replies::default();
         let mut first = true;
         loop {
             if !first {
                 self.restore()?;
             }
             first = false;
-            match self.attempt(kind, handle, &skip, &fetched, &answered) {
+            let inputs = StepInputs {
+                fetched: &fetched,
+                answered: &answered,
+                replies: &replies,
+            };
+            match self.attempt(kind, handle, &skip, &inputs) {
                 Attempt::Done(work) => {
                     let given_up = skip.iter().filter(|&&s| s).count() as u64;
                     return Ok((work, given_up));
                 }
-                Attempt::Pending(inputs) => self.fetch(kind, inputs, &mut fetched, &mut answered).await?,
+                Attempt::Pending(inputs) => {
+                    self.fetch(kind, inputs, &mut fetched, &mut answered, &mut replies)
+                        .await?;
+                }
+                Attempt::BatchFailed(error) => {
+                    batch_failures += 1;
+                    if batch_failures > self.max_retries {
+                        for i in 0..handle.len() {
+                            if !skip[i] {
+                                skip[i] = true;
+                                dead.push(self.give_up(handle[i], batch_failures, &error));
+                            }
+                        }
+                    }
+                }
                 Attempt::Failed { at: Some(i), error } => {
                     failures_at[i] += 1;
                     if failures_at[i] > self.max_retries {
@@ -308,8 +335,20 @@ impl<B: Backend> AgentCore<B> {
         inputs: Inputs,
         fetched: &mut Fetched,
         answered: &mut Answered,
+        replies: &mut Replies,
     ) -> Result<(), RunError> {
-        let Inputs { cache, completions } = inputs;
+        let Inputs {
+            cache,
+            completions,
+            program,
+        } = inputs;
+        if let Some(call) = program {
+            let reply = match &self.programs {
+                Some(programs) => programs.step(&call.behaviour, &self.spec.name, &call.line).await,
+                None => Err("internal error: no programs in this process".to_string()),
+            };
+            replies.insert(call.line, reply);
+        }
         let reads = async {
             if cache.is_empty() {
                 return Ok(Vec::new());

@@ -30,6 +30,7 @@ use super::RunError;
 use super::agent::{AgentActor, AgentCore, AgentSetup, BatchPlan, Step, StepInput, StepKind, StepReport};
 use super::model::{ModelClient, Recording};
 use super::pacing::{AgentPace, Pacer};
+use super::programs::Programs;
 use super::reconnect::Reconnect;
 use crate::backend::{Backend, GroupRead};
 use crate::message::Batch;
@@ -150,6 +151,11 @@ impl<B: Backend> Shard<B> {
             }
             None => None,
         };
+        let programs = if scenario.programs.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Programs::new(scenario)?))
+        };
         let free = scenario.mode == Mode::Free;
         let pacer = scenario
             .min_publish_interval
@@ -179,6 +185,7 @@ impl<B: Backend> Shard<B> {
                 model: model.clone(),
                 pace: AgentPace::new(scenario.tables[spec.table].min_publish_interval.filter(|_| free)),
                 pacer: pacer.clone(),
+                programs: programs.clone(),
             })?;
             hosted.push(Hosted {
                 spec: spec.clone(),

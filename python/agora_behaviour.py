@@ -1,0 +1,414 @@
+"""Write an agora behaviour in Python.
+
+agora starts your program and speaks to it in JSON lines on its standard input and output
+(protocol version 1, docs/protocol.md). This module speaks the protocol for you: subclass
+:class:`Behaviour`, override what your agents do, and call :func:`run`::
+
+    from agora_behaviour import Behaviour, Effects, run
+
+    class Echo(Behaviour):
+        summary = "repeats what it hears"
+        params = {"p_echo": (1.0, "probability of repeating")}
+
+        def init(self, ctx):
+            return {"spoken": 0}
+
+        def on_message(self, state, msg, ctx):
+            if ctx.rng.random() < ctx.params["p_echo"]:
+                state["spoken"] += 1
+                return Effects().publish(msg.content)
+
+    if __name__ == "__main__":
+        run(Echo())
+
+and in the scenario::
+
+    [behaviours.echo]
+    command = ["python3", "echo.py"]
+
+    [[agents]]
+    id = "e"
+    count = 3
+    behaviour = "echo"
+    params = { p_echo = 0.5 }
+
+The rules that keep runs reproducible and resumable are the Rust behaviours' own:
+
+- Decide everything from the state, the message and the context: no clocks, no global
+  random numbers (use ``ctx.rng``, seeded for each step from the agent's own stream), no
+  network (ask a model through ``ctx.complete``), no files.
+- Keep everything an agent knows in its state (a dict, mutated in place): agora saves it as
+  JSON after every step and hands it back with the next, in any copy of your program.
+- A step may run more than once (when it reads the cache or asks a model, it runs again with
+  the answer), always from the same state and the same seed: that is why the rules above
+  matter.
+
+Standard library only; Python 3.8 or later. Importable by path (``sys.path``) or installed
+with ``pip install ./python``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+__all__ = [
+    "Behaviour",
+    "Context",
+    "Effects",
+    "Entry",
+    "Message",
+    "Refuse",
+    "PROTOCOL",
+    "run",
+    "serve",
+]
+
+#: The protocol version this module speaks.
+PROTOCOL = 1
+
+
+class Refuse(Exception):
+    """Raise from :meth:`Behaviour.check` to refuse a table's params: agora reports it as
+    bad input (exit code 2) with your message, before any run starts."""
+
+    def __init__(self, message: str, key: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
+class _Pending(Exception):
+    """An input of the step is not there yet: the step ends with a ``need`` reply, and agora
+    sends it again with the answer. Never catch it (a bare ``except:`` would)."""
+
+
+class Message:
+    """A message another agent published."""
+
+    __slots__ = ("sender_id", "seq", "tick", "to", "content", "data")
+
+    def __init__(self, wire: Dict[str, Any]) -> None:
+        self.sender_id: str = wire["sender_id"]
+        self.seq: Optional[int] = wire.get("seq")
+        self.tick: Optional[int] = wire.get("tick")
+        #: The agent it is addressed to, or None.
+        self.to: Optional[str] = wire.get("to")
+        self.content: str = wire["content"]
+        #: A JSON object, or None.
+        self.data: Optional[Dict[str, Any]] = wire.get("data")
+
+    def __repr__(self) -> str:
+        return f"Message({self.sender_id!r}, {self.content!r}, to={self.to!r})"
+
+
+class Entry:
+    """A value some agent remembered (a cache entry)."""
+
+    __slots__ = ("agent", "tick", "value")
+
+    def __init__(self, agent: str, tick: Optional[int], value: Any) -> None:
+        self.agent = agent
+        self.tick = tick
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Entry({self.agent!r}, {self.value!r})"
+
+
+class Effects:
+    """What a call produced: messages to publish, values to remember, counts to report.
+    The builder methods return the effects, so they chain."""
+
+    def __init__(self) -> None:
+        self.published: List[Dict[str, Any]] = []
+        self.remembered: List[Any] = []
+        self.metrics: Dict[str, int] = {}
+
+    def publish(self, content: str, to: Optional[str] = None, data: Optional[Dict[str, Any]] = None) -> "Effects":
+        """Publishes ``content`` for every agent, or addressed ``to`` one (every agent still
+        reads it). ``data`` is a JSON object carried with it."""
+        message: Dict[str, Any] = {"content": str(content)}
+        if to is not None:
+            message["to"] = to
+        if data is not None:
+            message["data"] = data
+        self.published.append(message)
+        return self
+
+    def remember(self, value: Any) -> "Effects":
+        """Appends a JSON value to the cache: this agent's list and everyone's sorted set."""
+        self.remembered.append(value)
+        return self
+
+    def count(self, metric: str, delta: int = 1) -> "Effects":
+        """Adds a whole number to a counter the summary reports, summed over agents."""
+        self.metrics[metric] = self.metrics.get(metric, 0) + int(delta)
+        return self
+
+    def extend(self, other: Optional["Effects"]) -> None:
+        if other is None:
+            return
+        self.published.extend(other.published)
+        self.remembered.extend(other.remembered)
+        for name, delta in other.metrics.items():
+            self.count(name, delta)
+
+
+def _key(read: Dict[str, int]) -> Tuple[str, int]:
+    ((kind, n),) = read.items()
+    return kind, n
+
+
+class Context:
+    """The world as one agent sees it during one step."""
+
+    def __init__(self, request: Dict[str, Any], table: "_Table", peers: List[str]) -> None:
+        #: This agent's name.
+        self.agent: str = request["agent"]
+        #: Its table's id, and its position in the table (from 0).
+        self.table: str = request["table"]
+        self.index: int = request["index"]
+        #: Its position among :attr:`peers`.
+        self.peer_index: int = request["peer_index"]
+        #: The lockstep tick; None in free mode.
+        self.tick: Optional[int] = request.get("tick")
+        #: The agents that run this behaviour, in declaration order.
+        self.peers: List[str] = peers
+        #: The table's params, defaults filled in.
+        self.params: Dict[str, Any] = table.params
+        #: The step's seed (below 2**53), drawn from the agent's own random stream.
+        #: ``seed / 2**53`` is the uniform number a Rust behaviour's ``ctx.unit()`` would draw.
+        self.seed: int = request["seed"]
+        self._rng: Optional[random.Random] = None
+        self._reads: Dict[Tuple[str, int], List[Entry]] = {
+            _key(answer["read"]): [Entry(e["agent"], e.get("tick"), e.get("value")) for e in answer["entries"]]
+            for answer in request.get("reads", [])
+        }
+        self._completions: List[Dict[str, Any]] = request.get("completions", [])
+        self._own: List[Entry] = []
+        self._need_reads: List[Dict[str, int]] = []
+        self._need_completions: List[Dict[str, Any]] = []
+
+    @property
+    def rng(self) -> random.Random:
+        """The step's random numbers, seeded with :attr:`seed`: the same step always draws
+        the same ones. (``random()`` and ``getrandbits()`` give the same numbers on every
+        Python 3; ``randrange`` and ``choice`` on the same minor version.)"""
+        if self._rng is None:
+            self._rng = random.Random(self.seed)
+        return self._rng
+
+    def _read(self, kind: str, n: int) -> List[Entry]:
+        found = self._reads.get((kind, int(n)))
+        if found is None:
+            self._need_reads.append({kind: int(n)})
+            raise _Pending()
+        return found
+
+    def own_last(self, n: int) -> List[Entry]:
+        """This agent's last ``n`` cache entries, oldest first (what this step remembered
+        included)."""
+        return (self._read("own_last", n) + self._own)[-n:] if n > 0 else []
+
+    def last(self, n: int) -> List[Entry]:
+        """Everyone's last ``n`` cache entries, oldest first (in lockstep, what the ticks
+        before wrote; and what this step remembered)."""
+        return (self._read("last", n) + self._own)[-n:] if n > 0 else []
+
+    def sample(self, n: int) -> List[Entry]:
+        """``n`` distinct cache entries of everyone's, drawn at random by agora from the
+        step's seed (fewer if the cache holds fewer)."""
+        return self._read("sample", n)
+
+    def complete(
+        self,
+        messages: Iterable[Dict[str, str]],
+        model: Optional[str] = None,
+        temperature: Optional[float] = None,
+        max_tokens: Optional[int] = None,
+        seed: Optional[int] = None,
+    ) -> str:
+        """A language model's answer to a chat (``[{"role": "system", "content": ...}, ...]``),
+        from the scenario's ``[llm]`` client: recorded in ``llm.jsonl``, replayed with
+        ``--replay``, never asked twice. Unset settings come from ``[llm]``; the seed, unless
+        given, is drawn from ``ctx.rng``."""
+        request: Dict[str, Any] = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
+        if model is not None:
+            request["model"] = model
+        if temperature is not None:
+            request["temperature"] = float(temperature)
+        if max_tokens is not None:
+            request["max_tokens"] = int(max_tokens)
+        request["seed"] = int(seed) if seed is not None else self.rng.randrange(1 << 31)
+        for answer in self._completions:
+            if answer["request"] == request:
+                return answer["text"]
+        self._need_completions.append(request)
+        raise _Pending()
+
+
+class Behaviour:
+    """What your agents do. One object serves every agent of the tables that use it; each
+    agent's state is what :meth:`init` returns, a JSON-serialisable dict that the methods
+    change in place. Each method returns :class:`Effects`, or None for nothing."""
+
+    #: One line on what it does, for ``agora behaviours``.
+    summary: str = ""
+    #: The params it takes: ``{"name": (default, "what it means")}``. When set, other keys in a
+    #: table's params are refused, and the defaults are filled in.
+    params: Dict[str, Tuple[Any, str]] = {}
+    #: Whether ``on_tick`` may publish after a tick in which nothing was published: then a
+    #: quiet lockstep tick does not end the run.
+    acts_unprompted: bool = False
+
+    def check(self, table: str, params: Dict[str, Any]) -> Dict[str, Any]:
+        """Validates one table's params and returns them with the defaults filled in. Raise
+        :class:`Refuse` to refuse them. The default refuses keys :attr:`params` does not
+        declare (when it declares any) and fills in the defaults."""
+        if self.params:
+            for key in params:
+                if key not in self.params:
+                    known = ", ".join(sorted(self.params))
+                    raise Refuse(f"unknown parameter {key!r}; the parameters are {known}", key)
+        resolved = {name: default for name, (default, _doc) in self.params.items()}
+        resolved.update(params)
+        return resolved
+
+    def init(self, ctx: Context) -> Any:
+        """An agent's first state."""
+        return {}
+
+    def on_start(self, state: Any, ctx: Context) -> Optional[Effects]:
+        """What the agent does at the start, before it has heard anything (tick 0)."""
+        return None
+
+    def on_message(self, state: Any, msg: Message, ctx: Context) -> Optional[Effects]:
+        """What the agent does with one message another agent published."""
+        return None
+
+    def on_tick(self, state: Any, ctx: Context) -> Optional[Effects]:
+        """What the agent does at the end of each lockstep tick, after its messages."""
+        return None
+
+
+class _Table:
+    def __init__(self, table_id: str, params: Dict[str, Any]) -> None:
+        self.id = table_id
+        self.params = params
+
+
+class _Server:
+    """One program's side of the protocol: the hello, then one step at a time."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.tables: Dict[str, _Table] = {}
+        self.peers: List[str] = []
+
+    def hello(self, hello: Dict[str, Any]) -> Dict[str, Any]:
+        if hello.get("protocol") != PROTOCOL:
+            print(f"agora speaks protocol {hello.get('protocol')}; this helper speaks {PROTOCOL}", file=sys.stderr)
+        self.peers = hello.get("peers", [])
+        resolved: Dict[str, Any] = {}
+        for table in hello.get("tables", []):
+            try:
+                params = self.behaviour.check(table["id"], dict(table.get("params") or {}))
+            except Refuse as refusal:
+                reply: Dict[str, Any] = {"type": "refused", "table": table["id"], "message": refusal.message}
+                if refusal.key is not None:
+                    reply["key"] = refusal.key
+                return reply
+            self.tables[table["id"]] = _Table(table["id"], params)
+            resolved[table["id"]] = params
+        declares = [
+            {"name": name, "default": default, "doc": doc} for name, (default, doc) in self.behaviour.params.items()
+        ]
+        return {
+            "type": "ready",
+            "protocol": PROTOCOL,
+            "params": resolved,
+            "summary": self.behaviour.summary or (type(self.behaviour).__doc__ or "").strip().split("\n")[0],
+            "declares": declares,
+            "acts_unprompted": bool(self.behaviour.acts_unprompted),
+        }
+
+    def step(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        table = self.tables.get(request["table"]) or _Table(request["table"], {})
+        ctx = Context(request, table, self.peers)
+        b = self.behaviour
+        effects = Effects()
+        kind = request["kind"]
+        state = request.get("state")
+        at: Optional[int] = None
+        try:
+            if kind == "start":
+                state = b.init(ctx)
+                effects.extend(self._remembering(ctx, b.on_start(state, ctx)))
+            for k, wire in enumerate(request.get("messages", [])):
+                at = k
+                effects.extend(self._remembering(ctx, b.on_message(state, Message(wire), ctx)))
+            at = None
+            if kind == "tick":
+                effects.extend(self._remembering(ctx, b.on_tick(state, ctx)))
+        except _Pending:
+            return {"type": "need", "reads": ctx._need_reads, "completions": ctx._need_completions}
+        except Exception as e:  # the step fails: agora retries it, then dead-letters the message
+            traceback.print_exc(file=sys.stderr)
+            reply: Dict[str, Any] = {"type": "error", "message": f"{type(e).__name__}: {e}"}
+            if at is not None:
+                reply["at"] = at
+            return reply
+        return {
+            "type": "done",
+            "state": state,
+            "publish": effects.published,
+            "remember": effects.remembered,
+            "metrics": effects.metrics,
+        }
+
+    @staticmethod
+    def _remembering(ctx: Context, effects: Optional[Effects]) -> Optional[Effects]:
+        # What a call remembers, later calls of the same step read (as in agora's Rust context).
+        if effects is not None:
+            ctx._own.extend(Entry(ctx.agent, ctx.tick, value) for value in effects.remembered)
+        return effects
+
+
+def serve(behaviour: Behaviour, lines: Iterable[str], write: Callable[[str], None]) -> None:
+    """Answers each line of ``lines`` with ``write``: the protocol without the process around
+    it, for tests."""
+    server = _Server(behaviour)
+    for line in lines:
+        if not line.strip():
+            continue
+        message = json.loads(line)
+        kind = message.get("type")
+        if kind == "hello":
+            reply = server.hello(message)
+        elif kind == "step":
+            reply = server.step(message)
+        else:
+            reply = {"type": "error", "message": f"unknown request type {kind!r}"}
+        write(json.dumps(reply, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def run(behaviour: Behaviour) -> None:
+    """Serves agora on standard input and output until agora closes the input. Print your own
+    diagnostics to standard error: agora passes them on, prefixed with the behaviour and the
+    agent; standard output belongs to the protocol."""
+    stdout = sys.stdout
+
+    def write(line: str) -> None:
+        stdout.write(line)
+        stdout.flush()
+
+    # Anything the behaviour prints by mistake goes to stderr, not into the protocol.
+    sys.stdout = sys.stderr
+    try:
+        serve(behaviour, sys.stdin, write)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,103 @@
+//! Starting a behaviour's program and reading its lines: what the check at load time and the
+//! runtime's pool share.
+
+use std::process::Stdio;
+
+use super::protocol::MAX_LINE;
+use crate::scenario::ProgramSpec;
+
+/// Why a program could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProgramError(pub String);
+
+/// The command to start `spec`'s program: directly (no shell), its stdin and stdout piped.
+pub fn command(spec: &ProgramSpec) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&spec.command[0]);
+    cmd.args(&spec.command[1..])
+        .envs(&spec.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+/// Why `spec`'s program did not start, in words that say what to do.
+pub fn start_failure(spec: &ProgramSpec, e: &std::io::Error) -> ProgramError {
+    let what = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such program (is it installed, and on the PATH?)".to_string(),
+        std::io::ErrorKind::PermissionDenied => "it is not executable (chmod +x?)".to_string(),
+        _ => e.to_string(),
+    };
+    ProgramError(format!(
+        "cannot start behaviour {:?}'s program `{}`: {what}",
+        spec.name,
+        spec.shown()
+    ))
+}
+
+/// Appends to `line` what `reader` holds up to the next newline; returns whether a whole line
+/// was read (false at the end of the output). A line longer than [`MAX_LINE`] is an error,
+/// found before it is all read.
+pub fn read_line(reader: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> Result<bool, ProgramError> {
+    loop {
+        let buffer = reader
+            .fill_buf()
+            .map_err(|e| ProgramError(format!("reading the program's output: {e}")))?;
+        if buffer.is_empty() {
+            return Ok(false);
+        }
+        let (take, whole) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (buffer.len(), false),
+        };
+        if line.len() + take > MAX_LINE + 1 {
+            return Err(too_long());
+        }
+        line.extend_from_slice(&buffer[..take]);
+        reader.consume(take);
+        if whole {
+            return Ok(true);
+        }
+    }
+}
+
+pub fn too_long() -> ProgramError {
+    ProgramError(format!(
+        "the program wrote a line longer than {} MiB, which is not the protocol",
+        MAX_LINE >> 20
+    ))
+}
+
+/// A line of the program's output, as an error shows it: the start of it.
+pub fn excerpt(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    let cut: String = text.chars().take(80).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_whole_and_bounded() {
+        let mut input = std::io::Cursor::new(b"one\ntwo".to_vec());
+        let mut line = Vec::new();
+        assert!(read_line(&mut input, &mut line).unwrap());
+        assert_eq!(line, b"one\n");
+        line.clear();
+        assert!(!read_line(&mut input, &mut line).unwrap());
+        assert_eq!(line, b"two");
+        let mut flood = std::io::BufReader::new(std::io::repeat(b'x'));
+        assert_eq!(read_line(&mut flood, &mut Vec::new()).unwrap_err(), too_long());
+    }
+}

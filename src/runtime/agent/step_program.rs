@@ -1,0 +1,312 @@
+//! A step of an agent whose behaviour is a program: one request carrying the whole step (the
+//! state, the batch, a seed), answered with the new state and the effects, or with the inputs
+//! the program needs first.
+//!
+//! Like every attempt at a step, this one is synchronous and starts from the agent's saved
+//! state: it replays the program's replies fetched so far in this step (keyed by the exact
+//! request line), answers the reads and completions they asked for from what the step has,
+//! and either ends (done, or failed) or says which input to fetch next: the program's reply
+//! to a new request, cache reads, completions. The program is asked each distinct request
+//! once per step.
+
+use std::cell::{Cell, RefCell};
+
+use rand::SeedableRng;
+
+use super::StepKind;
+use super::call::{Attempt, Inputs, Numbering, Work};
+use super::step::AgentCore;
+use super::step_cache::{Fetched, StepCache};
+use super::step_completions::{Answered, StepCompletions};
+use crate::backend::{Backend, CacheEntry};
+use crate::behaviour::{BehaviourError, CacheReads, Completions, Effects, Outgoing};
+use crate::llm::CompletionRequest;
+use crate::message::{EntryId, Message};
+use crate::program::ProgramBehaviour;
+use crate::program::protocol::{
+    self, CompletionAnswer, Read, ReadAnswer, StepReply, StepRequest, ToProgram, WireEntry, WireMessage,
+};
+use crate::random::{self, ChaCha8Rng};
+
+/// The most rounds of inputs one step may ask for: a program that keeps asking is failing.
+const MAX_ROUNDS: usize = 64;
+
+/// The program's replies fetched for this step, by request line; a failure is its words.
+#[derive(Debug, Default)]
+pub(crate) struct Replies(Vec<(String, Result<StepReply, String>)>);
+
+impl Replies {
+    fn get(&self, line: &str) -> Option<&Result<StepReply, String>> {
+        self.0.iter().find(|(l, _)| l == line).map(|(_, r)| r)
+    }
+
+    pub fn insert(&mut self, line: String, reply: Result<StepReply, String>) {
+        self.0.push((line, reply));
+    }
+}
+
+/// A program's request for the runtime to send.
+#[derive(Debug, Clone)]
+pub(crate) struct ProgramCall {
+    pub behaviour: String,
+    pub line: String,
+}
+
+/// What one attempt has to answer the program's needs with.
+pub(super) struct StepInputs<'a> {
+    pub fetched: &'a Fetched,
+    pub answered: &'a Answered,
+    pub replies: &'a Replies,
+}
+
+impl<B: Backend> AgentCore<B> {
+    /// One attempt at a step of `program`, over the messages of `handle` not in `skip`.
+    pub(super) fn attempt_program(
+        &mut self,
+        program: &ProgramBehaviour,
+        kind: StepKind,
+        handle: &[(EntryId, &Message)],
+        skip: &[bool],
+        inputs: &StepInputs<'_>,
+    ) -> Attempt {
+        let positions: Vec<usize> = (0..handle.len()).filter(|&i| !skip[i]).collect();
+        let mut request = StepRequest {
+            agent: self.spec.name.to_string(),
+            table: program.table.clone(),
+            index: self.spec.table_index,
+            peer_index: self.spec.peer_index,
+            tick: kind.tick(),
+            kind: match kind {
+                StepKind::Start { .. } => protocol::StepKind::Start,
+                StepKind::Tick(_) => protocol::StepKind::Tick,
+                StepKind::Free => protocol::StepKind::Free,
+            },
+            state: self
+                .live
+                .state
+                .as_ref()
+                .and_then(|s| s.downcast_ref::<serde_json::Value>())
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+            messages: positions.iter().map(|&i| wire(handle[i].1)).collect(),
+            // 53 bits: every JSON reader holds it exactly.
+            seed: rand::Rng::next_u64(&mut self.live.rng) >> 11,
+            reads: Vec::new(),
+            completions: Vec::new(),
+        };
+        let failed_at = |at: Option<usize>| at.and_then(|k| positions.get(k).copied());
+        for _ in 0..MAX_ROUNDS {
+            let line = match serde_json::to_string(&ToProgram::Step(request.clone())) {
+                Ok(line) => line,
+                Err(e) => return failure(None, format!("internal error: {e}")),
+            };
+            let reply = match inputs.replies.get(&line) {
+                None => {
+                    return Attempt::Pending(Inputs {
+                        program: Some(ProgramCall {
+                            behaviour: program.name.clone(),
+                            line,
+                        }),
+                        ..Inputs::default()
+                    });
+                }
+                // Which message it failed on, the program did not say.
+                Some(Err(words)) if !positions.is_empty() => return Attempt::BatchFailed(words.clone()),
+                Some(Err(words)) => return failure(None, words.clone()),
+                Some(Ok(reply)) => reply.clone(),
+            };
+            match reply {
+                StepReply::Error { message, at } => {
+                    return match failed_at(at) {
+                        Some(i) => failure(Some(i), message),
+                        // Failed on no message it named: the batch is what failed.
+                        None if !positions.is_empty() => Attempt::BatchFailed(message),
+                        None => failure(None, message),
+                    };
+                }
+                StepReply::Done {
+                    state,
+                    publish,
+                    remember,
+                    metrics,
+                } => {
+                    return self.done(kind, positions.len() as u64, state, publish, remember, &metrics);
+                }
+                StepReply::Need { reads, completions } => {
+                    match self.answer_needs(kind, &mut request, &reads, &completions, inputs) {
+                        Ok(()) => {}
+                        Err(attempt) => return attempt,
+                    }
+                }
+            }
+        }
+        failure(
+            positions.first().copied(),
+            format!("the program asked for inputs {MAX_ROUNDS} times in one step"),
+        )
+    }
+
+    /// Adds the answers to `reads` and `completions` to `request`, or says what to fetch.
+    fn answer_needs(
+        &self,
+        kind: StepKind,
+        request: &mut StepRequest,
+        reads: &[Read],
+        completions: &[CompletionRequest],
+        inputs: &StepInputs<'_>,
+    ) -> Result<(), Attempt> {
+        let misses = RefCell::new(Vec::new());
+        let wanted = RefCell::new(Vec::new());
+        let own = RefCell::new(Vec::new());
+        let mut cache = StepCache {
+            backend: &self.backend,
+            fetched: inputs.fetched,
+            agent: &self.spec.name,
+            bound: kind.bound(),
+            own: &own,
+            misses: &misses,
+        };
+        let mut new = 0;
+        for (k, read) in reads.iter().enumerate() {
+            if request.reads.iter().any(|a| &a.read == read) {
+                continue;
+            }
+            // A sample's ranks come from the step's seed and the read's place: the same step
+            // draws the same sample.
+            let mut rng = ChaCha8Rng::seed_from_u64(request.seed ^ ((k as u64 + 1) << 53));
+            if let Ok(entries) = answer_read(&mut cache, read, &mut rng) {
+                request.reads.push(ReadAnswer {
+                    read: read.clone(),
+                    entries: entries.into_iter().map(wire_entry).collect(),
+                });
+                new += 1;
+            }
+        }
+        let asked = Cell::new(0);
+        let mut model = StepCompletions {
+            answered: inputs.answered,
+            asked: &asked,
+            wanted: &wanted,
+        };
+        for (k, completion) in completions.iter().enumerate() {
+            let mut completion = completion.clone();
+            // Seeded as Context::complete seeds: from the step, so a replay asks the same.
+            completion.seed = completion
+                .seed
+                .or(Some((request.seed.wrapping_add(k as u64 + 1)) % (1 << 31)));
+            if request.completions.iter().any(|a| a.request == completion) {
+                continue;
+            }
+            if self.model.is_none() {
+                return Err(failure(
+                    None,
+                    "the program asked a language model, but the scenario has no [llm] section".into(),
+                ));
+            }
+            if let Ok(answer) = model.complete(&completion) {
+                request.completions.push(CompletionAnswer {
+                    request: completion,
+                    text: answer.text,
+                    usage: answer.usage,
+                });
+                new += 1;
+            }
+        }
+        let (misses, wanted) = (misses.into_inner(), wanted.into_inner());
+        if !misses.is_empty() || !wanted.is_empty() {
+            return Err(Attempt::Pending(Inputs {
+                cache: misses,
+                completions: wanted,
+                program: None,
+            }));
+        }
+        if new == 0 {
+            return Err(failure(
+                None,
+                "the program asked again for inputs it was given (docs/protocol.md, \"need\")".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The step done: the program's state and effects, numbered as the agent's own.
+    fn done(
+        &mut self,
+        kind: StepKind,
+        handled: u64,
+        state: serde_json::Value,
+        publish: Vec<protocol::WireOutgoing>,
+        remember: Vec<serde_json::Value>,
+        metrics: &serde_json::Map<String, serde_json::Value>,
+    ) -> Attempt {
+        let mut effects = Effects::new();
+        for message in publish {
+            let mut outgoing = Outgoing::broadcast(message.content);
+            outgoing.to = message.to;
+            outgoing.data = message.data;
+            effects = effects.publish(outgoing);
+        }
+        for value in remember {
+            effects = effects.remember(value);
+        }
+        for (name, delta) in metrics {
+            let Some(delta) = delta.as_i64() else {
+                return failure(
+                    None,
+                    format!("the program's metric {name:?} is not a whole number: {delta}"),
+                );
+            };
+            effects = effects.count(name.clone(), delta);
+        }
+        self.live.state = Some(Box::new(state));
+        let mut work = Work::default();
+        let mut numbering = Numbering {
+            agent: &self.spec.name,
+            tick: kind.tick(),
+            seq: &mut self.live.seq,
+            cache_n: &mut self.live.cache_n,
+        };
+        numbering.apply(effects, &mut work.out, &work.remember);
+        work.out.handled = handled;
+        Attempt::Done(work)
+    }
+}
+
+fn failure(at: Option<usize>, error: String) -> Attempt {
+    Attempt::Failed { at, error }
+}
+
+fn answer_read(
+    cache: &mut impl CacheReads,
+    read: &Read,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<CacheEntry>, BehaviourError> {
+    match *read {
+        Read::OwnLast(n) => cache.own_last(n),
+        Read::Last(n) => cache.last(n),
+        Read::Sample(n) => {
+            let count = cache.count()?;
+            let ranks = random::distinct(rng, count, n);
+            cache.at_ranks(&ranks)
+        }
+    }
+}
+
+fn wire(message: &Message) -> WireMessage {
+    WireMessage {
+        sender_id: message.sender_id.to_string(),
+        seq: message.seq,
+        tick: message.tick,
+        to: message.to.as_ref().map(|t| t.to_string()),
+        content: message.content.clone(),
+        data: message.data.clone(),
+    }
+}
+
+fn wire_entry(entry: CacheEntry) -> WireEntry {
+    WireEntry {
+        agent: entry.agent,
+        tick: entry.tick,
+        value: entry.value,
+    }
+}

@@ -1,0 +1,491 @@
+//! Behaviours that are programs (CONTRACT.md, "Behaviours in other languages"), written in
+//! Python with `python/agora_behaviour.py`: the same transcripts as the built-in behaviours
+//! they copy, in lockstep and free mode, on memory and Redis, with workers and after a kill;
+//! and each way a program can fail, with its documented outcome.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::{agora, text};
+use serde_json::Value;
+
+fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
+    agora()
+        .arg("run")
+        .arg(scenario)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The transcript's SHA-256, from the last line of a run that must have succeeded.
+fn hash_of(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "the run failed: {}",
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("transcript sha256: "))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string()
+}
+
+fn run_dir(out: &Path) -> PathBuf {
+    std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()
+}
+
+fn lines(out: &Path, file: &str) -> Vec<Value> {
+    std::fs::read_to_string(run_dir(out).join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Opinion dynamics at a size that keeps a debug build quick.
+const OPINION: &[&str] = &["--set", "agents.0.count=30", "--set", "scenario.ticks=8"];
+
+#[test]
+fn the_python_opinion_gives_the_built_in_transcript_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = hash_of(&run(
+        Path::new("scenarios/opinion.toml"),
+        &dir.path().join("builtin"),
+        OPINION,
+    ));
+    let python = Path::new("scenarios/python-opinion.toml");
+    let memory = run(python, &dir.path().join("memory"), OPINION);
+    assert_eq!(hash_of(&memory), builtin, "in memory");
+    let redis = RedisServer::start();
+    let url = redis.url();
+    for workers in [None, Some("1"), Some("2")] {
+        let mut args: Vec<&str> = OPINION.to_vec();
+        args.extend(["--backend", "redis", "--redis-url", &url]);
+        if let Some(n) = workers {
+            args.extend(["--workers", n]);
+        }
+        let out = dir.path().join(format!("redis-{}", workers.unwrap_or("0")));
+        assert_eq!(
+            hash_of(&run(python, &out, &args)),
+            builtin,
+            "on Redis with {workers:?} workers"
+        );
+    }
+}
+
+#[test]
+fn the_python_relay_gives_the_built_in_transcript_in_lockstep_and_its_messages_in_free_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = [
+        "--set",
+        "agents.0.params.hops=30",
+        "--set",
+        "agents.0.params.tokens=7",
+    ];
+    let lockstep = [
+        &small[..],
+        &["--set", "scenario.mode=lockstep", "--set", "scenario.ticks=40"],
+    ]
+    .concat();
+    let builtin = run(Path::new("scenarios/w1.toml"), &dir.path().join("b"), &lockstep);
+    let python = run(
+        Path::new("scenarios/python-relay.toml"),
+        &dir.path().join("p"),
+        &lockstep,
+    );
+    assert_eq!(hash_of(&python), hash_of(&builtin));
+
+    // Free mode: publication order is the run's own, but what is published is the same.
+    let published = |out: &Path| {
+        let mut found: Vec<String> = lines(out, "transcript.jsonl")
+            .iter()
+            .map(|l| format!("{} {} {}", l["sender_id"], l["to"], l["content"]))
+            .collect();
+        found.sort();
+        found
+    };
+    let builtin = dir.path().join("free-b");
+    hash_of(&run(Path::new("scenarios/w1.toml"), &builtin, &small));
+    let expected = published(&builtin);
+    assert_eq!(expected.len(), 7 * 30);
+    let redis = RedisServer::start();
+    let url = redis.url();
+    for (name, extra) in [
+        ("memory", vec![]),
+        ("redis", vec!["--backend", "redis", "--redis-url", url.as_str()]),
+        (
+            "two workers",
+            vec![
+                "--backend",
+                "redis",
+                "--redis-url",
+                url.as_str(),
+                "--workers",
+                "2",
+            ],
+        ),
+    ] {
+        let out = dir.path().join(format!("free-{name}"));
+        hash_of(&run(
+            Path::new("scenarios/python-relay.toml"),
+            &out,
+            &[&small[..], &extra[..]].concat(),
+        ));
+        assert_eq!(published(&out), expected, "free mode, {name}");
+    }
+}
+
+fn wait_for_tick(redis: &RedisServer, stream: &str, tick: u64) {
+    let started = Instant::now();
+    loop {
+        let reply = redis.command(&["HGET", &format!("{stream}:run"), "tick"]);
+        let done = reply
+            .lines()
+            .find_map(|l| l.trim().parse::<u64>().ok())
+            .is_some_and(|t| t >= tick);
+        if done {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never reached tick {tick}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_python_behaviour_killed_mid_run_resumes_to_the_same_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let longer = ["--set", "agents.0.count=30", "--set", "scenario.ticks=30"];
+    let python = Path::new("scenarios/python-opinion.toml");
+    let expected = hash_of(&run(python, &dir.path().join("whole"), &longer));
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let on_redis = [&longer[..], &["--backend", "redis", "--redis-url", &url]].concat();
+    let out = dir.path().join("killed");
+    let mut child = agora()
+        .arg("run")
+        .arg(python)
+        .args(["--quiet", "--out"])
+        .arg(&out)
+        .args(&on_redis)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_tick(&redis, "python-opinion", 5);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = run(python, &out, &[&on_redis[..], &["--resume"]].concat());
+    assert_eq!(hash_of(&resumed), expected);
+}
+
+/// A behaviour program written for a test, with the helper on its path.
+fn program(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let path = dir.join(format!("{name}.py"));
+    std::fs::write(
+        &path,
+        format!(
+            "import sys, os, time\nsys.path.insert(0, {helper:?})\n\
+             from agora_behaviour import Behaviour, Effects, Refuse, run\n{body}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A scenario of three agents of program `script`.
+fn scenario(dir: &Path, script: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("s.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[scenario]\nname = \"faulty\"\nticks = 3\nmax_retries = 1\n\
+             [behaviours.faulty]\ncommand = [\"python3\", {:?}]\ntimeout = \"2s\"\n{extra}\n\
+             [[agents]]\nid = \"b\"\ncount = 3\nbehaviour = \"faulty\"\n",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A behaviour that fails by `failing` on the message "boom" and answers anything else: the
+/// first agent says "boom" at the start and "hello" in tick 1.
+fn faulty(failing: &str) -> String {
+    format!(
+        r#"
+class Faulty(Behaviour):
+    def on_start(self, state, ctx):
+        if ctx.peer_index == 0:
+            return Effects().publish("boom")
+
+    def on_tick(self, state, ctx):
+        if ctx.peer_index == 0 and ctx.tick == 1:
+            return Effects().publish("hello")
+
+    def on_message(self, state, msg, ctx):
+        if msg.content == "boom":
+            print("about to fail", file=sys.stderr)
+            {failing}
+        if not msg.content.startswith("re:"):
+            return Effects().publish("re: " + msg.content)
+
+run(Faulty())
+"#
+    )
+}
+
+/// Runs a faulty program; returns the output and the dead letters.
+fn run_faulty(failing: &str) -> (Output, Vec<Value>, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = program(dir.path(), "faulty", &faulty(failing));
+    let out = dir.path().join("out");
+    let output = run(&scenario(dir.path(), &script, ""), &out, &[]);
+    (
+        output,
+        lines(&out, "dead_letters.jsonl"),
+        lines(&out, "transcript.jsonl"),
+    )
+}
+
+#[test]
+fn a_program_that_fails_a_step_is_retried_restarted_and_its_messages_dead_lettered() {
+    for (how, failing, reason) in [
+        (
+            "an exception",
+            "raise ValueError('no boom here')",
+            "ValueError: no boom here",
+        ),
+        ("exiting", "os._exit(3)", "exited"),
+        ("hanging", "time.sleep(30)", "did not answer within 2s"),
+        (
+            "garbage",
+            "sys.__stdout__.write('not json\\n'); sys.__stdout__.flush()",
+            "not a reply of the protocol",
+        ),
+        (
+            "a flood",
+            "sys.__stdout__.write('x' * (20 << 20) + '\\n'); sys.__stdout__.flush()",
+            "longer than 16 MiB",
+        ),
+    ] {
+        let (output, dead, transcript) = run_faulty(failing);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{how}: {stderr}");
+        assert!(stderr.contains("dead-lettered"), "{how}: {stderr}");
+        // The program's own words, passed on with the behaviour and the agent.
+        assert!(stderr.contains("faulty b_2: about to fail"), "{how}: {stderr}");
+        let reasons: Vec<&str> = dead.iter().filter_map(|d| d["reason"].as_str()).collect();
+        assert!(reasons.iter().all(|r| r.contains(reason)), "{how}: {reasons:?}");
+        let contents: Vec<&str> = dead.iter().filter_map(|d| d["content"].as_str()).collect();
+        assert_eq!(contents, vec!["boom", "boom"], "{how}: b_2 and b_3 gave up on it");
+        // The run went on: the restarted program answered the next message.
+        let replies = transcript.iter().filter(|l| l["content"] == "re: hello").count();
+        assert_eq!(replies, 2, "{how}: {transcript:?}");
+    }
+}
+
+/// `agora check` of a scenario whose program is `body`: the exit code and stderr.
+fn check(body: &str, extra: &str, params: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = program(dir.path(), "p", body);
+    let path = scenario(dir.path(), &script, extra);
+    let text_ = std::fs::read_to_string(&path).unwrap() + params;
+    std::fs::write(&path, text_).unwrap();
+    let output = agora().arg("check").arg(&path).output().unwrap();
+    (output.status.code(), text(&output.stderr))
+}
+
+#[test]
+fn programs_that_cannot_serve_are_bad_input_before_the_run() {
+    let declared = r#"
+class Voter(Behaviour):
+    params = {"p": (0.5, "a probability")}
+    def check(self, table, params):
+        params = super().check(table, params)
+        if not 0 <= params["p"] <= 1:
+            raise Refuse("p must be between 0 and 1, not %s" % params["p"], "p")
+        return params
+run(Voter())
+"#;
+    let (code, stderr) = check(declared, "", "params = { p = 0.7 }\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = check(declared, "", "params = { p = 7 }\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("agents[0].params.p: p must be between 0 and 1, not 7"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(declared, "", "params = { q = 1 }\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("unknown parameter 'q'"), "{stderr}");
+
+    // Another version of the protocol.
+    let future = "import json\nfor line in sys.stdin:\n    print(json.dumps({'type': 'ready', 'protocol': 2}), flush=True)\n";
+    let (code, stderr) = check(future, "", "");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("speaks version 2 of the protocol, and this agora speaks version 1"),
+        "{stderr}"
+    );
+
+    // No such program; a program that dies at once.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("s.toml");
+    std::fs::write(
+        &missing,
+        "[scenario]\nname = \"m\"\nticks = 1\n[behaviours.ghost]\ncommand = [\"no-such-program-here\", \"x\"]\n\
+         [[agents]]\nid = \"g\"\nbehaviour = \"ghost\"\n",
+    )
+    .unwrap();
+    let output = agora()
+        .arg("run")
+        .arg(&missing)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("behaviours.ghost.command") && stderr.contains("no-such-program-here x"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no such program"), "{stderr}");
+    let (code, stderr) = check("raise SystemExit('cannot load the model')", "", "");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("exited without answering the hello") && stderr.contains("cannot load the model"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn programs_read_the_cache_within_the_step_and_list_their_params() {
+    // Each agent reports, every tick, how many entries the cache held before it and what
+    // it itself remembered: reads answered by agora, own writes laid over them.
+    let body = r#"
+class Reader(Behaviour):
+    params = {"window": (3, "how many entries to read")}
+    acts_unprompted = True
+    def on_tick(self, state, ctx):
+        before = len(ctx.last(ctx.params["window"]))
+        effects = Effects().remember({"by": ctx.agent, "tick": ctx.tick})
+        own = [e.value for e in ctx.own_last(10)]
+        sample = ctx.sample(2)
+        return effects.publish("%d %d %d" % (before, len(own), len(sample))).count("reads", 1)
+run(Reader())
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let script = program(dir.path(), "reader", body);
+    let path = scenario(dir.path(), &script, "");
+    let out = dir.path().join("out");
+    let first = run(&path, &out, &[]);
+    let hash = hash_of(&first);
+    let transcript = lines(&out, "transcript.jsonl");
+    let at = |tick: u64| -> Vec<String> {
+        transcript
+            .iter()
+            .filter(|l| l["tick"] == tick)
+            .map(|l| l["content"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Tick 1: nothing remembered before; tick 3: 3 agents x 2 ticks before, the window is 3.
+    assert_eq!(at(1), vec!["0 0 0"; 3]);
+    assert_eq!(at(3), vec!["3 2 2"; 3]);
+    let again = run(&path, &dir.path().join("again"), &[]);
+    assert_eq!(
+        hash_of(&again),
+        hash,
+        "reads and samples are the same in every run"
+    );
+    let listed = agora().args(["behaviours"]).arg(&path).output().unwrap();
+    let listed = text(&listed.stdout);
+    assert!(
+        listed.contains("faulty")
+            && listed.contains("window = 3")
+            && listed.contains("how many entries to read"),
+        "{listed}"
+    );
+}
+
+/// The program of docs/protocol.md, "A program in a few lines", as the page shows it.
+fn program_of_the_protocol_page() -> String {
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/protocol.md")).unwrap();
+    let section = page
+        .split("## A program in a few lines")
+        .nth(1)
+        .expect("the section");
+    let code = section.split("```python\n").nth(1).expect("its code");
+    code.split("```").next().unwrap().to_string()
+}
+
+#[test]
+fn the_protocol_page_is_enough_to_write_a_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("echo.py");
+    std::fs::write(&script, program_of_the_protocol_page()).unwrap();
+    let path = scenario(dir.path(), &script, "");
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let output = run(&path, &first, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let transcript = lines(&first, "transcript.jsonl");
+    let hellos = transcript.iter().filter(|l| l["content"] == "hello").count();
+    assert!(hellos > 1, "the hello was echoed: {transcript:?}");
+    assert_eq!(hash_of(&output), hash_of(&run(&path, &second, &[])));
+}
+
+#[test]
+fn an_error_that_names_no_message_dead_letters_the_batch() {
+    // Fails every step that has messages, without saying on which: each is dead-lettered,
+    // and the run goes on (the start steps, without messages, succeed).
+    let body = r#"
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["type"] == "hello":
+        reply = {"type": "ready", "protocol": 1}
+    elif req["messages"]:
+        reply = {"type": "error", "message": "no idea where"}
+    else:
+        out = [{"content": "hi"}] if req["kind"] == "start" and req["peer_index"] == 0 else []
+        reply = {"type": "done", "state": None, "publish": out}
+    print(json.dumps(reply), flush=True)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("errors.py");
+    std::fs::write(&script, body).unwrap();
+    let out = dir.path().join("out");
+    let output = run(&scenario(dir.path(), &script, ""), &out, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let dead = lines(&out, "dead_letters.jsonl");
+    let who: Vec<(&str, &str)> = dead
+        .iter()
+        .map(|d| {
+            (
+                d["agent"].as_str().unwrap_or(""),
+                d["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(who.len(), 2, "b_2 and b_3 gave up on the hi: {dead:?}");
+    assert!(
+        who.iter().all(|(_, reason)| reason.contains("no idea where")),
+        "{who:?}"
+    );
+}
