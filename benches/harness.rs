@@ -348,8 +348,31 @@ fn main() {
     if wanted("w1-memory") {
         results.push(workload("w1-memory (N=10, K=100, H=1000, free)", 5, &[w1]));
     }
+    // W1 with the relay written in Python (examples/python/relay.py), through the protocol.
+    let py_relay = repo().join("scenarios/python-relay.toml");
+    let py_relay = py_relay.to_str().unwrap();
+    let py_w1 = |processes: &str, rest: &[&'static str]| -> Vec<String> {
+        [py_relay, "--set", "agents.0.params.hops=1000", "--set"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("behaviours.py_relay.processes={processes}")])
+            .chain(rest.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    if wanted("py-relay-memory") {
+        for processes in ["1", "2"] {
+            let args = py_w1(processes, &[]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            results.push(workload(
+                &format!("py-relay-memory (W1 in Python, {processes} proc.)"),
+                3,
+                &args,
+            ));
+        }
+    }
     let redis_wanted = [
         "w1-redis",
+        "py-relay-redis",
         "seed-py",
         "redis-benchmark",
         "gossip-redis",
@@ -379,6 +402,12 @@ fn main() {
                 3,
                 &[w1, "--backend", "redis", "--redis-url", &url],
             ));
+        }
+        if wanted("py-relay-redis") {
+            let args = py_w1("2", &["--backend", "redis"]);
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            args.extend(["--redis-url", &url]);
+            results.push(workload("py-relay-redis (W1 in Python, 2 proc.)", 3, &args));
         }
         if wanted("gossip-redis") {
             results.push(workload(
@@ -421,6 +450,20 @@ fn main() {
     if wanted("llm-debate") {
         llm_benchmarks(&mut notes);
     }
+    if wanted("protocol-batching") {
+        let output = Command::new("python3")
+            .arg(repo().join("benches/protocol_batching.py"))
+            .output()
+            .expect("run python3 benches/protocol_batching.py");
+        notes.push(
+            "the protocol, 100,000 opinion messages by batch size (Python side, through a pipe):".into(),
+        );
+        notes.extend(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|l| format!("  {l}")),
+        );
+    }
     if wanted("opinion-memory") {
         results.push(workload(
             "opinion-memory (1000 agents, 20 ticks)",
@@ -457,9 +500,14 @@ fn main() {
             .find(|r| r.workload.starts_with("w1-redis"))
             .map(Measured::rate);
         for (what, rate) in &comparisons {
-            let ratio = w1_redis
-                .map(|w| format!("  (w1-redis is {:.2}x this)", w / rate))
-                .unwrap_or_default();
+            let py_redis = results
+                .iter()
+                .find(|r| r.workload.starts_with("py-relay-redis"))
+                .map(Measured::rate);
+            let ratio = [("w1-redis", w1_redis), ("py-relay-redis", py_redis)]
+                .iter()
+                .filter_map(|(name, rate_of)| rate_of.map(|w| format!("  ({name} is {:.2}x this)", w / rate)))
+                .collect::<String>();
             println!("{what:<62} {rate:>12.0}{ratio}");
         }
     }
