@@ -127,6 +127,8 @@ class Effects:
         self.published: List[Dict[str, Any]] = []
         self.remembered: List[Any] = []
         self.metrics: Dict[str, int] = {}
+        self.levels: Dict[str, float] = {}
+        self.values: Dict[str, float] = {}
 
     def publish(self, content: str, to: Optional[str] = None, data: Optional[Dict[str, Any]] = None) -> "Effects":
         """Publishes ``content`` for every agent, or addressed ``to`` one (every agent still
@@ -149,6 +151,17 @@ class Effects:
         self.metrics[metric] = self.metrics.get(metric, 0) + int(delta)
         return self
 
+    def set(self, metric: str, value: float) -> "Effects":
+        """Sets a model-level number for this tick (a row of metrics.csv); when several
+        agents set it in one tick, the largest stands."""
+        self.levels[metric] = float(value)
+        return self
+
+    def report(self, name: str, value: float) -> "Effects":
+        """Reports this agent's value of ``name`` for this tick (a row of agents.csv)."""
+        self.values[name] = float(value)
+        return self
+
     def extend(self, other: Optional["Effects"]) -> None:
         if other is None:
             return
@@ -156,6 +169,9 @@ class Effects:
         self.remembered.extend(other.remembered)
         for name, delta in other.metrics.items():
             self.count(name, delta)
+        for name, value in other.levels.items():
+            self.levels[name] = max(self.levels.get(name, value), value)
+        self.values.update(other.values)
 
 
 def _key(read: Dict[str, int]) -> Tuple[str, int]:
@@ -368,6 +384,8 @@ class _Server:
             "publish": effects.published,
             "remember": effects.remembered,
             "metrics": effects.metrics,
+            "levels": effects.levels,
+            "values": effects.values,
         }
 
     @staticmethod

@@ -3,6 +3,12 @@
 //! An agent's step counts what it did; a shard adds up its agents' steps, a worker reports its
 //! shard's sum, the coordinator adds up the workers' (or its own shard's) and the run's
 //! summary prints the total. Every one of those is a [`Tally`], added with `+=`.
+//!
+//! Besides counts, a tally carries what behaviours reported for the run's metrics: counters
+//! (whole numbers, summed over agents), levels (numbers set for the whole model; when several
+//! agents set one in the same tick, the largest stands, so the result does not depend on the
+//! order in which processes add their tallies) and agent values (one number per agent and
+//! name; a later report replaces an earlier one).
 
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
@@ -10,7 +16,7 @@ use std::ops::AddAssign;
 use serde::{Deserialize, Serialize};
 
 /// Counts of what some steps did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Tally {
     /// Messages published.
@@ -25,6 +31,12 @@ pub struct Tally {
     pub failures: u64,
     /// Counters behaviours reported (such as gossip's `informed`), by name.
     pub metrics: BTreeMap<String, i64>,
+    /// Model-level numbers behaviours set (such as opinion's `clusters`), by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub levels: BTreeMap<String, f64>,
+    /// Agent-level numbers (such as each agent's `opinion`): by agent, then by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl Tally {
@@ -36,6 +48,30 @@ impl Tally {
                 self.metrics.insert(name.to_string(), delta);
             }
         }
+    }
+
+    /// Sets the level `name`; the largest of the values set stands.
+    pub fn set_level(&mut self, name: &str, value: f64) {
+        match self.levels.get_mut(name) {
+            Some(old) => *old = old.max(value),
+            None => {
+                self.levels.insert(name.to_string(), value);
+            }
+        }
+    }
+
+    /// Records `agent`'s value of `name`, replacing an earlier one.
+    pub fn report(&mut self, agent: &str, name: &str, value: f64) {
+        let values = match self.agents.get_mut(agent) {
+            Some(values) => values,
+            None => self.agents.entry(agent.to_string()).or_default(),
+        };
+        values.insert(name.to_string(), value);
+    }
+
+    /// Whether behaviours reported anything for the metrics.
+    pub fn has_reports(&self) -> bool {
+        !(self.metrics.is_empty() && self.levels.is_empty() && self.agents.is_empty())
     }
 
     /// Whether nothing at all was counted.
@@ -53,6 +89,14 @@ impl AddAssign<&Tally> for Tally {
         self.failures += other.failures;
         for (name, delta) in &other.metrics {
             self.count(name, *delta);
+        }
+        for (name, value) in &other.levels {
+            self.set_level(name, *value);
+        }
+        for (agent, values) in &other.agents {
+            for (name, value) in values {
+                self.report(agent, name, *value);
+            }
         }
     }
 }
@@ -76,6 +120,7 @@ mod tests {
             dead_letters: 4,
             failures: 1,
             metrics: BTreeMap::from([("informed".to_string(), 2)]),
+            ..Tally::default()
         };
         let mut b = a.clone();
         b.count("other", -1);
@@ -87,5 +132,25 @@ mod tests {
         assert_eq!(a.metrics["informed"], 4);
         assert_eq!(a.metrics["other"], -1);
         assert!(Tally::default().is_empty() && !a.is_empty());
+    }
+
+    #[test]
+    fn levels_keep_the_largest_and_agent_values_the_latest() {
+        let mut a = Tally::default();
+        a.set_level("clusters", 3.0);
+        a.report("x", "opinion", 0.25);
+        let mut b = Tally::default();
+        b.set_level("clusters", 2.0);
+        b.report("x", "opinion", 0.5);
+        b.report("y", "opinion", 0.75);
+        let mut ab = a.clone();
+        ab += &b;
+        let mut ba = b.clone();
+        ba += &a;
+        assert_eq!(ab.levels, ba.levels, "the order of adding does not matter");
+        assert_eq!(ab.levels["clusters"], 3.0);
+        assert_eq!(ab.agents["x"]["opinion"], 0.5);
+        assert_eq!(ab.agents["y"]["opinion"], 0.75);
+        assert!(ab.has_reports() && !Tally::default().has_reports());
     }
 }

@@ -56,7 +56,18 @@ impl Outgoing {
 pub struct Effects {
     pub(crate) publish: Vec<Outgoing>,
     pub(crate) remember: Vec<Value>,
-    pub(crate) metrics: Vec<(Cow<'static, str>, i64)>,
+    pub(crate) metrics: Vec<(Cow<'static, str>, Report)>,
+}
+
+/// A number a behaviour reports for the run's metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Report {
+    /// Added to a model-level counter, summed over agents.
+    Count(i64),
+    /// A model-level level, set.
+    Level(f64),
+    /// The reporting agent's own value.
+    Value(f64),
 }
 
 impl Effects {
@@ -84,7 +95,23 @@ impl Effects {
     /// Adds `delta` to a per-tick counter that the summary reports (for example gossip's
     /// `informed`). Counters are summed over agents, tick by tick.
     pub fn count(mut self, metric: impl Into<Cow<'static, str>>, delta: i64) -> Self {
-        self.metrics.push((metric.into(), delta));
+        self.metrics.push((metric.into(), Report::Count(delta)));
+        self
+    }
+
+    /// Sets a model-level number for this tick (for example opinion's `clusters`): written
+    /// to `metrics.csv` and plotted. When several agents set the same one in a tick, the
+    /// largest stands; usually one agent sets it.
+    pub fn set(mut self, metric: impl Into<Cow<'static, str>>, value: f64) -> Self {
+        self.metrics.push((metric.into(), Report::Level(value)));
+        self
+    }
+
+    /// Reports this agent's value of `name` for this tick (for example its `opinion`): one
+    /// row of `agents.csv`, one point of its line in the plot. A later report in the same
+    /// tick replaces an earlier one.
+    pub fn report(mut self, name: impl Into<Cow<'static, str>>, value: f64) -> Self {
+        self.metrics.push((name.into(), Report::Value(value)));
         self
     }
 

@@ -35,6 +35,10 @@ pub trait DynBehaviour: Send + Sync {
     fn resolved_params(&self) -> toml::Table;
     /// [`Behaviour::acts_unprompted`].
     fn acts_unprompted(&self) -> bool;
+    /// [`Behaviour::model_reporters`].
+    fn model_reporters(&self, _values: &std::collections::BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
+        Vec::new()
+    }
     /// The program behind this behaviour, when it is one (`[behaviours.NAME]`).
     fn as_program(&self) -> Option<&crate::program::ProgramBehaviour> {
         None
@@ -102,5 +106,9 @@ impl<B: Behaviour> DynBehaviour for Erased<B> {
 
     fn acts_unprompted(&self) -> bool {
         self.inner.acts_unprompted()
+    }
+
+    fn model_reporters(&self, values: &std::collections::BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
+        self.inner.model_reporters(values)
     }
 }

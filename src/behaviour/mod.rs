@@ -60,8 +60,10 @@ pub mod turns;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 
 pub use context::{CacheReads, Completions, Context, EmptyCache, NoModel};
+pub(crate) use effects::Report;
 pub use effects::{Effects, Outgoing};
 pub use erased::{DynBehaviour, StateBox};
 pub use error::{BehaviourError, Pending};
@@ -114,6 +116,15 @@ pub trait Behaviour: Send + Sync + 'static {
     /// stops as quiescent after a tick that published nothing, unless an agent says so here.
     fn acts_unprompted(&self) -> bool {
         false
+    }
+
+    /// Model-level numbers worked out from the values this behaviour's agents reported in a
+    /// tick ([`Effects::report`]), like Mesa's model reporters: `values` holds each reported
+    /// name's values, one per agent that reported it, in declaration order. What it returns
+    /// is written to `metrics.csv` (and `summary.json`'s `levels`) as if set that tick.
+    /// Opinion counts its clusters this way.
+    fn model_reporters(&self, _values: &BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
+        Vec::new()
     }
 }
 

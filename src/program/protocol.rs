@@ -194,6 +194,12 @@ pub enum StepReply {
         remember: Vec<Value>,
         #[serde(default)]
         metrics: Map<String, Value>,
+        /// Model-level numbers set for this tick.
+        #[serde(default)]
+        levels: Map<String, Value>,
+        /// The agent's own numbers for this tick.
+        #[serde(default)]
+        values: Map<String, Value>,
     },
     /// The step needs inputs first: agora answers them and sends the step again, with the
     /// same state and seed and the answers, and the program runs it again from the start.

@@ -94,6 +94,9 @@ pub struct Summary {
     pub transcript_sha256: String,
     /// Counters behaviours reported, such as gossip's `informed`.
     pub metrics: BTreeMap<String, MetricSeries>,
+    /// Numbers behaviours set for the whole model, such as opinion's `clusters`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub levels: BTreeMap<String, LevelSeries>,
     /// Lockstep: how long each tick from 1 on took (in this process, after a resume).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tick_seconds: Vec<f64>,
@@ -145,6 +148,29 @@ pub struct MetricSeries {
     pub cumulative: Vec<i64>,
 }
 
+/// A model-level number behaviours set (such as opinion's `clusters`): its last value and,
+/// in lockstep, its value tick by tick (null in a tick that did not set it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LevelSeries {
+    pub last: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_tick: Vec<Option<f64>>,
+}
+
+impl LevelSeries {
+    /// Records the value set in lockstep tick `tick` (or, in free mode, without one).
+    pub fn record(&mut self, tick: Option<u64>, value: f64) {
+        self.last = value;
+        if let Some(t) = tick {
+            let t = t as usize;
+            if self.per_tick.len() <= t {
+                self.per_tick.resize(t + 1, None);
+            }
+            self.per_tick[t] = Some(value);
+        }
+    }
+}
+
 impl MetricSeries {
     /// Records this counter's sum for tick `tick` (ticks may be skipped: they count 0).
     pub fn record_tick(&mut self, tick: u64, delta: i64) {
@@ -154,6 +180,18 @@ impl MetricSeries {
         }
         self.per_tick[tick] += delta;
         self.total += delta;
+    }
+
+    /// Completes the series of a run that ended after `ticks` lockstep ticks: one entry per
+    /// tick from 0 (a counter nobody reported in the last ticks counts 0 there), and the
+    /// running totals.
+    pub fn finish_ticks(&mut self, ticks: Option<u64>) {
+        if let Some(last) = ticks
+            && !self.per_tick.is_empty()
+        {
+            self.per_tick.resize(last as usize + 1, 0);
+        }
+        self.finish();
     }
 
     pub fn finish(&mut self) {
@@ -221,6 +259,24 @@ impl Summary {
             };
             rows.push((name.as_str(), shown));
         }
+        for (name, series) in &self.levels {
+            // A level is shown as what it is: its last value, not a sum.
+            let shown = if series.per_tick.is_empty() {
+                format!("{} (last)", series.last)
+            } else {
+                let by_tick: Vec<String> = series
+                    .per_tick
+                    .iter()
+                    .map(|v| v.map_or_else(|| "-".to_string(), |v| format!("{v}")))
+                    .collect();
+                format!(
+                    "{} at the end (by tick: {})",
+                    series.last,
+                    abbreviate_text(&by_tick)
+                )
+            };
+            rows.push((name.as_str(), shown));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
         for (key, value) in rows {
@@ -237,6 +293,19 @@ fn abbreviate(series: &[i64]) -> String {
         show(series)
     } else {
         format!("{} ... {}", show(&series[..6]), show(&series[series.len() - 5..]))
+    }
+}
+
+/// Values as `a b c ... y z`, at most a dozen.
+fn abbreviate_text(series: &[String]) -> String {
+    if series.len() <= 12 {
+        series.join(" ")
+    } else {
+        format!(
+            "{} ... {}",
+            series[..6].join(" "),
+            series[series.len() - 5..].join(" ")
+        )
     }
 }
 

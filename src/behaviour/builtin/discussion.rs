@@ -154,6 +154,7 @@ impl Discussion {
         Effects::new()
             .remember(json!({ "author": ctx.agent(), "stance": state.stance, "text": text }))
             .publish(Outgoing::to(next_name.to_string(), text).with_data(data))
+            .report("stance", state.stance)
     }
 }
 
@@ -166,6 +167,18 @@ impl Behaviour for Discussion {
             posts: 0,
             heard: Heard::default(),
         })
+    }
+
+    /// `mean_stance`: the mean stance of the tick's speakers (each speaker reports its stance
+    /// when it posts).
+    fn model_reporters(&self, values: &std::collections::BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
+        match values.get("stance").filter(|s| !s.is_empty()) {
+            Some(stances) => vec![(
+                "mean_stance".to_string(),
+                stances.iter().sum::<f64>() / stances.len() as f64,
+            )],
+            None => Vec::new(),
+        }
     }
 
     fn on_start(

@@ -5,7 +5,8 @@
 //! it) decides, with probability `p_forward`, to pass it on once: at the end of the tick in
 //! which it heard it (lockstep), or at once (free mode), to `fanout` random peers. Each agent
 //! counts itself in the `informed` metric the tick it learns the rumor, so the summary shows
-//! how many agents are informed tick by tick.
+//! how many agents are informed tick by tick; each agent reports its own `informed` flag
+//! (0 or 1) at the start and when it learns the rumor.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -120,10 +121,13 @@ impl Behaviour for Gossip {
     }
 
     fn on_start(&self, state: &mut GossipState, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        // Each agent's flag is reported at the start and when it changes (not every tick, so
+        // that an agent with nothing to do still commits nothing): agents.csv holds the
+        // events, and a plot steps from one to the next.
         if !state.informed {
-            return Ok(Effects::none());
+            return Ok(Effects::new().report(INFORMED, 0.0));
         }
-        Ok(self.tell(0, ctx).count(INFORMED, 1))
+        Ok(self.tell(0, ctx).count(INFORMED, 1).report(INFORMED, 1.0))
     }
 
     fn on_message(
@@ -137,7 +141,7 @@ impl Behaviour for Gossip {
         }
         state.informed = true;
         state.hop = msg.data_u64("hop").unwrap_or(1);
-        let effects = Effects::new().count(INFORMED, 1);
+        let effects = Effects::new().count(INFORMED, 1).report(INFORMED, 1.0);
         if !ctx.chance(self.p_forward) {
             return Ok(effects);
         }

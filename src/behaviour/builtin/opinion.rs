@@ -82,9 +82,11 @@ pub(crate) fn register(registry: &mut Registry) {
     );
 }
 
+/// Publishes the opinion, and reports it as the agent's value for the tick.
 fn announce(opinion: f64) -> Effects {
     Effects::new()
         .publish(Outgoing::broadcast(format!("{opinion:.4}")).with_data(json!({ "opinion": opinion })))
+        .report("opinion", opinion)
 }
 
 impl Behaviour for Opinion {
@@ -99,6 +101,19 @@ impl Behaviour for Opinion {
 
     fn on_start(&self, state: &mut OpinionState, _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
         Ok(announce(state.opinion))
+    }
+
+    /// `clusters`: groups of the tick's opinions, sorted, split wherever two neighbours are
+    /// more than `epsilon` apart (agents in different groups no longer hear each other; at
+    /// convergence, the model's opinion clusters).
+    fn model_reporters(&self, values: &std::collections::BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
+        let Some(opinions) = values.get("opinion").filter(|o| !o.is_empty()) else {
+            return Vec::new();
+        };
+        let mut sorted = opinions.clone();
+        sorted.sort_by(f64::total_cmp);
+        let gaps = sorted.windows(2).filter(|w| w[1] - w[0] > self.epsilon).count();
+        vec![("clusters".to_string(), (gaps + 1) as f64)]
     }
 
     fn on_message(

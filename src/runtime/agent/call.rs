@@ -15,7 +15,9 @@ use super::step_completions::Answered;
 use super::step_completions::{StepCompletions, Wanted};
 use super::step_program::{ProgramCall, StepInputs};
 use crate::backend::{Backend, CacheEntry, CacheQuery, ScoreBound};
-use crate::behaviour::{BehaviourError, Context as BehaviourContext, DynBehaviour, Effects, StateBox};
+use crate::behaviour::{
+    BehaviourError, Context as BehaviourContext, DynBehaviour, Effects, Report, StateBox,
+};
 use crate::message::{EntryId, Message};
 
 /// What one attempt at a step produced.
@@ -30,7 +32,7 @@ pub(super) struct Work {
 #[derive(Default)]
 pub(super) struct Output {
     pub publish: Vec<Arc<Message>>,
-    pub metrics: Vec<(Cow<'static, str>, i64)>,
+    pub metrics: Vec<(Cow<'static, str>, Report)>,
     /// Messages handed to the behaviour and handled.
     pub handled: u64,
 }

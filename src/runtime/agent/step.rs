@@ -13,7 +13,7 @@ use super::step_program::{Replies, StepInputs};
 use super::{StepInput, StepKind, StepReport};
 use crate::backend::cache::wall_clock_score;
 use crate::backend::{Backend, CacheAppend, Commit, DeadLetter};
-use crate::behaviour::DynBehaviour;
+use crate::behaviour::{DynBehaviour, Report};
 use crate::message::{Delivery, Entry, EntryId, Message};
 use crate::runtime::RunError;
 use crate::runtime::model::{Asker, ModelClient};
@@ -434,14 +434,18 @@ impl<B: Backend> AgentCore<B> {
             failures,
             ..Tally::default()
         };
-        for (name, delta) in &work.out.metrics {
-            tally.count(name, *delta);
+        for (name, report) in &work.out.metrics {
+            match *report {
+                Report::Count(delta) => tally.count(name, delta),
+                Report::Level(value) => tally.set_level(name, value),
+                Report::Value(value) => tally.report(&self.spec.name, name, value),
+            }
         }
         let snapshot = self
             .live
             .snapshot(&*self.behaviour)
             .map_err(|m| self.state_error(m))?;
-        let changed = self.saved_core.as_deref() != Some(snapshot.core.as_str()) || !tally.metrics.is_empty();
+        let changed = self.saved_core.as_deref() != Some(snapshot.core.as_str()) || tally.has_reports();
         if acks.is_empty() && publish.is_empty() && cache.is_empty() && dead.is_empty() && !changed {
             // Nothing happened: no commit. Redoing such a step after a crash changes nothing.
             return Ok(StepReport::counts(tally));

@@ -129,8 +129,15 @@ impl<B: Backend> AgentCore<B> {
                     publish,
                     remember,
                     metrics,
+                    levels,
+                    values,
                 } => {
-                    return self.done(kind, positions.len() as u64, state, publish, remember, &metrics);
+                    let reports = Reports {
+                        metrics: &metrics,
+                        levels: &levels,
+                        values: &values,
+                    };
+                    return self.done(kind, positions.len() as u64, state, publish, remember, reports);
                 }
                 StepReply::Need { reads, completions } => {
                     match self.answer_needs(kind, &mut request, &reads, &completions, inputs) {
@@ -237,7 +244,7 @@ impl<B: Backend> AgentCore<B> {
         state: serde_json::Value,
         publish: Vec<protocol::WireOutgoing>,
         remember: Vec<serde_json::Value>,
-        metrics: &serde_json::Map<String, serde_json::Value>,
+        reports: Reports<'_>,
     ) -> Attempt {
         let mut effects = Effects::new();
         for message in publish {
@@ -249,7 +256,7 @@ impl<B: Backend> AgentCore<B> {
         for value in remember {
             effects = effects.remember(value);
         }
-        for (name, delta) in metrics {
+        for (name, delta) in reports.metrics {
             let Some(delta) = delta.as_i64() else {
                 return failure(
                     None,
@@ -257,6 +264,21 @@ impl<B: Backend> AgentCore<B> {
                 );
             };
             effects = effects.count(name.clone(), delta);
+        }
+        for (field, numbers) in [("levels", reports.levels), ("values", reports.values)] {
+            for (name, value) in numbers {
+                let Some(value) = value.as_f64() else {
+                    return failure(
+                        None,
+                        format!("the program's {field} {name:?} is not a number: {value}"),
+                    );
+                };
+                effects = if field == "levels" {
+                    effects.set(name.clone(), value)
+                } else {
+                    effects.report(name.clone(), value)
+                };
+            }
         }
         self.live.state = Some(Box::new(state));
         let mut work = Work::default();
@@ -270,6 +292,13 @@ impl<B: Backend> AgentCore<B> {
         work.out.handled = handled;
         Attempt::Done(work)
     }
+}
+
+/// The numbers a `done` reply reports.
+struct Reports<'a> {
+    metrics: &'a serde_json::Map<String, serde_json::Value>,
+    levels: &'a serde_json::Map<String, serde_json::Value>,
+    values: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 fn failure(at: Option<usize>, error: String) -> Attempt {

@@ -29,12 +29,18 @@ impl<B: Backend> Coordinator<'_, B> {
             self.add_saved_totals().await?;
         }
         let start = hosting.start_free().await?;
-        self.add_free(hosting, start);
+        self.add_free(hosting, start)?;
         let reason = self.run_free(hosting, stopping).await;
         // Stopped for whatever reason: what the agents did until they stopped still counts.
         let last = hosting.stop_free().await;
         let reason = reason?;
-        self.add_free(hosting, last?);
+        let mut last = last?;
+        self.add_model_reporters(&mut last.tally);
+        self.totals.add(&last.tally, None);
+        self.tidy_free(&last.tally, true)?;
+        if hosting.reports_messages() {
+            self.free_published.extend(last.published);
+        }
         if !hosting.reports_messages() {
             // Workers report counts; the messages come from the stream, in its order.
             self.free_published = self.published_on_stream(EntryId::ZERO, |_| true).await?;
@@ -108,7 +114,7 @@ impl<B: Backend> Coordinator<'_, B> {
             }
             let wait = deadline.map_or(LOOK_EVERY, |d| (d - now).min(LOOK_EVERY));
             let progress = hosting.free_progress(wait).await?;
-            self.add_free(hosting, progress.report);
+            self.add_free(hosting, progress.report)?;
             self.report_progress(None);
             if self.totals.tally.published >= scenario.max_messages {
                 return Ok(StopReason::Budget);
@@ -125,11 +131,14 @@ impl<B: Backend> Coordinator<'_, B> {
         }
     }
 
-    fn add_free<H: Hosting>(&mut self, hosting: &H, report: StepReport) {
+    fn add_free<H: Hosting>(&mut self, hosting: &H, mut report: StepReport) -> Result<(), RunError> {
+        self.add_model_reporters(&mut report.tally);
         self.totals.add(&report.tally, None);
+        self.tidy_free(&report.tally, false)?;
         if hosting.reports_messages() {
             self.free_published.extend(report.published);
         }
+        Ok(())
     }
 
     /// Trims the stream towards `backend.maxlen` (when set), sparing what some group has not

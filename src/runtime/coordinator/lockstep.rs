@@ -36,9 +36,12 @@ impl<B: Backend> Coordinator<'_, B> {
         let first_tick = match resumed.tick {
             Some(t) => t + 1,
             None => {
+                let started = Instant::now();
                 let report = hosting.start_agents(Mode::Lockstep).await?;
                 let from_stream = cut_tick == Some(0);
-                expect = self.end_tick(hosting, 0, report, from_stream, transcript).await?;
+                expect = self
+                    .end_tick(hosting, 0, report, from_stream, transcript, started)
+                    .await?;
                 1
             }
         };
@@ -56,10 +59,9 @@ impl<B: Backend> Coordinator<'_, B> {
             let report = hosting.run_tick(tick, expect).await?;
             let from_stream = cut_tick == Some(tick);
             expect = self
-                .end_tick(hosting, tick, report, from_stream, transcript)
+                .end_tick(hosting, tick, report, from_stream, transcript, tick_started)
                 .await?;
             self.trim().await?;
-            self.tick_seconds.push(tick_started.elapsed().as_secs_f64());
         }
         Ok(StopReason::Ticks)
     }
@@ -74,13 +76,14 @@ impl<B: Backend> Coordinator<'_, B> {
         mut report: StepReport,
         from_stream: bool,
         transcript: &mut TranscriptWriter,
+        started: Instant,
     ) -> Result<u64, RunError> {
         if from_stream || !hosting.reports_messages() {
             report.published = self
                 .published_on_stream(self.tick_start, |m| m.tick == Some(tick))
                 .await?;
         }
-        let expect = self.record_tick(tick, report, transcript).await?;
+        let expect = self.record_tick(tick, report, transcript, started).await?;
         self.report_progress(Some(tick));
         Ok(expect)
     }
@@ -92,11 +95,14 @@ impl<B: Backend> Coordinator<'_, B> {
         tick: u64,
         report: StepReport,
         transcript: &mut TranscriptWriter,
+        started: Instant,
     ) -> Result<u64, RunError> {
         if let Some(displaced) = self.displaced() {
             // The run's record (and perhaps its folder) is another run's now.
             return Err(displaced);
         }
+        let mut report = report;
+        self.add_model_reporters(&mut report.tally);
         self.totals.add(&report.tally, Some(tick));
         self.last_tick = Some(tick);
         let mut published: Vec<Arc<Message>> = report.published.into_iter().map(|(_, m)| m).collect();
@@ -107,6 +113,9 @@ impl<B: Backend> Coordinator<'_, B> {
             .write(&published)
             .map_err(|e| RunError::output(&path, e))?;
         transcript.flush().map_err(|e| RunError::output(&path, e))?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.totals.tick_took(tick, seconds);
+        self.write_tidy(tick, published.len() as u64, &report.tally, Some(seconds))?;
         let last_id = self
             .reconnect
             .retry(&self.backend, || self.backend.last_id())

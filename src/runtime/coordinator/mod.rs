@@ -30,8 +30,9 @@ use super::shard::{Shard, ShardOptions};
 use super::{RunError, RunOptions, RunOutcome};
 use crate::backend::Backend;
 use crate::message::{EntryId, Message};
-use crate::report::{StopReason, TranscriptWriter};
+use crate::report::{StopReason, TidyWriter, TranscriptWriter};
 use crate::scenario::{Mode, Scenario};
+use crate::tally::Tally;
 
 pub(crate) struct Coordinator<'a, B> {
     backend: B,
@@ -45,8 +46,13 @@ pub(crate) struct Coordinator<'a, B> {
     free_published: Vec<(EntryId, Arc<Message>)>,
     /// Lockstep: the stream's newest entry when the last tick ended.
     tick_start: EntryId,
-    /// Lockstep: how long each tick (from 1) took in this process.
-    tick_seconds: Vec<f64>,
+    /// `metrics.csv` and `agents.csv`, once the run has started.
+    tidy: Option<TidyWriter>,
+    /// Free mode: what was reported in the current second, and which second that is.
+    free_bucket: Tally,
+    free_second: u64,
+    /// Free mode, resumed: the seconds the interrupted run recorded.
+    free_offset: u64,
     /// When the agents started, for rates and elapsed time.
     started: Instant,
     /// This run, as the stream's lease names it.
@@ -73,7 +79,10 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             last_tick: None,
             free_published: Vec::new(),
             tick_start: EntryId::ZERO,
-            tick_seconds: Vec::new(),
+            tidy: None,
+            free_bucket: Tally::default(),
+            free_second: 0,
+            free_offset: 0,
             started: Instant::now(),
             holder: Holder::me(),
             lost_to: LostTo::default(),
@@ -121,6 +130,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let prepared = async {
             let checkpoint = self.prepare().await?;
             let transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
+            self.open_tidy(&run_dir, checkpoint.as_ref())?;
             Ok((checkpoint, transcript))
         }
         .await;

@@ -11,11 +11,13 @@ use super::record::{Checkpoint, RunStatus};
 use crate::backend::{Backend, BackendError};
 use crate::llm::ModelUse;
 use crate::message::{EntryId, Message};
-use crate::report::{LlmLatency, LlmTokens, StopReason, Summary, TranscriptWriter};
+use crate::report::tidy::{self, Number, TickRows};
+use crate::report::{LlmLatency, LlmTokens, StopReason, Summary, TidyWriter, TranscriptWriter};
 use crate::runtime::liveness::Heartbeat;
 use crate::runtime::model;
 use crate::runtime::{RunError, RunOutcome};
 use crate::scenario::Mode;
+use crate::tally::Tally;
 
 /// Where a run records its exchanges with a model.
 pub(crate) const LLM_FILE: &str = "llm.jsonl";
@@ -73,6 +75,116 @@ impl<B: Backend> Coordinator<'_, B> {
         let mut w = fresh()?;
         w.write(&messages).map_err(|e| RunError::output(run_dir, e))?;
         Ok(w)
+    }
+
+    /// `metrics.csv` and `agents.csv`: fresh, or on resume cut back to what the checkpoint
+    /// covers (free mode: continued after the last second written).
+    pub(super) fn open_tidy(
+        &mut self,
+        run_dir: &Path,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), RunError> {
+        let tidy = if self.options.resume {
+            let from = match self.scenario.mode {
+                Mode::Lockstep => checkpoint.and_then(|c| c.tick).map_or(0, |t| t + 1),
+                Mode::Free => u64::MAX,
+            };
+            TidyWriter::resume(run_dir, from)
+        } else {
+            TidyWriter::create(run_dir)
+        }
+        .map_err(|e| RunError::output(run_dir.join(tidy::METRICS_FILE), e))?;
+        self.free_offset = tidy.next_tick();
+        self.free_second = self.free_offset;
+        self.tidy = Some(tidy);
+        Ok(())
+    }
+
+    /// Sets the levels the behaviours work out from their agents' reported values
+    /// ([`Behaviour::model_reporters`](crate::Behaviour::model_reporters)), table by table.
+    pub(super) fn add_model_reporters(&self, tally: &mut Tally) {
+        if tally.agents.is_empty() {
+            return;
+        }
+        for (t, table) in self.scenario.tables.iter().enumerate() {
+            let mut values: std::collections::BTreeMap<String, Vec<f64>> = std::collections::BTreeMap::new();
+            for agent in self.scenario.agents.iter().filter(|a| a.table == t) {
+                if let Some(reported) = tally.agents.get(&*agent.name) {
+                    for (name, value) in reported {
+                        values.entry(name.clone()).or_default().push(*value);
+                    }
+                }
+            }
+            if values.is_empty() {
+                continue;
+            }
+            for (name, value) in table.behaviour.model_reporters(&values) {
+                tally.set_level(&name, value);
+            }
+        }
+    }
+
+    /// Writes one tick's rows: what every run records, then what behaviours reported.
+    pub(super) fn write_tidy(
+        &mut self,
+        tick: u64,
+        messages: u64,
+        tally: &Tally,
+        seconds: Option<f64>,
+    ) -> Result<(), RunError> {
+        let Some(tidy) = self.tidy.as_mut() else {
+            return Ok(());
+        };
+        let mut rows = TickRows::default();
+        rows.model.push(("messages", Number::Whole(messages as i64)));
+        rows.model
+            .push(("deliveries", Number::Whole(tally.deliveries as i64)));
+        if let Some(seconds) = seconds {
+            rows.model.push(("seconds", Number::Real(seconds)));
+        }
+        // Every counter known so far gets a row, 0 in a tick nobody counted it.
+        for name in self.totals.metrics.keys() {
+            let value = tally.metrics.get(name).copied().unwrap_or(0);
+            rows.model.push((name, Number::Whole(value)));
+        }
+        for (name, value) in &tally.levels {
+            rows.model.push((name, Number::Real(*value)));
+        }
+        if !tally.agents.is_empty() {
+            for agent in &self.scenario.agents {
+                if let Some(values) = tally.agents.get(&*agent.name) {
+                    for (name, value) in values {
+                        rows.agents.push((&agent.name, name, *value));
+                    }
+                }
+            }
+        }
+        let [path, _] = tidy.paths();
+        tidy.write_tick(tick, &rows)
+            .map_err(|e| RunError::output(&path, e))
+    }
+
+    /// Free mode: adds a report to the current second's, writing the second before when a
+    /// new one has begun, and everything left when `last`.
+    pub(super) fn tidy_free(&mut self, tally: &Tally, last: bool) -> Result<(), RunError> {
+        let second = self.free_offset + self.started.elapsed().as_secs();
+        if second > self.free_second {
+            self.write_free_second()?;
+            self.free_second = second;
+        }
+        self.free_bucket += tally;
+        if last {
+            self.write_free_second()?;
+        }
+        Ok(())
+    }
+
+    fn write_free_second(&mut self) -> Result<(), RunError> {
+        let bucket = std::mem::take(&mut self.free_bucket);
+        if bucket.is_empty() {
+            return Ok(());
+        }
+        self.write_tidy(self.free_second, bucket.published, &bucket, None)
     }
 
     /// Free mode: the transcript in publication order, which is stream order.
@@ -140,9 +252,13 @@ impl<B: Backend> Coordinator<'_, B> {
         sha: String,
     ) -> Summary {
         let scenario = self.scenario;
+        let ticks = match scenario.mode {
+            Mode::Lockstep => self.last_tick,
+            Mode::Free => None,
+        };
         let mut metrics = std::mem::take(&mut self.totals.metrics);
         for series in metrics.values_mut() {
-            series.finish();
+            series.finish_ticks(ticks);
         }
         let tally = &self.totals.tally;
         let elapsed_s = elapsed.as_secs_f64();
@@ -155,10 +271,7 @@ impl<B: Backend> Coordinator<'_, B> {
             mode: scenario.mode,
             backend: self.backend.kind(),
             agents: scenario.agents.len() as u64,
-            ticks: match scenario.mode {
-                Mode::Lockstep => self.last_tick,
-                Mode::Free => None,
-            },
+            ticks,
             messages: tally.published,
             deliveries: tally.deliveries,
             handled: tally.handled,
@@ -170,7 +283,8 @@ impl<B: Backend> Coordinator<'_, B> {
             error: error.map(ToString::to_string),
             transcript_sha256: sha,
             metrics,
-            tick_seconds: std::mem::take(&mut self.tick_seconds),
+            levels: std::mem::take(&mut self.totals.levels),
+            tick_seconds: std::mem::take(&mut self.totals.tick_seconds),
             llm_calls: 0,
             llm_tokens: LlmTokens::default(),
             llm_latency_ms: LlmLatency::default(),

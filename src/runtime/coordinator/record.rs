@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::LEASE_HOLDER;
 use crate::message::EntryId;
-use crate::report::{MetricSeries, StopReason};
+use crate::report::{LevelSeries, MetricSeries, StopReason};
 use crate::scenario::Scenario;
 use crate::tally::Tally;
 
@@ -62,11 +62,16 @@ impl RunStatus {
     }
 }
 
-/// Counts over the whole run, and the behaviours' counters tick by tick.
+/// Counts over the whole run, and the behaviours' counters and levels tick by tick.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct RunTotals {
     pub tally: Tally,
     pub metrics: BTreeMap<String, MetricSeries>,
+    #[serde(default)]
+    pub levels: BTreeMap<String, LevelSeries>,
+    /// Lockstep: how long each tick took, from tick 0 (kept across a resume).
+    #[serde(default)]
+    pub tick_seconds: Vec<f64>,
 }
 
 impl RunTotals {
@@ -80,6 +85,18 @@ impl RunTotals {
                 None => series.total += delta,
             }
         }
+        for (name, value) in &tally.levels {
+            self.levels.entry(name.clone()).or_default().record(tick, *value);
+        }
+    }
+
+    /// Records how long lockstep tick `tick` took.
+    pub fn tick_took(&mut self, tick: u64, seconds: f64) {
+        let tick = tick as usize;
+        if self.tick_seconds.len() <= tick {
+            self.tick_seconds.resize(tick + 1, 0.0);
+        }
+        self.tick_seconds[tick] = seconds;
     }
 }
 

@@ -1,0 +1,252 @@
+//! What a run records for analysis (CONTRACT.md, "Metrics, plots and sweeps"): `metrics.csv`
+//! and `agents.csv` checked against the transcript and the summary, the same after a kill and
+//! a resume, and in free mode.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::{agora, text};
+use serde_json::Value;
+
+fn run(scenario: &str, out: &Path, extra: &[&str]) -> Output {
+    let output = agora()
+        .arg("run")
+        .arg(scenario)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{scenario}: {}", text(&output.stderr));
+    output
+}
+
+fn run_dir(out: &Path) -> PathBuf {
+    std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()
+}
+
+/// A CSV file as rows of strings, the header first.
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+fn transcript(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("transcript.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn summary(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// `metrics.csv` as (tick, name) -> value.
+fn metrics(dir: &Path) -> BTreeMap<(u64, String), String> {
+    let rows = csv_rows(&dir.join("metrics.csv"));
+    assert_eq!(rows[0], ["tick", "name", "value"]);
+    rows[1..]
+        .iter()
+        .map(|r| ((r[0].parse().unwrap(), r[1].clone()), r[2].clone()))
+        .collect()
+}
+
+const OPINION: &[&str] = &["--set", "agents.0.count=40", "--set", "scenario.ticks=12"];
+
+#[test]
+fn opinion_csvs_agree_with_the_transcript_and_the_summary() {
+    let out = tempfile::tempdir().unwrap();
+    run("scenarios/opinion.toml", out.path(), OPINION);
+    let dir = run_dir(out.path());
+    let lines = transcript(&dir);
+
+    // agents.csv at tick t: exactly the opinion each agent published at tick t.
+    let rows = csv_rows(&dir.join("agents.csv"));
+    assert_eq!(rows[0], ["tick", "agent", "name", "value"]);
+    assert_eq!(
+        rows.len() - 1,
+        40 * 13,
+        "one row per agent per tick, ticks 0 to 12"
+    );
+    let published: BTreeMap<(u64, String), f64> = lines
+        .iter()
+        .map(|l| {
+            (
+                (
+                    l["tick"].as_u64().unwrap(),
+                    l["sender_id"].as_str().unwrap().to_string(),
+                ),
+                l["data"]["opinion"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    for row in &rows[1..] {
+        assert_eq!(row[2], "opinion");
+        let key = (row[0].parse::<u64>().unwrap(), row[1].clone());
+        let value: f64 = row[3].parse().unwrap();
+        assert_eq!(Some(&value), published.get(&key), "{row:?}");
+    }
+    // Agents in declaration order within a tick.
+    assert_eq!(rows[1][1], "citizen_1");
+    assert_eq!(rows[2][1], "citizen_2");
+
+    // metrics.csv: messages and deliveries per tick add up to the transcript and the summary.
+    let m = metrics(&dir);
+    let s = summary(&dir);
+    let mut deliveries = 0;
+    for tick in 0..=12u64 {
+        let in_transcript = lines.iter().filter(|l| l["tick"] == tick).count();
+        assert_eq!(
+            m[&(tick, "messages".into())],
+            in_transcript.to_string(),
+            "tick {tick}"
+        );
+        deliveries += m[&(tick, "deliveries".into())].parse::<u64>().unwrap();
+        let seconds: f64 = m[&(tick, "seconds".into())].parse().unwrap();
+        assert!(seconds > 0.0);
+        let clusters: f64 = m[&(tick, "clusters".into())].parse().unwrap();
+        assert!((1.0..=40.0).contains(&clusters));
+    }
+    assert_eq!(deliveries, s["deliveries"].as_u64().unwrap());
+    // summary.json: one entry per tick in every per-tick array.
+    assert_eq!(s["tick_seconds"].as_array().unwrap().len(), 13);
+    let clusters = &s["levels"]["clusters"];
+    assert_eq!(clusters["per_tick"].as_array().unwrap().len(), 13);
+    assert_eq!(
+        clusters["last"].as_f64().unwrap().to_string(),
+        m[&(12, "clusters".into())]
+    );
+}
+
+#[test]
+fn gossip_counts_and_flags_agree() {
+    let out = tempfile::tempdir().unwrap();
+    run("scenarios/gossip.toml", out.path(), &[]);
+    let dir = run_dir(out.path());
+    let s = summary(&dir);
+    let ticks = s["ticks"].as_u64().unwrap();
+    let informed = &s["metrics"]["informed"];
+    assert_eq!(informed["per_tick"].as_array().unwrap().len() as u64, ticks + 1);
+    let m = metrics(&dir);
+    for tick in 0..=ticks {
+        assert_eq!(
+            m[&(tick, "informed".into())],
+            informed["per_tick"][tick as usize].to_string(),
+            "tick {tick}"
+        );
+    }
+    // Each agent's flag: 0 or 1 at the start, then 1 the tick it learnt the rumor.
+    let rows = csv_rows(&dir.join("agents.csv"));
+    let became: Vec<u64> = rows[1..]
+        .iter()
+        .filter(|r| r[3] == "1" || r[3] == "1.0")
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    let total: i64 = informed["total"].as_i64().unwrap();
+    assert_eq!(became.len() as i64, total, "one flag per informed agent");
+    for tick in 0..=ticks {
+        let counted: i64 = informed["per_tick"][tick as usize].as_i64().unwrap();
+        assert_eq!(
+            became.iter().filter(|&&t| t == tick).count() as i64,
+            counted,
+            "tick {tick}"
+        );
+    }
+}
+
+#[test]
+fn free_mode_records_whole_seconds() {
+    let out = tempfile::tempdir().unwrap();
+    let free = [
+        "--set",
+        "scenario.mode=free",
+        "--set",
+        "agents.0.params.hops=2000",
+    ];
+    run("scenarios/relay.toml", out.path(), &free);
+    let dir = run_dir(out.path());
+    let m = metrics(&dir);
+    let published: u64 = m
+        .iter()
+        .filter(|((_, name), _)| name == "messages")
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(published, summary(&dir)["messages"].as_u64().unwrap());
+    assert!(m.keys().all(|(_, name)| name != "seconds"));
+}
+
+fn wait_for_tick(redis: &RedisServer, stream: &str, tick: u64) {
+    let started = Instant::now();
+    loop {
+        let reply = redis.command(&["HGET", &format!("{stream}:run"), "tick"]);
+        if reply
+            .lines()
+            .find_map(|l| l.trim().parse::<u64>().ok())
+            .is_some_and(|t| t >= tick)
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never reached tick {tick}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The CSVs without the wall-clock rows, which no two runs share.
+fn without_seconds(dir: &Path) -> (String, String) {
+    let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let metrics = metrics
+        .lines()
+        .filter(|l| !l.contains(",seconds,"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (metrics, std::fs::read_to_string(dir.join("agents.csv")).unwrap())
+}
+
+#[test]
+fn a_killed_and_resumed_run_writes_the_csvs_of_an_uninterrupted_one() {
+    let longer = ["--set", "agents.0.count=200", "--set", "scenario.ticks=30"];
+    let whole = tempfile::tempdir().unwrap();
+    run("scenarios/opinion.toml", whole.path(), &longer);
+    let expected = without_seconds(&run_dir(whole.path()));
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let on_redis = [&longer[..], &["--backend", "redis", "--redis-url", &url]].concat();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = agora()
+        .arg("run")
+        .arg("scenarios/opinion.toml")
+        .args(["--quiet", "--out"])
+        .arg(out.path())
+        .args(&on_redis)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_tick(&redis, "opinion", 10);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dir = run_dir(out.path());
+    let (cut, _) = without_seconds(&dir);
+    assert!(cut.len() < expected.0.len(), "the kill came before the end");
+    run(
+        "scenarios/opinion.toml",
+        out.path(),
+        &[&on_redis[..], &["--resume"]].concat(),
+    );
+    assert!(without_seconds(&dir) == expected, "the resumed run's CSVs differ");
+}
