@@ -48,6 +48,15 @@ if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; t
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
 fi
 
+# The plots' text is drawn with a TrueType font the system has (src/plot/font.rs).
+if [ -z "${AGORA_FONT:-}" ] && ! find /usr/share/fonts /usr/local/share/fonts /System/Library/Fonts /Library/Fonts \
+        -iname '*sans*.ttf' 2>/dev/null | grep -q . && command -v apt-get >/dev/null 2>&1; then
+    echo "no TrueType font found; installing fonts-dejavu-core for the plot tests" >&2
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq fonts-dejavu-core >/dev/null
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo is not installed; get Rust from https://rustup.rs and run again" >&2
     exit 1

@@ -31,6 +31,10 @@ pub enum Error {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Run(#[from] RunError),
+    /// Work that failed after its input was accepted (a plot that could not be drawn, a
+    /// sweep with failed runs), with what to do about it.
+    #[error("{message}")]
+    Failed { message: String, hint: Option<String> },
     #[error("cannot write {}: {source}", path.display())]
     Output {
         path: PathBuf,
@@ -55,7 +59,9 @@ impl Error {
             {
                 exit::BAD_INPUT
             }
-            Error::Backend(_) | Error::Run(_) | Error::Output { .. } => exit::RUN_FAILED,
+            Error::Backend(_) | Error::Run(_) | Error::Output { .. } | Error::Failed { .. } => {
+                exit::RUN_FAILED
+            }
         }
     }
 
@@ -65,6 +71,7 @@ impl Error {
             Error::Scenario(e) => e.hint.clone(),
             Error::Backend(e) => e.hint(),
             Error::Run(e) => e.hint(),
+            Error::Failed { hint, .. } => hint.clone(),
             Error::Usage(_) | Error::Output { .. } => None,
         }
     }

@@ -37,6 +37,7 @@ pub mod cli;
 pub mod error;
 pub mod llm;
 pub mod message;
+pub mod plot;
 pub mod program;
 pub mod random;
 pub mod report;

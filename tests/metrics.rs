@@ -250,3 +250,77 @@ fn a_killed_and_resumed_run_writes_the_csvs_of_an_uninterrupted_one() {
     );
     assert!(without_seconds(&dir) == expected, "the resumed run's CSVs differ");
 }
+
+/// A PNG's width and height, from its IHDR chunk (after checking the signature).
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+fn check_svg(path: &Path) {
+    let svg = std::fs::read_to_string(path).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{}",
+        path.display()
+    );
+    assert!(
+        svg.contains(r#"width="1200""#) && svg.contains(r#"height="750""#),
+        "{}",
+        path.display()
+    );
+}
+
+#[test]
+fn plots_are_drawn_with_the_run_and_again_by_agora_plot() {
+    let out = tempfile::tempdir().unwrap();
+    let stdout = text(&run("scenarios/opinion.toml", out.path(), OPINION).stdout);
+    assert!(
+        stdout.lines().last().unwrap().starts_with("transcript sha256: "),
+        "{stdout}"
+    );
+    let dir = run_dir(out.path());
+    let plots = dir.join("plots");
+    for stem in ["agents-opinion", "clusters", "messages", "deliveries", "seconds"] {
+        assert_eq!(
+            png_size(&plots.join(format!("{stem}.png"))),
+            (1200, 750),
+            "{stem}"
+        );
+        check_svg(&plots.join(format!("{stem}.svg")));
+    }
+    let svg = std::fs::read_to_string(plots.join("agents-opinion.svg")).unwrap();
+    assert!(
+        svg.contains("opinion, seed 7") && svg.contains("epsilon=0.2"),
+        "titled with the scenario, seed and parameters"
+    );
+
+    std::fs::remove_dir_all(&plots).unwrap();
+    let output = agora().arg("plot").arg(&dir).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(png_size(&plots.join("agents-opinion.png")), (1200, 750));
+
+    let bare = tempfile::tempdir().unwrap();
+    run(
+        "scenarios/opinion.toml",
+        bare.path(),
+        &[OPINION, &["--no-plots"]].concat(),
+    );
+    assert!(!run_dir(bare.path()).join("plots").exists());
+
+    let output = agora().arg("plot").arg(bare.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "not a run's folder");
+    assert!(
+        text(&output.stderr).contains("metrics.csv"),
+        "{}",
+        text(&output.stderr)
+    );
+}

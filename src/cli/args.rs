@@ -27,13 +27,13 @@ pub(super) struct Cli {
 
 #[derive(Subcommand)]
 pub(super) enum Command {
-    /// Run a scenario and write transcript.jsonl and summary.json
+    /// Run a scenario and write transcript.jsonl, summary.json, metrics.csv, agents.csv and plots
     #[command(after_help = "\
 Precedence, highest first: --set and the flags, then AGORA_<SECTION>__<KEY> environment
 variables (such as AGORA_SCENARIO__SEED=7), then the file, then defaults.
 
-Output: {output.dir}/{name}-{seed}/transcript.jsonl and summary.json; the last line printed is
-`transcript sha256: <hex>`.
+Output: {output.dir}/{name}-{seed}/: transcript.jsonl, summary.json, metrics.csv (tick,name,value),
+agents.csv (tick,agent,name,value) and plots/; the last line printed is `transcript sha256: <hex>`.
 
 Exit codes: 0 done, 1 a failure while running, 2 bad input (or the stream is in use by a run
 still going, or its folder by another run), 3 the backend cannot be used, 130 interrupted by
@@ -49,6 +49,18 @@ Ctrl-C (the outputs are written; --resume continues a Redis run).")]
     Cleanup(CleanupArgs),
     /// Show a run's keys on Redis: stream length, groups' pending and lag, dead letters, cache
     Inspect(InspectArgs),
+    /// Draw a run's plots again from its folder (metrics.csv and agents.csv) into RUN_DIR/plots
+    #[command(after_help = "\
+Each model-level metric over time (counters as running totals), and each agent-level value as
+one line per agent (every k-th agent beyond 2000), as SVG and PNG of 1200 x 750 pixels. The
+text needs a TrueType font: the usual system ones are found, or set AGORA_FONT to a .ttf file.")]
+    Plot(PlotArgs),
+}
+
+#[derive(Args)]
+pub(super) struct PlotArgs {
+    /// A run's folder, such as runs/opinion-7
+    pub run_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -95,6 +107,9 @@ pub(super) struct RunArgs {
     /// network and no key: the transcript is the recorded run's, byte for byte
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
+    /// Do not draw the plots (RUN_DIR/plots; `agora plot RUN_DIR` draws them later)
+    #[arg(long)]
+    pub no_plots: bool,
 }
 
 #[derive(Args)]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::args::{BackendArg, BehavioursArgs, CheckArgs, RunArgs, ScenarioArgs, WorkerArgs};
+use super::args::{BackendArg, BehavioursArgs, CheckArgs, PlotArgs, RunArgs, ScenarioArgs, WorkerArgs};
 use super::report_error;
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
@@ -84,6 +84,17 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     if let Some(path) = &outcome.dead_letters_path {
         println!("  dead letters  {}", path.display());
     }
+    if !args.no_plots {
+        // The run's outputs are written: a plot that cannot be drawn is a warning, not a
+        // failed run.
+        match crate::plot::draw_run(&outcome.run_dir) {
+            Ok(_) => println!(
+                "  plots         {}",
+                outcome.run_dir.join(crate::plot::PLOTS_DIR).display()
+            ),
+            Err(e) => tracing::warn!("the plots were not drawn: {e}"),
+        }
+    }
     println!("transcript sha256: {}", s.transcript_sha256);
     if let Some(error) = outcome.error {
         let e = Error::from(error);
@@ -103,6 +114,26 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
             )
         );
         return Ok(exit::RUN_FAILED);
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `agora plot RUN_DIR`.
+pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
+    if !args.run_dir.join(crate::report::tidy::METRICS_FILE).is_file() {
+        return Err(Error::Usage(format!(
+            "{} is not a run's folder (it has no metrics.csv): give one such as runs/opinion-7",
+            args.run_dir.display()
+        )));
+    }
+    let written = crate::plot::draw_run(&args.run_dir).map_err(|message| Error::Failed {
+        hint: message
+            .contains("font")
+            .then(|| "set AGORA_FONT to a .ttf file, or install fonts-dejavu-core".to_string()),
+        message,
+    })?;
+    for path in &written {
+        println!("{}", path.display());
     }
     Ok(exit::SUCCESS)
 }

@@ -99,6 +99,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Error> {
         Command::Worker(args) => commands::worker(args, registry),
         Command::Cleanup(args) => admin::cleanup(args),
         Command::Inspect(args) => admin::inspect(args),
+        Command::Plot(args) => commands::plot(args),
     }
 }
 /// Warnings go to stderr as `warning: ...` lines, in the style of the `error:` line a failed
