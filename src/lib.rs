@@ -43,6 +43,7 @@ pub mod random;
 pub mod report;
 pub mod runtime;
 pub mod scenario;
+pub mod sweep;
 pub mod tally;
 
 pub use backend::CacheEntry;

@@ -55,6 +55,57 @@ Each model-level metric over time (counters as running totals), and each agent-l
 one line per agent (every k-th agent beyond 2000), as SVG and PNG of 1200 x 750 pixels. The
 text needs a TrueType font: the usual system ones are found, or set AGORA_FONT to a .ttf file.")]
     Plot(PlotArgs),
+    /// Run a scenario over a grid of parameter values and seeds; sum the runs up in sweep.csv
+    #[command(after_help = "\
+Every combination of the --vary values runs with every seed (the first --vary outermost, seeds
+innermost), --jobs runs at a time, each an `agora run` of its own into
+{out}/{name}-sweep/run-NNN/{name}-{seed}/. Then {out}/{name}-sweep/sweep.csv has one row per
+run: run, seed, one column per varied key, stop_reason, ticks, messages, deliveries,
+elapsed_s, transcript_sha256, the last value of every model-level metric, dir and error; and
+{out}/{name}-sweep/plots/ each metric's final value against the first varied key (mean over
+seeds, 95% interval).
+
+Run it again and it skips the runs that completed (same scenario, same values); runs cut short
+or failed run again. A failed run is a row with its error, and the sweep goes on (exit 1 at
+the end). On Redis every run has a stream of its own ({name}-sweep-NNN).
+
+Example: agora sweep scenarios/opinion.toml --vary agents.0.params.epsilon=0.05,0.1,0.2,0.4 --seeds 1..10")]
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+pub(super) struct SweepArgs {
+    /// The scenario file, such as scenarios/opinion.toml
+    pub scenario: PathBuf,
+    /// A key and the values to run it with, as KEY=V1,V2,... (the dotted keys of --set, such
+    /// as agents.0.params.epsilon=0.1,0.2); repeatable: every combination runs
+    #[arg(long = "vary", value_name = "KEY=V1,V2,...")]
+    pub vary: Vec<String>,
+    /// The seeds of every combination: a range A..B, both ends included (1..10 is ten seeds),
+    /// or a list such as 1,2,5 [default: the scenario's seed]
+    #[arg(long, value_name = "SEEDS")]
+    pub seeds: Option<String>,
+    /// How many runs at a time [default: the number of cores]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number::<u32>)]
+    pub jobs: Option<u32>,
+    /// Override a key for every run, as with agora run (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// The backend of every run: the embedded `memory` one, or `redis`
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+    /// The Redis URL of every run (also means --backend redis)
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// The output directory (output.dir): the sweep goes into {out}/{name}-sweep/
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// No progress bar
+    #[arg(long)]
+    pub quiet: bool,
+    /// Draw no plots, neither the runs' nor the sweep's
+    #[arg(long)]
+    pub no_plots: bool,
 }
 
 #[derive(Args)]

@@ -10,7 +10,7 @@ use crate::report::{Progress, StopReason};
 use crate::runtime::{self, RunOptions};
 use crate::scenario::{self, BackendKind, Mode, Overrides, Scenario};
 
-fn load(args: &ScenarioArgs, registry: &Registry) -> Result<Scenario, Error> {
+pub(super) fn load(args: &ScenarioArgs, registry: &Registry) -> Result<Scenario, Error> {
     let mut overrides = Overrides::new();
     for set in &args.sets {
         overrides.set(set)?;

@@ -7,6 +7,7 @@
 mod admin;
 mod args;
 mod commands;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -100,6 +101,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Error> {
         Command::Cleanup(args) => admin::cleanup(args),
         Command::Inspect(args) => admin::inspect(args),
         Command::Plot(args) => commands::plot(args),
+        Command::Sweep(args) => sweep::sweep(args, registry),
     }
 }
 /// Warnings go to stderr as `warning: ...` lines, in the style of the `error:` line a failed

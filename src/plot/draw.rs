@@ -148,7 +148,9 @@ impl Chart {
             .iter()
             .flat_map(|l| l.points.iter().map(|p| p.1))
             .chain(self.intervals.iter().flat_map(|i| [i.low, i.high]));
-        (padded(xs, 0.0), padded(ys, 0.05))
+        // Intervals (a sweep's points) need room at the ends; time series start at tick 0.
+        let x_pad = if self.intervals.is_empty() { 0.0 } else { 0.04 };
+        (padded(xs, x_pad), padded(ys, 0.05))
     }
 }
 

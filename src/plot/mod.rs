@@ -10,6 +10,7 @@
 pub mod data;
 pub mod draw;
 pub mod font;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,314 @@
+//! `agora sweep`: plans the runs, skips those that completed, runs the rest as `agora run`
+//! processes `--jobs` at a time behind a progress bar, keeps `sweep.csv` up to date after
+//! every run, and draws the sweep's plots.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::args::{BackendArg, ScenarioArgs, SweepArgs};
+use super::commands::load;
+use crate::behaviour::Registry;
+use crate::error::{Error, exit};
+use crate::scenario::BackendKind;
+use crate::sweep::{self, PlannedRun, RunResult, Varied, table};
+
+/// One run, ready to start.
+struct Job {
+    planned: PlannedRun,
+    /// The folder `agora run --out` gets: `{sweep}/run-NNN`.
+    out: PathBuf,
+    /// The run's own folder under it.
+    run_dir: PathBuf,
+    /// `--set` arguments: the sweep's, the run's values, its stream on Redis.
+    sets: Vec<String>,
+}
+
+pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
+    let varied = varied_keys(&args.vary)?;
+    let base = load(
+        &scenario_args(&args, args.sets.clone(), None, args.out.clone()),
+        registry,
+    )?;
+    let seeds = match &args.seeds {
+        Some(text) => sweep::parse_seeds(text).map_err(Error::Usage)?,
+        None => vec![base.seed],
+    };
+    let jobs = match args.jobs {
+        Some(0) => return Err(Error::Usage("--jobs: at least 1".into())),
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(2, usize::from),
+    };
+    let sweep_dir = base.output_dir.join(format!("{}-sweep", base.name));
+    let planned = sweep::plan(&varied, &seeds);
+    let total = planned.len();
+    let (results, todo) = prepare(&args, registry, &base, &sweep_dir, planned)?;
+    std::fs::create_dir_all(&sweep_dir).map_err(|e| Error::Output {
+        path: sweep_dir.clone(),
+        source: e,
+    })?;
+    let skipped = total - todo.len();
+    let keys: Vec<String> = varied.iter().map(|v| v.key.clone()).collect();
+    let csv_path = sweep_dir.join(sweep::SWEEP_FILE);
+    let write_csv = |results: &[Option<RunResult>]| {
+        let rows: Vec<RunResult> = results.iter().flatten().cloned().collect();
+        table::write(&csv_path, &keys, &rows).map_err(|e| Error::Output {
+            path: csv_path.clone(),
+            source: e,
+        })
+    };
+    write_csv(&results)?;
+    let (results, failed) = run_jobs(&args, jobs, results, todo, &sweep_dir, &write_csv)?;
+    write_csv(&results)?;
+    let rows: Vec<RunResult> = results.into_iter().flatten().collect();
+    if !args.no_plots {
+        let title = format!("{} sweep", base.name);
+        match crate::plot::sweep::draw_sweep(&sweep_dir.join(crate::plot::PLOTS_DIR), &title, &rows) {
+            Ok(files) if !files.is_empty() => {
+                println!("plots:   {}", sweep_dir.join(crate::plot::PLOTS_DIR).display());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the sweep's plots were not drawn: {e}"),
+        }
+    }
+    println!(
+        "sweep:   {total} runs ({} run now, {skipped} done before, {failed} failed)",
+        total - skipped
+    );
+    println!("results: {}", csv_path.display());
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} of {total} runs failed (their rows in {} say why); run the sweep again to retry them",
+            csv_path.display()
+        );
+        return Ok(exit::RUN_FAILED);
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// The `--vary` arguments, read and checked.
+fn varied_keys(args: &[String]) -> Result<Vec<Varied>, Error> {
+    let varied: Vec<Varied> = args
+        .iter()
+        .map(|v| Varied::parse(v))
+        .collect::<Result<_, _>>()
+        .map_err(Error::Usage)?;
+    for (i, v) in varied.iter().enumerate() {
+        if varied[..i].iter().any(|w| w.key == v.key) {
+            return Err(Error::Usage(format!("--vary {}: the key is varied twice", v.key)));
+        }
+        if ["scenario.seed", "output.dir"].contains(&v.key.as_str()) {
+            return Err(Error::Usage(format!(
+                "--vary {}: the sweep sets this key itself; use --seeds for seeds and --out for the folder",
+                v.key
+            )));
+        }
+    }
+    Ok(varied)
+}
+
+fn scenario_args(
+    args: &SweepArgs,
+    sets: Vec<String>,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+) -> ScenarioArgs {
+    ScenarioArgs {
+        scenario: args.scenario.clone(),
+        sets,
+        backend: args.backend,
+        redis_url: args.redis_url.clone(),
+        seed,
+        out,
+    }
+}
+
+/// Loads (and so checks) every run's scenario before anything runs; returns the results of
+/// the runs that completed before, and the jobs left to run.
+fn prepare(
+    args: &SweepArgs,
+    registry: &Registry,
+    base: &crate::scenario::Scenario,
+    sweep_dir: &std::path::Path,
+    planned: Vec<PlannedRun>,
+) -> Result<(Vec<Option<RunResult>>, VecDeque<Job>), Error> {
+    let total = planned.len();
+    let mut results: Vec<Option<RunResult>> = vec![None; total];
+    let mut todo = VecDeque::new();
+    for run in planned {
+        let out = sweep_dir.join(run.folder(total));
+        let mut sets = args.sets.clone();
+        sets.extend(run.sets());
+        if base.backend.kind == BackendKind::Redis {
+            let stream = format!("{}-sweep-{:03}", base.name, run.number);
+            sets.push(format!("backend.stream={stream}"));
+            sets.push(format!("backend.cache_prefix={stream}:cache:"));
+        }
+        let scenario = load(
+            &scenario_args(args, sets.clone(), Some(run.seed), Some(out.clone())),
+            registry,
+        )?;
+        let run_dir = scenario.run_dir();
+        let done = std::fs::read_to_string(run_dir.join("summary.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .filter(|s| table::completed(s, &scenario.fingerprint()));
+        match done {
+            Some(summary) => {
+                let at = run.number - 1;
+                results[at] = Some(RunResult {
+                    planned: run,
+                    dir: relative(&run_dir, sweep_dir),
+                    summary: Some(summary),
+                    error: None,
+                });
+            }
+            None => todo.push_back(Job {
+                planned: run,
+                out,
+                run_dir,
+                sets,
+            }),
+        }
+    }
+    Ok((results, todo))
+}
+
+/// Writes `sweep.csv` from the results so far.
+type WriteCsv<'a> = dyn Fn(&[Option<RunResult>]) -> Result<(), Error> + Sync + 'a;
+
+/// Runs the jobs, `jobs` at a time, keeping `sweep.csv` up to date; returns every result
+/// and how many runs failed.
+fn run_jobs(
+    args: &SweepArgs,
+    jobs: usize,
+    results: Vec<Option<RunResult>>,
+    todo: VecDeque<Job>,
+    sweep_dir: &std::path::Path,
+    write_csv: &WriteCsv<'_>,
+) -> Result<(Vec<Option<RunResult>>, usize), Error> {
+    let total = results.len();
+    let bar = progress_bar(total, total - todo.len(), args.quiet);
+    let exe =
+        std::env::current_exe().map_err(|e| Error::Usage(format!("cannot find agora's own program: {e}")))?;
+    let queue = Mutex::new(todo);
+    let shared = Mutex::new((results, 0usize));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(total.max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                        return;
+                    };
+                    let result = run_one(&exe, args, &job, sweep_dir);
+                    let Ok(mut guard) = shared.lock() else { return };
+                    let (results, failed) = &mut *guard;
+                    if result.error.is_some() {
+                        *failed += 1;
+                        bar.set_message(format!("{failed} failed"));
+                    }
+                    let at = result.planned.number - 1;
+                    results[at] = Some(result);
+                    if let Err(e) = write_csv(results) {
+                        tracing::warn!("{e}");
+                    }
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    shared
+        .into_inner()
+        .map_err(|_| Error::Usage("a sweep thread panicked".into()))
+}
+
+/// Runs one job as `agora run`; its result, from its summary and exit.
+fn run_one(exe: &std::path::Path, args: &SweepArgs, job: &Job, sweep_dir: &std::path::Path) -> RunResult {
+    let mut command = Command::new(exe);
+    command
+        .arg("run")
+        .arg(&args.scenario)
+        .args(["--quiet", "--overwrite", "--out"])
+        .arg(&job.out)
+        .args(["--seed", &job.planned.seed.to_string()]);
+    for set in &job.sets {
+        command.args(["--set", set]);
+    }
+    match args.backend {
+        Some(BackendArg::Memory) => {
+            command.args(["--backend", "memory"]);
+        }
+        Some(BackendArg::Redis) => {
+            command.args(["--backend", "redis"]);
+        }
+        None => {}
+    }
+    if let Some(url) = &args.redis_url {
+        command.args(["--redis-url", url]);
+    }
+    if args.no_plots {
+        command.arg("--no-plots");
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let summary = std::fs::read_to_string(job.run_dir.join("summary.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let error = match output {
+        Ok(output) if output.status.success() => None,
+        Ok(output) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let said = stderr
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("error: "))
+                .unwrap_or("no error message");
+            Some(match output.status.code() {
+                Some(code) => format!("exit {code}: {said}"),
+                None => format!("killed by a signal: {said}"),
+            })
+        }
+        Err(e) => Some(format!("cannot start {}: {e}", exe.display())),
+    };
+    RunResult {
+        planned: job.planned.clone(),
+        dir: relative(&job.run_dir, sweep_dir),
+        summary,
+        error,
+    }
+}
+
+/// `path` relative to `base`, with `/` between parts.
+fn relative(path: &std::path::Path, base: &std::path::Path) -> String {
+    let rel = path.strip_prefix(base).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn progress_bar(total: usize, done: usize, quiet: bool) -> ProgressBar {
+    let target = if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} runs {pos}/{len} [{bar:30}] {elapsed}, about {eta} left {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_position(done as u64);
+    bar.reset_eta();
+    bar
+}

@@ -1,0 +1,177 @@
+//! `sweep.csv`: one row per run, in plan order, with the run's varied values, what its
+//! `summary.json` says, and the last value of every model-level metric: a counter's total, a
+//! level's last value.
+//!
+//! Columns: `run`, `seed`, one per varied key, `stop_reason`, `ticks`, `messages`,
+//! `deliveries`, `elapsed_s`, `transcript_sha256`, one per metric (sorted by name), then
+//! `dir` (the run's folder, relative to the sweep's) and `error` (why a run failed; empty
+//! when it did not).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::plan::PlannedRun;
+
+/// A run of the sweep, done or failed.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub planned: PlannedRun,
+    /// The run's folder, relative to the sweep's (`run-001/opinion-3`).
+    pub dir: String,
+    /// Its `summary.json`, when it wrote one.
+    pub summary: Option<Value>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+impl RunResult {
+    /// The last value of each model-level metric: counters' totals, levels' last values.
+    pub fn metrics(&self) -> Vec<(String, f64)> {
+        let Some(s) = &self.summary else { return Vec::new() };
+        let counters = s["metrics"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, series)| series["total"].as_f64().map(|v| (name.clone(), v)));
+        let levels = s["levels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, series)| series["last"].as_f64().map(|v| (name.clone(), v)));
+        counters.chain(levels).collect()
+    }
+}
+
+/// The stop reasons of a run that completed.
+const COMPLETE: [&str; 4] = ["ticks", "duration", "budget", "quiescent"];
+
+/// Whether `summary` is that of a completed run of the scenario whose fingerprint is
+/// `fingerprint`.
+pub fn completed(summary: &Value, fingerprint: &str) -> bool {
+    summary["fingerprint"] == fingerprint
+        && summary["stop_reason"]
+            .as_str()
+            .is_some_and(|r| COMPLETE.contains(&r))
+}
+
+/// Writes `sweep.csv` (to a `.partial` file first, then renamed: a reader never sees half).
+///
+/// # Errors
+///
+/// A file that cannot be written.
+pub fn write(path: &Path, keys: &[String], results: &[RunResult]) -> std::io::Result<()> {
+    let metrics: BTreeSet<String> = results.iter().flat_map(|r| r.metrics()).map(|(n, _)| n).collect();
+    let partial = path.with_extension("csv.partial");
+    {
+        let mut w = csv::Writer::from_path(&partial)?;
+        let mut header: Vec<&str> = vec!["run", "seed"];
+        header.extend(keys.iter().map(String::as_str));
+        header.extend([
+            "stop_reason",
+            "ticks",
+            "messages",
+            "deliveries",
+            "elapsed_s",
+            "transcript_sha256",
+        ]);
+        header.extend(metrics.iter().map(String::as_str));
+        header.extend(["dir", "error"]);
+        w.write_record(&header)?;
+        for r in results {
+            let field = |key: &str| -> String {
+                match r.summary.as_ref().map(|s| &s[key]) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                }
+            };
+            let mut row = vec![r.planned.number.to_string(), r.planned.seed.to_string()];
+            row.extend(
+                r.planned
+                    .values
+                    .iter()
+                    .map(|(_, v)| v.trim_matches('"').to_string()),
+            );
+            for key in [
+                "stop_reason",
+                "ticks",
+                "messages",
+                "deliveries",
+                "elapsed_s",
+                "transcript_sha256",
+            ] {
+                row.push(field(key));
+            }
+            let values = r.metrics();
+            for name in &metrics {
+                row.push(
+                    values
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.to_string())
+                        .unwrap_or_default(),
+                );
+            }
+            row.push(r.dir.clone());
+            row.push(r.error.clone().unwrap_or_default());
+            w.write_record(&row)?;
+        }
+        w.flush()?;
+    }
+    std::fs::rename(&partial, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_carry_the_values_the_summary_and_the_last_metrics() {
+        let run = |number, seed, summary: Option<Value>, error: Option<&str>| RunResult {
+            planned: PlannedRun {
+                number,
+                values: vec![("agents.0.params.epsilon".into(), "0.1".into())],
+                seed,
+            },
+            dir: format!("run-00{number}/opinion-{seed}"),
+            summary,
+            error: error.map(str::to_string),
+        };
+        let summary = serde_json::json!({
+            "stop_reason": "ticks", "ticks": 20, "messages": 10, "deliveries": 90,
+            "elapsed_s": 0.5, "transcript_sha256": "ab",
+            "metrics": { "informed": { "total": 7 } }, "levels": { "clusters": { "last": 2.0 } }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.csv");
+        let results = [
+            run(1, 3, Some(summary), None),
+            run(2, 4, None, Some("exit 2: bad, really")),
+        ];
+        write(&path, &["agents.0.params.epsilon".into()], &results).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "run,seed,agents.0.params.epsilon,stop_reason,ticks,messages,deliveries,elapsed_s,transcript_sha256,clusters,informed,dir,error"
+        );
+        assert_eq!(lines[1], "1,3,0.1,ticks,20,10,90,0.5,ab,2,7,run-001/opinion-3,");
+        assert_eq!(
+            lines[2],
+            "2,4,0.1,,,,,,,,,run-002/opinion-4,\"exit 2: bad, really\""
+        );
+    }
+
+    #[test]
+    fn only_finished_runs_of_the_same_scenario_are_complete() {
+        let s = serde_json::json!({ "fingerprint": "f", "stop_reason": "ticks" });
+        assert!(completed(&s, "f"));
+        assert!(!completed(&s, "g"));
+        assert!(!completed(
+            &serde_json::json!({ "fingerprint": "f", "stop_reason": "interrupted" }),
+            "f"
+        ));
+    }
+}

@@ -1,0 +1,230 @@
+//! `agora sweep` (CONTRACT.md, "Metrics, plots and sweeps"): rows that match single runs,
+//! done runs skipped, `--jobs` changing nothing, failed runs recorded, bad input refused.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{agora, text};
+
+const SMALL: &[&str] = &["--set", "agents.0.count=20", "--set", "scenario.ticks=6"];
+
+fn sweep(out: &Path, extra: &[&str]) -> Output {
+    agora()
+        .args([
+            "sweep",
+            "scenarios/opinion.toml",
+            "--quiet",
+            "--no-plots",
+            "--out",
+        ])
+        .arg(out)
+        .args(SMALL)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// sweep.csv as a header and rows of fields (no field here holds a comma).
+fn rows(out: &Path, name: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(out.join(format!("{name}-sweep/sweep.csv"))).unwrap();
+    let mut lines = text
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>());
+    (lines.next().unwrap(), lines.collect())
+}
+
+fn column(header: &[String], name: &str) -> usize {
+    header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no {name} in {header:?}"))
+}
+
+#[test]
+fn a_sweep_runs_the_product_and_its_rows_match_single_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let vary = [
+        "--vary",
+        "agents.0.params.epsilon=0.1,0.3",
+        "--seeds",
+        "4..5",
+        "--jobs",
+        "2",
+    ];
+    let output = sweep(out.path(), &vary);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let (header, body) = rows(out.path(), "opinion");
+    assert_eq!(
+        header[..9],
+        [
+            "run",
+            "seed",
+            "agents.0.params.epsilon",
+            "stop_reason",
+            "ticks",
+            "messages",
+            "deliveries",
+            "elapsed_s",
+            "transcript_sha256"
+        ]
+    );
+    assert!(header.contains(&"clusters".to_string()), "{header:?}");
+    let seen: Vec<(String, String)> = body.iter().map(|r| (r[2].clone(), r[1].clone())).collect();
+    assert_eq!(
+        seen,
+        [("0.1", "4"), ("0.1", "5"), ("0.3", "4"), ("0.3", "5")].map(|(e, s)| (e.to_string(), s.to_string()))
+    );
+    assert!(body.iter().all(|r| r[3] == "ticks" && r[4] == "6"));
+
+    // The row of epsilon 0.3, seed 5 is that run's, done on its own.
+    let single = tempfile::tempdir().unwrap();
+    let output = agora()
+        .args([
+            "run",
+            "scenarios/opinion.toml",
+            "--quiet",
+            "--no-plots",
+            "--seed",
+            "5",
+            "--out",
+        ])
+        .arg(single.path())
+        .args(SMALL)
+        .args(["--set", "agents.0.params.epsilon=0.3"])
+        .output()
+        .unwrap();
+    let hash = text(&output.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .replace("transcript sha256: ", "");
+    assert_eq!(body[3][column(&header, "transcript_sha256")], hash);
+    let clusters = &body[3][column(&header, "clusters")];
+    let run_metrics = std::fs::read_to_string(single.path().join("opinion-5/metrics.csv")).unwrap();
+    assert!(
+        run_metrics.contains(&format!("\n6,clusters,{clusters}\n")),
+        "{clusters} {run_metrics}"
+    );
+
+    // Run again: everything is done. With a run cut short (no summary), only it runs.
+    let summary = out.path().join("opinion-sweep/run-002/opinion-5/summary.json");
+    let written = std::fs::metadata(&summary).unwrap().modified().unwrap();
+    let again = sweep(out.path(), &vary);
+    assert!(
+        text(&again.stdout).contains("(0 run now, 4 done before, 0 failed)"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(std::fs::metadata(&summary).unwrap().modified().unwrap(), written);
+    std::fs::remove_file(&summary).unwrap();
+    let again = sweep(out.path(), &vary);
+    assert!(
+        text(&again.stdout).contains("(1 run now, 3 done before, 0 failed)"),
+        "{}",
+        text(&again.stdout)
+    );
+    let hashes = |out: &Path| -> Vec<String> {
+        let (header, body) = rows(out, "opinion");
+        body.iter()
+            .map(|r| r[column(&header, "transcript_sha256")].clone())
+            .collect()
+    };
+    let before: Vec<String> = body
+        .iter()
+        .map(|r| r[column(&header, "transcript_sha256")].clone())
+        .collect();
+    assert_eq!(
+        hashes(out.path()),
+        before,
+        "the run done again gives the same transcript"
+    );
+
+    // --jobs 1: the same transcripts.
+    let one = tempfile::tempdir().unwrap();
+    let output = sweep(one.path(), &[&vary[..4], &["--jobs", "1"]].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(hashes(one.path()), before);
+}
+
+#[test]
+fn a_failed_run_is_a_row_with_its_error_and_the_sweep_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let script = dir.path().join("fragile.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import sys\nsys.path.insert(0, {helper:?})\nfrom agora_behaviour import Behaviour, Effects, run\n\
+             class Fragile(Behaviour):\n    params = {{'x': (1, 'fails the start when 2')}}\n\
+             \x20   def on_start(self, state, ctx):\n        if ctx.params['x'] == 2:\n            raise ValueError('x is 2')\n\
+             \x20       return Effects().publish('hi')\nrun(Fragile())\n"
+        ),
+    )
+    .unwrap();
+    let scenario = dir.path().join("fragile.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "[scenario]\nname = \"fragile\"\nticks = 2\nmax_retries = 0\n[behaviours.fragile]\ncommand = [\"python3\", {:?}]\n\
+             [[agents]]\nid = \"f\"\ncount = 2\nbehaviour = \"fragile\"\n",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = agora()
+        .args([
+            "sweep",
+            "--quiet",
+            "--no-plots",
+            "--vary",
+            "agents.0.params.x=1,2,3",
+            "--out",
+        ])
+        .arg(&out)
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let (header, body) = rows(&out, "fragile");
+    let error = column(&header, "error");
+    assert_eq!(body.len(), 3);
+    assert!(body[0][error].is_empty() && body[2][error].is_empty(), "{body:?}");
+    assert!(
+        body[1][error].starts_with("exit 1") && body[1][error].contains("x is 2"),
+        "{body:?}"
+    );
+    assert!(
+        text(&output.stderr).contains("1 of 3 runs failed"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn bad_sweeps_are_refused_before_any_run() {
+    let out = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["--vary", "agents.0.params.epsilon"][..], "KEY=V1,V2"),
+        (&["--vary", "x=1", "--seeds", "5..1"][..], "empty"),
+        (&["--vary", "agents.0.params.epsilon=0.1,-2"][..], "epsilon"),
+        (&["--vary", "scenario.seed=1,2"][..], "--seeds"),
+        (&["--jobs", "0"][..], "at least 1"),
+    ] {
+        let output = sweep(out.path(), args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            text(&output.stderr).contains(says),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    assert!(!out.path().join("opinion-sweep").exists(), "nothing ran");
+}
