@@ -327,6 +327,56 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {mem:.0} GiB")
 }
 
+/// `agora sweep` of 40 opinion runs (1,000 agents, 20 ticks; epsilon 0.1 to 0.4, ten seeds
+/// each) with --jobs 2, against the same with Mesa's batch_run in two processes
+/// (`benches/mesa_opinion.py`, with the Python that AGORA_MESA_PYTHON names, which needs
+/// `mesa`).
+fn sweep_benchmarks(opinion: &str, notes: &mut Vec<String>) {
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args([
+            "sweep",
+            opinion,
+            "--quiet",
+            "--no-plots",
+            "--jobs",
+            "2",
+            "--seeds",
+            "1..10",
+        ])
+        .args([
+            "--vary",
+            "agents.0.params.epsilon=0.1,0.2,0.3,0.4",
+            "--set",
+            "agents.0.count=1000",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run agora sweep");
+    assert!(status.success(), "agora sweep failed");
+    let agora_s = started.elapsed().as_secs_f64();
+    notes.push(format!(
+        "sweep of 40 opinion runs (1000 agents, 20 ticks), 2 at a time: agora sweep {agora_s:.2}s"
+    ));
+    let python = std::env::var("AGORA_MESA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = Command::new(&python)
+        .arg(repo().join("benches/mesa_opinion.py"))
+        .arg("2")
+        .output();
+    match output {
+        Ok(o) if o.status.success() => {
+            let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            notes.push(format!("  same sweep, {said} (Mesa 3, {python})"));
+        }
+        _ => notes.push(format!(
+            "  mesa: skipped ({python} cannot import mesa; set AGORA_MESA_PYTHON)"
+        )),
+    }
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -465,11 +515,35 @@ fn main() {
         );
     }
     if wanted("opinion-memory") {
-        results.push(workload(
-            "opinion-memory (1000 agents, 20 ticks)",
-            3,
-            &[opinion, "--set", "agents.0.count=1000"],
-        ));
+        // With and without agents' own values recorded (agents.csv, the clusters), in turn,
+        // so that both see the same machine.
+        let mut with = Vec::new();
+        let mut without = Vec::new();
+        for _ in 0..5 {
+            with.push(workload(
+                "opinion-memory (1000 agents, 20 ticks)",
+                1,
+                &[opinion, "--set", "agents.0.count=1000"],
+            ));
+            without.push(workload(
+                "opinion-memory, agent_values = false",
+                1,
+                &[
+                    opinion,
+                    "--set",
+                    "agents.0.count=1000",
+                    "--set",
+                    "output.agent_values=false",
+                ],
+            ));
+        }
+        for mut runs in [with, without] {
+            runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+            results.push(runs.swap_remove(runs.len() / 2));
+        }
+    }
+    if wanted("sweep") {
+        sweep_benchmarks(opinion, &mut notes);
     }
 
     println!("\nmachine: {}", machine());

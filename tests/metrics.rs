@@ -324,3 +324,27 @@ fn plots_are_drawn_with_the_run_and_again_by_agora_plot() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn agent_values_can_be_left_out() {
+    let (with, without) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = run(
+        "scenarios/opinion.toml",
+        with.path(),
+        &[OPINION, &["--no-plots"]].concat(),
+    );
+    let b = run(
+        "scenarios/opinion.toml",
+        without.path(),
+        &[OPINION, &["--no-plots", "--set", "output.agent_values=false"]].concat(),
+    );
+    let hash = |o: &Output| text(&o.stdout).lines().last().unwrap().to_string();
+    assert_eq!(hash(&a), hash(&b), "the transcript does not change");
+    let agents = std::fs::read_to_string(run_dir(without.path()).join("agents.csv")).unwrap();
+    assert_eq!(agents, "tick,agent,name,value\n");
+    assert!(
+        !metrics(&run_dir(without.path()))
+            .keys()
+            .any(|(_, n)| n == "clusters")
+    );
+}

@@ -256,14 +256,22 @@ fn default_count() -> i64 {
 pub struct OutputSection {
     #[serde(default = "default_output_dir")]
     pub dir: String,
+    /// Whether agents' own reported values are recorded (`agents.csv`, model reporters).
+    #[serde(default = "default_true")]
+    pub agent_values: bool,
 }
 
 impl Default for OutputSection {
     fn default() -> Self {
         OutputSection {
             dir: default_output_dir(),
+            agent_values: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_output_dir() -> String {

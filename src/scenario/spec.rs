@@ -95,6 +95,8 @@ pub struct Scenario {
     pub tables: Vec<AgentTableSpec>,
     pub agents: Vec<AgentSpec>,
     pub output_dir: PathBuf,
+    /// `output.agent_values`: whether agents' reported values are recorded.
+    pub record_agent_values: bool,
     /// Free mode: the least time between any two publishes of the run (per process).
     pub min_publish_interval: Option<Duration>,
     /// The model client, when the scenario has `[llm]` or an agent runs `llm`.
@@ -251,6 +253,7 @@ impl Scenario {
                 .collect(),
             output: OutputSection {
                 dir: self.output_dir.display().to_string(),
+                agent_values: self.record_agent_values,
             },
             llm: self.llm.as_ref().map(LlmConfig::to_section),
             behaviours: self

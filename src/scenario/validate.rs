@@ -155,6 +155,7 @@ pub(crate) fn validate(
         tables,
         agents,
         output_dir: PathBuf::from(&file.output.dir),
+        record_agent_values: file.output.agent_values,
         min_publish_interval,
         llm,
         programs,

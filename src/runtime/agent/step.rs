@@ -32,6 +32,8 @@ pub(crate) struct AgentSetup<B> {
     pub backend: B,
     pub seed: u64,
     pub max_retries: u32,
+    /// Whether the agent's reported values are recorded (`output.agent_values`).
+    pub record_values: bool,
     /// How to wait for a lost backend.
     pub reconnect: Reconnect,
     /// A saved record to continue from (`--resume`).
@@ -53,6 +55,7 @@ pub(crate) struct AgentCore<B> {
     pub(super) backend: B,
     seed: u64,
     max_retries: u32,
+    record_values: bool,
     pub(super) reconnect: Reconnect,
     pub(super) model: Option<Arc<ModelClient<B>>>,
     pace: AgentPace,
@@ -93,6 +96,7 @@ impl<B: Backend> AgentCore<B> {
             backend: setup.backend,
             seed: setup.seed,
             max_retries: setup.max_retries,
+            record_values: setup.record_values,
             reconnect: setup.reconnect,
             model: setup.model,
             pace: setup.pace,
@@ -438,7 +442,8 @@ impl<B: Backend> AgentCore<B> {
             match *report {
                 Report::Count(delta) => tally.count(name, delta),
                 Report::Level(value) => tally.set_level(name, value),
-                Report::Value(value) => tally.report(&self.spec.name, name, value),
+                Report::Value(value) if self.record_values => tally.report(&self.spec.name, name, value),
+                Report::Value(_) => {}
             }
         }
         let snapshot = self

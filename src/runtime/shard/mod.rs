@@ -138,19 +138,7 @@ impl<B: Backend> Shard<B> {
         } else {
             vec![None; agents.len()]
         };
-        let model = match &scenario.llm {
-            Some(config) => {
-                let mut config = config.clone();
-                config.max_concurrency = (config.max_concurrency / options.processes.max(1)).max(1);
-                Some(Arc::new(ModelClient::new(
-                    config,
-                    options.replay.clone(),
-                    backend.clone(),
-                    reconnect.clone(),
-                )?))
-            }
-            None => None,
-        };
+        let model = model_client(&backend, scenario, options)?;
         let programs = if scenario.programs.is_empty() {
             None
         } else {
@@ -180,6 +168,7 @@ impl<B: Backend> Shard<B> {
                 backend: backend.clone(),
                 seed: scenario.seed,
                 max_retries: scenario.max_retries,
+                record_values: scenario.record_agent_values,
                 reconnect: reconnect.clone(),
                 saved,
                 model: model.clone(),
@@ -261,4 +250,24 @@ impl<B: Backend> Shard<B> {
         }
         Ok(totals)
     }
+}
+
+/// The process's model client, when the scenario has `[llm]`: each of `processes` processes
+/// keeps its share of `max_concurrency` requests in flight.
+fn model_client<B: Backend>(
+    backend: &B,
+    scenario: &Scenario,
+    options: &ShardOptions,
+) -> Result<Option<Arc<ModelClient<B>>>, RunError> {
+    let Some(config) = &scenario.llm else {
+        return Ok(None);
+    };
+    let mut config = config.clone();
+    config.max_concurrency = (config.max_concurrency / options.processes.max(1)).max(1);
+    Ok(Some(Arc::new(ModelClient::new(
+        config,
+        options.replay.clone(),
+        backend.clone(),
+        options.reconnect.clone(),
+    )?)))
 }
