@@ -519,7 +519,7 @@ fn main() {
         // so that both see the same machine.
         let mut with = Vec::new();
         let mut without = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..9 {
             with.push(workload(
                 "opinion-memory (1000 agents, 20 ticks)",
                 1,

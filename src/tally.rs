@@ -10,8 +10,10 @@
 //! order in which processes add their tallies) and agent values (one number per agent and
 //! name; a later report replaces an earlier one).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,9 +36,11 @@ pub struct Tally {
     /// Model-level numbers behaviours set (such as opinion's `clusters`), by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub levels: BTreeMap<String, f64>,
-    /// Agent-level numbers (such as each agent's `opinion`): by agent, then by name.
+    /// Agent-level numbers (such as each agent's `opinion`): by agent, `(name, value)` in
+    /// the order first reported. Shared names and a short list per agent: a step reports
+    /// them for every agent every tick, so they must cost next to nothing.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub agents: BTreeMap<String, BTreeMap<String, f64>>,
+    pub agents: BTreeMap<Arc<str>, Vec<(Cow<'static, str>, f64)>>,
 }
 
 impl Tally {
@@ -61,12 +65,33 @@ impl Tally {
     }
 
     /// Records `agent`'s value of `name`, replacing an earlier one.
-    pub fn report(&mut self, agent: &str, name: &str, value: f64) {
+    // A `Cow` and not a `&str`: a static name is stored by cloning the `Cow`, no allocation.
+    #[allow(clippy::ptr_arg)]
+    pub fn report(&mut self, agent: &Arc<str>, name: &Cow<'static, str>, value: f64) {
         let values = match self.agents.get_mut(agent) {
             Some(values) => values,
-            None => self.agents.entry(agent.to_string()).or_default(),
+            None => self.agents.entry(agent.clone()).or_default(),
         };
-        values.insert(name.to_string(), value);
+        match values.iter_mut().find(|(n, _)| n == name) {
+            Some((_, old)) => *old = value,
+            None => values.push((name.clone(), value)),
+        }
+    }
+
+    /// Adds `other`'s counts, counters and levels, leaving out agent values: the running
+    /// totals of a run or an agent need no one's last opinion.
+    pub fn add_counts(&mut self, other: &Tally) {
+        self.published += other.published;
+        self.deliveries += other.deliveries;
+        self.handled += other.handled;
+        self.dead_letters += other.dead_letters;
+        self.failures += other.failures;
+        for (name, delta) in &other.metrics {
+            self.count(name, *delta);
+        }
+        for (name, value) in &other.levels {
+            self.set_level(name, *value);
+        }
     }
 
     /// Whether behaviours reported anything for the metrics.
@@ -82,17 +107,7 @@ impl Tally {
 
 impl AddAssign<&Tally> for Tally {
     fn add_assign(&mut self, other: &Tally) {
-        self.published += other.published;
-        self.deliveries += other.deliveries;
-        self.handled += other.handled;
-        self.dead_letters += other.dead_letters;
-        self.failures += other.failures;
-        for (name, delta) in &other.metrics {
-            self.count(name, *delta);
-        }
-        for (name, value) in &other.levels {
-            self.set_level(name, *value);
-        }
+        self.add_counts(other);
         for (agent, values) in &other.agents {
             for (name, value) in values {
                 self.report(agent, name, *value);
@@ -138,19 +153,21 @@ mod tests {
     fn levels_keep_the_largest_and_agent_values_the_latest() {
         let mut a = Tally::default();
         a.set_level("clusters", 3.0);
-        a.report("x", "opinion", 0.25);
+        let (x, y, opinion): (Arc<str>, Arc<str>, Cow<'static, str>) =
+            ("x".into(), "y".into(), "opinion".into());
+        a.report(&x, &opinion, 0.25);
         let mut b = Tally::default();
         b.set_level("clusters", 2.0);
-        b.report("x", "opinion", 0.5);
-        b.report("y", "opinion", 0.75);
+        b.report(&x, &opinion, 0.5);
+        b.report(&y, &opinion, 0.75);
         let mut ab = a.clone();
         ab += &b;
         let mut ba = b.clone();
         ba += &a;
         assert_eq!(ab.levels, ba.levels, "the order of adding does not matter");
         assert_eq!(ab.levels["clusters"], 3.0);
-        assert_eq!(ab.agents["x"]["opinion"], 0.5);
-        assert_eq!(ab.agents["y"]["opinion"], 0.75);
+        assert_eq!(ab.agents["x"], [(opinion.clone(), 0.5)]);
+        assert_eq!(ab.agents["y"], [(opinion, 0.75)]);
         assert!(ab.has_reports() && !Tally::default().has_reports());
     }
 }

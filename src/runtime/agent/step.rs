@@ -456,7 +456,7 @@ impl<B: Backend> AgentCore<B> {
             return Ok(StepReport::counts(tally));
         }
         self.live.steps += 1;
-        self.live.total += &tally;
+        self.live.total.add_counts(&tally);
         self.live.last = tally.clone();
         let (record, core) = self.live.record(snapshot).map_err(RunError::Internal)?;
         let commit = Commit {

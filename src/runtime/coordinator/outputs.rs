@@ -111,7 +111,7 @@ impl<B: Backend> Coordinator<'_, B> {
             for agent in self.scenario.agents.iter().filter(|a| a.table == t) {
                 if let Some(reported) = tally.agents.get(&*agent.name) {
                     for (name, value) in reported {
-                        values.entry(name.clone()).or_default().push(*value);
+                        values.entry(name.to_string()).or_default().push(*value);
                     }
                 }
             }

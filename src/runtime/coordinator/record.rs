@@ -77,7 +77,7 @@ pub(crate) struct RunTotals {
 impl RunTotals {
     /// Adds what steps counted, in lockstep tick `tick` (or in free mode, without one).
     pub fn add(&mut self, tally: &Tally, tick: Option<u64>) {
-        self.tally += tally;
+        self.tally.add_counts(tally);
         for (name, delta) in &tally.metrics {
             let series = self.metrics.entry(name.clone()).or_default();
             match tick {
