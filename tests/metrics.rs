@@ -348,3 +348,42 @@ fn agent_values_can_be_left_out() {
             .any(|(_, n)| n == "clusters")
     );
 }
+
+#[test]
+fn what_agents_remembered_and_ended_as_is_written_with_the_run() {
+    let out = tempfile::tempdir().unwrap();
+    run("scenarios/discussion.toml", out.path(), &["--no-plots"]);
+    let dir = run_dir(out.path());
+    let posts = transcript(&dir).len();
+    let cache: Vec<Value> = std::fs::read_to_string(dir.join("cache.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Every post is remembered once, by its author, in the cache's order (tick, then bytes).
+    assert_eq!(cache.len(), posts);
+    assert!(
+        cache
+            .windows(2)
+            .all(|w| w[0]["tick"].as_u64() <= w[1]["tick"].as_u64())
+    );
+    assert!(
+        cache.iter().all(|e| e["value"]["author"] == e["agent"]),
+        "{cache:?}"
+    );
+    let states: Vec<Value> = std::fs::read_to_string(dir.join("states.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let s = summary(&dir);
+    assert_eq!(states.len() as u64, s["agents"].as_u64().unwrap());
+    let posted: u64 = states
+        .iter()
+        .map(|st| st["state"]["posts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        posted as usize, posts,
+        "each agent's final state counts its posts"
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Coordinator;
 use super::record::{Checkpoint, RunStatus};
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, CacheAnswer, CacheQuery};
 use crate::llm::ModelUse;
 use crate::message::{EntryId, Message};
 use crate::report::tidy::{self, Number, TickRows};
@@ -220,6 +220,7 @@ impl<B: Backend> Coordinator<'_, B> {
             .finish()
             .map_err(|e| RunError::output(self.transcript_path(), e))?;
         let dead_letters_path = self.write_dead_letters(&run_dir).await?;
+        self.write_memory(&run_dir).await;
         let used = self.write_exchanges(&run_dir).await?;
         let mut summary = self.summary(stop_reason, error.as_ref(), elapsed, sha);
         summary.set_model_use(&used);
@@ -309,6 +310,61 @@ impl<B: Backend> Coordinator<'_, B> {
         Ok(ModelUse::of(&exchanges))
     }
 
+    /// `cache.jsonl` (everything the agents remembered, in the cache's order) and
+    /// `states.jsonl` (each agent's last saved state): on the memory backend they are gone
+    /// when the process exits. What cannot be read back is a warning: the run is over.
+    async fn write_memory(&self, run_dir: &Path) {
+        let read = async {
+            let all = crate::backend::ScoreBound::ALL;
+            let count = match self
+                .backend
+                .cache_read(&[CacheQuery::Count { bound: all }])
+                .await?
+                .pop()
+            {
+                Some(CacheAnswer::Count(n)) => n as usize,
+                _ => 0,
+            };
+            let members = match self
+                .backend
+                .cache_read(&[CacheQuery::Last { n: count, bound: all }])
+                .await?
+                .pop()
+            {
+                Some(CacheAnswer::Members(members)) => members,
+                _ => Vec::new(),
+            };
+            let names: Vec<Arc<str>> = self.scenario.agents.iter().map(|a| a.name.clone()).collect();
+            let saved = self.backend.load_states(&names).await?;
+            Ok::<_, BackendError>((members, names, saved))
+        };
+        let (members, names, saved) = match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => return tracing::warn!("could not read the cache and the states back: {e}"),
+            Err(_) => return tracing::warn!("could not read the cache and the states back: timed out"),
+        };
+        let cache_path = run_dir.join("cache.jsonl");
+        let lines = members.iter().map(String::as_str);
+        if let Err(e) = write_lines(&cache_path, lines) {
+            tracing::warn!("cannot write {}: {e}", cache_path.display());
+        }
+        let states: Vec<String> = names
+            .iter()
+            .zip(&saved)
+            .filter_map(|(name, record)| {
+                let record: serde_json::Value = serde_json::from_str(record.as_deref()?).ok()?;
+                Some(
+                    serde_json::json!({ "agent": &**name, "tick": record["tick"], "state": record["state"] })
+                        .to_string(),
+                )
+            })
+            .collect();
+        let states_path = run_dir.join("states.jsonl");
+        if let Err(e) = write_lines(&states_path, states.iter().map(String::as_str)) {
+            tracing::warn!("cannot write {}: {e}", states_path.display());
+        }
+    }
+
     /// `dead_letters.jsonl`, when some messages were dead-lettered.
     async fn write_dead_letters(&self, run_dir: &Path) -> Result<Option<PathBuf>, RunError> {
         if self.totals.tally.dead_letters == 0 {
@@ -364,6 +420,15 @@ fn write_jsonl(path: &Path, entries: &[Vec<(String, String)>]) -> std::io::Resul
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
         writeln!(out, "{}", serde_json::Value::Object(object))?;
+    }
+    out.flush()
+}
+
+/// Lines as they are, each ended by a newline.
+fn write_lines<'a>(path: &Path, lines: impl Iterator<Item = &'a str>) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for line in lines {
+        writeln!(out, "{line}")?;
     }
     out.flush()
 }
