@@ -489,3 +489,16 @@ for line in sys.stdin:
         "{who:?}"
     );
 }
+
+#[test]
+fn a_python_behaviour_reports_agent_values_as_the_built_in_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = [OPINION, &["--no-plots"]].concat();
+    let (builtin, python) = (dir.path().join("builtin"), dir.path().join("python"));
+    hash_of(&run(Path::new("scenarios/opinion.toml"), &builtin, &small));
+    hash_of(&run(Path::new("scenarios/python-opinion.toml"), &python, &small));
+    let agents = |out: &Path| std::fs::read_to_string(run_dir(out).join("agents.csv")).unwrap();
+    let expected = agents(&builtin);
+    assert!(expected.lines().count() > 30 * 9, "{expected}");
+    assert_eq!(agents(&python), expected);
+}

@@ -20,8 +20,9 @@ from agora_behaviour import Behaviour, Effects, Refuse, run  # noqa: E402
 
 
 def announce(opinion):
-    # The built-in's message: four decimals as content, the exact value in data.
-    return Effects().publish(f"{opinion:.4f}", data={"opinion": opinion})
+    # The built-in's message: four decimals as content, the exact value in data; and the
+    # agent's opinion reported for agents.csv, as the built-in reports it.
+    return Effects().publish(f"{opinion:.4f}", data={"opinion": opinion}).report("opinion", opinion)
 
 
 class Opinion(Behaviour):

@@ -97,7 +97,7 @@ impl TidyWriter {
             metrics: writer(&metrics_path, true)?,
             agents: writer(&agents_path, true)?,
             dir: run_dir.to_path_buf(),
-            next_tick: kept_metrics.max(kept_agents).map_or(0, |t| t + 1).max(from),
+            next_tick: kept_metrics.max(kept_agents).map_or(0, |t| t + 1),
         })
     }
 
@@ -228,6 +228,8 @@ mod tests {
             std::fs::read_to_string(dir.path().join(AGENTS_FILE)).unwrap(),
             agents
         );
+        // Free mode keeps every second written and goes on after the last.
+        assert_eq!(TidyWriter::resume(dir.path(), u64::MAX).unwrap().next_tick(), 3);
     }
 
     #[test]
