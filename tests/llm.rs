@@ -393,6 +393,29 @@ fn the_debate_scenarios_replay_their_recordings() {
             &["--replay", recording.to_str().unwrap()],
         );
         assert_eq!(transcript_hash(&replayed), live_hash, "{name}");
+        if name == "llm-debate" {
+            // The llm behaviour's calls and tokens, tick by tick, add up to the summary's.
+            let run_dir = dir.path().join(format!("replayed/{name}-{seed}"));
+            let summary: Value =
+                serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+                    .unwrap();
+            let metrics = std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap();
+            let sum = |metric: &str| -> u64 {
+                metrics
+                    .lines()
+                    .filter_map(|l| {
+                        let f: Vec<&str> = l.split(',').collect();
+                        (f.len() == 3 && f[1] == metric)
+                            .then(|| f[2].parse::<u64>().ok())
+                            .flatten()
+                    })
+                    .sum()
+            };
+            assert_eq!(sum("llm_calls"), summary["llm_calls"].as_u64().unwrap());
+            let tokens = &summary["llm_tokens"];
+            let total = tokens["prompt"].as_u64().unwrap() + tokens["completion"].as_u64().unwrap();
+            assert_eq!(sum("llm_tokens"), total);
+        }
     }
 }
 

@@ -7,7 +7,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 use common::{agora, text};
@@ -186,25 +185,6 @@ fn free_mode_records_whole_seconds() {
     assert!(m.keys().all(|(_, name)| name != "seconds"));
 }
 
-fn wait_for_tick(redis: &RedisServer, stream: &str, tick: u64) {
-    let started = Instant::now();
-    loop {
-        let reply = redis.command(&["HGET", &format!("{stream}:run"), "tick"]);
-        if reply
-            .lines()
-            .find_map(|l| l.trim().parse::<u64>().ok())
-            .is_some_and(|t| t >= tick)
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run never reached tick {tick}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// The CSVs without the wall-clock rows, which no two runs share.
 fn without_seconds(dir: &Path) -> (String, String) {
     let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
@@ -237,7 +217,7 @@ fn a_killed_and_resumed_run_writes_the_csvs_of_an_uninterrupted_one() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_tick(&redis, "opinion", 10);
+    common::wait_for_tick(&redis, "opinion", 10);
     child.kill().unwrap();
     child.wait().unwrap();
     let dir = run_dir(out.path());

@@ -7,7 +7,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 use common::{agora, text};
@@ -146,25 +145,6 @@ fn the_python_relay_gives_the_built_in_transcript_in_lockstep_and_its_messages_i
     }
 }
 
-fn wait_for_tick(redis: &RedisServer, stream: &str, tick: u64) {
-    let started = Instant::now();
-    loop {
-        let reply = redis.command(&["HGET", &format!("{stream}:run"), "tick"]);
-        let done = reply
-            .lines()
-            .find_map(|l| l.trim().parse::<u64>().ok())
-            .is_some_and(|t| t >= tick);
-        if done {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run never reached tick {tick}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_python_behaviour_killed_mid_run_resumes_to_the_same_transcript() {
     let dir = tempfile::tempdir().unwrap();
@@ -185,7 +165,7 @@ fn a_python_behaviour_killed_mid_run_resumes_to_the_same_transcript() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_tick(&redis, "python-opinion", 5);
+    common::wait_for_tick(&redis, "python-opinion", 5);
     child.kill().unwrap();
     child.wait().unwrap();
     let resumed = run(python, &out, &[&on_redis[..], &["--resume"]].concat());

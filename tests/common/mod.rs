@@ -311,3 +311,24 @@ pub fn scenario_on_redis(
     );
     agora::scenario::load_str(std::path::Path::new(file), text.into(), &[], &overrides, registry).unwrap()
 }
+
+/// Waits until the lockstep run on `stream` has completed `tick` (its record says so),
+/// failing after a minute.
+pub fn wait_for_tick(redis: &redis_server::RedisServer, stream: &str, tick: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let reply = redis.command(&["HGET", &format!("{stream}:run"), "tick"]);
+        if reply
+            .lines()
+            .find_map(|l| l.trim().parse::<u64>().ok())
+            .is_some_and(|t| t >= tick)
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the run never reached tick {tick}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

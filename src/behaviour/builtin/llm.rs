@@ -444,16 +444,18 @@ impl Llm {
     }
 
     /// Asks the model for a post, and again while it repeats a recent one (within bounds).
-    /// Returns the text and how many times it asked again.
+    /// Returns the text, how many times it asked again, and the tokens all the asking used.
     fn write(
         &self,
         message: Option<&Message>,
         ctx: &mut Context<'_>,
-    ) -> Result<(String, u64), BehaviourError> {
+    ) -> Result<(String, u64, u64), BehaviourError> {
         let mut chat = self.chat(message, ctx)?;
-        let mut text = ctx.complete(self.request(chat.clone()))?.text.trim().to_string();
+        let answer = ctx.complete(self.request(chat.clone()))?;
+        let mut tokens = answer.usage.prompt_tokens + answer.usage.completion_tokens;
+        let mut text = answer.text.trim().to_string();
         let Some(guard) = &self.repetition else {
-            return Ok((text, 0));
+            return Ok((text, 0, tokens));
         };
         let recent: Vec<String> = ctx
             .last(guard.window)?
@@ -466,9 +468,11 @@ impl Llm {
             again += 1;
             chat.push(ChatMessage::assistant(text));
             chat.push(ChatMessage::user(ASK_AGAIN));
-            text = ctx.complete(self.request(chat.clone()))?.text.trim().to_string();
+            let answer = ctx.complete(self.request(chat.clone()))?;
+            tokens += answer.usage.prompt_tokens + answer.usage.completion_tokens;
+            text = answer.text.trim().to_string();
         }
-        Ok((text, again))
+        Ok((text, again, tokens))
     }
 
     /// A post answering `message` (or unprompted), addressed by the turn-taking policy when
@@ -480,7 +484,7 @@ impl Llm {
         addressed: bool,
         ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
-        let (text, again) = self.write(message, ctx)?;
+        let (text, again, tokens) = self.write(message, ctx)?;
         let to = match (&self.turns, addressed) {
             (Some(turns), true) => {
                 let peers: Arc<[Arc<str>]> = ctx.peers().into();
@@ -516,9 +520,12 @@ impl Llm {
         } else {
             outgoing.with_data(serde_json::Value::Object(data))
         };
+        // The model calls and tokens each tick, summed over agents (metrics.csv).
         Ok(Effects::new()
             .remember(json!({ "sender_id": ctx.agent(), "content": text }))
-            .publish(outgoing))
+            .publish(outgoing)
+            .count("llm_calls", 1 + again as i64)
+            .count("llm_tokens", tokens as i64))
     }
 }
 
