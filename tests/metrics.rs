@@ -367,3 +367,27 @@ fn what_agents_remembered_and_ended_as_is_written_with_the_run() {
         "each agent's final state counts its posts"
     );
 }
+
+#[test]
+fn relay_counts_the_tokens_in_flight() {
+    let out = tempfile::tempdir().unwrap();
+    run("scenarios/relay.toml", out.path(), &["--no-plots"]);
+    let dir = run_dir(out.path());
+    let s = summary(&dir);
+    let in_flight = &s["metrics"]["in_flight"];
+    let running: Vec<i64> = in_flight["cumulative"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    // scenarios/relay.toml: 3 tokens start at tick 0, each is published 20 times, one hop a
+    // tick, so all three are in flight until the last hop.
+    assert_eq!(running[0], 3);
+    assert_eq!(*running.last().unwrap(), 0, "{running:?}");
+    let lines = transcript(&dir);
+    for (tick, &n) in running.iter().enumerate() {
+        let published = lines.iter().filter(|l| l["tick"] == tick as u64).count() as i64;
+        assert_eq!(n, published.min(3), "tick {tick}: {running:?}");
+    }
+}

@@ -36,7 +36,7 @@ class Relay(Behaviour):
     def on_start(self, state, ctx):
         effects = Effects()
         for token in range(ctx.peer_index, ctx.params["tokens"], len(ctx.peers)):
-            effects.publish(f"token {token} hop 1", to=self.next_agent(ctx))
+            effects.publish(f"token {token} hop 1", to=self.next_agent(ctx)).count("in_flight")
         return effects
 
     def on_message(self, state, msg, ctx):
@@ -48,7 +48,7 @@ class Relay(Behaviour):
         token, hop = int(words[1]), int(words[3])
         effects = Effects().remember({"token": token, "hop": hop})
         if hop >= ctx.params["hops"]:
-            return effects
+            return effects.count("in_flight", -1)
         state["relayed"] += 1
         return effects.publish(f"token {token} hop {hop + 1}", to=self.next_agent(ctx))
 

@@ -118,6 +118,9 @@ impl Relay {
     }
 }
 
+/// The metric relay agents report: tokens started, less tokens finished.
+pub const IN_FLIGHT: &str = "in_flight";
+
 impl Behaviour for Relay {
     type State = RelayState;
 
@@ -129,9 +132,16 @@ impl Behaviour for Relay {
         let n = ctx.peers().len() as u64;
         let mut effects = Effects::none();
         let mut token = ctx.peer_index() as u64;
+        let mut started = 0;
         while token < self.tokens {
             effects = effects.publish(self.pass(token, 1, ctx));
             token += n;
+            started += 1;
+        }
+        // `in_flight` counts tokens started and (negatively) finished: its running total is
+        // the tokens still travelling.
+        if started > 0 {
+            effects = effects.count(IN_FLIGHT, started);
         }
         Ok(effects)
     }
@@ -151,7 +161,7 @@ impl Behaviour for Relay {
         };
         let effects = Effects::new().remember(json!({ "token": token, "hop": hop }));
         if hop >= self.hops {
-            return Ok(effects);
+            return Ok(effects.count(IN_FLIGHT, -1));
         }
         state.relayed += 1;
         Ok(effects.publish(self.pass(token, hop + 1, ctx)))
