@@ -286,10 +286,16 @@ class Behaviour:
         :class:`Refuse` to refuse them. The default refuses keys :attr:`params` does not
         declare (when it declares any) and fills in the defaults."""
         if self.params:
-            for key in params:
+            for key, value in params.items():
                 if key not in self.params:
                     known = ", ".join(sorted(self.params))
                     raise Refuse(f"unknown parameter {key!r}; the parameters are {known}", key)
+                default = self.params[key][0]
+                if not _same_kind(value, default):
+                    raise Refuse(
+                        f"expected {_kind(default)} (the default is {json.dumps(default)}), got {json.dumps(value)}",
+                        key,
+                    )
         resolved = {name: default for name, (default, _doc) in self.params.items()}
         resolved.update(params)
         return resolved
@@ -309,6 +315,26 @@ class Behaviour:
     def on_tick(self, state: Any, ctx: Context) -> Optional[Effects]:
         """What the agent does at the end of each lockstep tick, after its messages."""
         return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether ``value`` is of the declared default's kind (an int where a float is expected
+    is fine; a bool is not a number). A default of None takes anything."""
+    return default is None or _kind(value) == _kind(default)
 
 
 class _Table:
@@ -338,6 +364,9 @@ class _Server:
                 if refusal.key is not None:
                     reply["key"] = refusal.key
                 return reply
+            except Exception as e:  # a check that breaks on odd params: they are still refused
+                traceback.print_exc(file=sys.stderr)
+                return {"type": "refused", "table": table["id"], "message": f"{type(e).__name__}: {e}"}
             self.tables[table["id"]] = _Table(table["id"], params)
             resolved[table["id"]] = params
         declares = [

@@ -212,6 +212,7 @@ fn bad_sweeps_are_refused_before_any_run() {
         (&["--vary", "agents.0.params.epsilon=0.1,-2"][..], "epsilon"),
         (&["--vary", "scenario.seed=1,2"][..], "--seeds"),
         (&["--jobs", "0"][..], "at least 1"),
+        (&["--vary", "agents.0.params.epslion=0.1,0.2"][..], "--vary agents.0.params.epslion"),
     ] {
         let output = sweep(out.path(), args);
         assert_eq!(

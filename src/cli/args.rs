@@ -27,13 +27,14 @@ pub(super) struct Cli {
 
 #[derive(Subcommand)]
 pub(super) enum Command {
-    /// Run a scenario and write transcript.jsonl, summary.json, metrics.csv, agents.csv and plots
+    /// Run a scenario and write its transcript, summary, metrics and agents CSVs, cache, states and plots
     #[command(after_help = "\
 Precedence, highest first: --set and the flags, then AGORA_<SECTION>__<KEY> environment
 variables (such as AGORA_SCENARIO__SEED=7), then the file, then defaults.
 
 Output: {output.dir}/{name}-{seed}/: transcript.jsonl, summary.json, metrics.csv (tick,name,value),
-agents.csv (tick,agent,name,value) and plots/; the last line printed is `transcript sha256: <hex>`.
+agents.csv (tick,agent,name,value), cache.jsonl, states.jsonl and plots/; the last line printed
+is `transcript sha256: <hex>`.
 
 Exit codes: 0 done, 1 a failure while running, 2 bad input (or the stream is in use by a run
 still going, or its folder by another run), 3 the backend cannot be used, 130 interrupted by

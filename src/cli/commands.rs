@@ -120,12 +120,20 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
 
 /// `agora plot RUN_DIR`.
 pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
+    if !args.run_dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} does not exist (give a run's folder, such as runs/opinion-7)",
+            args.run_dir.display()
+        )));
+    }
     if !args.run_dir.join(crate::report::tidy::METRICS_FILE).is_file() {
         return Err(Error::Usage(format!(
             "{} is not a run's folder (it has no metrics.csv): give one such as runs/opinion-7",
             args.run_dir.display()
         )));
     }
+    // A file that is not what agora wrote is bad input; a plot that cannot be drawn is not.
+    crate::plot::data::read(&args.run_dir).map_err(Error::Usage)?;
     let written = crate::plot::draw_run(&args.run_dir).map_err(|message| Error::Failed {
         hint: message
             .contains("font")
@@ -138,10 +146,22 @@ pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
     Ok(exit::SUCCESS)
 }
 
+fn sigint_ignored() -> bool {
+    // SAFETY: reads the disposition by setting it and putting it back, before any handler
+    // of ours is installed; nothing else in the process handles SIGINT.
+    unsafe {
+        let old = libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, old);
+        old == libc::SIG_IGN
+    }
+}
+
 /// Completes at the first Ctrl-C, which asks the run to stop at its next safe point; a
 /// second Ctrl-C ends the process at once.
 async fn interrupted() {
-    if tokio::signal::ctrl_c().await.is_err() {
+    // A process started with SIGINT ignored (`&` in a script, a sweep in the background)
+    // keeps it ignored, as Unix programs do.
+    if sigint_ignored() || tokio::signal::ctrl_c().await.is_err() {
         // No signal handling here: never interrupted.
         return std::future::pending().await;
     }

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -15,6 +16,32 @@ use crate::behaviour::Registry;
 use crate::error::{Error, exit};
 use crate::scenario::BackendKind;
 use crate::sweep::{self, PlannedRun, RunResult, Varied, table};
+
+/// Set by Ctrl-C: no more runs start; those running stop as Ctrl-C stops a run.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    // An atomic store is all a signal handler may safely do here.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C stops the sweep between runs: the terminal sends it to the runs too, which stop
+/// at their next safe point with their outputs written; sweep.csv is then written and the
+/// sweep exits with 130. (A sweep started with SIGINT ignored, as `&` in a script does,
+/// keeps it ignored.)
+fn stop_on_interrupt() {
+    // SAFETY: installs a handler that only stores to an atomic, which is async-signal-safe;
+    // the old disposition is read first so that an ignored SIGINT stays ignored.
+    unsafe {
+        let old = libc::signal(libc::SIGINT, libc::SIG_IGN);
+        if old != libc::SIG_IGN {
+            libc::signal(
+                libc::SIGINT,
+                on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
 
 /// One run, ready to start.
 struct Job {
@@ -61,6 +88,7 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
         })
     };
     write_csv(&results)?;
+    stop_on_interrupt();
     let (results, failed) = run_jobs(&args, jobs, results, todo, &sweep_dir, &write_csv)?;
     write_csv(&results)?;
     let rows: Vec<RunResult> = results.into_iter().flatten().collect();
@@ -74,11 +102,19 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
             Err(e) => tracing::warn!("the sweep's plots were not drawn: {e}"),
         }
     }
+    let runs = if total == 1 { "run" } else { "runs" };
     println!(
-        "sweep:   {total} runs ({} run now, {skipped} done before, {failed} failed)",
-        total - skipped
+        "sweep:   {total} {runs} ({} run now, {skipped} done before, {failed} failed)",
+        rows.len() - skipped
     );
     println!("results: {}", csv_path.display());
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        let missing = total - rows.len();
+        eprintln!(
+            "interrupted: {missing} runs not started and {failed} stopped or failed; run the sweep again to finish it"
+        );
+        return Ok(exit::INTERRUPTED);
+    }
     if failed > 0 {
         eprintln!(
             "error: {failed} of {total} runs failed (their rows in {} say why); run the sweep again to retry them",
@@ -150,7 +186,8 @@ fn prepare(
         let scenario = load(
             &scenario_args(args, sets.clone(), Some(run.seed), Some(out.clone())),
             registry,
-        )?;
+        )
+        .map_err(|e| as_varied(e, &run))?;
         let run_dir = scenario.run_dir();
         let done = std::fs::read_to_string(run_dir.join("summary.json"))
             .ok()
@@ -180,6 +217,23 @@ fn prepare(
 /// Writes `sweep.csv` from the results so far.
 type WriteCsv<'a> = dyn Fn(&[Option<RunResult>]) -> Result<(), Error> + Sync + 'a;
 
+/// A scenario error from one of the run's varied values, said as the `--vary` it came from.
+fn as_varied(error: Error, run: &PlannedRun) -> Error {
+    match error {
+        Error::Scenario(mut e) => {
+            if let Some((k, v)) = run
+                .values
+                .iter()
+                .find(|(k, v)| e.place == format!("--set {k}={v}"))
+            {
+                e.place = format!("--vary {k} (its value {v})");
+            }
+            Error::Scenario(e)
+        }
+        other => other,
+    }
+}
+
 /// Runs the jobs, `jobs` at a time, keeping `sweep.csv` up to date; returns every result
 /// and how many runs failed.
 fn run_jobs(
@@ -200,6 +254,9 @@ fn run_jobs(
         for _ in 0..jobs.min(total.max(1)) {
             scope.spawn(|| {
                 loop {
+                    if INTERRUPTED.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
                         return;
                     };
@@ -253,6 +310,18 @@ fn run_one(exe: &std::path::Path, args: &SweepArgs, job: &Job, sweep_dir: &std::
     if args.no_plots {
         command.arg("--no-plots");
     }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child: a run dies with the
+        // sweep (killed, or ended by SIGTERM) instead of running on without it.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
     let output = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -271,6 +340,7 @@ fn run_one(exe: &std::path::Path, args: &SweepArgs, job: &Job, sweep_dir: &std::
                 .find_map(|l| l.strip_prefix("error: "))
                 .unwrap_or("no error message");
             Some(match output.status.code() {
+                Some(130) => "interrupted (exit 130)".to_string(),
                 Some(code) => format!("exit {code}: {said}"),
                 None => format!("killed by a signal: {said}"),
             })

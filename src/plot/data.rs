@@ -36,6 +36,12 @@ pub struct RunData {
 /// is not agora's CSV.
 pub fn read(run_dir: &Path) -> Result<RunData, String> {
     let metrics_path = run_dir.join(METRICS_FILE);
+    if !run_dir.is_dir() {
+        return Err(format!(
+            "{} does not exist, or is not a folder",
+            run_dir.display()
+        ));
+    }
     if !metrics_path.is_file() {
         return Err(format!(
             "{} has no {METRICS_FILE}: give the folder of a run (such as runs/gossip-42)",
@@ -63,11 +69,15 @@ pub fn read(run_dir: &Path) -> Result<RunData, String> {
         }
         data.params = params_of(&summary["parameters"]);
     }
-    for record in rows(&metrics_path, 3)? {
+    for (line, record) in rows(&metrics_path, &["tick", "name", "value"])? {
+        let at = |what: String| format!("{}:{line}: {what}", metrics_path.display());
         let (tick, value) = (
-            parse_tick(&record[0], &metrics_path)?,
-            parse_value(&record[2], &metrics_path)?,
+            parse_tick(&record[0]).map_err(at)?,
+            parse_value(&record[2]).map_err(at)?,
         );
+        if !value.is_finite() {
+            continue;
+        }
         data.last_tick = data.last_tick.max(tick);
         data.model
             .entry(record[1].clone())
@@ -77,11 +87,15 @@ pub fn read(run_dir: &Path) -> Result<RunData, String> {
     let agents_path = run_dir.join(AGENTS_FILE);
     if agents_path.is_file() {
         let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for record in rows(&agents_path, 4)? {
+        for (line, record) in rows(&agents_path, &["tick", "agent", "name", "value"])? {
+            let at = |what: String| format!("{}:{line}: {what}", agents_path.display());
             let (tick, value) = (
-                parse_tick(&record[0], &agents_path)?,
-                parse_value(&record[3], &agents_path)?,
+                parse_tick(&record[0]).map_err(at)?,
+                parse_value(&record[3]).map_err(at)?,
             );
+            if !value.is_finite() {
+                continue;
+            }
             data.last_tick = data.last_tick.max(tick);
             let lines = data.agents.entry(record[2].clone()).or_default();
             let at = *index
@@ -122,29 +136,38 @@ fn params_of(parameters: &serde_json::Value) -> String {
     text
 }
 
-fn rows(path: &Path, width: usize) -> Result<Vec<Vec<String>>, String> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// The rows of an agora CSV with this `header`, each with its line number.
+fn rows(path: &Path, header: &[&str]) -> Result<Vec<(u64, Vec<String>)>, String> {
+    let shown = path.display();
+    let mut reader = csv::Reader::from_path(path).map_err(|e| format!("{shown}: {e}"))?;
+    let found = reader.headers().map_err(|e| format!("{shown}: {e}"))?.clone();
+    if found.iter().ne(header.iter().copied()) {
+        return Err(format!(
+            "{shown}: not agora's CSV: its header is {:?}, not {:?}",
+            found.iter().collect::<Vec<_>>().join(","),
+            header.join(",")
+        ));
+    }
     let mut out = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| format!("{}: {e}", path.display()))?;
-        if record.len() != width {
+        let record = record.map_err(|e| format!("{shown}: {e}"))?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() != header.len() {
             return Err(format!(
-                "{}: a row of {} fields, not {width}",
-                path.display(),
-                record.len()
+                "{shown}:{line}: a row of {} fields, not {}",
+                record.len(),
+                header.len()
             ));
         }
-        out.push(record.iter().map(str::to_string).collect());
+        out.push((line, record.iter().map(str::to_string).collect()));
     }
     Ok(out)
 }
 
-fn parse_tick(text: &str, path: &Path) -> Result<u64, String> {
-    text.parse()
-        .map_err(|_| format!("{}: {text:?} is not a tick", path.display()))
+fn parse_tick(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| format!("{text:?} is not a tick"))
 }
 
-fn parse_value(text: &str, path: &Path) -> Result<f64, String> {
-    text.parse()
-        .map_err(|_| format!("{}: {text:?} is not a number", path.display()))
+fn parse_value(text: &str) -> Result<f64, String> {
+    text.parse().map_err(|_| format!("{text:?} is not a number"))
 }

@@ -128,10 +128,12 @@ fn agents_chart(data: &data::RunData, name: &str, agents: &[(String, data::Serie
     }
 }
 
-/// An agent's values as a line to `last_tick`: straight between ticks that all have a value
-/// (a trajectory), in steps where it reported only changes (a flag), held to the end.
+/// An agent's values as a line to `last_tick`: straight between ticks when it reported every
+/// tick to the end (a trajectory), in steps when it reported only changes (a flag), held to
+/// the end.
 fn filled(series: &[(u64, f64)], last_tick: u64) -> Vec<(f64, f64)> {
-    let dense = series.windows(2).all(|w| w[1].0 == w[0].0 + 1);
+    let dense =
+        series.windows(2).all(|w| w[1].0 == w[0].0 + 1) && series.last().is_some_and(|p| p.0 == last_tick);
     let mut points = Vec::with_capacity(series.len() * 2 + 1);
     for (i, &(t, v)) in series.iter().enumerate() {
         if !dense && i > 0 {
@@ -171,6 +173,11 @@ mod tests {
             vec![(0.0, 0.0), (3.0, 0.0), (3.0, 1.0), (5.0, 1.0)]
         );
         assert_eq!(filled(&[(0, 0.2), (1, 0.3)], 1), vec![(0.0, 0.2), (1.0, 0.3)]);
+        // A flag set at tick 1 of a longer run steps too.
+        assert_eq!(
+            filled(&[(0, 0.0), (1, 1.0)], 3),
+            vec![(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (3.0, 1.0)]
+        );
         assert_eq!(file_stem("a b/c"), "a_b_c");
     }
 }

@@ -154,10 +154,16 @@ fn deserialize(table: toml::Table) -> Result<ScenarioFile, (Option<String>, Stri
             };
         }
         let message = e.inner().message().to_string();
-        // serde reports an unknown key at its table, not at the key: name it anyway.
+        // serde reports an unknown key at its table, not at the key (most of the time: a key
+        // added by --set is reported at itself): name it, once.
+        let last = e.path().iter().next_back().and_then(|s| match s {
+            serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
+            _ => None,
+        });
         if let Some(unknown) = message
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
+            && last != Some(unknown)
         {
             path = path.key(unknown);
         }
