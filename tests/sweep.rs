@@ -141,6 +141,15 @@ fn a_sweep_runs_the_product_and_its_rows_match_single_runs() {
         "the run done again gives the same transcript"
     );
 
+    // Another sweep into the same folder is refused, not mixed in.
+    let other = sweep(out.path(), &["--vary", "agents.0.params.mu=0.2,0.3"]);
+    assert_eq!(other.status.code(), Some(2), "{}", text(&other.stderr));
+    assert!(
+        text(&other.stderr).contains("holds another sweep"),
+        "{}",
+        text(&other.stderr)
+    );
+
     // --jobs 1: the same transcripts.
     let one = tempfile::tempdir().unwrap();
     let output = sweep(one.path(), &[&vary[..4], &["--jobs", "1"]].concat());
@@ -212,7 +221,10 @@ fn bad_sweeps_are_refused_before_any_run() {
         (&["--vary", "agents.0.params.epsilon=0.1,-2"][..], "epsilon"),
         (&["--vary", "scenario.seed=1,2"][..], "--seeds"),
         (&["--jobs", "0"][..], "at least 1"),
-        (&["--vary", "agents.0.params.epslion=0.1,0.2"][..], "--vary agents.0.params.epslion"),
+        (
+            &["--vary", "agents.0.params.epslion=0.1,0.2"][..],
+            "--vary agents.0.params.epslion",
+        ),
     ] {
         let output = sweep(out.path(), args);
         assert_eq!(

@@ -33,6 +33,12 @@ pub fn main(registry: Registry) -> ExitCode {
         Ok(result) => result,
         Err(panic) => {
             let message = crate::runtime::panic_text(&*panic);
+            if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+                // `agora run ... | head`: the reader has gone, as `head` does. Like other
+                // Unix tools, stop quietly; the run's files are written by then. 141 is
+                // what a shell reports for a process ended by SIGPIPE.
+                return ExitCode::from(141);
+            }
             eprintln!("error: internal error: {message}");
             eprintln!("hint: this is a bug in agora; please report it with the scenario file");
             return ExitCode::from(exit::RUN_FAILED);

@@ -73,10 +73,7 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
     let planned = sweep::plan(&varied, &seeds);
     let total = planned.len();
     let (results, todo) = prepare(&args, registry, &base, &sweep_dir, planned)?;
-    std::fs::create_dir_all(&sweep_dir).map_err(|e| Error::Output {
-        path: sweep_dir.clone(),
-        source: e,
-    })?;
+    claim_folder(&args, &varied, &sweep_dir)?;
     let skipped = total - todo.len();
     let keys: Vec<String> = varied.iter().map(|v| v.key.clone()).collect();
     let csv_path = sweep_dir.join(sweep::SWEEP_FILE);
@@ -123,6 +120,41 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
         return Ok(exit::RUN_FAILED);
     }
     Ok(exit::SUCCESS)
+}
+
+/// The file in a sweep's folder that says which sweep it holds.
+const MARK: &str = ".agora.sweep";
+
+/// Makes the sweep's folder, or checks that it holds this sweep: the same scenario file, the
+/// same `--set` values and the same varied keys (their values and the seeds may change: a
+/// run already done with the same values is kept, the others run). Another sweep's folder is
+/// refused rather than mixed with this one's runs.
+fn claim_folder(args: &SweepArgs, varied: &[Varied], sweep_dir: &std::path::Path) -> Result<(), Error> {
+    let scenario = std::fs::canonicalize(&args.scenario).unwrap_or_else(|_| args.scenario.clone());
+    let keys: Vec<&str> = varied.iter().map(|v| v.key.as_str()).collect();
+    let mark = serde_json::json!({
+        "scenario": scenario.display().to_string(),
+        "set": args.sets,
+        "vary": keys,
+    })
+    .to_string();
+    let path = sweep_dir.join(MARK);
+    if let Ok(found) = std::fs::read_to_string(&path)
+        && found.trim() != mark
+    {
+        let described = serde_json::from_str::<serde_json::Value>(&found)
+            .map(|v| format!("{} varying {}", v["scenario"].as_str().unwrap_or("?"), v["vary"]))
+            .unwrap_or_else(|_| "something else".into());
+        return Err(Error::Usage(format!(
+            "{} holds another sweep ({described}): give this one --out ANOTHER_DIR, or delete that folder",
+            sweep_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(sweep_dir).map_err(|e| Error::Output {
+        path: sweep_dir.to_path_buf(),
+        source: e,
+    })?;
+    std::fs::write(&path, mark + "\n").map_err(|e| Error::Output { path, source: e })
 }
 
 /// The `--vary` arguments, read and checked.
