@@ -543,44 +543,34 @@ fn build_behaviours(
             all: agents,
             table_params: &table_params,
         };
-        if let Some(greeted) = greetings.get(&table.behaviour) {
-            let program = ProgramBehaviour::new(&table.behaviour, &table.id, &table.params, greeted);
-            tables.push(AgentTableSpec {
-                id: table.id.clone(),
-                count: table.count as u64,
-                behaviour_name: table.behaviour.clone(),
-                params: program.resolved_params(),
-                behaviour: Arc::new(program),
-                min_publish_interval: interval(
-                    table.min_publish_interval.as_deref(),
-                    || {
-                        KeyPath::default()
-                            .key("agents")
-                            .index(t)
-                            .key("min_publish_interval")
-                    },
-                    err,
-                )?,
-            });
-            continue;
-        }
-        let behaviour = registry
-            .build(&table.behaviour, &table.params, &setup)
-            .map_err(|e| {
-                let mut path = KeyPath::default().key("agents").index(t).key("params");
-                if let Some(k) = &e.key {
-                    path = path.key(k.clone());
-                }
-                err.at(path, e.message).with_hint(format!(
-                    "`agora behaviours` lists the parameters of {:?}",
-                    table.behaviour
-                ))
-            })?;
+        let (behaviour, params): (Arc<dyn DynBehaviour>, toml::Table) = match greetings.get(&table.behaviour)
+        {
+            Some(greeted) => {
+                let program = ProgramBehaviour::new(&table.behaviour, &table.id, &table.params, greeted);
+                let params = program.resolved_params();
+                (Arc::new(program), params)
+            }
+            None => {
+                let behaviour = registry
+                    .build(&table.behaviour, &table.params, &setup)
+                    .map_err(|e| {
+                        let mut path = KeyPath::default().key("agents").index(t).key("params");
+                        if let Some(k) = &e.key {
+                            path = path.key(k.clone());
+                        }
+                        err.at(path, e.message).with_hint(format!(
+                            "`agora behaviours` lists the parameters of {:?}",
+                            table.behaviour
+                        ))
+                    })?;
+                (behaviour, table.params.clone())
+            }
+        };
         tables.push(AgentTableSpec {
             id: table.id.clone(),
             count: table.count as u64,
             behaviour_name: table.behaviour.clone(),
-            params: table.params.clone(),
+            params,
             behaviour,
             min_publish_interval: interval(
                 table.min_publish_interval.as_deref(),
