@@ -44,32 +44,42 @@ pub fn start_failure(spec: &ProgramSpec, e: &std::io::Error) -> ProgramError {
 /// found before it is all read.
 pub fn read_line(reader: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> Result<bool, ProgramError> {
     loop {
-        let buffer = reader
-            .fill_buf()
-            .map_err(|e| ProgramError(format!("reading the program's output: {e}")))?;
+        let buffer = reader.fill_buf().map_err(read_error)?;
         if buffer.is_empty() {
             return Ok(false);
         }
-        let (take, whole) = match buffer.iter().position(|&b| b == b'\n') {
-            Some(end) => (end + 1, true),
-            None => (buffer.len(), false),
-        };
-        if line.len() + take > MAX_LINE + 1 {
-            return Err(too_long());
-        }
-        line.extend_from_slice(&buffer[..take]);
-        reader.consume(take);
+        let (taken, whole) = take_line(buffer, line)?;
+        reader.consume(taken);
         if whole {
             return Ok(true);
         }
     }
 }
 
-pub fn too_long() -> ProgramError {
+/// One buffer's share of [`read_line`] (and of its async twin in `runtime::programs`): moves
+/// what `buffer` holds up to and including the next newline into `line`; returns how many
+/// bytes it took and whether the line is now whole.
+pub fn take_line(buffer: &[u8], line: &mut Vec<u8>) -> Result<(usize, bool), ProgramError> {
+    let (take, whole) = match buffer.iter().position(|&b| b == b'\n') {
+        Some(end) => (end + 1, true),
+        None => (buffer.len(), false),
+    };
+    if line.len() + take > MAX_LINE + 1 {
+        return Err(too_long());
+    }
+    line.extend_from_slice(&buffer[..take]);
+    Ok((take, whole))
+}
+
+fn too_long() -> ProgramError {
     ProgramError(format!(
         "the program wrote a line longer than {} MiB, which is not the protocol",
         MAX_LINE >> 20
     ))
+}
+
+pub fn read_error(e: std::io::Error) -> ProgramError {
+    ProgramError(format!("reading the program's output: {e}"))
 }
 
 /// A line of the program's output, as an error shows it: the start of it.

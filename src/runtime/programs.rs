@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::RunError;
 use crate::program::process::{self, ProgramError};
-use crate::program::protocol::{Greeting, Hello, HelloTable, MAX_LINE, StepReply, ToProgram, VERSION};
+use crate::program::protocol::{Greeting, Hello, HelloTable, StepReply, ToProgram, VERSION};
 use crate::scenario::{ProgramSpec, Scenario};
 
 /// Every program of a run, as this process runs them.
@@ -188,28 +188,18 @@ impl Copy {
     }
 }
 
-/// The async twin of [`process::read_line`]: a line, bounded by [`MAX_LINE`].
+/// The async twin of [`process::read_line`]: a line, bounded by [`MAX_LINE`](crate::program::protocol::MAX_LINE).
 async fn read_line(
     reader: &mut (impl AsyncBufRead + Unpin),
     line: &mut Vec<u8>,
 ) -> Result<bool, ProgramError> {
     loop {
-        let buffer = reader
-            .fill_buf()
-            .await
-            .map_err(|e| ProgramError(format!("reading the program's output: {e}")))?;
+        let buffer = reader.fill_buf().await.map_err(process::read_error)?;
         if buffer.is_empty() {
             return Ok(false);
         }
-        let (take, whole) = match buffer.iter().position(|&b| b == b'\n') {
-            Some(end) => (end + 1, true),
-            None => (buffer.len(), false),
-        };
-        if line.len() + take > MAX_LINE + 1 {
-            return Err(process::too_long());
-        }
-        line.extend_from_slice(&buffer[..take]);
-        reader.consume(take);
+        let (taken, whole) = process::take_line(buffer, line)?;
+        reader.consume(taken);
         if whole {
             return Ok(true);
         }
