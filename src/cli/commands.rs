@@ -120,25 +120,16 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
 
 /// `agora plot RUN_DIR`.
 pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
-    if !args.run_dir.is_dir() {
-        return Err(Error::Usage(format!(
-            "{} does not exist (give a run's folder, such as runs/opinion-7)",
-            args.run_dir.display()
-        )));
-    }
-    if !args.run_dir.join(crate::report::tidy::METRICS_FILE).is_file() {
-        return Err(Error::Usage(format!(
-            "{} is not a run's folder (it has no metrics.csv): give one such as runs/opinion-7",
-            args.run_dir.display()
-        )));
-    }
-    // A file that is not what agora wrote is bad input; a plot that cannot be drawn is not.
-    crate::plot::data::read(&args.run_dir).map_err(Error::Usage)?;
-    let written = crate::plot::draw_run(&args.run_dir).map_err(|message| Error::Failed {
-        hint: message
-            .contains("font")
-            .then(|| "set AGORA_FONT to a .ttf file, or install fonts-dejavu-core".to_string()),
-        message,
+    use crate::plot::PlotError;
+    // A folder or a file that is not what agora wrote is bad input; a plot that cannot be
+    // drawn is not.
+    let written = crate::plot::draw_run(&args.run_dir).map_err(|e| match e {
+        PlotError::Data(message) => Error::Usage(message),
+        PlotError::NoFont(message) => Error::Failed {
+            message,
+            hint: Some("set AGORA_FONT to a .ttf file, or install fonts-dejavu-core".to_string()),
+        },
+        PlotError::Draw(message) => Error::Failed { message, hint: None },
     })?;
     for path in &written {
         println!("{}", path.display());

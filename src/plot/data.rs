@@ -38,13 +38,13 @@ pub fn read(run_dir: &Path) -> Result<RunData, String> {
     let metrics_path = run_dir.join(METRICS_FILE);
     if !run_dir.is_dir() {
         return Err(format!(
-            "{} does not exist, or is not a folder",
+            "{} does not exist, or is not a folder (give a run's folder, such as runs/opinion-7)",
             run_dir.display()
         ));
     }
     if !metrics_path.is_file() {
         return Err(format!(
-            "{} has no {METRICS_FILE}: give the folder of a run (such as runs/gossip-42)",
+            "{} is not a run's folder (it has no {METRICS_FILE}): give one such as runs/opinion-7",
             run_dir.display()
         ));
     }

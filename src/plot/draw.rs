@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::PlotError;
 use super::font::{self, FAMILY};
 
 /// The size of every plot, in pixels (the SVG's `width` and `height`).
@@ -44,19 +45,21 @@ impl Chart {
     /// # Errors
     ///
     /// No font to draw text with, or a file that cannot be written.
-    pub fn write(&self, stem: &Path) -> Result<Vec<PathBuf>, String> {
-        font::ensure()?;
+    pub fn write(&self, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
+        font::ensure().map_err(PlotError::NoFont)?;
         let svg = stem.with_extension("svg");
         let png = stem.with_extension("png");
         {
             let area = SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area();
-            self.draw(&area).map_err(|e| format!("{}: {e}", svg.display()))?;
-            area.present().map_err(|e| format!("{}: {e}", svg.display()))?;
+            let failed = |e: String| PlotError::Draw(format!("{}: {e}", svg.display()));
+            self.draw(&area).map_err(failed)?;
+            area.present().map_err(|e| failed(e.to_string()))?;
         }
         {
             let area = BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area();
-            self.draw(&area).map_err(|e| format!("{}: {e}", png.display()))?;
-            area.present().map_err(|e| format!("{}: {e}", png.display()))?;
+            let failed = |e: String| PlotError::Draw(format!("{}: {e}", png.display()));
+            self.draw(&area).map_err(failed)?;
+            area.present().map_err(|e| failed(e.to_string()))?;
         }
         Ok(vec![svg, png])
     }

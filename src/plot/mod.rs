@@ -25,15 +25,34 @@ pub const PLOTS_DIR: &str = "plots";
 /// thousand lines are already a density, and each costs drawing time and file size.
 pub const MAX_AGENT_LINES: usize = 2000;
 
+/// Why plots were not drawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlotError {
+    /// Not a run's folder, or CSVs that are not what agora writes: bad input.
+    Data(String),
+    /// No TrueType font to draw the text with.
+    NoFont(String),
+    /// A plot that could not be drawn or written.
+    Draw(String),
+}
+
+impl std::fmt::Display for PlotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlotError::Data(m) | PlotError::NoFont(m) | PlotError::Draw(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Draws every plot of the run in `run_dir` into `run_dir/plots/`; returns the files.
 ///
 /// # Errors
 ///
 /// Not a run folder, no font for the text, or a file that cannot be written.
-pub fn draw_run(run_dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let data = data::read(run_dir)?;
+pub fn draw_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    let data = data::read(run_dir).map_err(PlotError::Data)?;
     let dir = run_dir.join(PLOTS_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| PlotError::Draw(format!("{}: {e}", dir.display())))?;
     let mut written = Vec::new();
     for (name, series) in &data.model {
         written.extend(model_chart(&data, name, series).write(&dir.join(file_stem(name)))?);

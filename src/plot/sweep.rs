@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::style::Color;
 
 use super::draw::{self, Chart, Interval, Line};
-use super::file_stem;
+use super::{PlotError, file_stem};
 use crate::sweep::RunResult;
 use crate::sweep::stats;
 
@@ -20,7 +20,7 @@ type ByX = BTreeMap<u64, (f64, Vec<f64>)>;
 /// # Errors
 ///
 /// No font, or a file that cannot be written.
-pub fn draw_sweep(dir: &Path, title: &str, results: &[RunResult]) -> Result<Vec<PathBuf>, String> {
+pub fn draw_sweep(dir: &Path, title: &str, results: &[RunResult]) -> Result<Vec<PathBuf>, PlotError> {
     let Some(first) = results.first().and_then(|r| r.planned.values.first()) else {
         return Ok(Vec::new());
     };
@@ -49,7 +49,7 @@ pub fn draw_sweep(dir: &Path, title: &str, results: &[RunResult]) -> Result<Vec<
                 .push(value);
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| PlotError::Draw(format!("{}: {e}", dir.display())))?;
     let mut written = Vec::new();
     for (name, groups) in &by {
         let mut lines = Vec::new();
