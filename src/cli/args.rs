@@ -136,6 +136,10 @@ pub(super) struct ScenarioArgs {
     /// The output directory (output.dir)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// `KEY=VALUE` overrides that other flags gave (a sweep's `--vary`), applied after
+    /// `--set`, each with the flag its errors name.
+    #[arg(skip)]
+    pub sets_from: Vec<(&'static str, String)>,
 }
 
 #[derive(Args)]

@@ -15,6 +15,9 @@ pub(super) fn load(args: &ScenarioArgs, registry: &Registry) -> Result<Scenario,
     for set in &args.sets {
         overrides.set(set)?;
     }
+    for (flag, set) in &args.sets_from {
+        overrides.set_from(flag, set)?;
+    }
     if let Some(backend) = args.backend {
         let kind = match backend {
             BackendArg::Memory => "memory",
@@ -175,6 +178,7 @@ pub(super) fn worker(args: WorkerArgs, registry: &Registry) -> Result<u8, Error>
             redis_url: args.redis_url,
             seed: None,
             out: None,
+            sets_from: Vec::new(),
         },
         registry,
     )?;
@@ -210,6 +214,7 @@ pub(super) fn behaviours(args: BehavioursArgs, registry: &Registry) -> Result<u8
                 redis_url: None,
                 seed: None,
                 out: None,
+                sets_from: Vec::new(),
             },
             registry,
         )?;

@@ -57,7 +57,7 @@ struct Job {
 pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
     let varied = varied_keys(&args.vary)?;
     let base = load(
-        &scenario_args(&args, args.sets.clone(), None, args.out.clone()),
+        &scenario_args(&args, Vec::new(), None, args.out.clone()),
         registry,
     )?;
     let seeds = match &args.seeds {
@@ -180,17 +180,18 @@ fn varied_keys(args: &[String]) -> Result<Vec<Varied>, Error> {
 
 fn scenario_args(
     args: &SweepArgs,
-    sets: Vec<String>,
+    sets_from: Vec<(&'static str, String)>,
     seed: Option<u64>,
     out: Option<PathBuf>,
 ) -> ScenarioArgs {
     ScenarioArgs {
         scenario: args.scenario.clone(),
-        sets,
+        sets: args.sets.clone(),
         backend: args.backend,
         redis_url: args.redis_url.clone(),
         seed,
         out,
+        sets_from,
     }
 }
 
@@ -208,18 +209,22 @@ fn prepare(
     let mut todo = VecDeque::new();
     for run in planned {
         let out = sweep_dir.join(run.folder(total));
-        let mut sets = args.sets.clone();
-        sets.extend(run.sets());
+        // After --set: the run's values, then its own stream on Redis.
+        let mut sets_from: Vec<(&'static str, String)> =
+            run.sets().into_iter().map(|s| ("--vary", s)).collect();
         if base.backend.kind == BackendKind::Redis {
             let stream = format!("{}-sweep-{:03}", base.name, run.number);
-            sets.push(format!("backend.stream={stream}"));
-            sets.push(format!("backend.cache_prefix={stream}:cache:"));
+            sets_from.push(("--set", format!("backend.stream={stream}")));
+            sets_from.push(("--set", format!("backend.cache_prefix={stream}:cache:")));
         }
-        let scenario = load(
-            &scenario_args(args, sets.clone(), Some(run.seed), Some(out.clone())),
-            registry,
-        )
-        .map_err(|e| as_varied(e, &run))?;
+        let scenario_args = scenario_args(args, sets_from, Some(run.seed), Some(out.clone()));
+        let scenario = load(&scenario_args, registry)?;
+        // The run's process gets them all as --set, in the same order.
+        let sets = scenario_args
+            .sets
+            .into_iter()
+            .chain(scenario_args.sets_from.into_iter().map(|(_, s)| s))
+            .collect();
         let run_dir = scenario.run_dir();
         let done = std::fs::read_to_string(run_dir.join("summary.json"))
             .ok()
@@ -248,23 +253,6 @@ fn prepare(
 
 /// Writes `sweep.csv` from the results so far.
 type WriteCsv<'a> = dyn Fn(&[Option<RunResult>]) -> Result<(), Error> + Sync + 'a;
-
-/// A scenario error from one of the run's varied values, said as the `--vary` it came from.
-fn as_varied(error: Error, run: &PlannedRun) -> Error {
-    match error {
-        Error::Scenario(mut e) => {
-            if let Some((k, v)) = run
-                .values
-                .iter()
-                .find(|(k, v)| e.place == format!("--set {k}={v}"))
-            {
-                e.place = format!("--vary {k} (its value {v})");
-            }
-            Error::Scenario(e)
-        }
-        other => other,
-    }
-}
 
 /// Runs the jobs, `jobs` at a time, keeping `sweep.csv` up to date; returns every result
 /// and how many runs failed.

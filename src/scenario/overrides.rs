@@ -32,7 +32,13 @@ impl Overrides {
     /// Adds a `--set KEY=VALUE`. The value is read as TOML; a plain word that is not valid
     /// TOML is taken as a string, so `--set backend.kind=redis` works without quotes.
     pub fn set(&mut self, arg: &str) -> Result<(), ScenarioError> {
-        let origin = format!("--set {}", redact_arg(arg));
+        self.set_from("--set", arg)
+    }
+
+    /// Adds a `KEY=VALUE` that `flag` gave (a sweep's `--vary`), read as `--set` reads it;
+    /// errors name `flag`.
+    pub fn set_from(&mut self, flag: &str, arg: &str) -> Result<(), ScenarioError> {
+        let origin = format!("{flag} {}", redact_arg(arg));
         let Some((key, raw)) = arg.split_once('=') else {
             return Err(ScenarioError::new(
                 origin,
