@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::llm_server::{Behaviour, LlmServer};
 use common::redis_server::RedisServer;
-use common::{agora, text};
+use common::{agora, text, transcript_hash};
 use serde_json::Value;
 
 const KEY: &str = "sk-agora-test-key-0123456789";
@@ -65,20 +65,6 @@ fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
         .env_remove("OPENAI_BASE_URL")
         .output()
         .unwrap()
-}
-
-/// The transcript's SHA-256 from the last line of a run that must have succeeded.
-fn transcript_hash(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "the run failed: {}",
-        text(&output.stderr)
-    );
-    let stdout = text(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    last.strip_prefix("transcript sha256: ")
-        .unwrap_or_else(|| panic!("{stdout}"))
-        .to_string()
 }
 
 fn run_dir(out: &Path) -> PathBuf {

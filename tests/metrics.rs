@@ -5,11 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 
 use common::redis_server::RedisServer;
-use common::{agora, text};
+use common::{agora, run_dir_under, text, transcript_hash};
 use serde_json::Value;
 
 fn run(scenario: &str, out: &Path, extra: &[&str]) -> Output {
@@ -24,10 +24,6 @@ fn run(scenario: &str, out: &Path, extra: &[&str]) -> Output {
         .unwrap();
     assert!(output.status.success(), "{scenario}: {}", text(&output.stderr));
     output
-}
-
-fn run_dir(out: &Path) -> PathBuf {
-    std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()
 }
 
 /// A CSV file as rows of strings, the header first.
@@ -67,7 +63,7 @@ const OPINION: &[&str] = &["--set", "agents.0.count=40", "--set", "scenario.tick
 fn opinion_csvs_agree_with_the_transcript_and_the_summary() {
     let out = tempfile::tempdir().unwrap();
     run("scenarios/opinion.toml", out.path(), OPINION);
-    let dir = run_dir(out.path());
+    let dir = run_dir_under(out.path());
     let lines = transcript(&dir);
 
     // agents.csv at tick t: exactly the opinion each agent published at tick t.
@@ -132,7 +128,7 @@ fn opinion_csvs_agree_with_the_transcript_and_the_summary() {
 fn gossip_counts_and_flags_agree() {
     let out = tempfile::tempdir().unwrap();
     run("scenarios/gossip.toml", out.path(), &[]);
-    let dir = run_dir(out.path());
+    let dir = run_dir_under(out.path());
     let s = summary(&dir);
     let ticks = s["ticks"].as_u64().unwrap();
     let informed = &s["metrics"]["informed"];
@@ -174,7 +170,7 @@ fn free_mode_records_whole_seconds() {
         "agents.0.params.hops=2000",
     ];
     run("scenarios/relay.toml", out.path(), &free);
-    let dir = run_dir(out.path());
+    let dir = run_dir_under(out.path());
     let m = metrics(&dir);
     let published: u64 = m
         .iter()
@@ -201,7 +197,7 @@ fn a_killed_and_resumed_run_writes_the_csvs_of_an_uninterrupted_one() {
     let longer = ["--set", "agents.0.count=200", "--set", "scenario.ticks=30"];
     let whole = tempfile::tempdir().unwrap();
     run("scenarios/opinion.toml", whole.path(), &longer);
-    let expected = without_seconds(&run_dir(whole.path()));
+    let expected = without_seconds(&run_dir_under(whole.path()));
 
     let redis = RedisServer::start();
     let url = redis.url();
@@ -220,7 +216,7 @@ fn a_killed_and_resumed_run_writes_the_csvs_of_an_uninterrupted_one() {
     common::wait_for_tick(&redis, "opinion", 10);
     child.kill().unwrap();
     child.wait().unwrap();
-    let dir = run_dir(out.path());
+    let dir = run_dir_under(out.path());
     let (cut, _) = without_seconds(&dir);
     assert!(cut.len() < expected.0.len(), "the kill came before the end");
     run(
@@ -267,7 +263,7 @@ fn plots_are_drawn_with_the_run_and_again_by_agora_plot() {
         stdout.lines().last().unwrap().starts_with("transcript sha256: "),
         "{stdout}"
     );
-    let dir = run_dir(out.path());
+    let dir = run_dir_under(out.path());
     let plots = dir.join("plots");
     for stem in ["agents-opinion", "clusters", "messages", "deliveries", "seconds"] {
         assert_eq!(
@@ -294,7 +290,7 @@ fn plots_are_drawn_with_the_run_and_again_by_agora_plot() {
         bare.path(),
         &[OPINION, &["--no-plots"]].concat(),
     );
-    assert!(!run_dir(bare.path()).join("plots").exists());
+    assert!(!run_dir_under(bare.path()).join("plots").exists());
 
     let output = agora().arg("plot").arg(bare.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "not a run's folder");
@@ -318,12 +314,15 @@ fn agent_values_can_be_left_out() {
         without.path(),
         &[OPINION, &["--no-plots", "--set", "output.agent_values=false"]].concat(),
     );
-    let hash = |o: &Output| text(&o.stdout).lines().last().unwrap().to_string();
-    assert_eq!(hash(&a), hash(&b), "the transcript does not change");
-    let agents = std::fs::read_to_string(run_dir(without.path()).join("agents.csv")).unwrap();
+    assert_eq!(
+        transcript_hash(&a),
+        transcript_hash(&b),
+        "the transcript does not change"
+    );
+    let agents = std::fs::read_to_string(run_dir_under(without.path()).join("agents.csv")).unwrap();
     assert_eq!(agents, "tick,agent,name,value\n");
     assert!(
-        !metrics(&run_dir(without.path()))
+        !metrics(&run_dir_under(without.path()))
             .keys()
             .any(|(_, n)| n == "clusters")
     );
@@ -333,7 +332,7 @@ fn agent_values_can_be_left_out() {
 fn what_agents_remembered_and_ended_as_is_written_with_the_run() {
     let out = tempfile::tempdir().unwrap();
     run("scenarios/discussion.toml", out.path(), &["--no-plots"]);
-    let dir = run_dir(out.path());
+    let dir = run_dir_under(out.path());
     let posts = transcript(&dir).len();
     let cache: Vec<Value> = std::fs::read_to_string(dir.join("cache.jsonl"))
         .unwrap()
@@ -372,7 +371,7 @@ fn what_agents_remembered_and_ended_as_is_written_with_the_run() {
 fn relay_counts_the_tokens_in_flight() {
     let out = tempfile::tempdir().unwrap();
     run("scenarios/relay.toml", out.path(), &["--no-plots"]);
-    let dir = run_dir(out.path());
+    let dir = run_dir_under(out.path());
     let s = summary(&dir);
     let in_flight = &s["metrics"]["in_flight"];
     let running: Vec<i64> = in_flight["cumulative"]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use common::redis_server::RedisServer;
-use common::{agora, text};
+use common::{agora, run_dir_under, text, transcript_hash};
 use serde_json::Value;
 
 fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -24,28 +24,8 @@ fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-/// The transcript's SHA-256, from the last line of a run that must have succeeded.
-fn hash_of(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "the run failed: {}",
-        text(&output.stderr)
-    );
-    let stdout = text(&output.stdout);
-    stdout
-        .lines()
-        .last()
-        .and_then(|l| l.strip_prefix("transcript sha256: "))
-        .unwrap_or_else(|| panic!("{stdout}"))
-        .to_string()
-}
-
-fn run_dir(out: &Path) -> PathBuf {
-    std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()
-}
-
 fn lines(out: &Path, file: &str) -> Vec<Value> {
-    std::fs::read_to_string(run_dir(out).join(file))
+    std::fs::read_to_string(run_dir_under(out).join(file))
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -58,14 +38,14 @@ const OPINION: &[&str] = &["--set", "agents.0.count=30", "--set", "scenario.tick
 #[test]
 fn the_python_opinion_gives_the_built_in_transcript_everywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let builtin = hash_of(&run(
+    let builtin = transcript_hash(&run(
         Path::new("scenarios/opinion.toml"),
         &dir.path().join("builtin"),
         OPINION,
     ));
     let python = Path::new("scenarios/python-opinion.toml");
     let memory = run(python, &dir.path().join("memory"), OPINION);
-    assert_eq!(hash_of(&memory), builtin, "in memory");
+    assert_eq!(transcript_hash(&memory), builtin, "in memory");
     let redis = RedisServer::start();
     let url = redis.url();
     for workers in [None, Some("1"), Some("2")] {
@@ -76,7 +56,7 @@ fn the_python_opinion_gives_the_built_in_transcript_everywhere() {
         }
         let out = dir.path().join(format!("redis-{}", workers.unwrap_or("0")));
         assert_eq!(
-            hash_of(&run(python, &out, &args)),
+            transcript_hash(&run(python, &out, &args)),
             builtin,
             "on Redis with {workers:?} workers"
         );
@@ -103,7 +83,7 @@ fn the_python_relay_gives_the_built_in_transcript_in_lockstep_and_its_messages_i
         &dir.path().join("p"),
         &lockstep,
     );
-    assert_eq!(hash_of(&python), hash_of(&builtin));
+    assert_eq!(transcript_hash(&python), transcript_hash(&builtin));
 
     // Free mode: publication order is the run's own, but what is published is the same.
     let published = |out: &Path| {
@@ -115,7 +95,7 @@ fn the_python_relay_gives_the_built_in_transcript_in_lockstep_and_its_messages_i
         found
     };
     let builtin = dir.path().join("free-b");
-    hash_of(&run(Path::new("scenarios/w1.toml"), &builtin, &small));
+    transcript_hash(&run(Path::new("scenarios/w1.toml"), &builtin, &small));
     let expected = published(&builtin);
     assert_eq!(expected.len(), 7 * 30);
     let redis = RedisServer::start();
@@ -136,7 +116,7 @@ fn the_python_relay_gives_the_built_in_transcript_in_lockstep_and_its_messages_i
         ),
     ] {
         let out = dir.path().join(format!("free-{name}"));
-        hash_of(&run(
+        transcript_hash(&run(
             Path::new("scenarios/python-relay.toml"),
             &out,
             &[&small[..], &extra[..]].concat(),
@@ -150,7 +130,7 @@ fn a_python_behaviour_killed_mid_run_resumes_to_the_same_transcript() {
     let dir = tempfile::tempdir().unwrap();
     let longer = ["--set", "agents.0.count=30", "--set", "scenario.ticks=30"];
     let python = Path::new("scenarios/python-opinion.toml");
-    let expected = hash_of(&run(python, &dir.path().join("whole"), &longer));
+    let expected = transcript_hash(&run(python, &dir.path().join("whole"), &longer));
     let redis = RedisServer::start();
     let url = redis.url();
     let on_redis = [&longer[..], &["--backend", "redis", "--redis-url", &url]].concat();
@@ -169,7 +149,7 @@ fn a_python_behaviour_killed_mid_run_resumes_to_the_same_transcript() {
     child.kill().unwrap();
     child.wait().unwrap();
     let resumed = run(python, &out, &[&on_redis[..], &["--resume"]].concat());
-    assert_eq!(hash_of(&resumed), expected);
+    assert_eq!(transcript_hash(&resumed), expected);
 }
 
 /// A behaviour program written for a test, with the helper on its path.
@@ -375,7 +355,7 @@ run(Reader())
     let path = scenario(dir.path(), &script, "");
     let out = dir.path().join("out");
     let first = run(&path, &out, &[]);
-    let hash = hash_of(&first);
+    let hash = transcript_hash(&first);
     let transcript = lines(&out, "transcript.jsonl");
     let at = |tick: u64| -> Vec<String> {
         transcript
@@ -389,7 +369,7 @@ run(Reader())
     assert_eq!(at(3), vec!["3 2 2"; 3]);
     let again = run(&path, &dir.path().join("again"), &[]);
     assert_eq!(
-        hash_of(&again),
+        transcript_hash(&again),
         hash,
         "reads and samples are the same in every run"
     );
@@ -427,7 +407,10 @@ fn the_protocol_page_is_enough_to_write_a_program() {
     let transcript = lines(&first, "transcript.jsonl");
     let hellos = transcript.iter().filter(|l| l["content"] == "hello").count();
     assert!(hellos > 1, "the hello was echoed: {transcript:?}");
-    assert_eq!(hash_of(&output), hash_of(&run(&path, &second, &[])));
+    assert_eq!(
+        transcript_hash(&output),
+        transcript_hash(&run(&path, &second, &[]))
+    );
 }
 
 #[test]
@@ -475,9 +458,9 @@ fn a_python_behaviour_reports_agent_values_as_the_built_in_does() {
     let dir = tempfile::tempdir().unwrap();
     let small = [OPINION, &["--no-plots"]].concat();
     let (builtin, python) = (dir.path().join("builtin"), dir.path().join("python"));
-    hash_of(&run(Path::new("scenarios/opinion.toml"), &builtin, &small));
-    hash_of(&run(Path::new("scenarios/python-opinion.toml"), &python, &small));
-    let agents = |out: &Path| std::fs::read_to_string(run_dir(out).join("agents.csv")).unwrap();
+    transcript_hash(&run(Path::new("scenarios/opinion.toml"), &builtin, &small));
+    transcript_hash(&run(Path::new("scenarios/python-opinion.toml"), &python, &small));
+    let agents = |out: &Path| std::fs::read_to_string(run_dir_under(out).join("agents.csv")).unwrap();
     let expected = agents(&builtin);
     assert!(expected.lines().count() > 30 * 9, "{expected}");
     assert_eq!(agents(&python), expected);

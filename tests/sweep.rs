@@ -95,11 +95,7 @@ fn a_sweep_runs_the_product_and_its_rows_match_single_runs() {
         .args(["--set", "agents.0.params.epsilon=0.3"])
         .output()
         .unwrap();
-    let hash = text(&output.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .replace("transcript sha256: ", "");
+    let hash = common::transcript_hash(&output);
     assert_eq!(body[3][column(&header, "transcript_sha256")], hash);
     let clusters = &body[3][column(&header, "clusters")];
     let run_metrics = std::fs::read_to_string(single.path().join("opinion-5/metrics.csv")).unwrap();

@@ -3,21 +3,17 @@
 
 mod common;
 
-use common::{agora, agora_for, lockstep_scenarios, text};
+use common::{agora, agora_for, lockstep_scenarios, run_dir_under, text};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 
-fn run_dir(out: &Path) -> PathBuf {
-    std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()
-}
-
 fn transcript(out: &Path) -> Vec<u8> {
-    std::fs::read(run_dir(out).join("transcript.jsonl")).unwrap()
+    std::fs::read(run_dir_under(out).join("transcript.jsonl")).unwrap()
 }
 
 fn run(mut cmd: Command, scenario: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -291,9 +287,10 @@ fn free_mode_with_a_killed_worker_handles_every_message_once() {
         .wait_with_output()
         .unwrap();
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir(out.path()).join("summary.json")).unwrap())
-            .unwrap();
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir_under(out.path()).join("summary.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(summary["stop_reason"], "quiescent");
     assert_eq!(summary["messages"], 12 * 400);
 

@@ -332,3 +332,22 @@ pub fn wait_for_tick(redis: &redis_server::RedisServer, stream: &str, tick: u64)
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// The transcript's SHA-256 from the last line of a run that must have succeeded.
+pub fn transcript_hash(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "the run failed: {}",
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    last.strip_prefix("transcript sha256: ")
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string()
+}
+
+/// The one run folder that a run with `--out out` made.
+pub fn run_dir_under(out: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()
+}
