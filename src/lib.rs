@@ -19,6 +19,8 @@
 //!   the record of each exchange (`llm.jsonl`).
 //! - [`program`]: behaviours that are programs in any language, and the protocol agora speaks
 //!   with them.
+//! - [`network`]: who hears whom: the scenario's social graph, its generators, and the
+//!   recipients of a message.
 //! - [`random`]: per-agent random streams and portable draws, so transcripts do not change when
 //!   a dependency changes its sampling algorithms.
 //! - [`tally`]: what steps count, added up from one step to the whole run.
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod error;
 pub mod llm;
 pub mod message;
+pub mod network;
 pub mod plot;
 pub mod program;
 pub mod random;

@@ -18,6 +18,14 @@ pub fn agent_rng(seed: u64, index: usize) -> ChaCha8Rng {
     rng
 }
 
+/// The random stream a scenario's network is drawn from: the scenario seed's last stream,
+/// which no agent has (agents are numbered from 0, and there are at most 100,000).
+pub fn network_rng(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::MAX);
+    rng
+}
+
 /// A uniform integer in `0..n`; `n` must be at least 1 (0 is treated as 1).
 /// Lemire's multiply-and-reject method: unbiased, and usually one draw.
 pub fn below(rng: &mut impl Rng, n: u64) -> u64 {

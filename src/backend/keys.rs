@@ -13,6 +13,9 @@ pub struct Keys {
     /// Cache lists are `{cache_prefix}{agent}`; the global sorted set is
     /// `{cache_prefix}timestamps`.
     pub cache_prefix: String,
+    /// Whether each agent reads an inbox of its own, `{stream}:inbox:{agent}`, instead of the
+    /// stream (a scenario with a sparse `[network]`): its group lives on its inbox.
+    pub inboxes: bool,
 }
 
 /// The cache key of the global sorted set; no agent may be called this.
@@ -28,6 +31,33 @@ impl Keys {
             stream: stream.into(),
             group_prefix: group_prefix.into(),
             cache_prefix: cache_prefix.into(),
+            inboxes: false,
+        }
+    }
+
+    /// The same layout, with an inbox per agent.
+    #[must_use]
+    pub fn with_inboxes(mut self, inboxes: bool) -> Self {
+        self.inboxes = inboxes;
+        self
+    }
+
+    /// Agent `agent`'s inbox: what the agents it follows publish, and what is addressed to it.
+    pub fn inbox(&self, agent: &str) -> String {
+        format!("{}{INBOX_MARK}{agent}", self.stream)
+    }
+
+    /// The agent that reads through `group`, if the group is one of this layout's.
+    pub fn agent_of_group<'g>(&self, group: &'g str) -> Option<&'g str> {
+        group.strip_prefix(self.group_prefix.as_str())
+    }
+
+    /// The stream `group` lives on: the agent's inbox when agents have inboxes, else the
+    /// stream.
+    pub fn group_stream(&self, group: &str) -> std::borrow::Cow<'_, str> {
+        match self.agent_of_group(group) {
+            Some(agent) if self.inboxes => std::borrow::Cow::Owned(self.inbox(agent)),
+            _ => std::borrow::Cow::Borrowed(&self.stream),
         }
     }
 
@@ -148,6 +178,9 @@ const fn run_key(suffix: &'static str, kind: &'static str) -> RunKey {
 pub const RUN_KEYS: [RunKey; 10] = [
     STREAM, DEAD, STATE, RECORD, CONTROL, REPORTS, WORKERS, ANSWERS, MODEL_USE, LEASE,
 ];
+
+/// What follows the stream's name in an agent's inbox key.
+pub const INBOX_MARK: &str = ":inbox:";
 
 /// The part of a cache key after the prefix that marks the run's cache keys; a stream name
 /// containing it would look like another run's cache key.

@@ -290,11 +290,15 @@ pub trait WithBackend {
 /// `BackendErrorKind::Unavailable`, with a hint.
 pub async fn open<W: WithBackend>(config: &BackendConfig, task: W) -> Result<W::Output, BackendError> {
     match config.kind {
-        BackendKind::Memory => Ok(task.with(memory::MemoryBackend::new(config.keys.clone())).await),
+        BackendKind::Memory => {
+            let backend = memory::MemoryBackend::with_network(config.keys.clone(), config.network.clone());
+            Ok(task.with(backend).await)
+        }
         BackendKind::Redis => {
             let backend =
                 redis::RedisBackend::connect(&config.url, config.keys.clone(), config.reconnect_timeout)
-                    .await?;
+                    .await?
+                    .with_network(config.network.clone());
             Ok(task.with(backend).await)
         }
     }

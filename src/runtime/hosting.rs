@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::RunError;
 use super::agent::StepReport;
-use super::shard::{Shard, ShardEvent};
+use super::shard::{Expected, Shard, ShardEvent};
 use crate::backend::Backend;
 use crate::scenario::Mode;
 use crate::tally::Tally;
@@ -32,9 +32,9 @@ pub(crate) trait Hosting {
     /// `init` and `on_start` for every agent that has not started yet.
     async fn start_agents(&mut self, mode: Mode) -> Result<StepReport, RunError>;
 
-    /// Lockstep tick `tick`: every agent that has not done it reads the `expect` messages of
-    /// tick `tick - 1`, handles them and commits.
-    async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<StepReport, RunError>;
+    /// Lockstep tick `tick`: every agent that has not done it reads its share of what tick
+    /// `tick - 1` published (`expected`), handles it and commits.
+    async fn run_tick(&mut self, tick: u64, expected: &Expected) -> Result<StepReport, RunError>;
 
     /// Free mode: starts the agents (`on_start`) and sets them going.
     async fn start_free(&mut self) -> Result<StepReport, RunError>;
@@ -107,9 +107,9 @@ impl<B: Backend> Hosting for LocalHosting<B> {
         Ok(report)
     }
 
-    async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<StepReport, RunError> {
+    async fn run_tick(&mut self, tick: u64, expected: &Expected) -> Result<StepReport, RunError> {
         let before = self.done_before_resume(tick)?;
-        let mut report = self.shard()?.run_tick(tick, expect).await?;
+        let mut report = self.shard()?.run_tick(tick, expected).await?;
         report.tally += &before;
         Ok(report)
     }

@@ -24,6 +24,52 @@ pub struct ScenarioFile {
     /// Behaviours that are programs, by the name agents use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub behaviours: BTreeMap<String, ProgramSection>,
+    /// Who follows whom; absent, everyone hears everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSection>,
+}
+
+/// `[network]` (CONTRACT.md, "Networks").
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    pub kind: NetworkKind,
+    /// ring and watts_strogatz: neighbours per agent (even).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<i64>,
+    /// watts_strogatz: rewiring probability; erdos_renyi: edge probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
+    /// barabasi_albert: edges per new agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<i64>,
+    /// kind = "file": a CSV edge list `follower,followee`, relative to the scenario file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkKind {
+    Complete,
+    Ring,
+    WattsStrogatz,
+    BarabasiAlbert,
+    ErdosRenyi,
+    File,
+}
+
+impl NetworkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkKind::Complete => "complete",
+            NetworkKind::Ring => "ring",
+            NetworkKind::WattsStrogatz => "watts_strogatz",
+            NetworkKind::BarabasiAlbert => "barabasi_albert",
+            NetworkKind::ErdosRenyi => "erdos_renyi",
+            NetworkKind::File => "file",
+        }
+    }
 }
 
 /// `[behaviours.NAME]`: a behaviour that is a program (CONTRACT.md, "Behaviours in other
@@ -245,6 +291,10 @@ pub struct AgentTable {
     /// Free mode: the least time between two publishes of each agent of this table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_publish_interval: Option<String>,
+    /// With a `[network]`: the tables whose agents this table's agents may follow (the
+    /// network's follows of other agents are dropped); absent, any agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<Vec<String>>,
 }
 
 fn default_count() -> i64 {

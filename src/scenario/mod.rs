@@ -10,6 +10,7 @@ mod file;
 mod llm;
 mod load;
 mod locate;
+mod network;
 mod overrides;
 mod program;
 mod spec;

@@ -8,13 +8,15 @@ use serde::Serialize;
 
 use super::duration;
 use super::file::{
-    AgentTable, BackendKind, BackendSection, Cleanup, Mode, OutputSection, ScenarioFile, ScenarioSection,
+    AgentTable, BackendKind, BackendSection, Cleanup, Mode, NetworkSection, OutputSection, ScenarioFile,
+    ScenarioSection,
 };
 use super::llm::LlmConfig;
 use super::program::ProgramSpec;
 use crate::backend::keys::Keys;
 use crate::backend::url::RedisUrl;
 use crate::behaviour::DynBehaviour;
+use crate::network::Network;
 
 /// The documented limits of a scenario. Past them a scenario is refused with a clear error
 /// rather than left to exhaust memory or run for ever.
@@ -53,6 +55,8 @@ pub struct AgentTableSpec {
     pub behaviour: Arc<dyn DynBehaviour>,
     /// Free mode: the least time between two publishes of each agent of the table.
     pub min_publish_interval: Option<Duration>,
+    /// The tables whose agents this table's agents may follow; `None`: any.
+    pub follows: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for AgentTableSpec {
@@ -76,6 +80,10 @@ pub struct BackendConfig {
     pub maxlen: u64,
     pub claim_idle: Duration,
     pub reconnect_timeout: Duration,
+    /// Who hears whom, when not everyone hears everyone: then every agent reads an inbox of
+    /// its own instead of the broadcast stream (`keys.inboxes`), and a step publishes into
+    /// its recipients' inboxes.
+    pub network: Option<Arc<Network>>,
 }
 
 /// A validated scenario.
@@ -103,9 +111,16 @@ pub struct Scenario {
     pub llm: Option<LlmConfig>,
     /// Behaviours that are programs (`[behaviours.NAME]`), by name.
     pub programs: std::collections::BTreeMap<String, Arc<ProgramSpec>>,
+    /// `[network]` as given (checked), when the scenario has one.
+    pub network_section: Option<NetworkSection>,
 }
 
 impl Scenario {
+    /// Who hears whom, when not everyone hears everyone.
+    pub fn network(&self) -> Option<&Arc<Network>> {
+        self.backend.network.as_ref()
+    }
+
     /// The behaviour an agent runs.
     pub fn behaviour_of(&self, agent: &AgentSpec) -> &Arc<dyn DynBehaviour> {
         &self.tables[agent.table].behaviour
@@ -167,6 +182,8 @@ impl Scenario {
     /// an interrupted run and its resumption.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
+        /// The section, each table's `follows`, and the digest of the follows.
+        type DecisiveNetwork<'a> = (&'a NetworkSection, Vec<Option<&'a Vec<String>>>, Option<String>);
         #[derive(Serialize)]
         struct Decisive<'a> {
             name: &'a str,
@@ -182,6 +199,10 @@ impl Scenario {
             /// What a model is asked with; where it is asked (base_url) does not count.
             #[serde(skip_serializing_if = "Option::is_none")]
             llm: Option<(Option<&'a str>, f64, u32)>,
+            /// Who hears whom: the section, the tables' `follows`, and a digest of the
+            /// follows themselves (an edge list file may change under the same name).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            network: Option<DecisiveNetwork<'a>>,
         }
         let decisive = Decisive {
             name: &self.name,
@@ -209,6 +230,13 @@ impl Scenario {
                 .llm
                 .as_ref()
                 .map(|l| (l.model.as_deref(), l.temperature, l.max_tokens)),
+            network: self.network_section.as_ref().map(|n| {
+                (
+                    n,
+                    self.tables.iter().map(|t| t.follows.as_ref()).collect(),
+                    self.network().map(|net| net.digest()),
+                )
+            }),
         };
         let text = serde_json::to_string(&decisive).unwrap_or_default();
         let digest = Sha256::digest(text.as_bytes());
@@ -249,6 +277,7 @@ impl Scenario {
                     behaviour: t.behaviour_name.clone(),
                     params: t.behaviour.resolved_params(),
                     min_publish_interval: t.min_publish_interval.map(duration::format),
+                    follows: t.follows.clone(),
                 })
                 .collect(),
             output: OutputSection {
@@ -261,6 +290,7 @@ impl Scenario {
                 .iter()
                 .map(|(name, spec)| (name.clone(), spec.to_section()))
                 .collect(),
+            network: self.network_section.clone(),
         }
     }
 }

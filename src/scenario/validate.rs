@@ -13,7 +13,7 @@ use super::locate::{self, KeyPath};
 use super::program::{self, ProgramSpec};
 use super::spec::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
 use super::{ScenarioError, Source, duration};
-use crate::backend::keys::{CACHE_MARK, Keys, RUN_KEYS, TIMESTAMPS};
+use crate::backend::keys::{CACHE_MARK, INBOX_MARK, Keys, RUN_KEYS, TIMESTAMPS};
 use crate::backend::url::{self, RedisUrl};
 use crate::behaviour::{DynBehaviour, Registry, Setup};
 use crate::program::ProgramBehaviour;
@@ -40,7 +40,7 @@ impl Origins {
 }
 
 /// Builds errors that name where a key's value came from.
-struct Errors<'a> {
+pub(super) struct Errors<'a> {
     source: &'a Source,
     origins: &'a Origins,
 }
@@ -141,6 +141,11 @@ pub(crate) fn validate(
         tracing::warn!("min_publish_interval applies only to free mode; a lockstep tick publishes at once");
     }
     let llm = validate_llm(&file, &tables, &err)?;
+    let mut backend = backend;
+    backend.network = super::network::validate(&file, &agents, s.seed, source, &|path, message| {
+        err.at(path, message)
+    })?;
+    backend.keys = backend.keys.clone().with_inboxes(backend.network.is_some());
 
     Ok(Scenario {
         path: source.path.clone(),
@@ -159,6 +164,7 @@ pub(crate) fn validate(
         min_publish_interval,
         llm,
         programs,
+        network_section: file.network.clone(),
     })
 }
 
@@ -273,13 +279,15 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
                 .with_hint("choose a stream name without that ending"));
         }
     }
-    if stream.contains(CACHE_MARK) {
-        return Err(err
-            .at(
-                key("backend.stream"),
-                format!("{stream:?} contains {CACHE_MARK:?}, which agora keeps for cache keys"),
-            )
-            .with_hint(format!("choose a stream name without {CACHE_MARK:?}")));
+    for (mark, what) in [(CACHE_MARK, "cache keys"), (INBOX_MARK, "agents' inboxes")] {
+        if stream.contains(mark) {
+            return Err(err
+                .at(
+                    key("backend.stream"),
+                    format!("{stream:?} contains {mark:?}, which agora keeps for {what}"),
+                )
+                .with_hint(format!("choose a stream name without {mark:?}")));
+        }
     }
     if b.group_prefix.len() > 256 || b.group_prefix.chars().any(char::is_control) {
         return Err(err.at(
@@ -324,6 +332,7 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
         maxlen: b.maxlen as u64,
         claim_idle,
         reconnect_timeout,
+        network: None,
     })
 }
 
@@ -582,6 +591,7 @@ fn build_behaviours(
                 },
                 err,
             )?,
+            follows: table.follows.clone(),
         });
     }
     Ok(tables)

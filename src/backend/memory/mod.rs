@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use self::store::{Store, id, no_group};
+use self::store::{Inboxes, Store, id, no_group};
 pub use self::transport::MemoryTransport;
 use super::{
     Backend, BackendError, BackendKind, Cache, CacheAnswer, CacheAppend, CacheQuery, ClaimReport,
     CleanupReport, Commit, GroupInfo, GroupRead, Keys, LEASE_HOLDER, RunStore, Sizes, Stream,
 };
 use crate::message::{Batch, Delivery, Entry, EntryId, Message, parse_fields};
+use crate::network::Network;
 
 /// The embedded backend. Cloning it gives another handle on the same store.
 #[derive(Clone)]
@@ -47,10 +48,20 @@ struct Shared {
 
 impl MemoryBackend {
     pub fn new(keys: Keys) -> Self {
+        Self::with_network(keys, None)
+    }
+
+    /// A backend whose agents read inboxes of their own, filled as `network` says, when there
+    /// is one (`keys.inboxes` must say so too).
+    pub fn with_network(keys: Keys, network: Option<Arc<Network>>) -> Self {
+        let store = Store {
+            inboxes: network.map(Inboxes::new),
+            ..Store::default()
+        };
         MemoryBackend {
             shared: Arc::new(Shared {
                 keys,
-                store: Mutex::new(Store::default()),
+                store: Mutex::new(store),
                 appended: Notify::new(),
                 noted: Notify::new(),
                 last_seq: AtomicU64::new(0),
@@ -90,8 +101,9 @@ impl MemoryBackend {
 impl Stream for MemoryBackend {
     async fn ensure_groups(&self, groups: &[String]) -> Result<(), BackendError> {
         let mut store = self.store();
+        let keys = &self.shared.keys;
         for group in groups {
-            store.groups.entry(group.clone()).or_default();
+            store.ensure_group(group, keys.agent_of_group(group).filter(|_| keys.inboxes));
         }
         Ok(())
     }
@@ -190,7 +202,17 @@ impl Stream for MemoryBackend {
     async fn groups(&self) -> Result<Vec<GroupInfo>, BackendError> {
         let store = self.store();
         let last = store.last_seq();
-        Ok(store.groups.iter().map(|(name, g)| g.info(name, last)).collect())
+        Ok(store
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                let mut info = g.info(name, last);
+                if let Some(queued) = store.queued(g) {
+                    info.lag = Some(queued);
+                }
+                info
+            })
+            .collect())
     }
 
     async fn entries_added(&self) -> Result<u64, BackendError> {
@@ -347,9 +369,11 @@ impl RunStore for MemoryBackend {
         let next_seq = store.next_seq;
         let next_note = store.books.next_note;
         let lease = store.lease.take();
+        let inboxes = store.inboxes.take().map(|i| Inboxes::new(i.network));
         *store = Store {
             next_seq,
             lease,
+            inboxes,
             ..Store::default()
         };
         store.books.next_note = next_note;

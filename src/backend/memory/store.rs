@@ -2,12 +2,14 @@
 //! records, all behind one lock (which is what makes a commit atomic).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cache::CacheStore;
 use super::transport::Books;
 use crate::backend::{BackendError, ClaimReport, GroupInfo, GroupRead};
 use crate::message::{Batch, Delivery, Entry, EntryId};
+use crate::network::Network;
 
 /// A fast hash map: keys are agent names and cache members, not attacker-chosen.
 pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -31,6 +33,45 @@ pub(super) struct Store {
     pub answers: BTreeMap<String, String>,
     /// Model use by minute: requests and tokens.
     pub model_use: HashMap<u64, (u64, u64)>,
+    /// With a sparse network: each agent's inbox, the sequence numbers of the entries
+    /// routed to it and not yet delivered, by agent index.
+    pub inboxes: Option<Inboxes>,
+}
+
+/// Agents' inboxes: an entry is stored once, and its sequence number is put in the inbox of
+/// each recipient.
+pub(super) struct Inboxes {
+    pub network: Arc<Network>,
+    pub queued: Vec<VecDeque<u64>>,
+}
+
+impl Inboxes {
+    pub fn new(network: Arc<Network>) -> Self {
+        let queued = vec![VecDeque::new(); network.agents()];
+        Inboxes { network, queued }
+    }
+
+    /// Puts entry `seq` in its recipients' inboxes: the followers of its sender and its
+    /// addressee; everyone's when it is not an agent's message (another program wrote it,
+    /// or it is malformed).
+    fn route(&mut self, seq: u64, entry: &Entry) {
+        let recipients = match entry {
+            Entry::Message(m) => self.network.recipients_of(&m.sender_id, m.to.as_deref()),
+            Entry::Malformed { .. } => None,
+        };
+        match recipients {
+            Some(recipients) => {
+                for r in recipients {
+                    self.queued[r as usize].push_back(seq);
+                }
+            }
+            None => {
+                for inbox in &mut self.queued {
+                    inbox.push_back(seq);
+                }
+            }
+        }
+    }
 }
 
 impl Default for Store {
@@ -48,6 +89,7 @@ impl Default for Store {
             books: Books::default(),
             answers: BTreeMap::new(),
             model_use: HashMap::default(),
+            inboxes: None,
         }
     }
 }
@@ -59,6 +101,8 @@ pub(super) struct Stored {
 
 #[derive(Default)]
 pub(super) struct Group {
+    /// The agent whose inbox this group reads, when agents have inboxes.
+    pub inbox: Option<u32>,
     last_delivered: u64,
     /// Delivered and not yet acknowledged, in sequence order. Acknowledged entries are
     /// marked and dropped once they reach the front, so an in-order ack is O(1).
@@ -173,8 +217,23 @@ impl Store {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.entries_added += 1;
+        if let Some(inboxes) = &mut self.inboxes {
+            inboxes.route(seq, &entry);
+        }
         self.entries.push_back(Stored { seq, entry });
         id(seq)
+    }
+
+    /// Creates `name` if it does not exist; with inboxes, it reads its agent's.
+    pub fn ensure_group(&mut self, name: &str, agent: Option<&str>) {
+        let inbox = self
+            .inboxes
+            .as_ref()
+            .and_then(|i| agent.and_then(|a| i.network.index_of(a)));
+        self.groups.entry(name.to_string()).or_insert_with(|| Group {
+            inbox,
+            ..Group::default()
+        });
     }
 
     pub fn first_seq(&self) -> u64 {
@@ -231,6 +290,13 @@ impl Store {
                 }
             }
             return Ok(out.into());
+        }
+        if let Some(agent) = group.inbox {
+            let queued = match &mut self.inboxes {
+                Some(inboxes) => &mut inboxes.queued[agent as usize],
+                None => return Ok(Batch::from([])),
+            };
+            return Ok(read_inbox(group, consumer, queued, &self.entries, first, r.count));
         }
         let from = (group.last_delivered + 1).max(first);
         let to = last.min(from.saturating_add(r.count as u64).saturating_sub(1));
@@ -295,10 +361,14 @@ impl Store {
     /// Drops entries from the front while the stream is longer than `maxlen`, sparing every
     /// entry some group has not read and acknowledged.
     pub fn trim(&mut self, maxlen: u64) -> u64 {
+        let queued_front = |g: &Group| {
+            let inbox = g.inbox.zip(self.inboxes.as_ref());
+            inbox.and_then(|(a, i)| i.queued[a as usize].front().copied())
+        };
         let safe = self
             .groups
             .values()
-            .map(Group::first_needed)
+            .map(|g| g.first_needed().min(queued_front(g).unwrap_or(u64::MAX)))
             .min()
             .unwrap_or(u64::MAX);
         let mut removed = 0;
@@ -309,10 +379,46 @@ impl Store {
         removed
     }
 
+    /// How many entries wait in the inbox `group` reads (0 for a group on the stream).
+    pub fn queued(&self, group: &Group) -> Option<u64> {
+        let inboxes = self.inboxes.as_ref()?;
+        group.inbox.map(|a| inboxes.queued[a as usize].len() as u64)
+    }
+
     pub fn lease_holder(&self) -> Option<&str> {
         self.lease
             .as_ref()
             .filter(|(_, until)| *until > Instant::now())
             .map(|(holder, _)| holder.as_str())
     }
+}
+
+/// Up to `count` entries from the front of an agent's inbox, delivered to `consumer` of
+/// `group`. An entry trimmed from the stream meanwhile is skipped, as Redis drops it.
+fn read_inbox(
+    group: &mut Group,
+    consumer: u32,
+    queued: &mut VecDeque<u64>,
+    entries: &VecDeque<Stored>,
+    first: u64,
+    count: usize,
+) -> Batch {
+    let now = Instant::now();
+    let mut out = Vec::with_capacity(count.min(queued.len()));
+    while out.len() < count {
+        let Some(seq) = queued.pop_front() else { break };
+        let Some(stored) = seq.checked_sub(first).and_then(|i| entries.get(i as usize)) else {
+            continue;
+        };
+        out.push(Store::delivery(stored));
+        group.pending.push_back(Pending {
+            seq,
+            consumer,
+            acked: false,
+            delivered: now,
+        });
+        group.last_delivered = seq;
+    }
+    group.live += out.len() as u64;
+    out.into()
 }

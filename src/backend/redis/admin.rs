@@ -80,7 +80,10 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for g in chunk {
-            pipe.cmd("XGROUP").arg("DESTROY").arg(&keys.stream).arg(g);
+            pipe.cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(&*keys.group_stream(g))
+                .arg(g);
         }
         let results: Vec<redis::RedisResult<u64>> = b.pipeline("XGROUP DESTROY", &pipe).await?;
         destroyed += results.into_iter().filter_map(Result::ok).sum::<u64>();
@@ -90,6 +93,7 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
         del.arg(k);
     }
     let mut deleted: u64 = b.query("DEL", &del).await?;
+    deleted += delete_matching(b, &keys.inbox("")).await?;
     deleted += delete_matching(b, &keys.cache_prefix).await?;
     Ok(CleanupReport {
         groups: destroyed,
@@ -103,7 +107,7 @@ pub(crate) async fn remove_idle_consumers(
     group: &str,
     keep: &str,
 ) -> Result<(), BackendError> {
-    let stream = &b.keys().stream;
+    let stream = &*b.keys().group_stream(group);
     let reply: Value = b
         .query(
             "XINFO CONSUMERS",

@@ -37,6 +37,7 @@ use self::resp::EntryCache;
 use super::{Backend, BackendError, BackendKind, GroupInfo, Keys, Sizes};
 use crate::backend::url::RedisUrl;
 use crate::message::EntryId;
+use crate::network::Network;
 
 #[derive(Clone)]
 pub struct RedisBackend {
@@ -45,6 +46,8 @@ pub struct RedisBackend {
 
 struct Inner {
     keys: Keys,
+    /// Who hears whom, when agents read inboxes of their own (`keys.inboxes`).
+    network: Option<Arc<Network>>,
     url: RedisUrl,
     scrubber: Scrubber,
     client: Client,
@@ -98,6 +101,7 @@ impl RedisBackend {
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 keys,
+                network: None,
                 url: url.clone(),
                 scrubber,
                 client,
@@ -110,6 +114,31 @@ impl RedisBackend {
                 }),
             }),
         })
+    }
+
+    /// The same backend, with agents reading inboxes filled as `network` says (before it is
+    /// shared: `keys.inboxes` must say so too).
+    #[must_use]
+    pub fn with_network(mut self, network: Option<Arc<Network>>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.network = network;
+        }
+        self
+    }
+
+    /// The inboxes of the recipients of a message from `sender` (addressed to `to`), when
+    /// agents have inboxes: every inbox when the sender is not an agent of the scenario.
+    fn inboxes_of(&self, sender: Option<&str>, to: Option<&str>) -> Vec<String> {
+        let Some(network) = &self.inner.network else {
+            return Vec::new();
+        };
+        let keys = &self.inner.keys;
+        match sender.and_then(|s| network.recipients_of(s, to)) {
+            Some(recipients) => recipients.map(|r| keys.inbox(network.name(r))).collect(),
+            None => (0..network.agents() as u32)
+                .map(|r| keys.inbox(network.name(r)))
+                .collect(),
+        }
     }
 
     pub fn url(&self) -> &RedisUrl {
@@ -172,17 +201,30 @@ impl RedisBackend {
 
     /// XINFO GROUPS, or nothing when the stream does not exist.
     async fn group_infos(&self) -> Result<Vec<GroupInfo>, BackendError> {
-        let mut con = self.inner.con.clone();
-        let reply: Result<Value, _> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&self.inner.keys.stream)
-            .query_async(&mut con)
-            .await;
-        match reply {
-            Ok(v) => parse::groups(v),
-            Err(e) if connect::is_no_such_key(&e) => Ok(Vec::new()),
-            Err(e) => Err(self.error("XINFO GROUPS", &e)),
+        let streams: Vec<String> = match &self.inner.network {
+            Some(network) => (0..network.agents() as u32)
+                .map(|i| self.inner.keys.inbox(network.name(i)))
+                .collect(),
+            None => vec![self.inner.keys.stream.clone()],
+        };
+        let mut infos = Vec::new();
+        for chunk in streams.chunks(1000) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for stream in chunk {
+                pipe.cmd("XINFO").arg("GROUPS").arg(stream);
+            }
+            let replies: Vec<redis::RedisResult<Value>> = self.pipeline("XINFO GROUPS", &pipe).await?;
+            for reply in replies {
+                match reply {
+                    Ok(v) => infos.extend(parse::groups(v)?),
+                    Err(e) if connect::is_no_such_key(&e) => {}
+                    Err(e) => return Err(self.error("XINFO GROUPS", &e)),
+                }
+            }
         }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(infos)
     }
 }
 

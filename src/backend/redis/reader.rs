@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::connect::CONNECT_TIMEOUT;
 use super::resp::{Cursor, EntryCache, Parsed, Stop, encode};
-use crate::backend::{BackendError, GroupRead};
+use crate::backend::{BackendError, GroupRead, Keys};
 use crate::message::Delivery;
 
 /// Where Redis listens.
@@ -159,14 +159,14 @@ impl GroupReader {
     /// XREADGROUP for every read, pipelined; answers in the order of `reads`.
     pub async fn read(
         &mut self,
-        stream: &str,
+        keys: &Keys,
         reads: &[GroupRead],
         cache: &mut EntryCache,
         max_count: usize,
     ) -> Result<Vec<Vec<Delivery>>, BackendError> {
         let result = tokio::time::timeout(
             super::connect::RESPONSE_TIMEOUT,
-            self.read_inner(stream, reads, cache, max_count),
+            self.read_inner(keys, reads, cache, max_count),
         )
         .await
         .unwrap_or_else(|_| {
@@ -184,7 +184,7 @@ impl GroupReader {
 
     async fn read_inner(
         &mut self,
-        stream: &str,
+        keys: &Keys,
         reads: &[GroupRead],
         cache: &mut EntryCache,
         max_count: usize,
@@ -205,6 +205,7 @@ impl GroupReader {
         for r in reads {
             let count = r.count.clamp(1, max_count).to_string();
             let from: &[u8] = if r.pending { b"0" } else { b">" };
+            let stream = keys.group_stream(&r.group);
             encode(
                 &mut request,
                 &[

@@ -22,8 +22,11 @@ use crate::message::EntryId;
 /// a restart) would fail after the XACK had been queued.
 ///
 /// Arguments: the group, whether the step acknowledges anything (`1`), then each command as
-/// its argument count, `1` if its reply is returned (the step's XADDs to the stream) or `0`,
-/// and the command itself.
+/// its argument count, a mark and the command itself. The mark is `1` if the command's reply
+/// is returned (the step's XADDs to the stream), `0` if not, and `=` for an XADD to an
+/// agent's inbox, which takes the id the last XADD to the stream got (an inbox receives
+/// entries in the stream's order, so the ids only grow, and a message has one id
+/// everywhere).
 const WRITES: &str = "local stream, group = KEYS[1], ARGV[1]
 if ARGV[2] == '1' then
   local found = redis.pcall('XINFO', 'CONSUMERS', stream, group)
@@ -34,8 +37,14 @@ end
 local ids, i = {}, 3
 while i <= #ARGV do
   local argc, keep = tonumber(ARGV[i]), ARGV[i + 1]
-  local reply = redis.call(unpack(ARGV, i + 2, i + 1 + argc))
-  if keep == '1' then ids[#ids + 1] = reply end
+  if keep == '=' then
+    local command = {unpack(ARGV, i + 2, i + 1 + argc)}
+    command[3] = ids[#ids]
+    redis.call(unpack(command))
+  else
+    local reply = redis.call(unpack(ARGV, i + 2, i + 1 + argc))
+    if keep == '1' then ids[#ids + 1] = reply end
+  end
   i = i + 2 + argc
 end
 return ids";
@@ -64,12 +73,23 @@ impl StepScript {
     /// `command key args...`, its reply returned when `keep`.
     fn command(&mut self, keep: bool, command: &str, key: &str, args: impl IntoIterator<Item = String>) {
         let args: Vec<String> = args.into_iter().collect();
+        self.marked(if keep { "1" } else { "0" }, command, key, &args);
+    }
+
+    fn marked(&mut self, mark: &str, command: &str, key: &str, args: &[String]) {
         self.writes
             .arg(args.len() + 2)
-            .arg(if keep { "1" } else { "0" })
+            .arg(mark)
             .arg(command)
             .arg(key)
             .arg(args);
+    }
+
+    /// XADD of `fields` (starting with `*`) to each inbox, with the id of the XADD before.
+    fn copy_to_inboxes(&mut self, inboxes: &[String], fields: &[String]) {
+        for inbox in inboxes {
+            self.marked("=", "XADD", inbox, fields);
+        }
     }
 }
 
@@ -87,9 +107,12 @@ fn xadd_fields(fields: Vec<(impl Into<String>, String)>) -> Vec<String> {
 impl RunStore for RedisBackend {
     async fn commit(&self, c: &Commit<'_>) -> Result<Vec<EntryId>, BackendError> {
         let keys = &self.inner.keys;
-        let mut step = StepScript::new(&keys.stream, c.group, c.acks);
+        let group_stream = keys.group_stream(c.group);
+        let mut step = StepScript::new(&group_stream, c.group, c.acks);
         for m in c.publish {
-            step.command(true, "XADD", &keys.stream, xadd_fields(m.to_fields()));
+            let fields = xadd_fields(m.to_fields());
+            step.marked("1", "XADD", &keys.stream, &fields);
+            step.copy_to_inboxes(&self.inboxes_of(Some(&m.sender_id), m.to.as_deref()), &fields);
         }
         let agents = c
             .cache
@@ -131,7 +154,7 @@ impl RunStore for RedisBackend {
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors().add_command(step.writes);
         if !c.acks.is_empty() {
-            pipe.cmd("XACK").arg(&keys.stream).arg(c.group);
+            pipe.cmd("XACK").arg(&*group_stream).arg(c.group);
             for id in c.acks {
                 pipe.arg(id.to_string());
             }

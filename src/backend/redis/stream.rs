@@ -13,6 +13,30 @@ use crate::message::{Batch, Delivery, EntryId, Message, share_equal};
 /// The most entries one XREADGROUP asks for.
 const MAX_READ_COUNT: usize = 100_000;
 
+impl RedisBackend {
+    /// Copies an entry added to the stream outside of a step into agents' inboxes, with its
+    /// id on the stream.
+    async fn copy_to_inboxes(
+        &self,
+        inboxes: &[String],
+        id: EntryId,
+        fields: Vec<(impl Into<String> + Clone, String)>,
+    ) -> Result<(), BackendError> {
+        if inboxes.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for inbox in inboxes {
+            pipe.cmd("XADD").arg(inbox).arg(id.to_string());
+            for (k, v) in &fields {
+                pipe.arg(k.clone().into()).arg(v);
+            }
+        }
+        self.pipeline::<Vec<Value>>("XADD", &pipe).await?;
+        Ok(())
+    }
+}
+
 impl Stream for RedisBackend {
     async fn ensure_groups(&self, groups: &[String]) -> Result<(), BackendError> {
         for chunk in groups.chunks(1000) {
@@ -21,7 +45,7 @@ impl Stream for RedisBackend {
             for g in chunk {
                 pipe.cmd("XGROUP")
                     .arg("CREATE")
-                    .arg(&self.inner.keys.stream)
+                    .arg(&*self.inner.keys.group_stream(g))
                     .arg(g)
                     .arg("0")
                     .arg("MKSTREAM");
@@ -46,7 +70,7 @@ impl Stream for RedisBackend {
         let ReadPath { fast, cache } = &mut *path;
         if let Some(fast) = fast {
             return fast
-                .read(&self.inner.keys.stream, reads, cache, MAX_READ_COUNT)
+                .read(&self.inner.keys, reads, cache, MAX_READ_COUNT)
                 .await
                 .map(share_equal);
         }
@@ -59,7 +83,7 @@ impl Stream for RedisBackend {
                 .arg("COUNT")
                 .arg(r.count.clamp(1, MAX_READ_COUNT))
                 .arg("STREAMS")
-                .arg(&self.inner.keys.stream)
+                .arg(&*self.inner.keys.group_stream(&r.group))
                 .arg(if r.pending { "0" } else { ">" });
         }
         let replies: Vec<Value> = self.pipeline("XREADGROUP", &pipe).await?;
@@ -75,7 +99,7 @@ impl Stream for RedisBackend {
             return Ok(0);
         }
         let mut cmd = redis::cmd("XACK");
-        cmd.arg(&self.inner.keys.stream).arg(group);
+        cmd.arg(&*self.inner.keys.group_stream(group)).arg(group);
         for id in ids {
             cmd.arg(id.to_string());
         }
@@ -88,7 +112,7 @@ impl Stream for RedisBackend {
         consumer: &str,
         min_idle: Duration,
     ) -> Result<ClaimReport, BackendError> {
-        let stream = &self.inner.keys.stream;
+        let stream = &*self.inner.keys.group_stream(group);
         let mut report = ClaimReport::default();
         let mut cursor = "0-0".to_string();
         loop {
@@ -183,7 +207,12 @@ impl Stream for RedisBackend {
         for m in messages {
             xadd(&mut pipe, &self.inner.keys.stream, m.to_fields());
         }
-        ids_reply(self.pipeline("XADD", &pipe).await?)
+        let ids = ids_reply(self.pipeline("XADD", &pipe).await?)?;
+        for (m, id) in messages.iter().zip(&ids) {
+            let inboxes = self.inboxes_of(Some(&m.sender_id), m.to.as_deref());
+            self.copy_to_inboxes(&inboxes, *id, m.to_fields()).await?;
+        }
+        Ok(ids)
     }
 
     async fn publish_fields(&self, fields: &[(String, String)]) -> Result<EntryId, BackendError> {
@@ -194,8 +223,13 @@ impl Stream for RedisBackend {
             fields.iter().map(|(k, v)| (k, v)),
         );
         let mut ids = ids_reply(self.pipeline("XADD", &pipe).await?)?;
-        ids.pop()
-            .ok_or_else(|| BackendError::command("XADD returned no id"))
+        let id = ids
+            .pop()
+            .ok_or_else(|| BackendError::command("XADD returned no id"))?;
+        // Another program's entry: every agent hears it.
+        let inboxes = self.inboxes_of(None, None);
+        self.copy_to_inboxes(&inboxes, id, fields.to_vec()).await?;
+        Ok(id)
     }
 
     async fn range(&self, after: EntryId, count: usize) -> Result<Vec<Delivery>, BackendError> {

@@ -11,10 +11,12 @@ use super::Coordinator;
 use super::record::Checkpoint;
 use crate::backend::Backend;
 use crate::message::{EntryId, Message};
+use crate::network::Routes;
 use crate::report::{StopReason, TranscriptWriter};
 use crate::runtime::RunError;
 use crate::runtime::agent::StepReport;
 use crate::runtime::hosting::Hosting;
+use crate::runtime::shard::Expected;
 use crate::scenario::Mode;
 
 impl<B: Backend> Coordinator<'_, B> {
@@ -29,7 +31,10 @@ impl<B: Backend> Coordinator<'_, B> {
         let ticks = scenario.ticks.unwrap_or(0);
         let resumed = checkpoint.unwrap_or_default();
         self.tick_start = resumed.last_id;
-        let mut expect = resumed.expect;
+        let mut expect = Expected {
+            messages: resumed.expect,
+            routes: resumed.routes.clone(),
+        };
         // After a resume, agents that finished the cut tick before the crash are not run
         // again: that tick's messages are only all on the stream.
         let cut_tick = self.options.resume.then(|| resumed.tick.map_or(0, |t| t + 1));
@@ -46,7 +51,7 @@ impl<B: Backend> Coordinator<'_, B> {
             }
         };
         for tick in first_tick..=ticks {
-            if expect == 0 && !self.options.run_all_ticks && !scenario.acts_unprompted() {
+            if expect.messages == 0 && !self.options.run_all_ticks && !scenario.acts_unprompted() {
                 return Ok(StopReason::Quiescent);
             }
             let tick_started = Instant::now();
@@ -56,7 +61,7 @@ impl<B: Backend> Coordinator<'_, B> {
             if *stopping.borrow() {
                 return Ok(StopReason::Interrupted);
             }
-            let report = hosting.run_tick(tick, expect).await?;
+            let report = hosting.run_tick(tick, &expect).await?;
             let from_stream = cut_tick == Some(tick);
             expect = self
                 .end_tick(hosting, tick, report, from_stream, transcript, tick_started)
@@ -77,7 +82,7 @@ impl<B: Backend> Coordinator<'_, B> {
         from_stream: bool,
         transcript: &mut TranscriptWriter,
         started: Instant,
-    ) -> Result<u64, RunError> {
+    ) -> Result<Expected, RunError> {
         if from_stream || !hosting.reports_messages() {
             report.published = self
                 .published_on_stream(self.tick_start, |m| m.tick == Some(tick))
@@ -89,14 +94,14 @@ impl<B: Backend> Coordinator<'_, B> {
     }
 
     /// Adds a tick's results to the totals and its messages, sorted, to the transcript, and
-    /// records the checkpoint. Returns how many messages the tick published.
+    /// records the checkpoint. Returns what the tick published, for the next to read.
     async fn record_tick(
         &mut self,
         tick: u64,
         report: StepReport,
         transcript: &mut TranscriptWriter,
         started: Instant,
-    ) -> Result<u64, RunError> {
+    ) -> Result<Expected, RunError> {
         if let Some(displaced) = self.displaced() {
             // The run's record (and perhaps its folder) is another run's now.
             return Err(displaced);
@@ -121,9 +126,14 @@ impl<B: Backend> Coordinator<'_, B> {
             .retry(&self.backend, || self.backend.last_id())
             .await?;
         self.tick_start = last_id;
+        let expected = Expected {
+            messages: published.len() as u64,
+            routes: self.routes(&published),
+        };
         let checkpoint = Checkpoint {
             tick: Some(tick),
-            expect: published.len() as u64,
+            expect: expected.messages,
+            routes: expected.routes.clone(),
             last_id,
             transcript_bytes: transcript.bytes(),
             transcript_lines: transcript.lines(),
@@ -136,7 +146,20 @@ impl<B: Backend> Coordinator<'_, B> {
         self.reconnect
             .retry(&self.backend, || self.backend.write_record(&fields))
             .await?;
-        Ok(published.len() as u64)
+        Ok(expected)
+    }
+
+    /// Where a tick's messages went, when the scenario has a sparse network.
+    fn routes(&self, published: &[Arc<Message>]) -> Routes {
+        let Some(network) = self.scenario.network() else {
+            return Routes::default();
+        };
+        Routes(
+            published
+                .iter()
+                .filter_map(|m| network.route(&m.sender_id, m.to.as_deref()))
+                .collect(),
+        )
     }
 
     /// Agora messages on the stream after `after` that `keep` accepts, in stream order.

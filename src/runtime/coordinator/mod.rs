@@ -131,6 +131,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             let checkpoint = self.prepare().await?;
             let transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
             self.open_tidy(&run_dir, checkpoint.as_ref())?;
+            self.write_network(&run_dir)?;
             Ok((checkpoint, transcript))
         }
         .await;

@@ -22,6 +22,9 @@ use crate::tally::Tally;
 /// Where a run records its exchanges with a model.
 pub(crate) const LLM_FILE: &str = "llm.jsonl";
 
+/// Who follows whom, in the run folder.
+pub(crate) const NETWORK_FILE: &str = "network.csv";
+
 impl<B: Backend> Coordinator<'_, B> {
     pub(super) fn transcript_path(&self) -> PathBuf {
         self.scenario.run_dir().join(crate::report::transcript::FILE_NAME)
@@ -98,6 +101,22 @@ impl<B: Backend> Coordinator<'_, B> {
         self.free_second = self.free_offset;
         self.tidy = Some(tidy);
         Ok(())
+    }
+
+    /// `network.csv`: who follows whom, when the scenario has a `[network]`.
+    pub(super) fn write_network(&self, run_dir: &Path) -> Result<(), RunError> {
+        if self.scenario.network_section.is_none() {
+            return Ok(());
+        }
+        let path = run_dir.join(NETWORK_FILE);
+        let written = match self.scenario.network() {
+            Some(network) => network.write_csv(&path),
+            None => {
+                let names: Vec<Arc<str>> = self.scenario.agents.iter().map(|a| a.name.clone()).collect();
+                crate::network::write_complete_csv(&names, &path)
+            }
+        };
+        written.map_err(|e| RunError::output(&path, e))
     }
 
     /// Sets the levels the behaviours work out from their agents' reported values

@@ -6,6 +6,7 @@
 //! lease), and after every lockstep tick `tick` and `checkpoint` (JSON: the tick, what the
 //! next tick reads, how much of the transcript is written, the totals so far).
 
+use crate::network::Routes;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,9 @@ pub(crate) struct Checkpoint {
     pub tick: Option<u64>,
     /// Messages that tick published: what each agent reads in the next tick.
     pub expect: u64,
+    /// With a sparse network, where they went.
+    #[serde(default, skip_serializing_if = "Routes::is_empty")]
+    pub routes: Routes,
     /// The stream's newest entry when that tick ended.
     #[serde(with = "entry_id_text")]
     pub last_id: EntryId,
@@ -222,6 +226,7 @@ mod tests {
         let checkpoint = Checkpoint {
             tick: Some(4),
             expect: 7,
+            routes: Routes(vec![(2, None), (0, Some(5))]),
             last_id: EntryId::new(17, 2),
             transcript_bytes: 100,
             transcript_lines: 3,
@@ -242,6 +247,7 @@ mod tests {
             (back.tick, back.expect, back.last_id),
             (Some(4), 7, EntryId::new(17, 2))
         );
+        assert_eq!(back.routes, checkpoint.routes);
         let garbled = RunRecord::from_fields(vec![
             ("status".into(), "sideways".into()),
             ("checkpoint".into(), "{".into()),

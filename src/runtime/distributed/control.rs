@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::shard::Expected;
 use crate::tally::Tally;
 
 /// How often workers refresh their registration.
@@ -35,8 +36,12 @@ pub(crate) enum Command {
     },
     /// `init` and `on_start` for your agents.
     Start { run: String },
-    /// Lockstep tick `tick`: read `expect` entries of the previous one.
-    Tick { run: String, tick: u64, expect: u64 },
+    /// Lockstep tick `tick`: read what the previous one published.
+    Tick {
+        run: String,
+        tick: u64,
+        expected: Expected,
+    },
     /// Free mode: run until told to stop.
     Free { run: String },
     /// Free mode: stop.
@@ -260,7 +265,10 @@ mod tests {
         let c = Command::Tick {
             run: "r".into(),
             tick: 3,
-            expect: 9,
+            expected: Expected {
+                messages: 9,
+                routes: crate::network::Routes(vec![(0, None), (3, Some(1))]),
+            },
         };
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), c);

@@ -9,6 +9,7 @@ use crate::backend::{Backend, Transport};
 use crate::runtime::RunError;
 use crate::runtime::agent::StepReport;
 use crate::runtime::hosting::{FreeProgress, Hosting};
+use crate::runtime::shard::Expected;
 use crate::scenario::Mode;
 use crate::tally::Tally;
 
@@ -127,11 +128,11 @@ impl<B: Backend> Hosting for Workers<B> {
         Ok(StepReport::counts(Self::counts(done)))
     }
 
-    async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<StepReport, RunError> {
+    async fn run_tick(&mut self, tick: u64, expected: &Expected) -> Result<StepReport, RunError> {
         self.send(&Command::Tick {
             run: self.run.clone(),
             tick,
-            expect,
+            expected: expected.clone(),
         })
         .await?;
         let done = self

@@ -221,7 +221,9 @@ impl<'a, B: Backend> Worker<'a, B> {
                 let tick = (mode == crate::scenario::Mode::Lockstep).then_some(0);
                 (tick, report.tally)
             }
-            Command::Tick { tick, expect, .. } => (Some(tick), hosting.run_tick(tick, expect).await?.tally),
+            Command::Tick { tick, expected, .. } => {
+                (Some(tick), hosting.run_tick(tick, &expected).await?.tally)
+            }
             Command::Free { .. } => {
                 self.free(run).await?;
                 return Ok(false);

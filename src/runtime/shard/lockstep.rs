@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
 
 use super::{READ_COUNT, Shard, StepFuture, WINDOW};
 use crate::backend::{Backend, GroupRead};
 use crate::message::{Batch, Delivery, EntryId, same_entries};
+use crate::network::Routes;
 use crate::runtime::RunError;
 use crate::runtime::agent::{BatchPlan, StepKind, StepReport};
 
@@ -30,6 +32,18 @@ fn batch_plans(batches: &[Batch], kind: StepKind) -> Vec<Arc<BatchPlan>> {
         plans.push(plan);
     }
     plans
+}
+
+/// What the agents read in a lockstep tick: the messages the tick before published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Expected {
+    /// How many messages the tick before published: with everyone hearing everyone, what
+    /// each agent reads.
+    pub messages: u64,
+    /// With a sparse network, where each of them went, from which each agent's share is
+    /// counted.
+    #[serde(default, skip_serializing_if = "Routes::is_empty")]
+    pub routes: Routes,
 }
 
 /// What a batch read for lockstep tick `previous + 1` holds of tick `previous`.
@@ -63,15 +77,23 @@ impl TickCount {
 }
 
 impl<B: Backend> Shard<B> {
-    /// Lockstep tick `tick`: every agent that has not done it yet reads the `expect` entries
-    /// of tick `tick - 1`, handles them and commits.
-    pub async fn run_tick(&mut self, tick: u64, expect: u64) -> Result<StepReport, RunError> {
+    /// Lockstep tick `tick`: every agent that has not done it yet reads its share of what
+    /// tick `tick - 1` published (`expected`), handles it and commits.
+    pub async fn run_tick(&mut self, tick: u64, expected: &Expected) -> Result<StepReport, RunError> {
         let mut totals = StepReport::default();
         let todo: Vec<usize> = (0..self.agents.len())
             .filter(|&i| self.agents[i].last_tick.is_none_or(|t| t < tick))
             .collect();
+        let shares = self.network.as_ref().map(|n| n.expected(&expected.routes));
         let mut steps: FuturesUnordered<StepFuture> = FuturesUnordered::new();
         for window in todo.chunks(WINDOW) {
+            let expect: Vec<u64> = match &shares {
+                Some(shares) => window
+                    .iter()
+                    .map(|&i| shares[self.agents[i].spec.index])
+                    .collect(),
+                None => vec![expected.messages; window.len()],
+            };
             let batches = self.read_tick(window, tick, expect).await?;
             let kind = StepKind::Tick(tick);
             let plans = batch_plans(&batches, kind);
@@ -103,10 +125,16 @@ impl<B: Backend> Shard<B> {
         Ok(())
     }
 
-    /// Reads, for each agent of `window`, everything tick `tick - 1` published: `expect`
-    /// entries with that tick, plus any entry without one (written by other programs).
-    async fn read_tick(&mut self, window: &[usize], tick: u64, expect: u64) -> Result<Vec<Batch>, RunError> {
-        let mut read = TickRead::new(window.len(), tick - 1, expect);
+    /// Reads, for each agent of `window`, everything tick `tick - 1` published for it:
+    /// `expect[w]` entries with that tick, plus any entry without one (written by other
+    /// programs).
+    async fn read_tick(
+        &mut self,
+        window: &[usize],
+        tick: u64,
+        expect: Vec<u64>,
+    ) -> Result<Vec<Batch>, RunError> {
+        let mut read = TickRead::new(tick - 1, expect);
         let mut pending = self.read_pending;
         loop {
             let wanted = read.wanted(pending);
@@ -131,11 +159,12 @@ impl<B: Backend> Shard<B> {
             let mut seen: Option<(Batch, TickCount)> = None;
             for (&w, deliveries) in wanted.iter().zip(results) {
                 if let Err(missing) = read.take(w, deliveries, pending, &mut seen) {
+                    let keys = self.backend.keys();
                     return Err(RunError::Lost(format!(
                         "agent {} expected {missing} more messages of tick {} on stream {:?} and found none: they were deleted before it read them",
                         self.agents[window[w]].spec.name,
                         tick - 1,
-                        self.backend.keys().stream
+                        keys.group_stream(&self.agents[window[w]].group)
                     )));
                 }
             }
@@ -157,12 +186,13 @@ struct TickRead {
 }
 
 impl TickRead {
-    fn new(agents: usize, previous: u64, expect: u64) -> Self {
+    fn new(previous: u64, expect: Vec<u64>) -> Self {
+        let agents = expect.len();
         TickRead {
             previous,
             batches: vec![Batch::from([]); agents],
             newest: vec![EntryId::ZERO; agents],
-            remaining: vec![expect; agents],
+            remaining: expect,
         }
     }
 

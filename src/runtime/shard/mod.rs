@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 pub(crate) use self::free::ShardEvent;
+pub(crate) use self::lockstep::Expected;
 use super::RunError;
 use super::agent::{AgentActor, AgentCore, AgentSetup, BatchPlan, Step, StepInput, StepKind, StepReport};
 use super::model::{ModelClient, Recording};
@@ -88,6 +89,9 @@ pub(crate) struct Shard<B: Backend> {
     read_pending: bool,
     reconnect: Reconnect,
     claim_idle: Duration,
+    /// Who hears whom, when not everyone hears everyone: each agent then expects its own
+    /// share of a tick's messages.
+    network: Option<Arc<crate::network::Network>>,
 }
 
 /// On resume: the process that ran `spec` is gone, so its consumer here takes over the
@@ -192,6 +196,7 @@ impl<B: Backend> Shard<B> {
             read_pending: options.resume,
             reconnect,
             claim_idle: scenario.backend.claim_idle,
+            network: scenario.network().cloned(),
         })
     }
 

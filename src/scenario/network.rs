@@ -1,0 +1,231 @@
+//! `[network]` and the tables' `follows`, checked and drawn into a [`Network`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::file::{NetworkKind, NetworkSection, ScenarioFile};
+use super::locate::KeyPath;
+use super::spec::AgentSpec;
+use super::{ScenarioError, Source};
+use crate::network::{Network, edges, generate};
+use crate::random::network_rng;
+
+/// The most follows a network may have: a complete graph restricted by `follows` is
+/// materialised, and past this it would exhaust memory.
+const MAX_FOLLOWS: usize = 50_000_000;
+
+fn key(k: &str) -> KeyPath {
+    KeyPath::default().key("network").key(k)
+}
+
+/// The scenario's network, or `None` when every agent hears every other (no `[network]`, or a
+/// complete one that no table restricts): then agents read the broadcast stream.
+pub(super) fn validate(
+    file: &ScenarioFile,
+    agents: &[AgentSpec],
+    seed: u64,
+    source: &Source,
+    at: &dyn Fn(KeyPath, String) -> ScenarioError,
+) -> Result<Option<Arc<Network>>, ScenarioError> {
+    let restricted = check_follows(file, at)?;
+    let Some(section) = &file.network else {
+        if restricted {
+            return Err(at(
+                KeyPath::default().key("agents"),
+                "`follows` needs a [network] section".to_string(),
+            )
+            .with_hint("add [network] with kind = \"complete\" to let tables follow only some tables"));
+        }
+        return Ok(None);
+    };
+    let n = agents.len();
+    check_params(section, n, at)?;
+    let names: Vec<Arc<str>> = agents.iter().map(|a| a.name.clone()).collect();
+    let mut rng = network_rng(seed);
+    let follows: Vec<(u32, u32)> = match section.kind {
+        NetworkKind::Complete if !restricted => return Ok(None),
+        NetworkKind::Complete => complete_follows(file, agents, at)?,
+        NetworkKind::File => {
+            let path = edge_list_path(section, source);
+            let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, a)| (&**a, i as u32)).collect();
+            edges::read(&path, |name| index.get(name).copied()).map_err(|e| {
+                let place = match e.line {
+                    Some(line) => format!("{}:{line}", path.display()),
+                    None => path.display().to_string(),
+                };
+                at(key("file"), format!("{place}: {}", e.message))
+            })?
+        }
+        kind => {
+            let n = n as u32;
+            let k = section.k.unwrap_or(0) as u32;
+            let p = section.p.unwrap_or(0.0);
+            let m = section.m.unwrap_or(0) as u32;
+            let edges = match kind {
+                NetworkKind::Ring => generate::ring(n, k),
+                NetworkKind::WattsStrogatz => generate::watts_strogatz(n, k, p, &mut rng).edges,
+                NetworkKind::BarabasiAlbert => generate::barabasi_albert(n, m, &mut rng),
+                _ => generate::erdos_renyi(n, p, &mut rng),
+            };
+            edges.iter().flat_map(|&(a, b)| [(a, b), (b, a)]).collect()
+        }
+    };
+    let follows = if restricted {
+        restrict(file, agents, follows)
+    } else {
+        follows
+    };
+    Ok(Some(Arc::new(Network::new(names, follows))))
+}
+
+/// Each parameter the kind needs, in range (one it does not use is ignored, with a warning).
+fn check_params(
+    section: &NetworkSection,
+    n: usize,
+    at: &dyn Fn(KeyPath, String) -> ScenarioError,
+) -> Result<(), ScenarioError> {
+    let kind = section.kind;
+    let uses = |param: &str| -> bool {
+        matches!(
+            (kind, param),
+            (NetworkKind::Ring | NetworkKind::WattsStrogatz, "k")
+                | (NetworkKind::WattsStrogatz | NetworkKind::ErdosRenyi, "p")
+                | (NetworkKind::BarabasiAlbert, "m")
+                | (NetworkKind::File, "file")
+        )
+    };
+    let given = [
+        ("k", section.k.is_some()),
+        ("p", section.p.is_some()),
+        ("m", section.m.is_some()),
+        ("file", section.file.is_some()),
+    ];
+    for (param, is_given) in given {
+        if is_given && !uses(param) {
+            // Not an error, so that a sweep may vary the kind under one set of parameters.
+            tracing::warn!(
+                "network.{param} does not apply to kind = {:?}; it is ignored",
+                kind.as_str()
+            );
+        }
+        if !is_given && uses(param) {
+            return Err(
+                at(key("kind"), format!("kind = {:?} needs `{param}`", kind.as_str())).with_hint(PARAMS_HINT),
+            );
+        }
+    }
+    if let Some(k) = section.k.filter(|_| uses("k"))
+        && (k < 2 || k % 2 != 0 || k as u64 >= n as u64)
+    {
+        return Err(at(
+            key("k"),
+            format!("must be even, at least 2 and below the number of agents ({n}), got {k}"),
+        ));
+    }
+    if let Some(p) = section.p.filter(|_| uses("p"))
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(at(
+            key("p"),
+            format!("must be a probability, from 0 to 1, got {p}"),
+        ));
+    }
+    if let Some(m) = section.m.filter(|_| uses("m"))
+        && (m < 1 || m as u64 >= n as u64)
+    {
+        return Err(at(
+            key("m"),
+            format!("must be at least 1 and below the number of agents ({n}), got {m}"),
+        ));
+    }
+    Ok(())
+}
+
+const PARAMS_HINT: &str = "ring: k; watts_strogatz: k and p; barabasi_albert: m; erdos_renyi: p; \
+                           file: file; complete: nothing";
+
+/// The tables' `follows` name tables that exist; true when some table has one.
+fn check_follows(
+    file: &ScenarioFile,
+    at: &dyn Fn(KeyPath, String) -> ScenarioError,
+) -> Result<bool, ScenarioError> {
+    let mut restricted = false;
+    for (t, table) in file.agents.iter().enumerate() {
+        let Some(follows) = &table.follows else { continue };
+        restricted = true;
+        for (i, id) in follows.iter().enumerate() {
+            if !file.agents.iter().any(|other| &other.id == id) {
+                let ids: Vec<&str> = file.agents.iter().map(|a| a.id.as_str()).collect();
+                return Err(at(
+                    KeyPath::default().key("agents").index(t).key("follows").index(i),
+                    format!("no [[agents]] table has id {id:?}"),
+                )
+                .with_hint(format!("the tables are: {}", ids.join(", "))));
+            }
+        }
+    }
+    Ok(restricted)
+}
+
+/// Whether an agent of table `follower` may follow one of table `followee`.
+fn allowed(file: &ScenarioFile, follower: usize, followee: usize) -> bool {
+    match &file.agents[follower].follows {
+        Some(ids) => ids.contains(&file.agents[followee].id),
+        None => true,
+    }
+}
+
+/// Every follow the tables' `follows` allow, in a complete network.
+fn complete_follows(
+    file: &ScenarioFile,
+    agents: &[AgentSpec],
+    at: &dyn Fn(KeyPath, String) -> ScenarioError,
+) -> Result<Vec<(u32, u32)>, ScenarioError> {
+    let mut per_table = vec![0usize; file.agents.len()];
+    for a in agents {
+        per_table[a.table] += 1;
+    }
+    let total: usize = agents
+        .iter()
+        .map(|a| {
+            (0..file.agents.len())
+                .filter(|&t| allowed(file, a.table, t))
+                .map(|t| per_table[t])
+                .sum::<usize>()
+        })
+        .sum();
+    if total > MAX_FOLLOWS {
+        return Err(at(
+            key("kind"),
+            format!("this complete network would have {total} follows; the limit is {MAX_FOLLOWS}"),
+        )
+        .with_hint("use a sparse kind (watts_strogatz, barabasi_albert, ...) for this many agents"));
+    }
+    let mut follows = Vec::with_capacity(total);
+    for a in agents {
+        for b in agents.iter().filter(|b| allowed(file, a.table, b.table)) {
+            follows.push((a.index as u32, b.index as u32));
+        }
+    }
+    Ok(follows)
+}
+
+fn restrict(file: &ScenarioFile, agents: &[AgentSpec], mut follows: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    follows.retain(|&(a, b)| allowed(file, agents[a as usize].table, agents[b as usize].table));
+    follows
+}
+
+/// The edge list: relative to the scenario file's folder, or else to the working directory.
+fn edge_list_path(section: &NetworkSection, source: &Source) -> PathBuf {
+    let given = PathBuf::from(section.file.as_deref().unwrap_or_default());
+    if given.is_absolute() {
+        return given;
+    }
+    let beside = source.path.parent().unwrap_or(Path::new("")).join(&given);
+    if beside.exists() || !given.exists() {
+        beside
+    } else {
+        given
+    }
+}

@@ -1,0 +1,367 @@
+//! Networks (CONTRACT.md, "Networks"): a complete graph changes no transcript; a sparse one
+//! delivers a message to its sender's followers and addressee only, and gives the same
+//! transcript on memory, on Redis, with workers and after a kill and resume.
+
+mod common;
+
+use common::{agora, agora_for, lockstep_scenarios, run_dir_under, text};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+
+/// Three behaviours on a small world: opinions broadcast to followers, rumors addressed to
+/// random peers (who may not follow the teller), a discussion.
+const SMALL_WORLD: &str = r#"
+[scenario]
+name = "village"
+seed = 5
+ticks = 25
+
+[network]
+kind = "watts_strogatz"
+k = 4
+p = 0.2
+
+[[agents]]
+id = "citizen"
+count = 40
+behaviour = "opinion"
+
+[[agents]]
+id = "gossip"
+count = 20
+behaviour = "gossip"
+params = { fanout = 2, seeds = 2 }
+
+[[agents]]
+id = "speaker"
+count = 4
+behaviour = "discussion"
+params = { policy = "echo" }
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
+    agora_for(scenario)
+        .arg("run")
+        .arg(scenario)
+        .args(["--quiet", "--no-plots", "--out"])
+        .arg(out)
+        .args(extra)
+        .args(common::replay_args(scenario))
+        .output()
+        .unwrap()
+}
+
+fn run_ok(scenario: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let output = run(scenario, out, extra);
+    assert!(
+        output.status.success(),
+        "{} {extra:?}: {}",
+        scenario.display(),
+        text(&output.stderr)
+    );
+    run_dir_under(out)
+}
+
+fn summary(run_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The run's transcript hash, as its summary gives it.
+fn hash(run_dir: &Path) -> String {
+    summary(run_dir)["transcript_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `network.csv` as follower -> followees.
+fn follows(run_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(run_dir.join("network.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("follower,followee"));
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in lines {
+        let (a, b) = line.split_once(',').unwrap();
+        out.entry(a.to_string()).or_default().insert(b.to_string());
+    }
+    out
+}
+
+#[test]
+fn a_complete_network_gives_todays_transcripts() {
+    for scenario in lockstep_scenarios() {
+        let plain = tempfile::tempdir().unwrap();
+        let without = run_ok(&scenario, plain.path(), &[]);
+        let complete = tempfile::tempdir().unwrap();
+        let with = run_ok(&scenario, complete.path(), &["--set", "network.kind=complete"]);
+        assert_eq!(hash(&with), hash(&without), "{}", scenario.display());
+        assert_eq!(summary(&with)["deliveries"], summary(&without)["deliveries"]);
+        let agents = summary(&with)["agents"].as_u64().unwrap() as usize;
+        let graph = follows(&with);
+        let edges: usize = graph.values().map(BTreeSet::len).sum();
+        assert_eq!(edges, agents * (agents - 1), "{}", scenario.display());
+    }
+}
+
+#[test]
+fn a_sparse_network_delivers_to_followers_and_addressees_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = run_ok(&scenario, out.path(), &[]);
+    let graph = follows(&run_dir);
+    // Watts-Strogatz keeps n k / 2 undirected edges: n k follows, each both ways.
+    let edges: usize = graph.values().map(BTreeSet::len).sum();
+    assert_eq!(edges, 64 * 4);
+    for (a, followees) in &graph {
+        for b in followees {
+            assert!(graph[b].contains(a), "{a} follows {b} but not back");
+        }
+    }
+    let summary = summary(&run_dir);
+    let last_tick = summary["ticks"].as_u64().unwrap();
+    // A message of tick t is read in tick t + 1: by the sender's followers, and by its
+    // addressee when that one does not follow the sender.
+    let transcript = std::fs::read_to_string(run_dir.join("transcript.jsonl")).unwrap();
+    let mut expected = 0;
+    let mut addressed_to_strangers = 0;
+    for line in transcript.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        if m["tick"].as_u64().unwrap() >= last_tick {
+            continue;
+        }
+        let sender = m["sender_id"].as_str().unwrap();
+        let followers = graph.iter().filter(|(_, f)| f.contains(sender)).count();
+        expected += followers;
+        if let Some(to) = m["to"].as_str()
+            && !graph[to].contains(sender)
+        {
+            expected += 1;
+            addressed_to_strangers += 1;
+        }
+    }
+    assert!(
+        addressed_to_strangers > 0,
+        "the test needs rumors told to strangers"
+    );
+    assert_eq!(summary["deliveries"].as_u64().unwrap(), expected as u64);
+    assert!(
+        expected < 64 * 63 * last_tick as usize / 4,
+        "not sparse: {expected}"
+    );
+}
+
+#[test]
+fn generated_networks_are_drawn_from_the_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
+    let graph = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec!["--set", "scenario.ticks=1"];
+        args.extend_from_slice(extra);
+        follows(&run_ok(&scenario, out.path(), &args))
+    };
+    for kind in [
+        &["--set", "network.kind=watts_strogatz"][..],
+        &["--set", "network.kind=barabasi_albert", "--set", "network.m=2"],
+        &["--set", "network.kind=erdos_renyi", "--set", "network.p=0.1"],
+    ] {
+        let first = graph(kind);
+        assert_eq!(graph(kind), first, "{kind:?}");
+        let mut reseeded = kind.to_vec();
+        reseeded.extend(["--seed", "6"]);
+        assert_ne!(graph(&reseeded), first, "{kind:?}");
+    }
+    // The ring needs no random numbers: every agent follows its k nearest.
+    let ring = graph(&["--set", "network.kind=ring"]);
+    assert!(ring.values().all(|f| f.len() == 4));
+    assert!(ring["citizen_1"].contains("speaker_4") && ring["citizen_1"].contains("citizen_3"));
+    // Barabasi-Albert: m follows each way per agent after the first m.
+    let ba = graph(&["--set", "network.kind=barabasi_albert", "--set", "network.m=2"]);
+    let edges: usize = ba.values().map(BTreeSet::len).sum();
+    assert_eq!(edges, 2 * 2 * (64 - 2));
+}
+
+#[test]
+fn an_edge_list_and_tables_that_follow_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "follows.csv",
+        "follower,followee\nlistener_1,talker\nlistener_2,talker\ntalker,listener_1\n",
+    );
+    let scenario = write(
+        dir.path(),
+        "chain.toml",
+        r#"
+[scenario]
+name = "chain"
+ticks = 3
+
+[network]
+kind = "file"
+file = "follows.csv"
+
+[[agents]]
+id = "talker"
+behaviour = "opinion"
+
+[[agents]]
+id = "listener"
+count = 3
+behaviour = "opinion"
+"#,
+    );
+    // Run from elsewhere: the file is found beside the scenario.
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = run_ok(&scenario, out.path(), &[]);
+    let graph = follows(&run_dir);
+    assert_eq!(graph.len(), 3);
+    assert!(!graph.contains_key("listener_3"));
+    // Ticks 1..3 read ticks 0..2: talker's opinion reaches two listeners, listener_1's the
+    // talker.
+    assert_eq!(summary(&run_dir)["deliveries"], 9);
+
+    // A table that follows only another table, on a complete network.
+    let restricted = std::fs::read_to_string(&scenario)
+        .unwrap()
+        .replace("kind = \"file\"\nfile = \"follows.csv\"", "kind = \"complete\"")
+        .replace("id = \"listener\"", "id = \"listener\"\nfollows = [\"talker\"]");
+    let scenario = write(dir.path(), "restricted.toml", &restricted);
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = run_ok(&scenario, out.path(), &[]);
+    let graph = follows(&run_dir);
+    assert_eq!(graph["talker"].len(), 3);
+    for l in 1..=3 {
+        assert_eq!(
+            graph[&format!("listener_{l}")],
+            BTreeSet::from(["talker".to_string()])
+        );
+    }
+}
+
+#[test]
+fn bad_networks_are_refused_with_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
+    write(
+        dir.path(),
+        "bad.csv",
+        "follower,followee\ncitizen_1,citizen_2\ncitizen_2,mallory\n",
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (&["--set", "network.k=3"], "network.k"),
+        (&["--set", "network.p=1.5"], "network.p"),
+        (&["--set", "network.kind=barabasi_albert"], "needs `m`"),
+        (&["--set", "network.kind=hypercube"], "network.kind"),
+        (
+            &["--set", "network.kind=file", "--set", "network.file=bad.csv"],
+            "bad.csv:3: no agent is called \"mallory\"",
+        ),
+        (
+            &["--set", "network.kind=file", "--set", "network.file=missing.csv"],
+            "missing.csv: cannot read it",
+        ),
+        (
+            &["--set", "agents.0.follows=[\"nobody\"]"],
+            "agents[0].follows[0]",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let output = agora().arg("check").arg(&scenario).args(*extra).output().unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_sparse_network_gives_one_transcript_on_every_backend_and_after_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough for kills to land while it runs.
+    let scenario = write(
+        dir.path(),
+        "village.toml",
+        &SMALL_WORLD.replace("ticks = 25", "ticks = 300"),
+    );
+    let memory = tempfile::tempdir().unwrap();
+    let expected = hash(&run_ok(&scenario, memory.path(), &[]));
+    let server = RedisServer::start();
+    let url = server.url();
+    for extra in [
+        &["--backend", "redis", "--redis-url", &url][..],
+        &["--backend", "redis", "--redis-url", &url, "--workers", "2"],
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let run_dir = run_ok(&scenario, out.path(), extra);
+        assert_eq!(hash(&run_dir), expected, "{extra:?}");
+    }
+    // Killed mid-run (SIGKILL) a few times, then resumed to the end, on a stream of its own
+    // (the runs above left theirs finished).
+    let stream = ["--set", "backend.stream=village-killed"];
+    let out = tempfile::tempdir().unwrap();
+    let mut kills = 0;
+    let mut finished = false;
+    for kill_at in [5, 40, 90] {
+        let mut child = agora()
+            .arg("run")
+            .arg(&scenario)
+            .args([
+                "--quiet",
+                "--no-plots",
+                "--backend",
+                "redis",
+                "--redis-url",
+                &url,
+                "--out",
+            ])
+            .arg(out.path())
+            .args(stream)
+            .args(if kills > 0 { &["--resume"][..] } else { &[] })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let reply = server.command(&["HGET", "village-killed:run", "tick"]);
+            let tick: Option<u64> = reply.lines().nth(1).and_then(|l| l.parse().ok());
+            if tick.is_some_and(|t| t >= kill_at) || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no tick {kill_at}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        } else {
+            finished = true;
+            break;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 2, "only {kills} kills landed");
+    let run_dir = if finished {
+        run_dir_under(out.path())
+    } else {
+        let mut resume = vec!["--backend", "redis", "--redis-url", &url, "--resume"];
+        resume.extend(stream);
+        run_ok(&scenario, out.path(), &resume)
+    };
+    assert_eq!(hash(&run_dir), expected, "after {kills} kills and --resume");
+    let memory_summary = summary(&run_dir_under(memory.path()));
+    assert_eq!(summary(&run_dir)["deliveries"], memory_summary["deliveries"]);
+}
