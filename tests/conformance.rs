@@ -81,3 +81,37 @@ fn redis() -> (impl std::future::Future<Output = RedisBackend>, RedisServer) {
 
 all_cases!(memory, memory());
 all_cases!(redis, redis());
+
+/// The memory backend with agents reading inboxes ([`case::small_network`]).
+fn memory_inboxes() -> (impl std::future::Future<Output = MemoryBackend>, ()) {
+    let keys = Keys::for_stream("conformance").with_inboxes(true);
+    (
+        async move { MemoryBackend::with_network(keys, Some(case::small_network())) },
+        (),
+    )
+}
+
+/// Redis with agents reading inboxes ([`case::small_network`]).
+fn redis_inboxes() -> (impl std::future::Future<Output = RedisBackend>, RedisServer) {
+    let server = RedisServer::start();
+    let url = server.parsed_url();
+    let connect = async move {
+        let keys = Keys::for_stream("conformance").with_inboxes(true);
+        RedisBackend::connect(&url, keys, Duration::from_secs(5))
+            .await
+            .expect("connect to the test's redis-server")
+            .with_network(Some(case::small_network()))
+    };
+    (connect, server)
+}
+
+conformance!(
+    memory_with_inboxes,
+    memory_inboxes(),
+    [inboxes_hold_what_an_agent_hears]
+);
+conformance!(
+    redis_with_inboxes,
+    redis_inboxes(),
+    [inboxes_hold_what_an_agent_hears]
+);

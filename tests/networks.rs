@@ -163,6 +163,58 @@ fn a_sparse_network_delivers_to_followers_and_addressees_only() {
 }
 
 #[test]
+fn gossip_tells_followers_and_the_summary_describes_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = run_ok(&scenario, out.path(), &[]);
+    let graph = follows(&run_dir);
+    let transcript = std::fs::read_to_string(run_dir.join("transcript.jsonl")).unwrap();
+    let mut rumors = 0;
+    for line in transcript.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let sender = m["sender_id"].as_str().unwrap();
+        if let (true, Some(to)) = (sender.starts_with("gossip"), m["to"].as_str()) {
+            assert!(
+                graph[to].contains(sender),
+                "{sender} told {to}, who does not follow it"
+            );
+            rumors += 1;
+        }
+    }
+    assert!(rumors > 5, "{rumors} rumors");
+    let summary = summary(&run_dir);
+    let network = &summary["network"];
+    assert_eq!(network["kind"], "watts_strogatz");
+    assert_eq!(network["follows"], 256);
+    assert_eq!(network["mean_degree"], 4.0);
+    let agents: u64 = network["out_degree"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(agents, 64);
+    // Each agent value, averaged by degree class, tick by tick.
+    let levels = summary["levels"].as_object().unwrap();
+    for value in ["informed", "opinion"] {
+        let classes: Vec<&String> = levels
+            .keys()
+            .filter(|k| k.starts_with(&format!("{value}_degree_")))
+            .collect();
+        assert!(!classes.is_empty(), "{value}: {:?}", levels.keys());
+        for class in classes {
+            let per_tick = levels[class]["per_tick"].as_array().unwrap();
+            assert!(
+                per_tick
+                    .iter()
+                    .all(|v| v.as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)))
+            );
+        }
+    }
+}
+
+#[test]
 fn generated_networks_are_drawn_from_the_seed() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write(dir.path(), "village.toml", SMALL_WORLD);

@@ -71,6 +71,7 @@ impl Completions for NoModel {
 pub struct Context<'a> {
     agent: &'a AgentSpec,
     peers: &'a [Arc<str>],
+    audience: Option<&'a [Arc<str>]>,
     tick: Option<u64>,
     rng: &'a mut ChaCha8Rng,
     cache: &'a mut dyn CacheReads,
@@ -90,11 +91,27 @@ impl<'a> Context<'a> {
         Context {
             agent,
             peers,
+            audience: None,
             tick,
             rng,
             cache,
             completions: None,
         }
+    }
+
+    /// The same context for an agent on a sparse network: `audience` are the peers that hear
+    /// it (its followers), among whom [`random_peers`](Context::random_peers) draws.
+    #[must_use]
+    pub fn with_audience(mut self, audience: Option<&'a [Arc<str>]>) -> Self {
+        self.audience = audience;
+        self
+    }
+
+    /// With a `[network]` that is not complete: the peers that hear this agent (its
+    /// followers that run the same behaviour), in declaration order. `None`: everyone hears
+    /// everyone.
+    pub fn audience(&self) -> Option<&[Arc<str>]> {
+        self.audience
     }
 
     /// The same context, answering [`complete`](Context::complete) from `completions`
@@ -157,8 +174,15 @@ impl<'a> Context<'a> {
         random::chance(self.rng, p)
     }
 
-    /// Up to `k` distinct peers other than this agent, drawn at random.
+    /// Up to `k` distinct peers other than this agent, drawn at random: on a sparse network,
+    /// among those that hear it ([`audience`](Context::audience)).
     pub fn random_peers(&mut self, k: usize) -> Vec<Arc<str>> {
+        if let Some(audience) = self.audience {
+            return random::distinct(self.rng, audience.len() as u64, k)
+                .into_iter()
+                .map(|i| audience[i as usize].clone())
+                .collect();
+        }
         let own = self.agent.peer_index;
         let others = self.peers.len().saturating_sub(1) as u64;
         random::distinct(self.rng, others, k)

@@ -214,6 +214,62 @@ impl Network {
     }
 }
 
+/// A degree class: degrees from `2^k` to `2^(k+1) - 1` (0 alone is class 0), as log-binned
+/// degree distributions of scale-free networks are drawn. Returns the class's bounds.
+pub fn degree_class(degree: usize) -> (usize, usize) {
+    if degree == 0 {
+        return (0, 0);
+    }
+    let low = 1usize << degree.ilog2();
+    (low, 2 * low - 1)
+}
+
+/// What `summary.json` says of a run's network.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkSummary {
+    pub kind: String,
+    /// Follows in the whole network.
+    pub follows: u64,
+    /// Follows per agent.
+    pub mean_degree: f64,
+    /// How many agents follow `d` others, by `d` (agents following none included).
+    pub out_degree: std::collections::BTreeMap<u64, u64>,
+    /// How many agents have `d` followers, by `d`.
+    pub in_degree: std::collections::BTreeMap<u64, u64>,
+}
+
+impl NetworkSummary {
+    pub fn of(kind: &str, network: &Network) -> Self {
+        let sparse = |counts: Vec<u64>| {
+            counts
+                .into_iter()
+                .enumerate()
+                .filter(|&(_, c)| c > 0)
+                .map(|(d, c)| (d as u64, c))
+                .collect()
+        };
+        NetworkSummary {
+            kind: kind.to_string(),
+            follows: network.edges() as u64,
+            mean_degree: network.edges() as f64 / network.agents().max(1) as f64,
+            out_degree: sparse(network.out_degree_counts()),
+            in_degree: sparse(network.in_degree_counts()),
+        }
+    }
+
+    /// The complete network over `n` agents.
+    pub fn complete(n: u64) -> Self {
+        let degree = std::collections::BTreeMap::from([(n.saturating_sub(1), n)]);
+        NetworkSummary {
+            kind: "complete".to_string(),
+            follows: n * n.saturating_sub(1),
+            mean_degree: n.saturating_sub(1) as f64,
+            out_degree: degree.clone(),
+            in_degree: degree,
+        }
+    }
+}
+
 fn degree_counts(degrees: impl Iterator<Item = usize>) -> Vec<u64> {
     let mut counts: Vec<u64> = Vec::new();
     for d in degrees {
@@ -245,6 +301,25 @@ mod tests {
 
     fn names(n: usize) -> Vec<Arc<str>> {
         (0..n).map(|i| Arc::from(format!("a_{i}"))).collect()
+    }
+
+    #[test]
+    fn degree_classes_double() {
+        let classes: Vec<(usize, usize)> = [0, 1, 2, 3, 4, 7, 8, 15, 16].map(degree_class).to_vec();
+        assert_eq!(
+            classes,
+            [
+                (0, 0),
+                (1, 1),
+                (2, 3),
+                (2, 3),
+                (4, 7),
+                (4, 7),
+                (8, 15),
+                (8, 15),
+                (16, 31)
+            ]
+        );
     }
 
     #[test]

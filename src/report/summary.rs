@@ -105,6 +105,9 @@ pub struct Summary {
     pub llm_tokens: LlmTokens,
     /// How long the server took per call, retries included: the recorded figures on replay.
     pub llm_latency_ms: LlmLatency,
+    /// Who followed whom, when the scenario has a `[network]`: its degree distributions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkSummary>,
 }
 
 /// Tokens the run's completions used, as the servers counted them.
@@ -119,6 +122,21 @@ pub struct LlmTokens {
 pub struct LlmLatency {
     pub p50: u64,
     pub p95: u64,
+}
+
+/// A level for the table: whole numbers as they are, others to 4 significant digits
+/// (`summary.json` keeps every digit).
+fn short(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v}");
+    }
+    if !v.is_finite() || v.abs() < 1e-4 {
+        return format!("{v:.3e}");
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (3 - magnitude).clamp(0, 12) as usize;
+    let text = format!("{v:.decimals$}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 impl Summary {
@@ -262,16 +280,16 @@ impl Summary {
         for (name, series) in &self.levels {
             // A level is shown as what it is: its last value, not a sum.
             let shown = if series.per_tick.is_empty() {
-                format!("{} (last)", series.last)
+                format!("{} (last)", short(series.last))
             } else {
                 let by_tick: Vec<String> = series
                     .per_tick
                     .iter()
-                    .map(|v| v.map_or_else(|| "-".to_string(), |v| format!("{v}")))
+                    .map(|v| v.map_or_else(|| "-".to_string(), short))
                     .collect();
                 format!(
                     "{} at the end (by tick: {})",
-                    series.last,
+                    short(series.last),
                     abbreviate_text(&by_tick)
                 )
             };
@@ -322,6 +340,17 @@ pub fn human(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_are_shown_to_four_significant_digits() {
+        let shown: Vec<String> = [3.0, 0.428571, 0.5, 12.34567, -0.0482601, 1234.5678, 0.00001]
+            .map(short)
+            .to_vec();
+        assert_eq!(
+            shown,
+            ["3", "0.4286", "0.5", "12.35", "-0.04826", "1235", "1.000e-5"]
+        );
+    }
 
     #[test]
     fn series_accumulate() {

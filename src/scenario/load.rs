@@ -86,22 +86,35 @@ pub fn load_str(
     };
     parse_file(&source)?;
     let table = parse_table(&source)?;
-    // Environment variables, then command-line overrides (later ones win). Each is first
-    // tried alone on top of the file, so that an error names its origin.
+    // Environment variables, then command-line overrides (later ones win). Each is also
+    // tried on top of the file and the ones before it, so that an error names its origin;
+    // one that needs a later one (`network.m` before `network.kind`, in a file without
+    // [network]) is fine once that one comes.
     let layers: Vec<Override> = environment_overrides(env)?
         .into_iter()
         .chain(overrides.entries.iter().cloned())
         .collect();
     let mut merged = table.clone();
+    let mut first_error = None;
     for o in &layers {
-        let mut alone = table.clone();
-        o.apply(&mut alone)?;
-        deserialize(alone).map_err(|(key, message)| ScenarioError::new(o.origin.clone(), key, message))?;
         o.apply(&mut merged)?;
+        if first_error.is_none()
+            && let Err((key, message)) = deserialize(merged.clone())
+        {
+            first_error = Some(ScenarioError::new(o.origin.clone(), key, message));
+        }
     }
-    let file = deserialize(merged).map_err(|(key, message)| {
-        ScenarioError::new("the environment and command line together", key, message)
-    })?;
+    let file = match (deserialize(merged), first_error) {
+        (Ok(file), _) => file,
+        (Err(_), Some(named)) => return Err(named),
+        (Err((key, message)), None) => {
+            return Err(ScenarioError::new(
+                source.path.display().to_string(),
+                key,
+                message,
+            ));
+        }
+    };
     let mut origins = Origins::default();
     for o in &layers {
         origins.push(o.path.clone(), o.origin.clone());

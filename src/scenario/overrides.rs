@@ -6,7 +6,7 @@ use super::ScenarioError;
 use super::locate::{KeyPath, Segment};
 
 /// The sections an environment variable may name.
-const SECTIONS: [&str; 5] = ["scenario", "backend", "output", "llm", "agents"];
+const SECTIONS: [&str; 6] = ["scenario", "backend", "output", "llm", "agents", "network"];
 
 /// Values set on the command line, highest precedence first among equals: `--set KEY=VALUE`
 /// and the flags that stand for a key (`--seed`, `--backend`, `--redis-url`, `--out`).

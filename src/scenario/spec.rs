@@ -141,6 +141,22 @@ impl Scenario {
             .collect()
     }
 
+    /// With a sparse network: the agents that hear `agent` (its followers) and run the same
+    /// behaviour, in declaration order.
+    pub fn audience_of(&self, agent: &AgentSpec) -> Option<Arc<[Arc<str>]>> {
+        let network = self.network()?;
+        let behaviour = &self.tables[agent.table].behaviour_name;
+        Some(
+            network
+                .followers(agent.index as u32)
+                .iter()
+                .map(|&f| &self.agents[f as usize])
+                .filter(|a| &self.tables[a.table].behaviour_name == behaviour)
+                .map(|a| a.name.clone())
+                .collect(),
+        )
+    }
+
     /// Whether some agent may publish in a tick after one that published nothing
     /// ([`Behaviour::acts_unprompted`](crate::Behaviour::acts_unprompted)): then a quiet tick
     /// does not end a lockstep run.

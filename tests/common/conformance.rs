@@ -710,3 +710,69 @@ pub async fn answers_are_kept_once_and_use_adds_up<B: Admin>(b: B) {
     assert!(b.answers().await.unwrap().is_empty());
     assert_eq!(b.count_model_use(7, 0, 0).await.unwrap(), (0, 0));
 }
+
+/// The network the inbox cases run on: b and c follow a, d follows b.
+pub fn small_network() -> Arc<agora::network::Network> {
+    let names: Vec<Arc<str>> = ["a", "b", "c", "d"].map(Arc::from).to_vec();
+    Arc::new(agora::network::Network::new(names, vec![(1, 0), (2, 0), (3, 1)]))
+}
+
+/// On a backend opened with [`small_network`]: a step's messages reach its sender's
+/// followers and its addressee only, with the id they have on the stream; another program's
+/// entry reaches everyone; acknowledging, lag and cleanup work on the inboxes.
+pub async fn inboxes_hold_what_an_agent_hears<B: Admin>(b: B) {
+    let groups: Vec<String> = ["a", "b", "c", "d"].map(|a| format!("group_{a}")).to_vec();
+    b.ensure_groups(&groups).await.unwrap();
+    let out = [
+        message("a", 1, Some(0), None, "to followers"),
+        message("a", 2, Some(0), Some("d"), "to d as well"),
+    ];
+    let commit = |group, acks, publish| Commit {
+        group,
+        acks,
+        publish,
+        cache: &[],
+        state: None,
+        dead: &[],
+    };
+    let sent = b.commit(&commit("group_a", &[], &out)).await.unwrap();
+    let outside = b
+        .publish_fields(&fields(&[("sender_id", "someone"), ("content", "hello all")]))
+        .await
+        .unwrap();
+    let all: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let got = b
+        .read(&all.iter().map(|g| read(g, 10)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(contents(&got[0]), ["hello all"], "a hears no one");
+    assert_eq!(contents(&got[1]), ["to followers", "to d as well", "hello all"]);
+    assert_eq!(ids(&got[2]), [sent[0], sent[1], outside], "one id everywhere");
+    assert_eq!(
+        contents(&got[3]),
+        ["to d as well", "hello all"],
+        "d follows b, not a"
+    );
+    // A step of b acknowledges in its inbox and publishes to d.
+    let reply = [message("b", 1, Some(1), None, "b says")];
+    b.commit(&commit("group_b", &ids(&got[1])[..2], &reply))
+        .await
+        .unwrap();
+    let infos = b.groups().await.unwrap();
+    let by_name = |n: &str| infos.iter().find(|g| g.name == n).unwrap().clone();
+    assert_eq!(by_name("group_b").pending, 1, "{infos:?}");
+    assert_eq!(by_name("group_d").lag, Some(1), "{infos:?}");
+    assert_eq!(by_name("group_c").lag, Some(0), "{infos:?}");
+    let next = b.read(&[read("group_d", 10), read("group_c", 10)]).await.unwrap();
+    assert_eq!(contents(&next[0]), ["b says"]);
+    assert!(next[1].is_empty());
+    // The transcript's view, the stream, has everything once.
+    let stream = b.range(EntryId::ZERO, 10).await.unwrap();
+    assert_eq!(stream.len(), 4);
+    b.delete_run().await.unwrap();
+    assert!(b.groups().await.unwrap().is_empty());
+    assert!(
+        b.read(&[read("group_b", 10)]).await.is_err(),
+        "the inboxes' groups are gone"
+    );
+}

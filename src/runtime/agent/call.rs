@@ -171,6 +171,7 @@ struct Parts<'a, B> {
     backend: &'a B,
     spec: &'a crate::scenario::AgentSpec,
     peers: &'a [Arc<str>],
+    audience: Option<&'a [Arc<str>]>,
     behaviour: &'a dyn DynBehaviour,
     live: &'a mut super::record::Live,
 }
@@ -181,6 +182,7 @@ impl<B: Backend> AgentCore<B> {
             backend: &self.backend,
             spec: &self.spec,
             peers: &self.peers,
+            audience: self.audience.as_deref(),
             behaviour: &*self.behaviour,
             live: &mut self.live,
         }
@@ -272,7 +274,8 @@ impl<B: Backend> AgentCore<B> {
             let mut cache = call.cache(agent.backend, &agent.spec.name, &work.remember);
             let mut completions = call.completions();
             let live = &mut *agent.live;
-            let ctx = BehaviourContext::new(agent.spec, agent.peers, call.tick, &mut live.rng, &mut cache);
+            let ctx = BehaviourContext::new(agent.spec, agent.peers, call.tick, &mut live.rng, &mut cache)
+                .with_audience(agent.audience);
             let mut ctx = if call.models {
                 ctx.with_completions(&mut completions)
             } else {
@@ -311,6 +314,7 @@ impl<B: Backend> AgentCore<B> {
             backend,
             spec,
             peers,
+            audience,
             behaviour,
             live,
         } = self.parts();
@@ -329,7 +333,8 @@ impl<B: Backend> AgentCore<B> {
         let outcome = {
             let mut cache = call.cache(backend, &spec.name, remember);
             let mut completions = call.completions();
-            let ctx = BehaviourContext::new(spec, peers, call.tick, &mut live.rng, &mut cache);
+            let ctx = BehaviourContext::new(spec, peers, call.tick, &mut live.rng, &mut cache)
+                .with_audience(audience);
             let mut ctx = if call.models {
                 ctx.with_completions(&mut completions)
             } else {

@@ -11,6 +11,7 @@ use super::record::{Checkpoint, RunStatus};
 use crate::backend::{Backend, BackendError, CacheAnswer, CacheQuery};
 use crate::llm::ModelUse;
 use crate::message::{EntryId, Message};
+use crate::network::NetworkSummary;
 use crate::report::tidy::{self, Number, TickRows};
 use crate::report::{LlmLatency, LlmTokens, StopReason, Summary, TidyWriter, TranscriptWriter};
 use crate::runtime::liveness::Heartbeat;
@@ -121,7 +122,7 @@ impl<B: Backend> Coordinator<'_, B> {
 
     /// Sets the levels the behaviours work out from their agents' reported values
     /// ([`Behaviour::model_reporters`](crate::Behaviour::model_reporters)), table by table.
-    pub(super) fn add_model_reporters(&self, tally: &mut Tally) {
+    pub(super) fn add_model_reporters(&mut self, tally: &mut Tally) {
         if tally.agents.is_empty() {
             return;
         }
@@ -140,6 +141,42 @@ impl<B: Backend> Coordinator<'_, B> {
             for (name, value) in table.behaviour.model_reporters(&values) {
                 tally.set_level(&name, value);
             }
+        }
+        self.add_degree_classes(tally);
+    }
+
+    /// With a sparse network: the mean of each value agents report (opinion, informed, ...)
+    /// over the agents of each degree class (how many they follow, binned by powers of two),
+    /// as levels `{value}_degree_{low}_{high}`: does an agent's place in the graph shape it?
+    /// An agent counts with its last reported value.
+    fn add_degree_classes(&mut self, tally: &mut Tally) {
+        let Some(network) = self.scenario.network() else {
+            return;
+        };
+        for (agent, reported) in &tally.agents {
+            let last = self.last_values.entry(agent.clone()).or_default();
+            for (name, value) in reported {
+                match last.iter_mut().find(|(n, _)| n == name) {
+                    Some(slot) => slot.1 = *value,
+                    None => last.push((name.clone(), *value)),
+                }
+            }
+        }
+        let mut sums: std::collections::BTreeMap<(String, usize, usize), (f64, u64)> =
+            std::collections::BTreeMap::new();
+        for (agent, reported) in &self.last_values {
+            let Some(i) = network.index_of(agent) else {
+                continue;
+            };
+            let (low, high) = crate::network::degree_class(network.following(i).len());
+            for (name, value) in reported {
+                let sum = sums.entry((name.to_string(), low, high)).or_default();
+                sum.0 += value;
+                sum.1 += 1;
+            }
+        }
+        for ((name, low, high), (sum, count)) in sums {
+            tally.set_level(&format!("{name}_degree_{low}_{high}"), sum / count as f64);
         }
     }
 
@@ -308,6 +345,13 @@ impl<B: Backend> Coordinator<'_, B> {
             llm_calls: 0,
             llm_tokens: LlmTokens::default(),
             llm_latency_ms: LlmLatency::default(),
+            network: scenario
+                .network_section
+                .as_ref()
+                .map(|section| match scenario.network() {
+                    Some(network) => NetworkSummary::of(section.kind.as_str(), network),
+                    None => NetworkSummary::complete(scenario.agents.len() as u64),
+                }),
         }
     }
 

@@ -168,6 +168,7 @@ impl<B: Backend> Shard<B> {
                 spec: spec.clone(),
                 group: group.clone(),
                 behaviour: scenario.behaviour_of(spec).clone(),
+                audience: scenario.audience_of(spec),
                 peers,
                 backend: backend.clone(),
                 seed: scenario.seed,
