@@ -195,6 +195,11 @@ fn gossip_tells_followers_and_the_summary_describes_the_network() {
         .map(|c| c.as_u64().unwrap())
         .sum();
     assert_eq!(agents, 64);
+    // The graph, drawn: one dot per agent.
+    let plotted = agora().arg("plot").arg(&run_dir).output().unwrap();
+    assert!(plotted.status.success(), "{}", text(&plotted.stderr));
+    let svg = std::fs::read_to_string(run_dir.join("plots").join("network.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 64);
     // Each agent value, averaged by degree class, tick by tick.
     let levels = summary["levels"].as_object().unwrap();
     for value in ["informed", "opinion"] {

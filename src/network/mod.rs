@@ -23,6 +23,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// The run folder's file of who followed whom: a header `follower,followee`, then one follow a
+/// line.
+pub const NETWORK_FILE: &str = "network.csv";
+
 /// The agent indices a step published to, for counting what each agent must read in the next
 /// tick: each message's sender and, when it is addressed, its addressee.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,10 +6,12 @@
 //! - [`data`]: a run folder's numbers, read back.
 //! - [`draw`]: a line chart, written as SVG and PNG.
 //! - [`font`]: the TrueType font the text is drawn with.
+//! - [`graph`]: the network (`network.csv`), drawn as a circle of agents.
 
 pub mod data;
 pub mod draw;
 pub mod font;
+pub mod graph;
 pub mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ pub fn draw_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
         let chart = agents_chart(&data, name, agents);
         written.extend(chart.write(&dir.join(format!("agents-{}", file_stem(name))))?);
     }
+    written.extend(graph::draw(run_dir, &data, &dir)?);
     Ok(written)
 }
 

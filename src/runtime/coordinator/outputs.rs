@@ -23,9 +23,6 @@ use crate::tally::Tally;
 /// Where a run records its exchanges with a model.
 pub(crate) const LLM_FILE: &str = "llm.jsonl";
 
-/// Who follows whom, in the run folder.
-pub(crate) const NETWORK_FILE: &str = "network.csv";
-
 impl<B: Backend> Coordinator<'_, B> {
     pub(super) fn transcript_path(&self) -> PathBuf {
         self.scenario.run_dir().join(crate::report::transcript::FILE_NAME)
@@ -109,7 +106,7 @@ impl<B: Backend> Coordinator<'_, B> {
         if self.scenario.network_section.is_none() {
             return Ok(());
         }
-        let path = run_dir.join(NETWORK_FILE);
+        let path = run_dir.join(crate::network::NETWORK_FILE);
         let written = match self.scenario.network() {
             Some(network) => network.write_csv(&path),
             None => {

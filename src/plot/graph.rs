@@ -1,0 +1,176 @@
+//! The network a run had (`network.csv`), drawn as a circle of agents in declaration order
+//! with a line per follow: a ring lattice is the circle's rim, rewired edges cut across it,
+//! hubs gather lines. Agents are coloured by the last value of the run's first agent-level
+//! series (opinion, informed, ...) when there is one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::PlotError;
+use super::data::RunData;
+use super::draw::{HEIGHT, WIDTH, scale_color};
+use super::font::{self, FAMILY};
+
+/// The most agents drawn: past this, a circle of dots and lines is only ink.
+pub const MAX_AGENTS: usize = 500;
+
+/// Who follows whom, from `network.csv`: agents in first-seen order, follows as positions.
+struct Graph {
+    agents: Vec<String>,
+    follows: Vec<(usize, usize)>,
+}
+
+fn read(path: &Path) -> Result<Graph, String> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut graph = Graph {
+        agents: Vec::new(),
+        follows: Vec::new(),
+    };
+    let mut position = |name: &str, graph: &mut Graph| -> usize {
+        *index.entry(name.to_string()).or_insert_with(|| {
+            graph.agents.push(name.to_string());
+            graph.agents.len() - 1
+        })
+    };
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("{}: {e}", path.display()))?;
+        let (Some(a), Some(b)) = (record.get(0), record.get(1)) else {
+            return Err(format!("{}: a line without two names", path.display()));
+        };
+        let a = position(a, &mut graph);
+        let b = position(b, &mut graph);
+        graph.follows.push((a, b));
+    }
+    graph.follows.sort_unstable();
+    Ok(graph)
+}
+
+/// Draws `plots/network.svg` and `.png` when the run has a `network.csv` of at most
+/// [`MAX_AGENTS`] agents; returns what it wrote (nothing otherwise).
+///
+/// # Errors
+///
+/// An unreadable `network.csv`, no font, or a file that cannot be written.
+pub fn draw(run_dir: &Path, data: &RunData, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    let path = run_dir.join(crate::network::NETWORK_FILE);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let mut graph = read(&path).map_err(PlotError::Data)?;
+    // Agents that follow no one and have no followers are in agents.csv only.
+    if let Some((_, series)) = data.agents.iter().next() {
+        for (agent, _) in series {
+            if !graph.agents.contains(agent) {
+                graph.agents.push(agent.clone());
+            }
+        }
+    }
+    if graph.agents.len() > MAX_AGENTS {
+        tracing::info!(
+            "the network has {} agents: drawn only up to {MAX_AGENTS}",
+            graph.agents.len()
+        );
+        return Ok(Vec::new());
+    }
+    let colors = colors(&graph, data);
+    font::ensure().map_err(PlotError::NoFont)?;
+    let stem = dir.join("network");
+    let svg = stem.with_extension("svg");
+    let png = stem.with_extension("png");
+    let coloured = data
+        .agents
+        .keys()
+        .next()
+        .map_or(String::new(), |name| format!(", coloured by last {name}"));
+    let title = format!(
+        "{}: network ({} agents, {} follows{coloured})",
+        data.title,
+        graph.agents.len(),
+        graph.follows.len()
+    );
+    {
+        let area = SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let failed = |e: String| PlotError::Draw(format!("{}: {e}", svg.display()));
+        paint(&area, &graph, &colors, &title).map_err(failed)?;
+        area.present().map_err(|e| failed(e.to_string()))?;
+    }
+    {
+        let area = BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area();
+        let failed = |e: String| PlotError::Draw(format!("{}: {e}", png.display()));
+        paint(&area, &graph, &colors, &title).map_err(failed)?;
+        area.present().map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(vec![svg, png])
+}
+
+/// Each agent's colour: its last value of the first agent-level series, scaled between the
+/// series' least and greatest; grey without one.
+fn colors(graph: &Graph, data: &RunData) -> Vec<RGBColor> {
+    let grey = RGBColor(90, 90, 90);
+    let Some((_, series)) = data.agents.iter().next() else {
+        return vec![grey; graph.agents.len()];
+    };
+    let last: BTreeMap<&str, f64> = series
+        .iter()
+        .filter_map(|(agent, points)| points.last().map(|&(_, v)| (agent.as_str(), v)))
+        .collect();
+    let (low, high) = last
+        .values()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    let span = if high > low { high - low } else { 1.0 };
+    graph
+        .agents
+        .iter()
+        .map(|a| {
+            last.get(a.as_str())
+                .map_or(grey, |v| scale_color((v - low) / span))
+        })
+        .collect()
+}
+
+fn paint<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    graph: &Graph,
+    colors: &[RGBColor],
+    title: &str,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let root = root
+        .titled(title, (FAMILY, 30).into_font().color(&BLACK))
+        .map_err(e)?;
+    let (width, height) = root.dim_in_pixel();
+    let (cx, cy) = (f64::from(width) / 2.0, f64::from(height) / 2.0);
+    let radius = cx.min(cy) - 30.0;
+    let n = graph.agents.len().max(1) as f64;
+    let at = |i: usize| -> (i32, i32) {
+        let angle = std::f64::consts::TAU * i as f64 / n - std::f64::consts::FRAC_PI_2;
+        (
+            (cx + radius * angle.cos()) as i32,
+            (cy + radius * angle.sin()) as i32,
+        )
+    };
+    let edge = RGBColor(120, 120, 120).mix(0.25);
+    for &(a, b) in &graph.follows {
+        // A follow both ways is one line.
+        if a > b && graph.follows.binary_search(&(b, a)).is_ok() {
+            continue;
+        }
+        root.draw(&PathElement::new(vec![at(a), at(b)], edge.stroke_width(1)))
+            .map_err(e)?;
+    }
+    let dot = if n > 200.0 { 3 } else { 5 };
+    for (i, color) in colors.iter().enumerate() {
+        root.draw(&Circle::new(at(i), dot, color.filled())).map_err(e)?;
+    }
+    Ok(())
+}
