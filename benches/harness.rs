@@ -100,6 +100,67 @@ fn workload(name: &str, repeat: usize, args: &[&str]) -> Measured {
     runs.swap_remove(runs.len() / 2)
 }
 
+/// A scenario of `count` agents of `behaviour` on a Watts-Strogatz graph of degree 10.
+fn small_world(name: &str, behaviour: &str, params: &str, count: u64, ticks: u64) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("agora-bench-{name}-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "[scenario]\nname = \"{name}\"\nseed = 1\nticks = {ticks}\n[backend]\ncleanup = \"both\"\n\
+             [network]\nkind = \"watts_strogatz\"\nk = 10\np = 0.1\n\
+             [[agents]]\nid = \"a\"\ncount = {count}\nbehaviour = \"{behaviour}\"\nparams = {params}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Redis's own CPU seconds so far (`INFO cpu`: user and system, main thread and others).
+fn redis_cpu_seconds(server: &RedisServer) -> f64 {
+    let info = server.command(&["INFO", "cpu"]);
+    info.lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split(':').nth(1).and_then(|v| v.trim().parse::<f64>().ok()))
+        .sum()
+}
+
+/// Networks (issue 14): gossip and opinion on a small world of degree 10, 100,000 agents on
+/// memory and 20,000 on Redis, and the same 2,000-agent gossip broadcast and on the graph.
+fn network_benchmarks(results: &mut Vec<Measured>, notes: &mut Vec<String>) {
+    let gossip_params = "{ fanout = 2, seeds = 100 }";
+    let opinion_params = "{ epsilon = 0.2, mu = 0.5 }";
+    let files = [
+        small_world("ws-gossip-100k", "gossip", gossip_params, 100_000, 30),
+        small_world("ws-opinion-100k", "opinion", opinion_params, 100_000, 5),
+        small_world("ws-gossip-20k", "gossip", gossip_params, 20_000, 30),
+        small_world("ws-opinion-20k", "opinion", opinion_params, 20_000, 5),
+        small_world("ws-gossip-2k", "gossip", "{ fanout = 2, seeds = 20 }", 2_000, 10),
+    ];
+    let arg = |i: usize| files[i].to_str().unwrap().to_string();
+    results.push(workload("ws-gossip-memory (100k agents, k=10)", 1, &[&arg(0)]));
+    results.push(workload("ws-opinion-memory (100k agents, k=10, 5 ticks)", 1, &[&arg(1)]));
+    results.push(workload("ws-gossip-memory (2000 agents, k=10)", 3, &[&arg(4)]));
+    let server = RedisServer::start();
+    let url = server.url();
+    for (i, name) in [
+        (2, "ws-gossip-redis (20k agents, k=10)"),
+        (3, "ws-opinion-redis (20k agents, k=10, 5 ticks)"),
+    ] {
+        let before = redis_cpu_seconds(&server);
+        let run = workload(name, 1, &[&arg(i), "--backend", "redis", "--redis-url", &url]);
+        let cpu = redis_cpu_seconds(&server) - before;
+        notes.push(format!(
+            "{name}: Redis used {cpu:.2} s of CPU: {:.2} us per delivery, {:.2} us per message",
+            cpu * 1e6 / run.deliveries.max(1) as f64,
+            cpu * 1e6 / run.messages.max(1) as f64
+        ));
+        results.push(run);
+    }
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
 /// The old Python layer's W1 on the same Redis: deliveries per second.
 fn seed_python(port: u16, n: u32, k: u32, h: u32) -> Result<f64, String> {
     let script = std::env::var("AGORA_SEED_BENCH")
@@ -544,6 +605,9 @@ fn main() {
     }
     if wanted("sweep") {
         sweep_benchmarks(opinion, &mut notes);
+    }
+    if wanted("network") {
+        network_benchmarks(&mut results, &mut notes);
     }
 
     println!("\nmachine: {}", machine());

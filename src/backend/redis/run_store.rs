@@ -158,6 +158,15 @@ impl RunStore for RedisBackend {
             for id in c.acks {
                 pipe.arg(id.to_string());
             }
+            if keys.inboxes {
+                // An inbox has one reader: what it acknowledged is done with, and deleting it
+                // keeps the inboxes as small as what is still to be read (the stream keeps
+                // every message, trimmed by `maxlen`).
+                pipe.cmd("XDEL").arg(&*group_stream);
+                for id in c.acks {
+                    pipe.arg(id.to_string());
+                }
+            }
         }
         let what = "an agent's step (MULTI/EXEC)";
         let mut replies: Vec<redis::RedisResult<Value>> = self.pipeline(what, &pipe).await?;
