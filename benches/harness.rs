@@ -138,7 +138,11 @@ fn network_benchmarks(results: &mut Vec<Measured>, notes: &mut Vec<String>) {
     ];
     let arg = |i: usize| files[i].to_str().unwrap().to_string();
     results.push(workload("ws-gossip-memory (100k agents, k=10)", 1, &[&arg(0)]));
-    results.push(workload("ws-opinion-memory (100k agents, k=10, 5 ticks)", 1, &[&arg(1)]));
+    results.push(workload(
+        "ws-opinion-memory (100k agents, k=10, 5 ticks)",
+        1,
+        &[&arg(1)],
+    ));
     results.push(workload("ws-gossip-memory (2000 agents, k=10)", 3, &[&arg(4)]));
     let server = RedisServer::start();
     let url = server.url();

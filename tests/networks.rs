@@ -131,35 +131,65 @@ fn a_sparse_network_delivers_to_followers_and_addressees_only() {
     }
     let summary = summary(&run_dir);
     let last_tick = summary["ticks"].as_u64().unwrap();
-    // A message of tick t is read in tick t + 1: by the sender's followers, and by its
-    // addressee when that one does not follow the sender.
+    // A message of tick t is read in tick t + 1.
+    let (expected, addressed_to_strangers) = expected_deliveries(&run_dir, Some(last_tick));
+    assert!(
+        addressed_to_strangers > 0,
+        "the test needs messages addressed to strangers"
+    );
+    assert_eq!(summary["deliveries"].as_u64().unwrap(), expected);
+    assert!(expected < 64 * 63 * last_tick / 4, "not sparse: {expected}");
+}
+
+/// What the run's messages (those of ticks before `before`, if given) should have cost: one
+/// delivery per follower of the sender, and one to the addressee when it does not follow the
+/// sender. Also returns how many messages went to such strangers.
+fn expected_deliveries(run_dir: &Path, before: Option<u64>) -> (u64, u64) {
+    let graph = follows(run_dir);
     let transcript = std::fs::read_to_string(run_dir.join("transcript.jsonl")).unwrap();
-    let mut expected = 0;
-    let mut addressed_to_strangers = 0;
+    let (mut expected, mut strangers) = (0, 0);
     for line in transcript.lines() {
         let m: serde_json::Value = serde_json::from_str(line).unwrap();
-        if m["tick"].as_u64().unwrap() >= last_tick {
+        if before.is_some_and(|b| m["tick"].as_u64().unwrap() >= b) {
             continue;
         }
         let sender = m["sender_id"].as_str().unwrap();
-        let followers = graph.iter().filter(|(_, f)| f.contains(sender)).count();
-        expected += followers;
+        expected += graph.values().filter(|f| f.contains(sender)).count() as u64;
         if let Some(to) = m["to"].as_str()
-            && !graph[to].contains(sender)
+            && !graph.get(to).is_some_and(|f| f.contains(sender))
         {
             expected += 1;
-            addressed_to_strangers += 1;
+            strangers += 1;
         }
     }
-    assert!(
-        addressed_to_strangers > 0,
-        "the test needs rumors told to strangers"
-    );
-    assert_eq!(summary["deliveries"].as_u64().unwrap(), expected as u64);
-    assert!(
-        expected < 64 * 63 * last_tick as usize / 4,
-        "not sparse: {expected}"
-    );
+    (expected, strangers)
+}
+
+#[test]
+fn free_mode_on_a_network_delivers_the_same_way_everywhere() {
+    let w1 = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/w1.toml");
+    let ring = ["--set", "network.kind=ring", "--set", "network.k=4"];
+    let server = RedisServer::start();
+    let url = server.url();
+    for extra in [
+        &[][..],
+        &["--backend", "redis", "--redis-url", &url],
+        &["--backend", "redis", "--redis-url", &url, "--workers", "2"],
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = ring.to_vec();
+        args.extend_from_slice(extra);
+        args.extend(["--set", "agents.0.params.hops=200"]);
+        let run_dir = run_ok(&w1, out.path(), &args);
+        let summary = summary(&run_dir);
+        assert_eq!(summary["stop_reason"], "quiescent", "{extra:?}");
+        let (expected, _) = expected_deliveries(&run_dir, None);
+        assert_eq!(summary["deliveries"].as_u64().unwrap(), expected, "{extra:?}");
+        assert!(
+            expected < summary["messages"].as_u64().unwrap() * 10,
+            "{extra:?}: not sparse"
+        );
+    }
 }
 
 #[test]
