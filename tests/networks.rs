@@ -452,3 +452,105 @@ fn a_sparse_network_gives_one_transcript_on_every_backend_and_after_kills() {
     let memory_summary = summary(&run_dir_under(memory.path()));
     assert_eq!(summary(&run_dir)["deliveries"], memory_summary["deliveries"]);
 }
+
+/// LLM agents on a ring (each follows its two neighbours), every agent posting every tick,
+/// the prompt listing the feed's authors (`*` for a recommended post).
+fn llm_ring(url: &str, feed: &str) -> String {
+    format!(
+        r#"
+[scenario]
+name = "feeds"
+seed = 3
+ticks = 4
+
+[network]
+kind = "ring"
+k = 2
+
+[llm]
+base_url = "{url}"
+model = "stub-model"
+
+[[agents]]
+id = "d"
+count = 10
+behaviour = "llm"
+
+[agents.params]
+activity = 1.0
+turns = "none"
+feed = 3
+{feed}
+prompt = "FEED[{{% for p in feed %}}{{{{ p.sender_id }}}}{{% if p.recommended %}}*{{% endif %}},{{% endfor %}}]"
+"#
+    )
+}
+
+/// Each exchange's agent and the authors its feed showed.
+fn feeds(run_dir: &Path) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(run_dir.join("llm.jsonl")).unwrap();
+    text.lines()
+        .map(|line| {
+            let e: serde_json::Value = serde_json::from_str(line).unwrap();
+            let prompt = e["request"]["messages"][1]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let inside = prompt.split_once("FEED[").unwrap().1.split_once(']').unwrap().0;
+            let authors = inside
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect();
+            (e["agent"].as_str().unwrap().to_string(), authors)
+        })
+        .collect()
+}
+
+#[test]
+fn llm_feeds_come_from_the_network_and_mix_in_recommendations() {
+    let server = common::llm_server::LlmServer::start(common::llm_server::Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let run = |feed: &str| {
+        let scenario = write(dir.path(), "feeds.toml", &llm_ring(&server.base_url(), feed));
+        let out = tempfile::tempdir().unwrap();
+        let run_dir = run_ok(&scenario, out.path(), &[]);
+        (follows(&run_dir), feeds(&run_dir), out)
+    };
+    let (graph, following, _keep) = run("feed_from = \"following\"");
+    assert!(following.iter().any(|(_, f)| f.len() == 2), "{following:?}");
+    for (agent, authors) in &following {
+        assert!(authors.len() <= 3);
+        for a in authors {
+            assert!(
+                graph[agent].contains(a),
+                "{agent}'s feed shows {a}, whom it does not follow"
+            );
+        }
+    }
+    let (graph, mixed, _keep) = run("feed_from = \"mix\"\nrecommended = 1\nrecommend_by = \"random\"");
+    let mut recommended = 0;
+    for (agent, authors) in &mixed {
+        for a in authors {
+            match a.strip_suffix('*') {
+                Some(outside) => {
+                    recommended += 1;
+                    assert!(
+                        !graph[agent].contains(outside) && outside != agent,
+                        "{agent}: {a}"
+                    );
+                }
+                None => assert!(graph[agent].contains(a), "{agent}: {a}"),
+            }
+        }
+    }
+    assert!(recommended > 10, "{recommended} recommendations");
+    // The same scenario, the same feeds.
+    let (_, again, _keep) = run("feed_from = \"mix\"\nrecommended = 1\nrecommend_by = \"random\"");
+    assert_eq!(again.len(), mixed.len());
+    let sorted = |mut f: Vec<(String, Vec<String>)>| {
+        f.sort();
+        f
+    };
+    assert_eq!(sorted(again), sorted(mixed));
+}

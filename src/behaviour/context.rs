@@ -67,11 +67,21 @@ impl Completions for NoModel {
     }
 }
 
+/// Where an agent stands in a sparse network (CONTRACT.md, "Networks").
+#[derive(Debug, Clone, Default)]
+pub struct Neighbours {
+    /// The agents that hear it (its followers) and run the same behaviour, in declaration
+    /// order.
+    pub audience: Arc<[Arc<str>]>,
+    /// The agents it follows, in declaration order.
+    pub following: Arc<[Arc<str>]>,
+}
+
 /// The world as one agent sees it during one call of its behaviour.
 pub struct Context<'a> {
     agent: &'a AgentSpec,
     peers: &'a [Arc<str>],
-    audience: Option<&'a [Arc<str>]>,
+    neighbours: Option<&'a Neighbours>,
     tick: Option<u64>,
     rng: &'a mut ChaCha8Rng,
     cache: &'a mut dyn CacheReads,
@@ -91,7 +101,7 @@ impl<'a> Context<'a> {
         Context {
             agent,
             peers,
-            audience: None,
+            neighbours: None,
             tick,
             rng,
             cache,
@@ -99,19 +109,24 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// The same context for an agent on a sparse network: `audience` are the peers that hear
-    /// it (its followers), among whom [`random_peers`](Context::random_peers) draws.
+    /// The same context for an agent on a sparse network, standing where `neighbours` say.
     #[must_use]
-    pub fn with_audience(mut self, audience: Option<&'a [Arc<str>]>) -> Self {
-        self.audience = audience;
+    pub fn with_neighbours(mut self, neighbours: Option<&'a Neighbours>) -> Self {
+        self.neighbours = neighbours;
         self
     }
 
     /// With a `[network]` that is not complete: the peers that hear this agent (its
-    /// followers that run the same behaviour), in declaration order. `None`: everyone hears
-    /// everyone.
+    /// followers that run the same behaviour), in declaration order, among whom
+    /// [`random_peers`](Context::random_peers) draws. `None`: everyone hears everyone.
     pub fn audience(&self) -> Option<&[Arc<str>]> {
-        self.audience
+        self.neighbours.map(|n| &*n.audience)
+    }
+
+    /// With a `[network]` that is not complete: the agents this one follows (whatever they
+    /// run), in declaration order. `None`: everyone hears everyone.
+    pub fn following(&self) -> Option<&[Arc<str>]> {
+        self.neighbours.map(|n| &*n.following)
     }
 
     /// The same context, answering [`complete`](Context::complete) from `completions`
@@ -177,7 +192,8 @@ impl<'a> Context<'a> {
     /// Up to `k` distinct peers other than this agent, drawn at random: on a sparse network,
     /// among those that hear it ([`audience`](Context::audience)).
     pub fn random_peers(&mut self, k: usize) -> Vec<Arc<str>> {
-        if let Some(audience) = self.audience {
+        if let Some(neighbours) = self.neighbours {
+            let audience = &neighbours.audience;
             return random::distinct(self.rng, audience.len() as u64, k)
                 .into_iter()
                 .map(|i| audience[i as usize].clone())

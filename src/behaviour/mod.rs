@@ -53,6 +53,7 @@ mod context;
 mod effects;
 mod erased;
 mod error;
+pub mod feed;
 mod params;
 mod registry;
 pub mod testing;
@@ -62,7 +63,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
-pub use context::{CacheReads, Completions, Context, EmptyCache, NoModel};
+pub use context::{CacheReads, Completions, Context, EmptyCache, Neighbours, NoModel};
 pub(crate) use effects::Report;
 pub use effects::{Effects, Outgoing};
 pub use erased::{DynBehaviour, StateBox};

@@ -141,20 +141,25 @@ impl Scenario {
             .collect()
     }
 
-    /// With a sparse network: the agents that hear `agent` (its followers) and run the same
-    /// behaviour, in declaration order.
-    pub fn audience_of(&self, agent: &AgentSpec) -> Option<Arc<[Arc<str>]>> {
+    /// With a sparse network: where `agent` stands in it.
+    pub fn neighbours_of(&self, agent: &AgentSpec) -> Option<crate::behaviour::Neighbours> {
         let network = self.network()?;
         let behaviour = &self.tables[agent.table].behaviour_name;
-        Some(
-            network
-                .followers(agent.index as u32)
+        let i = agent.index as u32;
+        Some(crate::behaviour::Neighbours {
+            audience: network
+                .followers(i)
                 .iter()
                 .map(|&f| &self.agents[f as usize])
                 .filter(|a| &self.tables[a.table].behaviour_name == behaviour)
                 .map(|a| a.name.clone())
                 .collect(),
-        )
+            following: network
+                .following(i)
+                .iter()
+                .map(|&f| network.name(f).clone())
+                .collect(),
+        })
     }
 
     /// Whether some agent may publish in a tick after one that published nothing

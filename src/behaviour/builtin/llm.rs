@@ -27,6 +27,7 @@ use serde_json::{Map, json};
 
 use super::check_probability;
 use crate::backend::CacheEntry;
+use crate::behaviour::feed::{FeedFrom, FeedSpec, Recommend};
 use crate::behaviour::turns::{Heard, Stance, Turn, TurnPolicy, TurnTaking};
 use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, ParamError, Registry, Setup};
 use crate::llm::{ChatMessage, CompletionRequest};
@@ -55,6 +56,9 @@ pub struct LlmParams {
     pub system: String,
     pub prompt: String,
     pub feed: u64,
+    pub feed_from: FeedFrom,
+    pub recommended: u64,
+    pub recommend_by: Recommend,
     pub own: u64,
     pub activity: f64,
     pub vars: toml::Table,
@@ -79,6 +83,9 @@ impl Default for LlmParams {
             system: DEFAULT_SYSTEM.to_string(),
             prompt: DEFAULT_PROMPT.to_string(),
             feed: 8,
+            feed_from: FeedFrom::Everyone,
+            recommended: 2,
+            recommend_by: Recommend::Recent,
             own: 3,
             activity: 0.0,
             vars: toml::Table::new(),
@@ -122,7 +129,7 @@ impl Turns {
 pub struct Llm {
     templates: Environment<'static>,
     vars: Map<String, serde_json::Value>,
-    feed: usize,
+    feed: FeedSpec,
     own: usize,
     activity: f64,
     model: Option<String>,
@@ -160,6 +167,9 @@ pub(crate) fn register(registry: &mut Registry) {
             ("system", "the system message: a minijinja template"),
             ("prompt", "the user message: a minijinja template (variables: agent, index, tick, message, feed, own, and vars)"),
             ("feed", "how many recent posts (from the cache, oldest first) the templates see as `feed`"),
+            ("feed_from", "whose posts: \"everyone\", \"following\" (the agents one follows, with a [network]) or \"mix\" (those, plus `recommended` from outside)"),
+            ("recommended", "mix: how many posts from outside one's network the feed adds (marked `post.recommended`)"),
+            ("recommend_by", "mix: which outside posts: \"recent\", \"replied\" (of the authors most replied to lately) or \"random\""),
             ("own", "how many of the agent's own last posts the templates see as `own`"),
             ("activity", "lockstep: probability that an agent posts unprompted in a tick (0: only when addressed)"),
             ("vars", "values the templates may use, as given (lists too: {{ stances[index] }})"),
@@ -185,6 +195,7 @@ fn build(p: LlmParams, setup: &Setup<'_>) -> Result<Llm, ParamError> {
     }
     for (name, n, most) in [
         ("feed", p.feed, 1000),
+        ("recommended", p.recommended, 1000),
         ("own", p.own, 1000),
         ("repetition_window", p.repetition_window, 1000),
         ("max_regenerations", p.max_regenerations, 10),
@@ -236,7 +247,12 @@ fn build(p: LlmParams, setup: &Setup<'_>) -> Result<Llm, ParamError> {
     Ok(Llm {
         templates,
         vars,
-        feed: p.feed as usize,
+        feed: FeedSpec {
+            from: p.feed_from,
+            size: p.feed as usize,
+            recommended: p.recommended as usize,
+            by: p.recommend_by,
+        },
         own: p.own as usize,
         activity: p.activity,
         model: p.model,
@@ -395,7 +411,16 @@ impl Llm {
         message: Option<&Message>,
         ctx: &mut Context<'_>,
     ) -> Result<Vec<ChatMessage>, BehaviourError> {
-        let feed: Vec<serde_json::Value> = ctx.last(self.feed)?.iter().map(post_of).collect();
+        let feed: Vec<serde_json::Value> = self
+            .feed
+            .read(ctx)?
+            .iter()
+            .map(|post| {
+                let mut shown = post_of(&post.entry);
+                shown["recommended"] = json!(post.recommended);
+                shown
+            })
+            .collect();
         let own: Vec<serde_json::Value> = ctx.own_last(self.own)?.iter().map(post_of).collect();
         let mut variables = self.vars.clone();
         variables.insert("agent".into(), json!(ctx.agent()));
@@ -521,8 +546,13 @@ impl Llm {
             outgoing.with_data(serde_json::Value::Object(data))
         };
         // The model calls and tokens each tick, summed over agents (metrics.csv).
+        let mut remembered = json!({ "sender_id": ctx.agent(), "content": text });
+        if let (Some(m), Recommend::Replied) = (message, self.feed.by) {
+            // What a feed recommending the most replied-to authors counts.
+            remembered["replying_to"] = json!(&*m.sender_id);
+        }
         Ok(Effects::new()
-            .remember(json!({ "sender_id": ctx.agent(), "content": text }))
+            .remember(remembered)
             .publish(outgoing)
             .count("llm_calls", 1 + again as i64)
             .count("llm_tokens", tokens as i64))

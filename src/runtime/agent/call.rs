@@ -2,6 +2,7 @@
 //! panics, and numbering what it produced (each message gets the sender's next `seq`, each
 //! cache write the agent's next counter).
 
+use crate::behaviour::Neighbours;
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::ops::ControlFlow;
@@ -171,7 +172,7 @@ struct Parts<'a, B> {
     backend: &'a B,
     spec: &'a crate::scenario::AgentSpec,
     peers: &'a [Arc<str>],
-    audience: Option<&'a [Arc<str>]>,
+    neighbours: Option<&'a Neighbours>,
     behaviour: &'a dyn DynBehaviour,
     live: &'a mut super::record::Live,
 }
@@ -182,7 +183,7 @@ impl<B: Backend> AgentCore<B> {
             backend: &self.backend,
             spec: &self.spec,
             peers: &self.peers,
-            audience: self.audience.as_deref(),
+            neighbours: self.neighbours.as_deref(),
             behaviour: &*self.behaviour,
             live: &mut self.live,
         }
@@ -275,7 +276,7 @@ impl<B: Backend> AgentCore<B> {
             let mut completions = call.completions();
             let live = &mut *agent.live;
             let ctx = BehaviourContext::new(agent.spec, agent.peers, call.tick, &mut live.rng, &mut cache)
-                .with_audience(agent.audience);
+                .with_neighbours(agent.neighbours);
             let mut ctx = if call.models {
                 ctx.with_completions(&mut completions)
             } else {
@@ -314,7 +315,7 @@ impl<B: Backend> AgentCore<B> {
             backend,
             spec,
             peers,
-            audience,
+            neighbours,
             behaviour,
             live,
         } = self.parts();
@@ -334,7 +335,7 @@ impl<B: Backend> AgentCore<B> {
             let mut cache = call.cache(backend, &spec.name, remember);
             let mut completions = call.completions();
             let ctx = BehaviourContext::new(spec, peers, call.tick, &mut live.rng, &mut cache)
-                .with_audience(audience);
+                .with_neighbours(neighbours);
             let mut ctx = if call.models {
                 ctx.with_completions(&mut completions)
             } else {

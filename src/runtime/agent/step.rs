@@ -29,8 +29,8 @@ pub(crate) struct AgentSetup<B> {
     pub group: String,
     pub behaviour: Arc<dyn DynBehaviour>,
     pub peers: Arc<[Arc<str>]>,
-    /// With a sparse network: the peers that hear this agent (its followers).
-    pub audience: Option<Arc<[Arc<str>]>>,
+    /// With a sparse network: where the agent stands in it.
+    pub neighbours: Option<Arc<crate::behaviour::Neighbours>>,
     pub backend: B,
     pub seed: u64,
     pub max_retries: u32,
@@ -54,7 +54,7 @@ pub(crate) struct AgentCore<B> {
     pub group: String,
     pub(super) behaviour: Arc<dyn DynBehaviour>,
     pub(super) peers: Arc<[Arc<str>]>,
-    pub(super) audience: Option<Arc<[Arc<str>]>>,
+    pub(super) neighbours: Option<Arc<crate::behaviour::Neighbours>>,
     pub(super) backend: B,
     seed: u64,
     max_retries: u32,
@@ -96,7 +96,7 @@ impl<B: Backend> AgentCore<B> {
             group: setup.group,
             behaviour: setup.behaviour,
             peers: setup.peers,
-            audience: setup.audience,
+            neighbours: setup.neighbours,
             backend: setup.backend,
             seed: setup.seed,
             max_retries: setup.max_retries,

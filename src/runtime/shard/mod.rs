@@ -168,7 +168,7 @@ impl<B: Backend> Shard<B> {
                 spec: spec.clone(),
                 group: group.clone(),
                 behaviour: scenario.behaviour_of(spec).clone(),
-                audience: scenario.audience_of(spec),
+                neighbours: scenario.neighbours_of(spec).map(Arc::new),
                 peers,
                 backend: backend.clone(),
                 seed: scenario.seed,
