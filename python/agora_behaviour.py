@@ -194,6 +194,12 @@ class Context:
         self.tick: Optional[int] = request.get("tick")
         #: The agents that run this behaviour, in declaration order.
         self.peers: List[str] = peers
+        #: With a sparse ``[network]``: the agents that hear this one (its followers) and run
+        #: this behaviour, in declaration order; None when everyone hears everyone.
+        self.audience: Optional[List[str]] = request.get("audience")
+        #: With a sparse ``[network]``: the agents this one follows; None when everyone hears
+        #: everyone.
+        self.following: Optional[List[str]] = request.get("following")
         #: The table's params, defaults filled in.
         self.params: Dict[str, Any] = table.params
         #: The step's seed (below 2**53), drawn from the agent's own random stream.

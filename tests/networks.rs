@@ -554,3 +554,57 @@ fn llm_feeds_come_from_the_network_and_mix_in_recommendations() {
     };
     assert_eq!(sorted(again), sorted(mixed));
 }
+
+#[test]
+fn a_python_behaviour_sees_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let helper = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+    let script = write(
+        dir.path(),
+        "neighbours.py",
+        &format!(
+            "import sys\nsys.path.insert(0, {helper:?})\nfrom agora_behaviour import Behaviour, Effects, run\n\
+             class Neighbours(Behaviour):\n\
+             \x20   def init(self, ctx):\n\
+             \x20       return {{}}\n\
+             \x20   def on_start(self, state, ctx):\n\
+             \x20       return Effects().publish('hi', data={{'audience': ctx.audience, 'following': ctx.following}})\n\
+             run(Neighbours())\n"
+        ),
+    );
+    let scenario = write(
+        dir.path(),
+        "py.toml",
+        &format!(
+            "[scenario]\nname = \"py-net\"\nticks = 1\n\
+             [behaviours.neighbours]\ncommand = [\"python3\", {:?}]\n\
+             [network]\nkind = \"barabasi_albert\"\nm = 2\n\
+             [[agents]]\nid = \"p\"\ncount = 8\nbehaviour = \"neighbours\"\n",
+            script.display().to_string()
+        ),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = run_ok(&scenario, out.path(), &[]);
+    let graph = follows(&run_dir);
+    let transcript = std::fs::read_to_string(run_dir.join("transcript.jsonl")).unwrap();
+    assert_eq!(transcript.lines().count(), 8);
+    for line in transcript.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let agent = m["sender_id"].as_str().unwrap();
+        let names = |key: &str| -> BTreeSet<String> {
+            m["data"][key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("following"), graph[agent], "{agent}");
+        let followers: BTreeSet<String> = graph
+            .iter()
+            .filter(|(_, f)| f.contains(agent))
+            .map(|(a, _)| a.clone())
+            .collect();
+        assert_eq!(names("audience"), followers, "{agent}");
+    }
+}

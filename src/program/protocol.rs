@@ -169,6 +169,13 @@ pub struct StepRequest {
     /// Completions asked for before in this step, answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub completions: Vec<CompletionAnswer>,
+    /// With a sparse `[network]`: the agents that hear this one (its followers) and run this
+    /// behaviour, in declaration order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Vec<String>>,
+    /// With a sparse `[network]`: the agents this one follows, in declaration order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub following: Option<Vec<String>>,
 }
 
 /// A message a program publishes.

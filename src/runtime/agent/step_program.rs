@@ -10,6 +10,7 @@
 //! once per step.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 use rand::SeedableRng;
 
@@ -60,17 +61,16 @@ pub(super) struct StepInputs<'a> {
 }
 
 impl<B: Backend> AgentCore<B> {
-    /// One attempt at a step of `program`, over the messages of `handle` not in `skip`.
-    pub(super) fn attempt_program(
+    /// The request of a step of `program` with `messages`, before any input is answered. It
+    /// draws the step's seed from the agent's random stream.
+    fn step_request(
         &mut self,
         program: &ProgramBehaviour,
         kind: StepKind,
-        handle: &[(EntryId, &Message)],
-        skip: &[bool],
-        inputs: &StepInputs<'_>,
-    ) -> Attempt {
-        let positions: Vec<usize> = (0..handle.len()).filter(|&i| !skip[i]).collect();
-        let mut request = StepRequest {
+        messages: Vec<WireMessage>,
+    ) -> StepRequest {
+        let names = |list: &[Arc<str>]| list.iter().map(|a| a.to_string()).collect();
+        StepRequest {
             agent: self.spec.name.to_string(),
             table: program.table.clone(),
             index: self.spec.table_index,
@@ -88,12 +88,28 @@ impl<B: Backend> AgentCore<B> {
                 .and_then(|s| s.downcast_ref::<serde_json::Value>())
                 .cloned()
                 .unwrap_or(serde_json::Value::Null),
-            messages: positions.iter().map(|&i| wire(handle[i].1)).collect(),
+            messages,
             // 53 bits: every JSON reader holds it exactly.
             seed: rand::Rng::next_u64(&mut self.live.rng) >> 11,
             reads: Vec::new(),
             completions: Vec::new(),
-        };
+            audience: self.neighbours.as_ref().map(|n| names(&n.audience)),
+            following: self.neighbours.as_ref().map(|n| names(&n.following)),
+        }
+    }
+
+    /// One attempt at a step of `program`, over the messages of `handle` not in `skip`.
+    pub(super) fn attempt_program(
+        &mut self,
+        program: &ProgramBehaviour,
+        kind: StepKind,
+        handle: &[(EntryId, &Message)],
+        skip: &[bool],
+        inputs: &StepInputs<'_>,
+    ) -> Attempt {
+        let positions: Vec<usize> = (0..handle.len()).filter(|&i| !skip[i]).collect();
+        let messages = positions.iter().map(|&i| wire(handle[i].1)).collect();
+        let mut request = self.step_request(program, kind, messages);
         let failed_at = |at: Option<usize>| at.and_then(|k| positions.get(k).copied());
         for _ in 0..MAX_ROUNDS {
             let line = match serde_json::to_string(&ToProgram::Step(request.clone())) {
