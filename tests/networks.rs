@@ -608,3 +608,46 @@ fn a_python_behaviour_sees_its_neighbours() {
         assert_eq!(names("audience"), followers, "{agent}");
     }
 }
+
+#[test]
+fn inspect_shows_and_cleanup_removes_the_inboxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
+    let server = RedisServer::start();
+    let url = server.url();
+    let out = tempfile::tempdir().unwrap();
+    run_ok(
+        &scenario,
+        out.path(),
+        &[
+            "--backend",
+            "redis",
+            "--redis-url",
+            &url,
+            "--set",
+            "backend.cleanup=never",
+        ],
+    );
+    assert!(
+        server
+            .command(&["EXISTS", "village:inbox:citizen_1"])
+            .contains(":1")
+    );
+    let inspect = agora()
+        .args(["inspect", "--redis-url", &url, "--stream", "village"])
+        .output()
+        .unwrap();
+    let shown = text(&inspect.stdout);
+    assert!(inspect.status.success(), "{}", text(&inspect.stderr));
+    assert!(
+        shown.contains("group_citizen_1") && shown.contains("group_speaker_4"),
+        "{shown}"
+    );
+    let cleanup = agora()
+        .args(["cleanup", "--redis-url", &url, "--stream", "village"])
+        .output()
+        .unwrap();
+    assert!(cleanup.status.success(), "{}", text(&cleanup.stderr));
+    let left = server.command(&["KEYS", "village*"]);
+    assert!(left.starts_with("*0"), "left behind: {left}");
+}

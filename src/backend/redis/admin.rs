@@ -71,6 +71,7 @@ pub(crate) async fn delete_matching(b: &RedisBackend, prefix: &str) -> Result<u6
 pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, BackendError> {
     refuse_conflicts(b).await?;
     let keys = b.keys().clone();
+    let groups_listed = groups == Groups::Listed;
     let names: Vec<String> = match groups {
         Groups::Listed => b.group_infos().await?.into_iter().map(|g| g.name).collect(),
         Groups::Numbered { prefix, count } => (1..=count).map(|i| format!("{prefix}{i}")).collect(),
@@ -93,12 +94,44 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
         del.arg(k);
     }
     let mut deleted: u64 = b.query("DEL", &del).await?;
+    // The agents' inboxes go whole, with their groups.
+    if groups_listed {
+        destroyed += inbox_groups(b).await?.len() as u64;
+    }
     deleted += delete_matching(b, &keys.inbox("")).await?;
     deleted += delete_matching(b, &keys.cache_prefix).await?;
     Ok(CleanupReport {
         groups: destroyed,
         keys: deleted,
     })
+}
+
+/// The consumer groups on the agents' inboxes (`{stream}:inbox:*`, a run with a sparse
+/// network), found by SCAN: `agora inspect` and `agora cleanup` are not told the scenario.
+async fn inbox_groups(b: &RedisBackend) -> Result<Vec<GroupInfo>, BackendError> {
+    let inboxes = scan(b, &b.keys().inbox(""), Some("stream")).await?;
+    let mut groups = Vec::new();
+    for chunk in inboxes.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for inbox in chunk {
+            pipe.cmd("XINFO").arg("GROUPS").arg(inbox);
+        }
+        let replies: Vec<Value> = b.pipeline("XINFO GROUPS", &pipe).await?;
+        for reply in replies {
+            groups.extend(parse::groups(reply)?);
+        }
+    }
+    Ok(groups)
+}
+
+/// Adds `more` to `groups`, each name once, sorted by name.
+fn merge_groups(groups: &mut Vec<GroupInfo>, more: Vec<GroupInfo>) {
+    for g in more {
+        if !groups.iter().any(|known| known.name == g.name) {
+            groups.push(g);
+        }
+    }
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 /// Removes the consumers of `group` other than `keep` that have nothing pending.
@@ -304,7 +337,8 @@ pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
         ));
     }
     let sizes = sizes(b).await?;
-    let groups = b.group_infos().await?;
+    let mut groups = b.group_infos().await?;
+    merge_groups(&mut groups, inbox_groups(b).await?);
     let checkpoint: Value = b
         .query("HGETALL", redis::cmd("HGETALL").arg(keys.checkpoint()))
         .await?;
