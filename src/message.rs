@@ -63,6 +63,38 @@ pub struct Message {
     /// Structured payload: always a JSON object when present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Map<String, Value>>,
+    /// `data` decoded into a behaviour's own type, once however many agents read the
+    /// message ([`Message::payload`]). Build messages with `DecodedData::default()`.
+    #[serde(skip)]
+    pub decoded: DecodedData,
+}
+
+/// A message's `data` decoded into one type, kept with the message (shared, behind its
+/// `Arc`, by every agent that reads it). Cloning a message does not clone it; it takes no
+/// part in comparisons.
+#[derive(Default)]
+pub struct DecodedData(std::sync::OnceLock<(std::any::TypeId, Box<dyn std::any::Any + Send + Sync>)>);
+
+impl Clone for DecodedData {
+    fn clone(&self) -> Self {
+        DecodedData::default()
+    }
+}
+
+impl PartialEq for DecodedData {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for DecodedData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "DecodedData(..)"
+        } else {
+            "DecodedData"
+        })
+    }
 }
 
 impl Message {
@@ -87,6 +119,32 @@ impl Message {
     }
 
     /// `data[key]` as a number, for behaviours that read their own payloads.
+    /// `data` as `T`, a type of the behaviour's own with the fields it reads (serde ignores
+    /// the others): decoded once per message, however many agents read it, instead of a
+    /// lookup by key per reader. `None` when the message has no `data` or it does not decode
+    /// as `T`.
+    ///
+    /// The first type asked for is kept with the message; another type (two behaviours
+    /// reading the same messages their own way) is decoded each time it is asked for, and
+    /// comes back owned.
+    pub fn payload<T>(&self) -> Option<std::borrow::Cow<'_, T>>
+    where
+        T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let data = self.data.as_ref()?;
+        let decode = || serde_json::from_value::<T>(Value::Object(data.clone())).ok();
+        let wanted = std::any::TypeId::of::<T>();
+        let (kept, value) = self.decoded.0.get_or_init(|| (wanted, Box::new(decode())));
+        if *kept == wanted {
+            value
+                .downcast_ref::<Option<T>>()?
+                .as_ref()
+                .map(std::borrow::Cow::Borrowed)
+        } else {
+            decode().map(std::borrow::Cow::Owned)
+        }
+    }
+
     pub fn data_f64(&self, key: &str) -> Option<f64> {
         self.data.as_ref()?.get(key)?.as_f64()
     }
@@ -276,6 +334,7 @@ where
         to,
         content: content.to_string(),
         data,
+        decoded: DecodedData::default(),
     })
 }
 
@@ -289,6 +348,41 @@ fn parse_counter(name: &str, value: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_payload_is_decoded_once_and_shared() {
+        #[derive(Clone, serde::Deserialize)]
+        struct X {
+            x: f64,
+        }
+        #[derive(Clone, serde::Deserialize)]
+        struct Y {
+            #[allow(dead_code)]
+            y: String,
+        }
+        let m = Arc::new(message());
+        let first = m.payload::<X>().unwrap();
+        assert!(matches!(first, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(first.x, 0.1);
+        let again = m.payload::<X>().unwrap();
+        assert!(
+            std::ptr::eq(&*first, &*again),
+            "decoded once, kept with the message"
+        );
+        // Another type: decoded each time, and a type the data does not fit: None.
+        #[derive(Clone, serde::Deserialize)]
+        struct AlsoX {
+            x: f64,
+        }
+        assert!(matches!(m.payload::<AlsoX>(), Some(std::borrow::Cow::Owned(AlsoX { x })) if x == 0.1));
+        assert!(m.payload::<Y>().is_none());
+        // A clone starts without it, and compares equal.
+        let copy = (*m).clone();
+        assert_eq!(copy, *m);
+        assert!(copy.payload::<Y>().is_none());
+        // Y's failure is what the clone keeps; X is still decoded, each time.
+        assert!(matches!(copy.payload::<X>(), Some(std::borrow::Cow::Owned(X { x })) if x == 0.1));
+    }
+
     fn message() -> Message {
         let mut data = Map::new();
         data.insert("x".into(), Value::from(0.1));
@@ -299,6 +393,7 @@ mod tests {
             to: Some("a_2".into()),
             content: "hello".into(),
             data: Some(data),
+            decoded: DecodedData::default(),
         }
     }
 
@@ -356,6 +451,7 @@ mod tests {
             tick: None,
             to: None,
             data: None,
+            decoded: DecodedData::default(),
             ..message()
         };
         assert_eq!(

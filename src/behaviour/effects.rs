@@ -51,12 +51,30 @@ impl Outgoing {
 /// Everything one call of a behaviour produced. Discarded whole if the call fails.
 ///
 /// The builder methods return the effects: a call that drops them did nothing.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 #[must_use = "effects do nothing unless the behaviour returns them"]
 pub struct Effects {
-    pub(crate) publish: Vec<Outgoing>,
-    pub(crate) remember: Vec<Value>,
-    pub(crate) metrics: Vec<(Cow<'static, str>, Report)>,
+    /// `None` for nothing: most messages only change an agent's state, and a step handles
+    /// thousands of them, so "nothing" is one null pointer to return, move and drop.
+    lists: Option<Box<EffectLists>>,
+}
+
+impl PartialEq for Effects {
+    /// Equal when they hold the same, however they were built.
+    fn eq(&self, other: &Self) -> bool {
+        let empty = EffectLists::default();
+        let mine = self.lists.as_deref().unwrap_or(&empty);
+        let theirs = other.lists.as_deref().unwrap_or(&empty);
+        mine == theirs
+    }
+}
+
+/// What effects hold, once they hold anything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct EffectLists {
+    pub publish: Vec<Outgoing>,
+    pub remember: Vec<Value>,
+    pub metrics: Vec<(Cow<'static, str>, Report)>,
 }
 
 /// A number a behaviour reports for the run's metrics.
@@ -82,20 +100,20 @@ impl Effects {
 
     /// Publishes a message on the scenario's stream.
     pub fn publish(mut self, message: Outgoing) -> Self {
-        self.publish.push(message);
+        self.lists().publish.push(message);
         self
     }
 
     /// Appends a value to the cache: to this agent's list and to the global sorted set.
     pub fn remember(mut self, value: impl Into<Value>) -> Self {
-        self.remember.push(value.into());
+        self.lists().remember.push(value.into());
         self
     }
 
     /// Adds `delta` to a per-tick counter that the summary reports (for example gossip's
     /// `informed`). Counters are summed over agents, tick by tick.
     pub fn count(mut self, metric: impl Into<Cow<'static, str>>, delta: i64) -> Self {
-        self.metrics.push((metric.into(), Report::Count(delta)));
+        self.lists().metrics.push((metric.into(), Report::Count(delta)));
         self
     }
 
@@ -103,7 +121,7 @@ impl Effects {
     /// to `metrics.csv` and plotted. When several agents set the same one in a tick, the
     /// largest stands; usually one agent sets it.
     pub fn set(mut self, metric: impl Into<Cow<'static, str>>, value: f64) -> Self {
-        self.metrics.push((metric.into(), Report::Level(value)));
+        self.lists().metrics.push((metric.into(), Report::Level(value)));
         self
     }
 
@@ -111,26 +129,43 @@ impl Effects {
     /// row of `agents.csv`, one point of its line in the plot. A later report in the same
     /// tick replaces an earlier one.
     pub fn report(mut self, name: impl Into<Cow<'static, str>>, value: f64) -> Self {
-        self.metrics.push((name.into(), Report::Value(value)));
+        self.lists().metrics.push((name.into(), Report::Value(value)));
         self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.publish.is_empty() && self.remember.is_empty() && self.metrics.is_empty()
+        self.lists
+            .as_ref()
+            .is_none_or(|l| l.publish.is_empty() && l.remember.is_empty() && l.metrics.is_empty())
     }
 
     /// Adds everything `other` holds to `self`.
     pub fn extend(&mut self, other: Effects) {
-        self.publish.extend(other.publish);
-        self.remember.extend(other.remember);
-        self.metrics.extend(other.metrics);
+        let Some(other) = other.lists else { return };
+        match &mut self.lists {
+            None => self.lists = Some(other),
+            Some(mine) => {
+                mine.publish.extend(other.publish);
+                mine.remember.extend(other.remember);
+                mine.metrics.extend(other.metrics);
+            }
+        }
     }
 
     pub fn published(&self) -> &[Outgoing] {
-        &self.publish
+        self.lists.as_ref().map_or(&[], |l| &l.publish)
     }
 
     pub fn remembered(&self) -> &[Value] {
-        &self.remember
+        self.lists.as_ref().map_or(&[], |l| &l.remember)
+    }
+
+    /// What the effects hold, taken apart.
+    pub(crate) fn into_lists(self) -> EffectLists {
+        self.lists.map(|l| *l).unwrap_or_default()
+    }
+
+    fn lists(&mut self) -> &mut EffectLists {
+        self.lists.get_or_insert_with(Box::default)
     }
 }

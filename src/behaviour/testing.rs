@@ -231,6 +231,7 @@ impl<B: Behaviour> Harness<B> {
             to: None,
             content: content.to_string(),
             data: None,
+            decoded: crate::message::DecodedData::default(),
         }
     }
 

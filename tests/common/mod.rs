@@ -19,6 +19,7 @@ pub fn message(sender: &str, seq: u64, tick: Option<u64>, to: Option<&str>, cont
         to: to.map(Arc::from),
         content: content.to_string(),
         data: None,
+        decoded: agora::message::DecodedData::default(),
     })
 }
 

@@ -15,6 +15,12 @@ use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, Re
 use crate::message::Message;
 use crate::scenario::Mode;
 
+/// What an opinion message carries in its `data`, decoded once per message for all readers.
+#[derive(Debug, Clone, Deserialize)]
+struct Announced {
+    opinion: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OpinionParams {
@@ -122,9 +128,10 @@ impl Behaviour for Opinion {
         msg: &Message,
         _ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
-        if let Some(x) = msg.data_f64("opinion")
-            && (x - state.opinion).abs() <= self.epsilon
+        if let Some(announced) = msg.payload::<Announced>()
+            && (announced.opinion - state.opinion).abs() <= self.epsilon
         {
+            let x = announced.opinion;
             state.near_sum += x;
             state.near_count += 1;
         }

@@ -72,6 +72,7 @@ pub(super) struct Numbering<'a> {
 
 impl Numbering<'_> {
     pub fn apply(&mut self, effects: Effects, out: &mut Output, remember: &RefCell<Vec<CacheEntry>>) {
+        let effects = effects.into_lists();
         for message in effects.publish {
             *self.seq += 1;
             out.publish.push(Arc::new(Message {
@@ -81,6 +82,7 @@ impl Numbering<'_> {
                 to: message.to.map(Arc::from),
                 content: message.content,
                 data: message.data,
+                decoded: crate::message::DecodedData::default(),
             }));
         }
         if !effects.remember.is_empty() {
