@@ -339,6 +339,18 @@ impl Store {
             if entry_id.ms != 0 {
                 continue;
             }
+            // The common case, a batch acknowledged in the order it was read: the oldest
+            // pending entry goes at once.
+            if from == 0
+                && let Some(front) = group.pending.front()
+                && front.seq == entry_id.seq
+            {
+                if !front.acked {
+                    acked += 1;
+                }
+                group.pending.pop_front();
+                continue;
+            }
             let found = match group.pending.get(from) {
                 Some(p) if p.seq == entry_id.seq => Some(from),
                 _ => group.pending.binary_search_by_key(&entry_id.seq, |p| p.seq).ok(),
