@@ -358,7 +358,7 @@ fn bad_networks_are_refused_with_the_place() {
         ),
         (
             &["--set", "network.kind=file", "--set", "network.file=missing.csv"],
-            "missing.csv: cannot read it",
+            "no such file: ",
         ),
         (
             &["--set", "agents.0.follows=[\"nobody\"]"],
@@ -650,4 +650,66 @@ fn inspect_shows_and_cleanup_removes_the_inboxes() {
     assert!(cleanup.status.success(), "{}", text(&cleanup.stderr));
     let left = server.command(&["KEYS", "village*"]);
     assert!(left.starts_with("*0"), "left behind: {left}");
+}
+
+#[test]
+fn worker_processes_find_a_relative_edge_list() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "follows.csv",
+        "follower,followee\nlistener_1,talker\nlistener_2,talker\ntalker,listener_1\n",
+    );
+    let scenario = write(
+        dir.path(),
+        "chain.toml",
+        "[scenario]\nname = \"chain\"\nticks = 3\n[network]\nkind = \"file\"\nfile = \"follows.csv\"\n\
+         [[agents]]\nid = \"talker\"\nbehaviour = \"opinion\"\n\
+         [[agents]]\nid = \"listener\"\ncount = 3\nbehaviour = \"opinion\"\n",
+    );
+    let alone = tempfile::tempdir().unwrap();
+    let expected = hash(&run_ok(&scenario, alone.path(), &[]));
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = run_ok(
+        &scenario,
+        out.path(),
+        &[
+            "--backend",
+            "redis",
+            "--redis-url",
+            &server.url(),
+            "--workers",
+            "2",
+        ],
+    );
+    assert_eq!(hash(&run_dir), expected);
+}
+
+#[test]
+fn a_complete_network_of_many_agents_is_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
+    let out = tempfile::tempdir().unwrap();
+    let output = run(
+        &scenario,
+        out.path(),
+        &[
+            "--set",
+            "network.kind=complete",
+            "--set",
+            "agents.0.count=1000",
+            "--set",
+            "scenario.ticks=1",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let run_dir = run_dir_under(out.path());
+    assert!(!run_dir.join("network.csv").exists());
+    assert!(
+        text(&output.stderr).contains("network.csv is not written"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(summary(&run_dir)["network"]["follows"], 1024 * 1023);
 }

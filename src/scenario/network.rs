@@ -29,25 +29,31 @@ pub(super) fn validate(
     at: &dyn Fn(KeyPath, String) -> ScenarioError,
 ) -> Result<Option<Arc<Network>>, ScenarioError> {
     let restricted = check_follows(file, at)?;
+    warn_about_feeds(file);
     let Some(section) = &file.network else {
-        if restricted {
+        if let Some(t) = restricted {
             return Err(at(
-                KeyPath::default().key("agents"),
+                KeyPath::default().key("agents").index(t).key("follows"),
                 "`follows` needs a [network] section".to_string(),
             )
             .with_hint("add [network] with kind = \"complete\" to let tables follow only some tables"));
         }
         return Ok(None);
     };
+    let restricted = restricted.is_some();
     let n = agents.len();
     check_params(section, n, at)?;
+    check_size(section, n, at)?;
     let names: Vec<Arc<str>> = agents.iter().map(|a| a.name.clone()).collect();
     let mut rng = network_rng(seed);
     let follows: Vec<(u32, u32)> = match section.kind {
         NetworkKind::Complete if !restricted => return Ok(None),
         NetworkKind::Complete => complete_follows(file, agents, at)?,
         NetworkKind::File => {
-            let path = edge_list_path(section, source);
+            let path = edge_list_path(section, source).map_err(|tried| {
+                at(key("file"), format!("no such file: {tried}"))
+                    .with_hint("give a path relative to the scenario file's folder, or an absolute one")
+            })?;
             let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, a)| (&**a, i as u32)).collect();
             edges::read(&path, |name| index.get(name).copied()).map_err(|e| {
                 let place = match e.line {
@@ -76,7 +82,72 @@ pub(super) fn validate(
     } else {
         follows
     };
-    Ok(Some(Arc::new(Network::new(names, follows))))
+    let given = follows.len();
+    let network = Network::new(names, follows);
+    if section.kind == NetworkKind::File && network.edges() < given {
+        tracing::warn!(
+            "network.file: {} of its {given} follows were duplicates or agents following themselves, and were dropped",
+            given - network.edges()
+        );
+    }
+    if network.edges() == 0 {
+        tracing::warn!("the network has no follows: agents hear only what is addressed to them");
+    }
+    Ok(Some(Arc::new(network)))
+}
+
+/// Refuses, before drawing it, a network too large to hold: [`MAX_FOLLOWS`] follows.
+fn check_size(
+    section: &NetworkSection,
+    n: usize,
+    at: &dyn Fn(KeyPath, String) -> ScenarioError,
+) -> Result<(), ScenarioError> {
+    let n = n as f64;
+    let expected = match section.kind {
+        NetworkKind::Ring | NetworkKind::WattsStrogatz => n * section.k.unwrap_or(0) as f64,
+        NetworkKind::BarabasiAlbert => {
+            let m = section.m.unwrap_or(0) as f64;
+            2.0 * m * (n - m)
+        }
+        NetworkKind::ErdosRenyi => section.p.unwrap_or(0.0) * n * (n - 1.0),
+        // A file is as large as it is; a complete one is counted exactly when restricted.
+        NetworkKind::File | NetworkKind::Complete => 0.0,
+    };
+    if expected > MAX_FOLLOWS as f64 {
+        return Err(at(
+            key("kind"),
+            format!("this network would have about {expected:.0} follows; the limit is {MAX_FOLLOWS}"),
+        )
+        .with_hint("lower k, m or p, or the number of agents"));
+    }
+    Ok(())
+}
+
+/// Warns about `llm` feed settings that do nothing: a network feed without a network, and
+/// recommendations without a `mix` feed.
+fn warn_about_feeds(file: &ScenarioFile) {
+    for (t, table) in file.agents.iter().enumerate() {
+        if table.behaviour != "llm" {
+            continue;
+        }
+        let from = table
+            .params
+            .get("feed_from")
+            .and_then(|v| v.as_str())
+            .unwrap_or("everyone");
+        if from != "everyone" && file.network.is_none() {
+            tracing::warn!(
+                "agents[{t}].params.feed_from = {from:?} needs a [network]; without one the feed is everyone's"
+            );
+        }
+        if from != "mix"
+            && (table.params.contains_key("recommended") || table.params.contains_key("recommend_by"))
+        {
+            tracing::warn!(
+                "agents[{t}].params: `recommended` and `recommend_by` apply to feed_from = \"mix\" only"
+            );
+        }
+    }
 }
 
 /// Each parameter the kind needs, in range (one it does not use is ignored, with a warning).
@@ -145,15 +216,15 @@ fn check_params(
 const PARAMS_HINT: &str = "ring: k; watts_strogatz: k and p; barabasi_albert: m; erdos_renyi: p; \
                            file: file; complete: nothing";
 
-/// The tables' `follows` name tables that exist; true when some table has one.
+/// The tables' `follows` name tables that exist; the first table that has one, if any.
 fn check_follows(
     file: &ScenarioFile,
     at: &dyn Fn(KeyPath, String) -> ScenarioError,
-) -> Result<bool, ScenarioError> {
-    let mut restricted = false;
+) -> Result<Option<usize>, ScenarioError> {
+    let mut restricted = None;
     for (t, table) in file.agents.iter().enumerate() {
         let Some(follows) = &table.follows else { continue };
-        restricted = true;
+        restricted.get_or_insert(t);
         for (i, id) in follows.iter().enumerate() {
             if !file.agents.iter().any(|other| &other.id == id) {
                 let ids: Vec<&str> = file.agents.iter().map(|a| a.id.as_str()).collect();
@@ -202,10 +273,20 @@ fn complete_follows(
         )
         .with_hint("use a sparse kind (watts_strogatz, barabasi_albert, ...) for this many agents"));
     }
+    // Agents are numbered table by table: each table is one range of indices.
+    let mut ranges = Vec::with_capacity(file.agents.len());
+    let mut start = 0u32;
+    for &count in &per_table {
+        ranges.push(start..start + count as u32);
+        start += count as u32;
+    }
     let mut follows = Vec::with_capacity(total);
     for a in agents {
-        for b in agents.iter().filter(|b| allowed(file, a.table, b.table)) {
-            follows.push((a.index as u32, b.index as u32));
+        let me = a.index as u32;
+        for (t, range) in ranges.iter().enumerate() {
+            if allowed(file, a.table, t) {
+                follows.extend(range.clone().filter(|&b| b != me).map(|b| (me, b)));
+            }
         }
     }
     Ok(follows)
@@ -216,16 +297,24 @@ fn restrict(file: &ScenarioFile, agents: &[AgentSpec], mut follows: Vec<(u32, u3
     follows
 }
 
-/// The edge list: relative to the scenario file's folder, or else to the working directory.
-fn edge_list_path(section: &NetworkSection, source: &Source) -> PathBuf {
+/// The edge list, as an absolute path: relative to the scenario file's folder, or else to
+/// the working directory (worker processes read the scenario from elsewhere, so the path they
+/// are given must not depend on where it is). Fails with the places tried.
+pub(super) fn edge_list_path(section: &NetworkSection, source: &Source) -> Result<PathBuf, String> {
     let given = PathBuf::from(section.file.as_deref().unwrap_or_default());
-    if given.is_absolute() {
-        return given;
+    let mut candidates: Vec<PathBuf> = vec![given.clone()];
+    if !given.is_absolute() {
+        let beside = source.path.parent().unwrap_or(Path::new("")).join(&given);
+        if beside != given {
+            candidates.insert(0, beside);
+        }
     }
-    let beside = source.path.parent().unwrap_or(Path::new("")).join(&given);
-    if beside.exists() || !given.exists() {
-        beside
-    } else {
-        given
+    match candidates.iter().find(|c| c.exists()) {
+        Some(found) => Ok(std::path::absolute(found).unwrap_or_else(|_| found.clone())),
+        None => Err(candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", nor ")),
     }
 }

@@ -164,8 +164,20 @@ pub(crate) fn validate(
         min_publish_interval,
         llm,
         programs,
-        network_section: file.network.clone(),
+        network_section: resolved_network(&file, source),
     })
+}
+
+/// `[network]` as the run uses it: an edge list by its absolute path, so that worker
+/// processes, which read the resolved scenario from a file elsewhere, find it too.
+fn resolved_network(file: &ScenarioFile, source: &Source) -> Option<super::file::NetworkSection> {
+    let mut section = file.network.clone()?;
+    if section.kind == super::file::NetworkKind::File
+        && let Ok(path) = super::network::edge_list_path(&section, source)
+    {
+        section.file = Some(path.display().to_string());
+    }
+    Some(section)
 }
 
 /// How long the run lasts: `ticks` (lockstep) and `duration` (free mode).

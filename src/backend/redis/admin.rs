@@ -318,6 +318,27 @@ impl From<GroupInfo> for GroupView {
     }
 }
 
+/// A field of the run's record as `agora inspect` shows it: the checkpoint without its
+/// routes (one per message of the last tick on a sparse network: too long to read).
+fn shown_record_value(key: &str, value: &str) -> String {
+    if key != "checkpoint" {
+        return value.to_string();
+    }
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            if let Some(routes) = fields.remove("routes") {
+                let n = routes.as_array().map_or(0, Vec::len);
+                fields.insert(
+                    "routes".into(),
+                    serde_json::Value::String(format!("({n} messages)")),
+                );
+            }
+            serde_json::Value::Object(fields).to_string()
+        }
+        _ => value.to_string(),
+    }
+}
+
 pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
     refuse_conflicts(b).await?;
     let keys = b.keys();
@@ -399,7 +420,11 @@ impl Inspection {
             self.cache_timestamps,
         );
         if !self.checkpoint.is_empty() {
-            let shown: Vec<String> = self.checkpoint.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let shown: Vec<String> = self
+                .checkpoint
+                .iter()
+                .map(|(k, v)| format!("{k}={}", shown_record_value(k, v)))
+                .collect();
             out.push_str(&format!("run           {}\n", shown.join(" ")));
         }
         if let Some(used) = &self.llm {

@@ -23,6 +23,10 @@ use crate::tally::Tally;
 /// Where a run records its exchanges with a model.
 pub(crate) const LLM_FILE: &str = "llm.jsonl";
 
+/// The most follows `network.csv` lists for a complete network (about 1,000 agents, 20 MB):
+/// past that the file says nothing the scenario does not.
+const MAX_COMPLETE_CSV: u64 = 1_000_000;
+
 impl<B: Backend> Coordinator<'_, B> {
     pub(super) fn transcript_path(&self) -> PathBuf {
         self.scenario.run_dir().join(crate::report::transcript::FILE_NAME)
@@ -110,6 +114,14 @@ impl<B: Backend> Coordinator<'_, B> {
         let written = match self.scenario.network() {
             Some(network) => network.write_csv(&path),
             None => {
+                let n = self.scenario.agents.len() as u64;
+                if n * n.saturating_sub(1) > MAX_COMPLETE_CSV {
+                    tracing::warn!(
+                        "network.csv is not written: a complete network of {n} agents has {} follows (everyone follows everyone)",
+                        n * (n - 1)
+                    );
+                    return Ok(());
+                }
                 let names: Vec<Arc<str>> = self.scenario.agents.iter().map(|a| a.name.clone()).collect();
                 crate::network::write_complete_csv(&names, &path)
             }
