@@ -100,6 +100,107 @@ fn workload(name: &str, repeat: usize, args: &[&str]) -> Measured {
     runs.swap_remove(runs.len() / 2)
 }
 
+/// The bounded-confidence model as a plain Rust loop over the same opinions (all pairs, as
+/// agora's `opinion` reads them): the floor for a runtime. Returns the seconds `ticks` steps
+/// of `n` agents take.
+fn opinion_floor(n: usize, ticks: usize) -> f64 {
+    let (epsilon, mu) = (0.2, 0.5);
+    // Any fixed opinions do: a small generator, not the run's.
+    let mut x: u64 = 7;
+    let mut opinions: Vec<f64> = (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect();
+    let started = Instant::now();
+    for _ in 0..ticks {
+        let before = opinions.clone();
+        for own in opinions.iter_mut() {
+            let (mut sum, mut count) = (*own, 1.0);
+            for &other in &before {
+                if (other - *own).abs() <= epsilon {
+                    sum += other;
+                    count += 1.0;
+                }
+            }
+            *own = (*own + mu * (sum / count - *own)).clamp(0.0, 1.0);
+        }
+    }
+    std::hint::black_box(&opinions);
+    started.elapsed().as_secs_f64()
+}
+
+/// Issue 15: opinion 1,000 x 20 against Mesa (one model's steps) and a plain Rust loop;
+/// opinion 10,000 x 10 and gossip 20,000 on memory, with peak memory.
+fn speed_benchmarks(opinion: &str, results: &mut Vec<Measured>, notes: &mut Vec<String>) {
+    let agora = workload(
+        "opinion-memory (1000 agents, 20 ticks)",
+        5,
+        &[opinion, "--set", "agents.0.count=1000"],
+    );
+    let floor = (0..3)
+        .map(|_| opinion_floor(1000, 20))
+        .fold(f64::INFINITY, f64::min);
+    notes.push(format!(
+        "opinion 1000 x 20: agora {:.3} s; a plain Rust loop over the same opinions {floor:.3} s (agora is {:.1}x the floor)",
+        agora.elapsed_s,
+        agora.elapsed_s / floor
+    ));
+    let python = std::env::var("AGORA_MESA_PYTHON").unwrap_or_else(|_| "python3".into());
+    match Command::new(&python)
+        .arg(repo().join("benches/mesa_opinion.py"))
+        .arg("single")
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            // "mesa single: all-pairs 1.234s sorted 0.123s"
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let seconds: Vec<f64> = text
+                .split_whitespace()
+                .filter_map(|w| w.strip_suffix('s').and_then(|n| n.parse().ok()))
+                .collect();
+            if let [all_pairs, sorted] = seconds[..] {
+                notes.push(format!(
+                    "  Mesa 3, one model's 20 steps: all pairs (agora's model) {all_pairs:.3} s, agora {:.1}x faster; sorted with prefix sums {sorted:.3} s, agora {:.2}x",
+                    all_pairs / agora.elapsed_s,
+                    sorted / agora.elapsed_s
+                ));
+            }
+        }
+        _ => notes.push(format!(
+            "  mesa: skipped ({python} cannot import mesa; set AGORA_MESA_PYTHON)"
+        )),
+    }
+    results.push(agora);
+    results.push(workload(
+        "opinion-memory (10,000 agents, 10 ticks)",
+        1,
+        &[
+            opinion,
+            "--set",
+            "agents.0.count=10000",
+            "--set",
+            "scenario.ticks=10",
+        ],
+    ));
+    let gossip = std::env::temp_dir().join(format!("agora-bench-gossip20k-{}.toml", std::process::id()));
+    std::fs::write(
+        &gossip,
+        "[scenario]\nname = \"gossip20k\"\nseed = 1\nticks = 10\n\
+         [[agents]]\nid = \"g\"\ncount = 20000\nbehaviour = \"gossip\"\nparams = { fanout = 2, seeds = 100 }\n",
+    )
+    .unwrap();
+    results.push(workload(
+        "gossip-memory (20,000 agents, 10 ticks)",
+        1,
+        &[gossip.to_str().unwrap()],
+    ));
+    let _ = std::fs::remove_file(&gossip);
+}
+
 /// A scenario of `count` agents of `behaviour` on a Watts-Strogatz graph of degree 10.
 fn small_world(name: &str, behaviour: &str, params: &str, count: u64, ticks: u64) -> PathBuf {
     let path = std::env::temp_dir().join(format!("agora-bench-{name}-{}.toml", std::process::id()));
@@ -612,6 +713,9 @@ fn main() {
     }
     if wanted("network") {
         network_benchmarks(&mut results, &mut notes);
+    }
+    if wanted("speed") {
+        speed_benchmarks(opinion, &mut results, &mut notes);
     }
 
     println!("\nmachine: {}", machine());
