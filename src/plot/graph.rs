@@ -1,4 +1,5 @@
-//! The network a run had (`network.csv`), drawn as a circle of agents in declaration order
+//! The network a run had (`network.csv`): its degree distributions (`degrees`), and for up to
+//! [`MAX_AGENTS`] agents the graph itself (`network`), drawn as a circle of agents in declaration order
 //! with a line per follow: a ring lattice is the circle's rim, rewired edges cut across it,
 //! hubs gather lines. Agents are coloured by the last value of the run's first agent-level
 //! series (opinion, informed, ...) when there is one.
@@ -11,7 +12,7 @@ use plotters::prelude::*;
 
 use super::PlotError;
 use super::data::RunData;
-use super::draw::{HEIGHT, WIDTH, scale_color};
+use super::draw::{Chart, HEIGHT, Line, WIDTH, palette, scale_color};
 use super::font::{self, FAMILY};
 
 /// The most agents drawn: past this, a circle of dots and lines is only ink.
@@ -69,12 +70,13 @@ pub fn draw(run_dir: &Path, data: &RunData, dir: &Path) -> Result<Vec<PathBuf>, 
             }
         }
     }
+    let mut written = degree_chart(&graph, data).write(&dir.join("degrees"))?;
     if graph.agents.len() > MAX_AGENTS {
         tracing::info!(
-            "the network has {} agents: drawn only up to {MAX_AGENTS}",
+            "the network has {} agents: its picture is drawn only up to {MAX_AGENTS}",
             graph.agents.len()
         );
-        return Ok(Vec::new());
+        return Ok(written);
     }
     let colors = colors(&graph, data);
     font::ensure().map_err(PlotError::NoFont)?;
@@ -104,7 +106,45 @@ pub fn draw(run_dir: &Path, data: &RunData, dir: &Path) -> Result<Vec<PathBuf>, 
         paint(&area, &graph, &colors, &title).map_err(failed)?;
         area.present().map_err(|e| failed(e.to_string()))?;
     }
-    Ok(vec![svg, png])
+    written.extend([svg, png]);
+    Ok(written)
+}
+
+/// The degree distributions: how many agents follow `d` others, and how many have `d`
+/// followers.
+fn degree_chart(graph: &Graph, data: &RunData) -> Chart {
+    let n = graph.agents.len();
+    let (mut out, mut into) = (vec![0usize; n], vec![0usize; n]);
+    for &(a, b) in &graph.follows {
+        out[a] += 1;
+        into[b] += 1;
+    }
+    let counts = |degrees: &[usize]| -> Vec<(f64, f64)> {
+        let mut by_degree: BTreeMap<usize, usize> = BTreeMap::new();
+        for &d in degrees {
+            *by_degree.entry(d).or_default() += 1;
+        }
+        by_degree.into_iter().map(|(d, c)| (d as f64, c as f64)).collect()
+    };
+    // The first line wider, so that where they coincide (a graph of mutual follows) both
+    // show.
+    let line = |points, color, width, label: &str| Line {
+        points,
+        color,
+        width,
+        label: Some(label.to_string()),
+    };
+    Chart {
+        title: format!("{}: degree distribution", data.title),
+        subtitle: format!("{n} agents, {} follows", graph.follows.len()),
+        x_label: "degree".into(),
+        y_label: "agents".into(),
+        lines: vec![
+            line(counts(&out), palette(0).to_rgba(), 7, "following (out-degree)"),
+            line(counts(&into), palette(1).to_rgba(), 2, "followers (in-degree)"),
+        ],
+        intervals: Vec::new(),
+    }
 }
 
 /// Each agent's colour: its last value of the first agent-level series, scaled between the
