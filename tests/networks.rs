@@ -373,6 +373,19 @@ fn bad_networks_are_refused_with_the_place() {
         assert!(stderr.contains(needle), "{extra:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // Two pairs of brackets, as agents have.
+    let doubled = write(
+        dir.path(),
+        "doubled.toml",
+        &SMALL_WORLD.replace("[network]", "[[network]]"),
+    );
+    let output = agora().arg("check").arg(&doubled).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("written [network]"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]

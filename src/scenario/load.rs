@@ -133,6 +133,8 @@ fn parse_file(source: &Source) -> Result<ScenarioFile, ScenarioError> {
             )
         } else if err.key.as_deref() == Some("agents") && e.message().contains("expected a sequence") {
             err.with_hint("agent tables are written [[agents]], with two brackets: there may be several")
+        } else if err.key.as_deref().is_some_and(|k| k.starts_with("network[")) {
+            err.with_hint("the network is one table, written [network] with one pair of brackets")
         } else {
             err
         }
