@@ -281,36 +281,27 @@ fn generated_networks_are_drawn_from_the_seed() {
     assert_eq!(edges, 2 * 2 * (64 - 2));
 }
 
-#[test]
-fn an_edge_list_and_tables_that_follow_tables() {
-    let dir = tempfile::tempdir().unwrap();
+/// A talker and three listeners whose follows come from `follows.csv` beside the scenario:
+/// two listeners follow the talker, the talker follows the first listener.
+fn chain(dir: &Path) -> PathBuf {
     write(
-        dir.path(),
+        dir,
         "follows.csv",
         "follower,followee\nlistener_1,talker\nlistener_2,talker\ntalker,listener_1\n",
     );
-    let scenario = write(
-        dir.path(),
+    write(
+        dir,
         "chain.toml",
-        r#"
-[scenario]
-name = "chain"
-ticks = 3
+        "[scenario]\nname = \"chain\"\nticks = 3\n[network]\nkind = \"file\"\nfile = \"follows.csv\"\n\
+         [[agents]]\nid = \"talker\"\nbehaviour = \"opinion\"\n\
+         [[agents]]\nid = \"listener\"\ncount = 3\nbehaviour = \"opinion\"\n",
+    )
+}
 
-[network]
-kind = "file"
-file = "follows.csv"
-
-[[agents]]
-id = "talker"
-behaviour = "opinion"
-
-[[agents]]
-id = "listener"
-count = 3
-behaviour = "opinion"
-"#,
-    );
+#[test]
+fn an_edge_list_and_tables_that_follow_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = chain(dir.path());
     // Run from elsewhere: the file is found beside the scenario.
     let out = tempfile::tempdir().unwrap();
     let run_dir = run_ok(&scenario, out.path(), &[]);
@@ -669,18 +660,7 @@ fn inspect_shows_and_cleanup_removes_the_inboxes() {
 #[test]
 fn worker_processes_find_a_relative_edge_list() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "follows.csv",
-        "follower,followee\nlistener_1,talker\nlistener_2,talker\ntalker,listener_1\n",
-    );
-    let scenario = write(
-        dir.path(),
-        "chain.toml",
-        "[scenario]\nname = \"chain\"\nticks = 3\n[network]\nkind = \"file\"\nfile = \"follows.csv\"\n\
-         [[agents]]\nid = \"talker\"\nbehaviour = \"opinion\"\n\
-         [[agents]]\nid = \"listener\"\ncount = 3\nbehaviour = \"opinion\"\n",
-    );
+    let scenario = chain(dir.path());
     let alone = tempfile::tempdir().unwrap();
     let expected = hash(&run_ok(&scenario, alone.path(), &[]));
     let server = RedisServer::start();
