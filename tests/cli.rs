@@ -87,7 +87,7 @@ fn check_outputs(out: &Path, output: &Output) -> Value {
 /// week and get the same result": a change to the runtime or a built-in behaviour that changes
 /// one of these changes what users' runs give, and must be made on purpose (and said in the
 /// README), not by accident.
-const PINNED_TRANSCRIPTS: [(&str, &str); 5] = [
+const PINNED_TRANSCRIPTS: [(&str, &str); 6] = [
     (
         "custom",
         "2737245f4806c77a743e78b5dd51a0429c31298e21cd6a1ae18b8d01733b66dc",
@@ -103,6 +103,10 @@ const PINNED_TRANSCRIPTS: [(&str, &str); 5] = [
     (
         "opinion",
         "474bd13f5b94630dd212488b284361c8b957761ee73b67cc71096192fcd728ba",
+    ),
+    (
+        "opinion-network",
+        "22adde8ea2db4c6361c6678d64221e79cde5e100399ef74b4463a316c9a9f6ac",
     ),
     (
         "relay",

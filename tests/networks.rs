@@ -100,7 +100,10 @@ fn follows(run_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
 
 #[test]
 fn a_complete_network_gives_todays_transcripts() {
-    for scenario in lockstep_scenarios() {
+    let without_network = lockstep_scenarios()
+        .into_iter()
+        .filter(|s| !std::fs::read_to_string(s).unwrap().contains("[network]"));
+    for scenario in without_network {
         let plain = tempfile::tempdir().unwrap();
         let without = run_ok(&scenario, plain.path(), &[]);
         let complete = tempfile::tempdir().unwrap();

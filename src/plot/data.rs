@@ -129,6 +129,17 @@ fn params_of(parameters: &serde_json::Value) -> String {
         })
         .filter(|s| !s.is_empty())
         .collect();
+    let mut shown = shown;
+    if let Some(network) = parameters["network"].as_object() {
+        // `watts_strogatz k=10 p=0.1`: the graph decides as much as the params do.
+        let mut text = network["kind"].as_str().unwrap_or("network").to_string();
+        for key in ["k", "p", "m"] {
+            if let Some(v) = network.get(key) {
+                text.push_str(&format!(" {key}={v}"));
+            }
+        }
+        shown.push(text);
+    }
     let mut text = shown.join("; ");
     if text.chars().count() > 90 {
         text = text.chars().take(87).collect::<String>() + "...";
