@@ -728,3 +728,27 @@ fn maxlen_trims_what_every_group_has_read() {
         std::fs::read(dir.join("transcript.jsonl")).unwrap()
     );
 }
+
+/// A tick with more messages than one read brings (1,024 a group): each agent reads it in
+/// several rounds, and gets the same batch in the same order on both backends.
+#[test]
+fn ticks_larger_than_a_read_are_read_whole_on_both_backends() {
+    let server = RedisServer::start();
+    let sets = [
+        "--set",
+        "agents.0.count=1100",
+        "--set",
+        "scenario.ticks=2",
+        "--no-plots",
+    ];
+    let memory = tempfile::tempdir().unwrap();
+    let (output, in_memory) = run(agora(), Path::new("scenarios/opinion.toml"), memory.path(), &sets);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let on_redis = tempfile::tempdir().unwrap();
+    let (output, on_redis) = run_on_redis("scenarios/opinion.toml", on_redis.path(), &server.url(), &sets);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let (a, b) = (summary(&in_memory), summary(&on_redis));
+    assert_eq!(a["deliveries"], 1100 * 1100 * 2);
+    assert_eq!(a["deliveries"], b["deliveries"]);
+    assert_eq!(a["transcript_sha256"], b["transcript_sha256"]);
+}

@@ -170,14 +170,16 @@ impl<B: Backend> Shard<B> {
             }
             pending = false;
         }
-        Ok(read.batches)
+        Ok(read.into_batches())
     }
 }
 
 /// What a window of agents has read so far of tick `previous`.
 struct TickRead {
     previous: u64,
-    batches: Vec<Batch>,
+    /// Each agent's reads, in order: usually one batch, shared with the other agents that
+    /// read the same entries; several when a tick holds more than one read's worth.
+    batches: Vec<Vec<Batch>>,
     /// The newest id in each batch: a read repeated after a lost connection brings back what
     /// was already collected.
     newest: Vec<EntryId>,
@@ -190,7 +192,7 @@ impl TickRead {
         let agents = expect.len();
         TickRead {
             previous,
-            batches: vec![Batch::from([]); agents],
+            batches: vec![Vec::new(); agents],
             newest: vec![EntryId::ZERO; agents],
             remaining: expect,
         }
@@ -244,12 +246,38 @@ impl TickRead {
         } else {
             self.remaining[w].saturating_sub(count.of_previous)
         };
-        if self.batches[w].is_empty() {
-            // Usually the whole batch comes in one read: keep it, shared.
-            self.batches[w] = deliveries;
-        } else {
-            self.batches[w] = self.batches[w].iter().chain(deliveries.iter()).cloned().collect();
+        if !deliveries.is_empty() {
+            self.batches[w].push(deliveries);
         }
         Ok(())
+    }
+
+    /// Each agent's batch: its reads joined. Agents whose reads were the same batches (every
+    /// agent of a broadcast tick, on the memory backend) share one joined batch: joining
+    /// copies every delivery, and a tick of 10,000 messages read 1,024 at a time by 10,000
+    /// agents would otherwise copy each message's handle a hundred million times.
+    fn into_batches(self) -> Vec<Batch> {
+        let mut joined: Vec<Batch> = Vec::with_capacity(self.batches.len());
+        for (w, reads) in self.batches.iter().enumerate() {
+            let batch = match reads.as_slice() {
+                [] => Batch::from([]),
+                [one] => one.clone(),
+                _ => {
+                    let same_as_before = w > 0
+                        && self.batches[w - 1].len() == reads.len()
+                        && self.batches[w - 1]
+                            .iter()
+                            .zip(reads)
+                            .all(|(a, b)| Arc::ptr_eq(a, b));
+                    if same_as_before {
+                        joined[w - 1].clone()
+                    } else {
+                        reads.iter().flat_map(|r| r.iter().cloned()).collect()
+                    }
+                }
+            };
+            joined.push(batch);
+        }
+        joined
     }
 }
