@@ -45,6 +45,16 @@ impl RunResult {
 }
 
 /// The stop reasons of a run that completed.
+/// The summary's keys `sweep.csv` has a column for, after the varied keys, in order.
+const SUMMARY_COLUMNS: [&str; 6] = [
+    "stop_reason",
+    "ticks",
+    "messages",
+    "deliveries",
+    "elapsed_s",
+    "transcript_sha256",
+];
+
 const COMPLETE: [&str; 4] = ["ticks", "duration", "budget", "quiescent"];
 
 /// Whether `summary` is that of a completed run of the scenario whose fingerprint is
@@ -68,14 +78,7 @@ pub fn write(path: &Path, keys: &[String], results: &[RunResult]) -> std::io::Re
         let mut w = csv::Writer::from_path(&partial)?;
         let mut header: Vec<&str> = vec!["run", "seed"];
         header.extend(keys.iter().map(String::as_str));
-        header.extend([
-            "stop_reason",
-            "ticks",
-            "messages",
-            "deliveries",
-            "elapsed_s",
-            "transcript_sha256",
-        ]);
+        header.extend(SUMMARY_COLUMNS);
         header.extend(metrics.iter().map(String::as_str));
         header.extend(["dir", "error"]);
         w.write_record(&header)?;
@@ -94,14 +97,7 @@ pub fn write(path: &Path, keys: &[String], results: &[RunResult]) -> std::io::Re
                     .iter()
                     .map(|(_, v)| v.trim_matches('"').to_string()),
             );
-            for key in [
-                "stop_reason",
-                "ticks",
-                "messages",
-                "deliveries",
-                "elapsed_s",
-                "transcript_sha256",
-            ] {
+            for key in SUMMARY_COLUMNS {
                 row.push(field(key));
             }
             let values = r.metrics();
