@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::message::Message;
+
 /// The run folder's file of who followed whom: a header `follower,followee`, then one follow a
 /// line.
 pub const NETWORK_FILE: &str = "network.csv";
@@ -150,13 +152,18 @@ impl Network {
         followers.iter().copied().chain(extra)
     }
 
-    /// [`Network::recipients`] of a message, by the names it carries. `None` when the sender is
-    /// not an agent of the scenario (an entry another program wrote): such a message goes to
-    /// everyone.
-    pub fn recipients_of(&self, sender: &str, to: Option<&str>) -> Option<impl Iterator<Item = u32> + '_> {
-        let sender = self.index_of(sender)?;
-        let to = to.and_then(|t| self.index_of(t));
-        Some(self.recipients(sender, to))
+    /// Who hears a stream entry: an agent's message reaches its [`recipients`]; anything
+    /// else (`None`: a malformed entry, or another program's, and a message whose sender is
+    /// not an agent of the scenario) reaches everyone. Both backends fill inboxes by this.
+    ///
+    /// [`recipients`]: Network::recipients
+    pub fn hearers<'a>(&'a self, message: Option<&Message>) -> impl Iterator<Item = u32> + 'a {
+        let route = message.and_then(|m| self.route(&m.sender_id, m.to.as_deref()));
+        let everyone = route.is_none().then(|| 0..self.agents() as u32);
+        route
+            .into_iter()
+            .flat_map(|(sender, to)| self.recipients(sender, to))
+            .chain(everyone.into_iter().flatten())
     }
 
     /// The route of a message (sender and addressee indices), when its sender is an agent.
@@ -336,7 +343,17 @@ mod tests {
         assert_eq!(net.recipients(0, None).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(net.recipients(0, Some(2)).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(net.recipients(0, Some(3)).collect::<Vec<_>>(), [1, 2, 3]);
-        assert!(net.recipients_of("stranger", None).is_none());
+        let stranger = Message {
+            tick: None,
+            sender_id: "stranger".into(),
+            seq: None,
+            to: None,
+            content: String::new(),
+            data: None,
+            decoded: crate::message::DecodedData::default(),
+        };
+        assert_eq!(net.hearers(Some(&stranger)).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(net.hearers(None).count(), 4);
         let routes = Routes(vec![(0, None), (0, Some(3)), (1, None), (3, Some(0))]);
         assert_eq!(net.expected(&routes), [1, 2, 2, 2]);
         assert_eq!(net.out_degree_counts(), [1, 3]);

@@ -55,21 +55,12 @@ impl Inboxes {
     /// addressee; everyone's when it is not an agent's message (another program wrote it,
     /// or it is malformed).
     fn route(&mut self, seq: u64, entry: &Entry) {
-        let recipients = match entry {
-            Entry::Message(m) => self.network.recipients_of(&m.sender_id, m.to.as_deref()),
+        let message = match entry {
+            Entry::Message(m) => Some(&**m),
             Entry::Malformed { .. } => None,
         };
-        match recipients {
-            Some(recipients) => {
-                for r in recipients {
-                    self.queued[r as usize].push_back(seq);
-                }
-            }
-            None => {
-                for inbox in &mut self.queued {
-                    inbox.push_back(seq);
-                }
-            }
+        for r in self.network.hearers(message) {
+            self.queued[r as usize].push_back(seq);
         }
     }
 }

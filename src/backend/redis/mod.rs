@@ -126,19 +126,17 @@ impl RedisBackend {
         self
     }
 
-    /// The inboxes of the recipients of a message from `sender` (addressed to `to`), when
-    /// agents have inboxes: every inbox when the sender is not an agent of the scenario.
-    fn inboxes_of(&self, sender: Option<&str>, to: Option<&str>) -> Vec<String> {
+    /// The inboxes of those who hear `message` ([`Network::hearers`]; `None` for another
+    /// program's entry), when agents have inboxes.
+    fn inboxes_of(&self, message: Option<&crate::message::Message>) -> Vec<String> {
         let Some(network) = &self.inner.network else {
             return Vec::new();
         };
         let keys = &self.inner.keys;
-        match sender.and_then(|s| network.recipients_of(s, to)) {
-            Some(recipients) => recipients.map(|r| keys.inbox(network.name(r))).collect(),
-            None => (0..network.agents() as u32)
-                .map(|r| keys.inbox(network.name(r)))
-                .collect(),
-        }
+        network
+            .hearers(message)
+            .map(|r| keys.inbox(network.name(r)))
+            .collect()
     }
 
     pub fn url(&self) -> &RedisUrl {

@@ -112,7 +112,7 @@ impl RunStore for RedisBackend {
         for m in c.publish {
             let fields = xadd_fields(m.to_fields());
             step.marked("1", "XADD", &keys.stream, &fields);
-            step.copy_to_inboxes(&self.inboxes_of(Some(&m.sender_id), m.to.as_deref()), &fields);
+            step.copy_to_inboxes(&self.inboxes_of(Some(m)), &fields);
         }
         let agents = c
             .cache

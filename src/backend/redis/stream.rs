@@ -209,7 +209,7 @@ impl Stream for RedisBackend {
         }
         let ids = ids_reply(self.pipeline("XADD", &pipe).await?)?;
         for (m, id) in messages.iter().zip(&ids) {
-            let inboxes = self.inboxes_of(Some(&m.sender_id), m.to.as_deref());
+            let inboxes = self.inboxes_of(Some(m));
             self.copy_to_inboxes(&inboxes, *id, m.to_fields()).await?;
         }
         Ok(ids)
@@ -227,7 +227,7 @@ impl Stream for RedisBackend {
             .pop()
             .ok_or_else(|| BackendError::command("XADD returned no id"))?;
         // Another program's entry: every agent hears it.
-        let inboxes = self.inboxes_of(None, None);
+        let inboxes = self.inboxes_of(None);
         self.copy_to_inboxes(&inboxes, id, fields.to_vec()).await?;
         Ok(id)
     }

@@ -97,11 +97,8 @@ impl<B: Backend> Coordinator<'_, B> {
     /// may miss a loss among them, but never reports one that did not happen.)
     async fn check_nothing_lost_on(&self, network: &crate::network::Network) -> Result<(), RunError> {
         let published = self.published_on_stream(EntryId::ZERO, |_| true).await?;
-        let expected: u64 = published
-            .iter()
-            .filter_map(|(_, m)| network.recipients_of(&m.sender_id, m.to.as_deref()))
-            .map(|r| r.count() as u64)
-            .sum();
+        let routes = self.routes(published.iter().map(|(_, m)| m));
+        let expected: u64 = network.expected(&routes).iter().sum();
         let delivered = self.totals.tally.deliveries;
         if delivered < expected {
             return Err(RunError::Lost(format!(

@@ -150,13 +150,13 @@ impl<B: Backend> Coordinator<'_, B> {
     }
 
     /// Where a tick's messages went, when the scenario has a sparse network.
-    fn routes(&self, published: &[Arc<Message>]) -> Routes {
+    pub(super) fn routes<'m>(&self, published: impl IntoIterator<Item = &'m Arc<Message>>) -> Routes {
         let Some(network) = self.scenario.network() else {
             return Routes::default();
         };
         Routes(
             published
-                .iter()
+                .into_iter()
                 .filter_map(|m| network.route(&m.sender_id, m.to.as_deref()))
                 .collect(),
         )
