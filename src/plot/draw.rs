@@ -39,6 +39,37 @@ pub struct Chart {
     pub intervals: Vec<Interval>,
 }
 
+/// Anything a plot shows, painted on a drawing area of either backend.
+pub trait Picture {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static;
+}
+
+/// Writes `picture` as `{stem}.svg` and `{stem}.png`; returns their paths.
+///
+/// # Errors
+///
+/// No font to draw text with, or a file that cannot be written.
+pub fn write(picture: &impl Picture, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    font::ensure().map_err(PlotError::NoFont)?;
+    let svg = stem.with_extension("svg");
+    let png = stem.with_extension("png");
+    {
+        let area = SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let failed = |e: String| PlotError::Draw(format!("{}: {e}", svg.display()));
+        picture.paint(&area).map_err(failed)?;
+        area.present().map_err(|e| failed(e.to_string()))?;
+    }
+    {
+        let area = BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area();
+        let failed = |e: String| PlotError::Draw(format!("{}: {e}", png.display()));
+        picture.paint(&area).map_err(failed)?;
+        area.present().map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(vec![svg, png])
+}
+
 impl Chart {
     /// Writes `{stem}.svg` and `{stem}.png`; returns their paths.
     ///
@@ -46,25 +77,12 @@ impl Chart {
     ///
     /// No font to draw text with, or a file that cannot be written.
     pub fn write(&self, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
-        font::ensure().map_err(PlotError::NoFont)?;
-        let svg = stem.with_extension("svg");
-        let png = stem.with_extension("png");
-        {
-            let area = SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area();
-            let failed = |e: String| PlotError::Draw(format!("{}: {e}", svg.display()));
-            self.draw(&area).map_err(failed)?;
-            area.present().map_err(|e| failed(e.to_string()))?;
-        }
-        {
-            let area = BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area();
-            let failed = |e: String| PlotError::Draw(format!("{}: {e}", png.display()));
-            self.draw(&area).map_err(failed)?;
-            area.present().map_err(|e| failed(e.to_string()))?;
-        }
-        Ok(vec![svg, png])
+        write(self, stem)
     }
+}
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
+impl Picture for Chart {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
     where
         DB::ErrorType: 'static,
     {
@@ -138,7 +156,9 @@ impl Chart {
         }
         Ok(())
     }
+}
 
+impl Chart {
     /// The axes' ranges: every point and interval, with a little room.
     fn ranges(&self) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
         let xs = self

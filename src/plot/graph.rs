@@ -12,8 +12,8 @@ use plotters::prelude::*;
 
 use super::PlotError;
 use super::data::RunData;
-use super::draw::{Chart, HEIGHT, Line, WIDTH, palette, scale_color};
-use super::font::{self, FAMILY};
+use super::draw::{self, Chart, Line, Picture, palette, scale_color};
+use super::font::FAMILY;
 
 /// The most agents drawn: past this, a circle of dots and lines is only ink.
 pub const MAX_AGENTS: usize = 500;
@@ -79,10 +79,6 @@ pub fn draw(run_dir: &Path, data: &RunData, dir: &Path) -> Result<Vec<PathBuf>, 
         return Ok(written);
     }
     let colors = colors(&graph, data);
-    font::ensure().map_err(PlotError::NoFont)?;
-    let stem = dir.join("network");
-    let svg = stem.with_extension("svg");
-    let png = stem.with_extension("png");
     let coloured = data
         .agents
         .keys()
@@ -94,20 +90,20 @@ pub fn draw(run_dir: &Path, data: &RunData, dir: &Path) -> Result<Vec<PathBuf>, 
         graph.agents.len(),
         graph.follows.len()
     );
-    {
-        let area = SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area();
-        let failed = |e: String| PlotError::Draw(format!("{}: {e}", svg.display()));
-        paint(&area, &graph, &colors, &title).map_err(failed)?;
-        area.present().map_err(|e| failed(e.to_string()))?;
-    }
-    {
-        let area = BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area();
-        let failed = |e: String| PlotError::Draw(format!("{}: {e}", png.display()));
-        paint(&area, &graph, &colors, &title).map_err(failed)?;
-        area.present().map_err(|e| failed(e.to_string()))?;
-    }
-    written.extend([svg, png]);
+    let picture = NetworkPicture {
+        graph: &graph,
+        colors: &colors,
+        title: &title,
+    };
+    written.extend(draw::write(&picture, &dir.join("network"))?);
     Ok(written)
+}
+
+/// The graph as a circle of coloured agents, titled.
+struct NetworkPicture<'a> {
+    graph: &'a Graph,
+    colors: &'a [RGBColor],
+    title: &'a str,
 }
 
 /// The degree distributions: how many agents follow `d` others, and how many have `d`
@@ -174,43 +170,41 @@ fn colors(graph: &Graph, data: &RunData) -> Vec<RGBColor> {
         .collect()
 }
 
-fn paint<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    graph: &Graph,
-    colors: &[RGBColor],
-    title: &str,
-) -> Result<(), String>
-where
-    DB::ErrorType: 'static,
-{
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(e)?;
-    let root = root
-        .titled(title, (FAMILY, 30).into_font().color(&BLACK))
-        .map_err(e)?;
-    let (width, height) = root.dim_in_pixel();
-    let (cx, cy) = (f64::from(width) / 2.0, f64::from(height) / 2.0);
-    let radius = cx.min(cy) - 30.0;
-    let n = graph.agents.len().max(1) as f64;
-    let at = |i: usize| -> (i32, i32) {
-        let angle = std::f64::consts::TAU * i as f64 / n - std::f64::consts::FRAC_PI_2;
-        (
-            (cx + radius * angle.cos()) as i32,
-            (cy + radius * angle.sin()) as i32,
-        )
-    };
-    let edge = RGBColor(120, 120, 120).mix(0.25);
-    for &(a, b) in &graph.follows {
-        // A follow both ways is one line.
-        if a > b && graph.follows.binary_search(&(b, a)).is_ok() {
-            continue;
-        }
-        root.draw(&PathElement::new(vec![at(a), at(b)], edge.stroke_width(1)))
+impl Picture for NetworkPicture<'_> {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        let (graph, colors, title) = (self.graph, self.colors, self.title);
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let root = root
+            .titled(title, (FAMILY, 30).into_font().color(&BLACK))
             .map_err(e)?;
+        let (width, height) = root.dim_in_pixel();
+        let (cx, cy) = (f64::from(width) / 2.0, f64::from(height) / 2.0);
+        let radius = cx.min(cy) - 30.0;
+        let n = graph.agents.len().max(1) as f64;
+        let at = |i: usize| -> (i32, i32) {
+            let angle = std::f64::consts::TAU * i as f64 / n - std::f64::consts::FRAC_PI_2;
+            (
+                (cx + radius * angle.cos()) as i32,
+                (cy + radius * angle.sin()) as i32,
+            )
+        };
+        let edge = RGBColor(120, 120, 120).mix(0.25);
+        for &(a, b) in &graph.follows {
+            // A follow both ways is one line.
+            if a > b && graph.follows.binary_search(&(b, a)).is_ok() {
+                continue;
+            }
+            root.draw(&PathElement::new(vec![at(a), at(b)], edge.stroke_width(1)))
+                .map_err(e)?;
+        }
+        let dot = if n > 200.0 { 3 } else { 5 };
+        for (i, color) in colors.iter().enumerate() {
+            root.draw(&Circle::new(at(i), dot, color.filled())).map_err(e)?;
+        }
+        Ok(())
     }
-    let dot = if n > 200.0 { 3 } else { 5 };
-    for (i, color) in colors.iter().enumerate() {
-        root.draw(&Circle::new(at(i), dot, color.filled())).map_err(e)?;
-    }
-    Ok(())
 }
