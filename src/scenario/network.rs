@@ -19,15 +19,17 @@ fn key(k: &str) -> KeyPath {
     KeyPath::default().key("network").key(k)
 }
 
-/// The scenario's network, or `None` when every agent hears every other (no `[network]`, or a
-/// complete one that no table restricts): then agents read the broadcast stream.
+/// `[network]` as the run uses it (an edge list by its absolute path, so that worker
+/// processes, which read the resolved scenario from a file elsewhere, find it too), and the
+/// network, `None` when every agent hears every other (no `[network]`, or a complete one that
+/// no table restricts): then agents read the broadcast stream.
 pub(super) fn validate(
     file: &ScenarioFile,
     agents: &[AgentSpec],
     seed: u64,
     source: &Source,
     at: &dyn Fn(KeyPath, String) -> ScenarioError,
-) -> Result<Option<Arc<Network>>, ScenarioError> {
+) -> Result<(Option<NetworkSection>, Option<Arc<Network>>), ScenarioError> {
     let restricted = check_follows(file, at)?;
     warn_about_feeds(file);
     let Some(section) = &file.network else {
@@ -38,9 +40,31 @@ pub(super) fn validate(
             )
             .with_hint("add [network] with kind = \"complete\" to let tables follow only some tables"));
         }
-        return Ok(None);
+        return Ok((None, None));
     };
-    let restricted = restricted.is_some();
+    let mut section = section.clone();
+    // Without `file`, draw's check of the parameters says what is missing.
+    if section.kind == NetworkKind::File && section.file.is_some() {
+        let path = edge_list_path(&section, source).map_err(|tried| {
+            at(key("file"), format!("no such file: {tried}"))
+                .with_hint("give a path relative to the scenario file's folder, or an absolute one")
+        })?;
+        section.file = Some(path.display().to_string());
+    }
+    let network = draw(&section, file, agents, seed, restricted.is_some(), at)?;
+    Ok((Some(section), network))
+}
+
+/// The network `section` (checked here) says, over `agents`; `restricted` when some table
+/// says whom it follows.
+fn draw(
+    section: &NetworkSection,
+    file: &ScenarioFile,
+    agents: &[AgentSpec],
+    seed: u64,
+    restricted: bool,
+    at: &dyn Fn(KeyPath, String) -> ScenarioError,
+) -> Result<Option<Arc<Network>>, ScenarioError> {
     let n = agents.len();
     check_params(section, n, at)?;
     check_size(section, n, at)?;
@@ -50,10 +74,7 @@ pub(super) fn validate(
         NetworkKind::Complete if !restricted => return Ok(None),
         NetworkKind::Complete => complete_follows(file, agents, at)?,
         NetworkKind::File => {
-            let path = edge_list_path(section, source).map_err(|tried| {
-                at(key("file"), format!("no such file: {tried}"))
-                    .with_hint("give a path relative to the scenario file's folder, or an absolute one")
-            })?;
+            let path = PathBuf::from(section.file.as_deref().unwrap_or_default());
             let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, a)| (&**a, i as u32)).collect();
             edges::read(&path, |name| index.get(name).copied()).map_err(|e| {
                 let place = match e.line {
@@ -300,7 +321,7 @@ fn restrict(file: &ScenarioFile, agents: &[AgentSpec], mut follows: Vec<(u32, u3
 /// The edge list, as an absolute path: relative to the scenario file's folder, or else to
 /// the working directory (worker processes read the scenario from elsewhere, so the path they
 /// are given must not depend on where it is). Fails with the places tried.
-pub(super) fn edge_list_path(section: &NetworkSection, source: &Source) -> Result<PathBuf, String> {
+fn edge_list_path(section: &NetworkSection, source: &Source) -> Result<PathBuf, String> {
     let given = PathBuf::from(section.file.as_deref().unwrap_or_default());
     let mut candidates: Vec<PathBuf> = vec![given.clone()];
     if !given.is_absolute() {

@@ -142,9 +142,11 @@ pub(crate) fn validate(
     }
     let llm = validate_llm(&file, &tables, &err)?;
     let mut backend = backend;
-    backend.network = super::network::validate(&file, &agents, s.seed, source, &|path, message| {
-        err.at(path, message)
-    })?;
+    let (network_section, network) =
+        super::network::validate(&file, &agents, s.seed, source, &|path, message| {
+            err.at(path, message)
+        })?;
+    backend.network = network;
     backend.keys = backend.keys.clone().with_inboxes(backend.network.is_some());
 
     Ok(Scenario {
@@ -164,20 +166,8 @@ pub(crate) fn validate(
         min_publish_interval,
         llm,
         programs,
-        network_section: resolved_network(&file, source),
+        network_section,
     })
-}
-
-/// `[network]` as the run uses it: an edge list by its absolute path, so that worker
-/// processes, which read the resolved scenario from a file elsewhere, find it too.
-fn resolved_network(file: &ScenarioFile, source: &Source) -> Option<super::file::NetworkSection> {
-    let mut section = file.network.clone()?;
-    if section.kind == super::file::NetworkKind::File
-        && let Ok(path) = super::network::edge_list_path(&section, source)
-    {
-        section.file = Some(path.display().to_string());
-    }
-    Some(section)
 }
 
 /// How long the run lasts: `ticks` (lockstep) and `duration` (free mode).
