@@ -213,15 +213,13 @@ impl Network {
     /// Writes the graph as CSV: a header `follower,followee`, then one follow a line, by
     /// follower in declaration order, then by followee.
     pub fn write_csv(&self, path: &Path) -> std::io::Result<()> {
-        let file = std::fs::File::create(path)?;
-        let mut out = csv::Writer::from_writer(std::io::BufWriter::new(file));
-        out.write_record(["follower", "followee"])?;
-        for (i, follower) in self.names.iter().enumerate() {
-            for &j in self.following(i as u32) {
-                out.write_record([&**follower, &*self.names[j as usize]])?;
-            }
-        }
-        out.into_inner().map_err(|e| e.into_error())?.flush()
+        let names = &self.names;
+        let follows = names.iter().enumerate().flat_map(|(i, follower)| {
+            self.following(i as u32)
+                .iter()
+                .map(move |&j| (&**follower, &*names[j as usize]))
+        });
+        write_follows(path, follows)
     }
 }
 
@@ -295,13 +293,19 @@ fn degree_counts(degrees: impl Iterator<Item = usize>) -> Vec<u64> {
 /// Writes the complete graph over `names` as CSV (the network of a scenario whose
 /// `[network]` is `complete`, which has no [`Network`] value: it is the broadcast stream).
 pub fn write_complete_csv(names: &[Arc<str>], path: &Path) -> std::io::Result<()> {
+    let follows = names
+        .iter()
+        .flat_map(|a| names.iter().filter(move |b| *b != a).map(move |b| (&**a, &**b)));
+    write_follows(path, follows)
+}
+
+/// `network.csv`: the header `follower,followee`, then `follows`, one a line.
+fn write_follows<'a>(path: &Path, follows: impl Iterator<Item = (&'a str, &'a str)>) -> std::io::Result<()> {
     let file = std::fs::File::create(path)?;
     let mut out = csv::Writer::from_writer(std::io::BufWriter::new(file));
     out.write_record(["follower", "followee"])?;
-    for a in names {
-        for b in names.iter().filter(|b| *b != a) {
-            out.write_record([&**a, &**b])?;
-        }
+    for (follower, followee) in follows {
+        out.write_record([follower, followee])?;
     }
     out.into_inner().map_err(|e| e.into_error())?.flush()
 }

@@ -372,10 +372,7 @@ impl Store {
     /// Drops entries from the front while the stream is longer than `maxlen`, sparing every
     /// entry some group has not read and acknowledged.
     pub fn trim(&mut self, maxlen: u64) -> u64 {
-        let queued_front = |g: &Group| {
-            let inbox = g.inbox.zip(self.inboxes.as_ref());
-            inbox.and_then(|(a, i)| i.queued[a as usize].front().copied())
-        };
+        let queued_front = |g: &Group| self.inbox_of(g).and_then(|q| q.front().copied());
         let safe = self
             .groups
             .values()
@@ -392,8 +389,13 @@ impl Store {
 
     /// How many entries wait in the inbox `group` reads (0 for a group on the stream).
     pub fn queued(&self, group: &Group) -> Option<u64> {
+        self.inbox_of(group).map(|q| q.len() as u64)
+    }
+
+    /// What waits in the inbox `group` reads, when it reads one.
+    fn inbox_of(&self, group: &Group) -> Option<&VecDeque<u64>> {
         let inboxes = self.inboxes.as_ref()?;
-        group.inbox.map(|a| inboxes.queued[a as usize].len() as u64)
+        group.inbox.map(|a| &inboxes.queued[a as usize])
     }
 
     pub fn lease_holder(&self) -> Option<&str> {
