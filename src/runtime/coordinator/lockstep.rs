@@ -31,10 +31,7 @@ impl<B: Backend> Coordinator<'_, B> {
         let ticks = scenario.ticks.unwrap_or(0);
         let resumed = checkpoint.unwrap_or_default();
         self.tick_start = resumed.last_id;
-        let mut expect = Expected {
-            messages: resumed.expect,
-            routes: resumed.routes.clone(),
-        };
+        let mut expect = resumed.expected.clone();
         // After a resume, agents that finished the cut tick before the crash are not run
         // again: that tick's messages are only all on the stream.
         let cut_tick = self.options.resume.then(|| resumed.tick.map_or(0, |t| t + 1));
@@ -132,8 +129,7 @@ impl<B: Backend> Coordinator<'_, B> {
         };
         let checkpoint = Checkpoint {
             tick: Some(tick),
-            expect: expected.messages,
-            routes: expected.routes.clone(),
+            expected: expected.clone(),
             last_id,
             transcript_bytes: transcript.bytes(),
             transcript_lines: transcript.lines(),

@@ -148,11 +148,11 @@ impl<B: Backend> Coordinator<'_, B> {
             .published_on_stream(crate::message::EntryId::ZERO, |m| m.tick == Some(tick))
             .await?
             .len() as u64;
-        if found < checkpoint.expect {
+        if found < checkpoint.expected.messages {
             return Err(RunError::Refused {
                 message: format!(
                     "cannot resume: tick {tick} published {} messages, and stream {:?} holds only {found} of them (the rest were deleted or trimmed)",
-                    checkpoint.expect, self.scenario.backend.keys.stream
+                    checkpoint.expected.messages, self.scenario.backend.keys.stream
                 ),
                 hint: "start the run afresh (without --resume), and keep other programs off its stream"
                     .to_string(),

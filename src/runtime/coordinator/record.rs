@@ -6,7 +6,7 @@
 //! lease), and after every lockstep tick `tick` and `checkpoint` (JSON: the tick, what the
 //! next tick reads, how much of the transcript is written, the totals so far).
 
-use crate::network::Routes;
+use crate::runtime::shard::Expected;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -106,11 +106,9 @@ impl RunTotals {
 pub(crate) struct Checkpoint {
     /// The last tick completed.
     pub tick: Option<u64>,
-    /// Messages that tick published: what each agent reads in the next tick.
-    pub expect: u64,
-    /// With a sparse network, where they went.
-    #[serde(default, skip_serializing_if = "Routes::is_empty")]
-    pub routes: Routes,
+    /// What that tick published: what the agents read in the next tick.
+    #[serde(flatten)]
+    pub expected: Expected,
     /// The stream's newest entry when that tick ended.
     #[serde(with = "entry_id_text")]
     pub last_id: EntryId,
@@ -225,8 +223,10 @@ mod tests {
     fn records_and_checkpoints_read_back() {
         let checkpoint = Checkpoint {
             tick: Some(4),
-            expect: 7,
-            routes: Routes(vec![(2, None), (0, Some(5))]),
+            expected: Expected {
+                messages: 7,
+                routes: crate::network::Routes(vec![(2, None), (0, Some(5))]),
+            },
             last_id: EntryId::new(17, 2),
             transcript_bytes: 100,
             transcript_lines: 3,
@@ -244,10 +244,10 @@ mod tests {
         assert_eq!(record.status, Some(RunStatus::Interrupted));
         let back = record.checkpoint().unwrap();
         assert_eq!(
-            (back.tick, back.expect, back.last_id),
+            (back.tick, back.expected.messages, back.last_id),
             (Some(4), 7, EntryId::new(17, 2))
         );
-        assert_eq!(back.routes, checkpoint.routes);
+        assert_eq!(back.expected, checkpoint.expected);
         let garbled = RunRecord::from_fields(vec![
             ("status".into(), "sideways".into()),
             ("checkpoint".into(), "{".into()),

@@ -38,7 +38,8 @@ fn batch_plans(batches: &[Batch], kind: StepKind) -> Vec<Arc<BatchPlan>> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Expected {
     /// How many messages the tick before published: with everyone hearing everyone, what
-    /// each agent reads.
+    /// each agent reads. (`expect` in a run's checkpoint, as it always was.)
+    #[serde(rename = "expect")]
     pub messages: u64,
     /// With a sparse network, where each of them went, from which each agent's share is
     /// counted.
