@@ -53,7 +53,7 @@ pub(crate) struct Coordinator<'a, B> {
     free_second: u64,
     /// With a sparse network: each agent's last reported values, for the degree classes'
     /// means (an agent reports in the ticks it steps, and keeps its value in between).
-    last_values: std::collections::BTreeMap<Arc<str>, Vec<(std::borrow::Cow<'static, str>, f64)>>,
+    last_values: Tally,
     /// Free mode, resumed: the seconds the interrupted run recorded.
     free_offset: u64,
     /// When the agents started, for rates and elapsed time.
@@ -85,7 +85,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             tidy: None,
             free_bucket: Tally::default(),
             free_second: 0,
-            last_values: std::collections::BTreeMap::new(),
+            last_values: Tally::default(),
             free_offset: 0,
             started: Instant::now(),
             holder: Holder::me(),

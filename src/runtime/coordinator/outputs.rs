@@ -163,17 +163,13 @@ impl<B: Backend> Coordinator<'_, B> {
             return;
         };
         for (agent, reported) in &tally.agents {
-            let last = self.last_values.entry(agent.clone()).or_default();
             for (name, value) in reported {
-                match last.iter_mut().find(|(n, _)| n == name) {
-                    Some(slot) => slot.1 = *value,
-                    None => last.push((name.clone(), *value)),
-                }
+                self.last_values.report(agent, name, *value);
             }
         }
         let mut sums: std::collections::BTreeMap<(String, usize, usize), (f64, u64)> =
             std::collections::BTreeMap::new();
-        for (agent, reported) in &self.last_values {
+        for (agent, reported) in &self.last_values.agents {
             let Some(i) = network.index_of(agent) else {
                 continue;
             };
