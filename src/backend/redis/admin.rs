@@ -110,18 +110,7 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
 /// network), found by SCAN: `agora inspect` and `agora cleanup` are not told the scenario.
 async fn inbox_groups(b: &RedisBackend) -> Result<Vec<GroupInfo>, BackendError> {
     let inboxes = scan(b, &b.keys().inbox(""), Some("stream")).await?;
-    let mut groups = Vec::new();
-    for chunk in inboxes.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for inbox in chunk {
-            pipe.cmd("XINFO").arg("GROUPS").arg(inbox);
-        }
-        let replies: Vec<Value> = b.pipeline("XINFO GROUPS", &pipe).await?;
-        for reply in replies {
-            groups.extend(parse::groups(reply)?);
-        }
-    }
-    Ok(groups)
+    b.groups_on(&inboxes).await
 }
 
 /// Adds `more` to `groups`, each name once, sorted by name.

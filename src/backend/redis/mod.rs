@@ -205,6 +205,12 @@ impl RedisBackend {
                 .collect(),
             None => vec![self.inner.keys.stream.clone()],
         };
+        self.groups_on(&streams).await
+    }
+
+    /// The consumer groups on `streams` (XINFO GROUPS, pipelined), sorted by name; a stream
+    /// that does not exist has none.
+    async fn groups_on(&self, streams: &[String]) -> Result<Vec<GroupInfo>, BackendError> {
         let mut infos = Vec::new();
         for chunk in streams.chunks(1000) {
             let mut pipe = redis::pipe();
