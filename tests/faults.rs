@@ -84,15 +84,9 @@ fn reference(scenario: &Path) -> (Vec<u8>, serde_json::Value) {
     (transcript(out.path()), summary(out.path()))
 }
 
-/// The tick the run on `server` has completed, from its checkpoint.
-fn completed_tick(server: &RedisServer) -> Option<u64> {
-    let reply = server.command(&["HGET", "mixed:run", "tick"]);
-    reply.lines().nth(1).and_then(|l| l.parse().ok())
-}
-
 fn wait_for_tick(server: &RedisServer, tick: u64, child: &mut Child) {
     let started = Instant::now();
-    while completed_tick(server).is_none_or(|t| t < tick) {
+    while server.completed_tick("mixed").is_none_or(|t| t < tick) {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before tick {tick}"
@@ -166,7 +160,7 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
         assert!(stderr.contains("--set backend.stream=..."), "{stderr}");
     }
     // The first run went on undisturbed, and stops cleanly on Ctrl-C.
-    let before = completed_tick(&server).unwrap();
+    let before = server.completed_tick("mixed").unwrap();
     wait_for_tick(&server, before + 2, &mut first);
     // SAFETY: sending a signal to the child we started.
     unsafe { libc::kill(first.id() as libc::pid_t, libc::SIGINT) };
@@ -270,7 +264,7 @@ fn sigkill_at_random_points_then_resume_gives_the_same_transcript() {
             // Kill points follow the run's progress, not the clock, so that they land on a
             // fast machine as on a slow one: a few while the process starts and restores,
             // the rest a little after a tick ahead of the last one completed.
-            let done = completed_tick(&server).unwrap_or(0);
+            let done = server.completed_tick("mixed").unwrap_or(0);
             let delay = if rng.next(4) == 0 || done >= LAST_KILL_TICK {
                 Duration::from_millis(20 + rng.next(60))
             } else {

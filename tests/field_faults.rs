@@ -146,11 +146,6 @@ fn start(scenario: &Path, out: &Path, url: &str, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-fn completed_tick(server: &RedisServer, stream: &str) -> Option<u64> {
-    let reply = server.command(&["HGET", &format!("{stream}:run"), "tick"]);
-    reply.lines().nth(1).and_then(|l| l.parse().ok())
-}
-
 #[test]
 fn entries_that_vanish_stop_the_run_and_refuse_its_resume() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +156,7 @@ fn entries_that_vanish_stop_the_run_and_refuse_its_resume() {
     // Another program trims the stream, again and again, while the run goes on.
     let mut run = start(&scenario, out.path(), &server.url(), &[]);
     wait_until("a few ticks", || {
-        completed_tick(&server, "busy").is_some_and(|t| t >= 3)
+        server.completed_tick("busy").is_some_and(|t| t >= 3)
     });
     while run.try_wait().unwrap().is_none() {
         server.command(&["XTRIM", "busy", "MAXLEN", "0"]);
@@ -180,7 +175,7 @@ fn entries_that_vanish_stop_the_run_and_refuse_its_resume() {
     let out = tempfile::tempdir().unwrap();
     let mut run = start(&scenario, out.path(), &server.url(), &[]);
     wait_until("a few ticks", || {
-        completed_tick(&server, "busy").is_some_and(|t| t >= 3)
+        server.completed_tick("busy").is_some_and(|t| t >= 3)
     });
     run.kill().unwrap();
     run.wait().unwrap();
@@ -463,7 +458,7 @@ fn a_fresh_run_over_a_resumable_one_is_refused_and_inspect_tells_what_is_not_the
         &server.url(),
         &long,
     );
-    wait_until("a tick", || completed_tick(&server, "opinion").is_some());
+    wait_until("a tick", || server.completed_tick("opinion").is_some());
     first.kill().unwrap();
     first.wait().unwrap();
     let fresh_out = tempfile::tempdir().unwrap();

@@ -431,9 +431,11 @@ fn a_sparse_network_gives_one_transcript_on_every_backend_and_after_kills() {
             .unwrap();
         let started = Instant::now();
         loop {
-            let reply = server.command(&["HGET", "village-killed:run", "tick"]);
-            let tick: Option<u64> = reply.lines().nth(1).and_then(|l| l.parse().ok());
-            if tick.is_some_and(|t| t >= kill_at) || child.try_wait().unwrap().is_some() {
+            if server
+                .completed_tick("village-killed")
+                .is_some_and(|t| t >= kill_at)
+                || child.try_wait().unwrap().is_some()
+            {
                 break;
             }
             assert!(started.elapsed() < Duration::from_secs(60), "no tick {kill_at}");

@@ -76,11 +76,6 @@ const MIXED: &str = "[scenario]\nname = \"mixed\"\nseed = 5\nticks = 40\n\
     [[agents]]\nid = \"gossip\"\ncount = 30\nbehaviour = \"gossip\"\nparams = { seeds = 2 }\n\
     [[agents]]\nid = \"speaker\"\ncount = 4\nbehaviour = \"discussion\"\n";
 
-fn completed_tick(server: &RedisServer, stream: &str) -> Option<u64> {
-    let reply = server.command(&["HGET", &format!("{stream}:run"), "tick"]);
-    reply.lines().nth(1).and_then(|l| l.parse().ok())
-}
-
 /// The pid of the worker process for `shard` (`I/N`), from its registration.
 fn worker_pid(server: &RedisServer, stream: &str, shard: &str) -> Option<u32> {
     let reply = server.command(&["HGET", &format!("{stream}:workers"), shard]);
@@ -133,7 +128,7 @@ fn a_killed_worker_is_reported_by_name_and_resume_finishes_the_run() {
     let out = tempfile::tempdir().unwrap();
     let child = start(&scenario, out.path(), &server, &["--workers", "3"]);
     wait_until("tick 3", || {
-        completed_tick(&server, "mixed").is_some_and(|t| t >= 3)
+        server.completed_tick("mixed").is_some_and(|t| t >= 3)
     });
     let victim = worker_pid(&server, "mixed", "2/3").expect("worker 2/3 registered");
     // SAFETY: a signal to a process this test's run started.

@@ -127,6 +127,12 @@ impl RedisServer {
         self.launch();
     }
 
+    /// The last tick the run on `stream` has completed, from its record (`{stream}:run`).
+    pub fn completed_tick(&self, stream: &str) -> Option<u64> {
+        let reply = self.command(&["HGET", &format!("{stream}:run"), "tick"]);
+        reply.lines().nth(1).and_then(|l| l.parse().ok())
+    }
+
     /// Sends one command and returns the raw reply, for tests that act as another program.
     pub fn command(&self, args: &[&str]) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
