@@ -8,10 +8,12 @@
 //! makes [`RunStore::commit`] atomic.
 //!
 //! - `store`: the stream, its groups and the run's records.
+//! - `pending`: a consumer group's pending entries list.
 //! - `cache`: the lists and the sorted set.
 //! - `transport`: notes and hashes for a coordinator and workers in one process.
 
 mod cache;
+mod pending;
 mod store;
 mod transport;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cache::CacheStore;
+use super::pending::PendingList;
 use super::transport::Books;
 use crate::backend::{BackendError, ClaimReport, GroupInfo, GroupRead};
 use crate::message::{Batch, Delivery, Entry, EntryId};
@@ -95,25 +96,11 @@ pub(super) struct Group {
     /// The agent whose inbox this group reads, when agents have inboxes.
     pub inbox: Option<u32>,
     last_delivered: u64,
-    /// Delivered and not yet acknowledged, in sequence order. Acknowledged entries are
-    /// marked and dropped once they reach the front, so an in-order ack is O(1).
-    pending: VecDeque<Pending>,
-    /// Pending entries not yet acknowledged.
-    live: u64,
+    /// Delivered and not yet acknowledged.
+    pending: PendingList,
     /// Consumer names; pending entries refer to them by position.
     consumers: Vec<String>,
 }
-
-struct Pending {
-    seq: u64,
-    consumer: u32,
-    acked: bool,
-    /// When it was last delivered, for claiming entries of idle consumers.
-    delivered: Instant,
-}
-
-/// How many pending entries' room a group keeps when it has none pending.
-const RETAINED_PENDING: usize = 256;
 
 /// Memory entry ids are `0-seq`.
 pub(super) fn id(seq: u64) -> EntryId {
@@ -141,8 +128,8 @@ impl Group {
     /// The first sequence number this group still needs: its oldest unacknowledged entry, or
     /// the one after what it was last delivered.
     fn first_needed(&self) -> u64 {
-        let first_unacked = self.pending.iter().find(|p| !p.acked).map(|p| p.seq);
-        first_unacked
+        self.pending
+            .first_unacked()
             .unwrap_or(self.last_delivered + 1)
             .min(self.last_delivered + 1)
     }
@@ -151,7 +138,7 @@ impl Group {
         GroupInfo {
             name: name.to_string(),
             consumers: self.consumers.len() as u64,
-            pending: self.live,
+            pending: self.pending.live(),
             lag: Some(last.saturating_sub(self.last_delivered)),
             last_delivered: id(self.last_delivered),
         }
@@ -162,25 +149,14 @@ impl Group {
     /// have nothing pending.
     pub fn claim(&mut self, consumer: &str, min_idle: Duration) -> ClaimReport {
         let me = self.consumer(consumer);
-        let now = Instant::now();
-        let mut claimed = 0;
-        for p in self.pending.iter_mut().filter(|p| !p.acked) {
-            if now.duration_since(p.delivered) >= min_idle {
-                p.consumer = me;
-                p.delivered = now;
-                claimed += 1;
-            }
-        }
+        let claimed = self.pending.claim(me, min_idle, Instant::now());
         self.remove_idle_consumers(me);
         ClaimReport { claimed, deleted: 0 }
     }
 
     fn remove_idle_consumers(&mut self, keep: u32) {
-        let mut busy = vec![false; self.consumers.len()];
+        let mut busy = self.pending.busy(self.consumers.len());
         busy[keep as usize] = true;
-        for p in self.pending.iter().filter(|p| !p.acked) {
-            busy[p.consumer as usize] = true;
-        }
         if busy.iter().all(|&b| b) {
             return;
         }
@@ -198,11 +174,7 @@ impl Group {
             i += 1;
             busy[i - 1]
         });
-        for p in self.pending.iter_mut() {
-            // Acknowledged entries waiting to be dropped may name a removed consumer: no one
-            // reads them again.
-            p.consumer = renumbered[p.consumer as usize];
-        }
+        self.pending.renumber(&renumbered);
     }
 }
 
@@ -264,25 +236,12 @@ impl Store {
         };
         let consumer = group.consumer(&r.consumer);
         if r.pending {
-            let now = Instant::now();
-            let mut out = Vec::new();
-            for p in group
-                .pending
-                .iter_mut()
-                .filter(|p| !p.acked && p.consumer == consumer)
-            {
-                p.delivered = now;
-                if out.len() >= r.count {
-                    break;
-                }
-                let at = p
-                    .seq
-                    .checked_sub(first)
-                    .and_then(|i| self.entries.get(i as usize));
-                if let Some(stored) = at {
-                    out.push(Self::delivery(stored));
-                }
-            }
+            let again = group.pending.deliver_again(consumer, r.count, Instant::now());
+            let out: Vec<Delivery> = again
+                .into_iter()
+                .filter_map(|seq| seq.checked_sub(first).and_then(|i| self.entries.get(i as usize)))
+                .map(Self::delivery)
+                .collect();
             return Ok(out.into());
         }
         if let Some(agent) = group.inbox {
@@ -309,14 +268,7 @@ impl Store {
                 batch
             }
         };
-        let now = Instant::now();
-        group.pending.extend((from..=to).map(|seq| Pending {
-            seq,
-            consumer,
-            acked: false,
-            delivered: now,
-        }));
-        group.live += batch.len() as u64;
+        group.pending.push(from, to, consumer, Instant::now());
         group.last_delivered = to;
         Ok(batch)
     }
@@ -326,47 +278,7 @@ impl Store {
         let Some(group) = self.groups.get_mut(group) else {
             return 0;
         };
-        let mut acked = 0;
-        // Ids usually come in order, as they were read: look from where the last one was.
-        let mut from = 0;
-        for entry_id in ids {
-            if entry_id.ms != 0 {
-                continue;
-            }
-            // The common case, a batch acknowledged in the order it was read: the oldest
-            // pending entry goes at once.
-            if from == 0
-                && let Some(front) = group.pending.front()
-                && front.seq == entry_id.seq
-            {
-                if !front.acked {
-                    acked += 1;
-                }
-                group.pending.pop_front();
-                continue;
-            }
-            let found = match group.pending.get(from) {
-                Some(p) if p.seq == entry_id.seq => Some(from),
-                _ => group.pending.binary_search_by_key(&entry_id.seq, |p| p.seq).ok(),
-            };
-            if let Some(i) = found {
-                from = i + 1;
-                if !group.pending[i].acked {
-                    group.pending[i].acked = true;
-                    acked += 1;
-                }
-            }
-        }
-        group.live -= acked;
-        while group.pending.front().is_some_and(|p| p.acked) {
-            group.pending.pop_front();
-        }
-        if group.pending.is_empty() && group.pending.capacity() > RETAINED_PENDING {
-            // A broadcast tick leaves every group's list as long as the tick's messages:
-            // kept, 10,000 agents' lists held 3 GB between ticks.
-            group.pending = VecDeque::new();
-        }
-        acked
+        group.pending.ack_all(ids)
     }
 
     /// Drops entries from the front while the stream is longer than `maxlen`, sparing every
@@ -424,14 +336,8 @@ fn read_inbox(
             continue;
         };
         out.push(Store::delivery(stored));
-        group.pending.push_back(Pending {
-            seq,
-            consumer,
-            acked: false,
-            delivered: now,
-        });
+        group.pending.push(seq, seq, consumer, now);
         group.last_delivered = seq;
     }
-    group.live += out.len() as u64;
     out.into()
 }
