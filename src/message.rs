@@ -118,7 +118,6 @@ impl Message {
         fields
     }
 
-    /// `data[key]` as a number, for behaviours that read their own payloads.
     /// `data` as `T`, a type of the behaviour's own with the fields it reads (serde ignores
     /// the others): decoded once per message, however many agents read it, instead of a
     /// lookup by key per reader. `None` when the message has no `data` or it does not decode
@@ -131,8 +130,7 @@ impl Message {
     where
         T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        let data = self.data.as_ref()?;
-        let decode = || serde_json::from_value::<T>(Value::Object(data.clone())).ok();
+        let decode = || self.decode_data::<T>();
         let wanted = std::any::TypeId::of::<T>();
         let (kept, value) = self.decoded.0.get_or_init(|| (wanted, Box::new(decode())));
         if *kept == wanted {
@@ -145,6 +143,13 @@ impl Message {
         }
     }
 
+    /// `data` decoded as `T`, afresh: `None` without `data` or when it does not fit `T`.
+    pub(crate) fn decode_data<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        let data = self.data.as_ref()?;
+        serde_json::from_value::<T>(Value::Object(data.clone())).ok()
+    }
+
+    /// `data[key]` as a number, for behaviours that read their own payloads.
     pub fn data_f64(&self, key: &str) -> Option<f64> {
         self.data.as_ref()?.get(key)?.as_f64()
     }

@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::ops::ControlFlow;
 
-use super::{Behaviour, BehaviourError, Context, Effects};
+use super::{Behaviour, BehaviourError, Context, Effects, Messages};
 use crate::message::Message;
 
 /// An agent's state, whatever its behaviour's `State` type is.
@@ -26,6 +26,17 @@ pub trait DynBehaviour: Send + Sync {
         ctx: &mut Context<'_>,
         each: &mut dyn FnMut(Result<Effects, BehaviourError>) -> ControlFlow<()>,
     ) -> Result<(), BehaviourError>;
+    /// [`Behaviour::HANDLES_BATCHES`].
+    fn handles_batches(&self) -> bool {
+        false
+    }
+    /// [`Behaviour::on_messages`].
+    fn on_batch(
+        &self,
+        state: &mut StateBox,
+        messages: &Messages<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError>;
     fn on_tick(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError>;
     /// The state as JSON, for checkpoints.
     fn save(&self, state: &StateBox) -> Result<String, BehaviourError>;
@@ -82,6 +93,19 @@ impl<B: Behaviour> DynBehaviour for Erased<B> {
             }
         }
         Ok(())
+    }
+
+    fn handles_batches(&self) -> bool {
+        B::HANDLES_BATCHES
+    }
+
+    fn on_batch(
+        &self,
+        state: &mut StateBox,
+        messages: &Messages<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        self.inner.on_messages(typed(state)?, messages, ctx)
     }
 
     fn on_tick(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {

@@ -34,7 +34,7 @@
 
 use std::sync::Arc;
 
-use super::{Behaviour, BehaviourError, CacheReads, Completions, Context, Effects};
+use super::{Behaviour, BehaviourError, CacheReads, Completions, Context, Effects, Messages};
 use crate::backend::CacheEntry;
 use crate::llm::{Completion, CompletionRequest, Usage};
 use crate::message::Message;
@@ -211,6 +211,22 @@ impl<B: Behaviour> Harness<B> {
     /// What the behaviour fails with.
     pub fn handle(&mut self, state: &mut B::State, msg: &Message) -> Result<Effects, BehaviourError> {
         self.effects(|b, ctx| b.on_message(state, msg, ctx))
+    }
+
+    /// What the agent does with `messages` as one step's batch: `on_messages` (whose default
+    /// hands each to `on_message`), as the runtime calls it for a behaviour that handles
+    /// batches.
+    ///
+    /// # Errors
+    ///
+    /// What the behaviour fails with.
+    pub fn handle_all(
+        &mut self,
+        state: &mut B::State,
+        messages: &[Message],
+    ) -> Result<Effects, BehaviourError> {
+        let list: Vec<&Message> = messages.iter().collect();
+        self.effects(|b, ctx| b.on_messages(state, &Messages::new(&list), ctx))
     }
 
     /// `on_tick`: what the agent does at the end of the tick.

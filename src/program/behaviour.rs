@@ -81,6 +81,15 @@ impl DynBehaviour for ProgramBehaviour {
         Err(not_here())
     }
 
+    fn on_batch(
+        &self,
+        _state: &mut StateBox,
+        _messages: &crate::behaviour::Messages<'_>,
+        _ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        Err(not_here())
+    }
+
     fn on_tick(&self, _state: &mut StateBox, _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
         Err(not_here())
     }

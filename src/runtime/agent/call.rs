@@ -10,6 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use super::StepKind;
+use super::plan::{GivenUp, Handled};
 use super::step::AgentCore;
 use super::step_cache::{Fetched, StepCache};
 use super::step_completions::Answered;
@@ -17,9 +18,9 @@ use super::step_completions::{StepCompletions, Wanted};
 use super::step_program::{ProgramCall, StepInputs};
 use crate::backend::{Backend, CacheEntry, CacheQuery, ScoreBound};
 use crate::behaviour::{
-    BehaviourError, Context as BehaviourContext, DynBehaviour, Effects, Report, StateBox,
+    BehaviourError, Context as BehaviourContext, DynBehaviour, Effects, Messages, Report, StateBox,
 };
-use crate::message::{EntryId, Message};
+use crate::message::Message;
 
 /// What one attempt at a step produced.
 #[derive(Default)]
@@ -196,12 +197,12 @@ impl<B: Backend> AgentCore<B> {
     pub(super) fn attempt(
         &mut self,
         kind: StepKind,
-        handle: &[(EntryId, &Message)],
-        skip: &[bool],
+        handled: &Handled<'_>,
+        skip: &GivenUp,
         inputs: &StepInputs<'_>,
     ) -> Attempt {
         if let Some(program) = self.behaviour.clone().as_program() {
-            return self.attempt_program(program, kind, handle, skip, inputs);
+            return self.attempt_program(program, kind, handled.list(), skip, inputs);
         }
         let StepInputs {
             fetched, answered, ..
@@ -234,19 +235,8 @@ impl<B: Backend> AgentCore<B> {
             };
         }
 
-        // The messages not given up on, and where each is in `handle`.
-        let positions: Vec<usize> = (0..handle.len()).filter(|&i| !skip[i]).collect();
-        let messages: Vec<&Message> = positions.iter().map(|&i| handle[i].1).collect();
-        if !messages.is_empty()
-            && let Err(e) = self.call_messages(&call, &mut work, &messages)
-        {
-            return match e {
-                MessagesFailed::At(k, error) => Attempt::Failed {
-                    at: positions.get(k).copied(),
-                    error,
-                },
-                MessagesFailed::Other(attempt) => attempt,
-            };
+        if let Err(attempt) = self.hand_over(&call, &mut work, handled, skip) {
+            return attempt;
         }
 
         if let StepKind::Tick(_) = kind {
@@ -302,6 +292,61 @@ impl<B: Backend> AgentCore<B> {
             Err(panic) => panic_failure_text(&*panic),
         };
         Err(Attempt::Failed { at: None, error })
+    }
+
+    /// Hands the step's messages not given up on (`skip`) to the behaviour: all at once to a
+    /// behaviour that handles batches (a batch every agent shares as its payload table, when
+    /// none was given up on), else one by one.
+    fn hand_over(
+        &mut self,
+        call: &Call<'_>,
+        work: &mut Work,
+        handled: &Handled<'_>,
+        skip: &GivenUp,
+    ) -> Result<(), Attempt> {
+        if handled.len() == 0 {
+            return Ok(());
+        }
+        let batches = self.behaviour.handles_batches();
+        if let Some((table, own)) = handled.shared()
+            && batches
+            && skip.is_empty()
+        {
+            return self.call_batch(call, work, Messages::shared(table, own));
+        }
+        let list = handled.list();
+        // The messages not given up on, and where each is in the list.
+        let positions = skip.kept(list.len());
+        let messages: Vec<&Message> = positions.iter().map(|&i| list[i].1).collect();
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if batches {
+            return self.call_batch(call, work, Messages::new(&messages));
+        }
+        self.call_messages(call, work, &messages).map_err(|e| match e {
+            MessagesFailed::At(k, error) => Attempt::Failed {
+                at: positions.get(k).copied(),
+                error,
+            },
+            MessagesFailed::Other(attempt) => attempt,
+        })
+    }
+
+    /// Hands `batch` to a behaviour that handles batches, in one call. It fails as a whole.
+    fn call_batch(&mut self, call: &Call<'_>, work: &mut Work, batch: Messages<'_>) -> Result<(), Attempt> {
+        let result = self.call(call, work, |b, state, ctx| match state {
+            Some(state) => b.on_batch(state, &batch, ctx),
+            None => Err(BehaviourError::new(NO_STATE)),
+        });
+        match result {
+            Ok(()) => {
+                work.out.handled += batch.len() as u64;
+                Ok(())
+            }
+            Err(Attempt::Failed { error, .. }) => Err(Attempt::BatchFailed(error)),
+            Err(other) => Err(other),
+        }
     }
 
     /// Hands `messages` to the behaviour in order, in one context and one call through the

@@ -1,9 +1,11 @@
 //! Which messages of a batch an agent hands to its behaviour, and in which order.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::StepKind;
+use crate::behaviour::PayloadTable;
 use crate::message::{Delivery, Entry, EntryId, Message};
 
 /// What every agent given the same lockstep batch would work out alike, worked out once and
@@ -19,6 +21,11 @@ pub(crate) struct BatchPlan {
     /// Every entry is a message of an earlier tick: all are acknowledged, none is held back
     /// for the next step.
     pub(super) plain: bool,
+    /// Every entry's id, in stream order: what each agent acknowledges when `plain`.
+    pub(super) ids: Arc<[EntryId]>,
+    /// The messages of `order`, their payloads decoded once for every agent's behaviour that
+    /// handles batches.
+    pub(super) table: PayloadTable,
 }
 
 impl BatchPlan {
@@ -35,11 +42,26 @@ impl BatchPlan {
         }
         // `order` leaves out malformed entries and messages of this tick or later.
         let plain = order.len() == deliveries.len();
+        let table = PayloadTable::new(
+            order
+                .iter()
+                .filter_map(|&i| deliveries[i as usize].message().cloned())
+                .collect(),
+        );
+        let mut ids: Vec<EntryId> = deliveries.iter().map(|d| d.id).collect();
+        ids.sort_unstable();
         BatchPlan {
             order,
             by_sender,
             plain,
+            ids: ids.into(),
+            table,
         }
+    }
+
+    /// The places in the plan's order of `agent`'s own messages, ascending.
+    pub(super) fn own_places(&self, agent: &str) -> &[u32] {
+        self.by_sender.get(agent).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -77,9 +99,93 @@ fn handling_order(deliveries: &[Delivery], kind: StepKind) -> Vec<u32> {
     order
 }
 
+/// The messages an agent hands to its behaviour in a step. The list of them is worked out
+/// when first asked for: a behaviour that handles batches reads a shared plan's payload table
+/// instead, and a thousand agents need not each copy out a thousand message handles.
+pub(super) struct Handled<'d> {
+    agent: &'d str,
+    deliveries: &'d [Delivery],
+    kind: StepKind,
+    plan: Option<&'d BatchPlan>,
+    list: OnceCell<Vec<(EntryId, &'d Message)>>,
+}
+
+impl<'d> Handled<'d> {
+    pub fn new(
+        agent: &'d str,
+        deliveries: &'d [Delivery],
+        kind: StepKind,
+        plan: Option<&'d BatchPlan>,
+    ) -> Self {
+        Handled {
+            agent,
+            deliveries,
+            kind,
+            plan,
+            list: OnceCell::new(),
+        }
+    }
+
+    /// The messages with their stream ids, in handling order ([`messages_for`]).
+    pub fn list(&self) -> &[(EntryId, &'d Message)] {
+        self.list
+            .get_or_init(|| messages_for(self.agent, self.deliveries, self.kind, self.plan))
+    }
+
+    pub fn len(&self) -> usize {
+        match self.plan {
+            Some(plan) => plan.order.len() - plan.own_places(self.agent).len(),
+            None => self.list().len(),
+        }
+    }
+
+    /// The plan's payload table and the places in it of the agent's own messages, which
+    /// are what the list holds, when a plan was shared.
+    pub fn shared(&self) -> Option<(&'d PayloadTable, &'d [u32])> {
+        self.plan.map(|plan| (&plan.table, plan.own_places(self.agent)))
+    }
+}
+
+/// Which of a step's messages were given up on (dead-lettered after failing too often), by
+/// place in the list: usually none, and then nothing is allocated or scanned.
+#[derive(Debug, Default)]
+pub(super) struct GivenUp {
+    marks: Vec<bool>,
+    count: usize,
+}
+
+impl GivenUp {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn contains(&self, place: usize) -> bool {
+        self.marks.get(place).copied().unwrap_or(false)
+    }
+
+    /// Marks the message at `place` of a list of `len`; whether it was not marked yet.
+    pub fn insert(&mut self, place: usize, len: usize) -> bool {
+        if self.marks.is_empty() {
+            self.marks = vec![false; len];
+        }
+        let newly = !std::mem::replace(&mut self.marks[place], true);
+        self.count += usize::from(newly);
+        newly
+    }
+
+    /// The places of a list of `len` not given up on.
+    pub fn kept(&self, len: usize) -> Vec<usize> {
+        (0..len).filter(|&i| !self.contains(i)).collect()
+    }
+}
+
 /// The messages `agent` hands to its behaviour, in order, with their stream ids: a plan's
 /// order without the agent's own messages, or the same worked out for this batch alone.
-pub(super) fn messages_for<'d>(
+fn messages_for<'d>(
     agent: &str,
     deliveries: &'d [Delivery],
     kind: StepKind,
@@ -95,12 +201,7 @@ pub(super) fn messages_for<'d>(
             })
             .collect();
     };
-    let mut own = plan
-        .by_sender
-        .get(agent)
-        .map_or(&[][..], Vec::as_slice)
-        .iter()
-        .peekable();
+    let mut own = plan.own_places(agent).iter().peekable();
     plan.order
         .iter()
         .enumerate()

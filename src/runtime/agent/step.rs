@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::call::{Attempt, Inputs, Work};
-use super::plan::{self, BatchPlan};
+use super::plan::{BatchPlan, GivenUp, Handled};
 use super::record::Live;
 use super::step_cache::Fetched;
 use super::step_completions::Answered;
@@ -81,7 +81,8 @@ pub(crate) struct AgentCore<B> {
 struct Sorted {
     deliveries: Arc<[Delivery]>,
     plan: Option<Arc<BatchPlan>>,
-    acks: Vec<EntryId>,
+    /// In stream order; shared by every agent that read the same plain batch.
+    acks: Arc<[EntryId]>,
     dead: Vec<DeadLetter>,
 }
 
@@ -180,8 +181,9 @@ impl<B: Backend> AgentCore<B> {
             acks,
             mut dead,
         } = self.sort_out(input)?;
-        let handle = plan::messages_for(&self.spec.name, &deliveries, kind, plan.as_deref());
-        let (work, failures) = self.run_behaviour(kind, &handle, &mut dead).await?;
+        let agent = self.spec.name.clone();
+        let handled = Handled::new(&agent, &deliveries, kind, plan.as_deref());
+        let (work, failures) = self.run_behaviour(kind, &handled, &mut dead).await?;
         self.finish(kind, acks, dead, work, failures).await
     }
 
@@ -203,15 +205,18 @@ impl<B: Backend> AgentCore<B> {
             deliveries = deliveries.iter().cloned().chain(carried).collect();
             plan = None;
         }
-        let (mut acks, dead) = match &plan {
+        let (acks, dead) = match &plan {
             // Messages of earlier ticks only: all acknowledged, none held back.
-            Some(plan) if plan.plain => (deliveries.iter().map(|d| d.id).collect(), Vec::new()),
-            _ => self.acks_and_dead(kind, &deliveries)?,
+            Some(plan) if plan.plain => (plan.ids.clone(), Vec::new()),
+            _ => {
+                let (mut acks, dead) = self.acks_and_dead(kind, &deliveries)?;
+                // Acknowledged in stream order, as they were read.
+                if !acks.is_sorted() {
+                    acks.sort_unstable();
+                }
+                (acks.into(), dead)
+            }
         };
-        // Acknowledged in stream order, as they were read.
-        if !acks.is_sorted() {
-            acks.sort_unstable();
-        }
         Ok(Sorted {
             deliveries,
             plan,
@@ -263,18 +268,19 @@ impl<B: Backend> AgentCore<B> {
         Ok((acks, dead))
     }
 
-    /// Runs the behaviour over `handle` until an attempt completes: fetching what the cache
+    /// Runs the behaviour over `handled` until an attempt completes: fetching what the cache
     /// could not answer, retrying failures from the saved state, and giving up on a message
     /// (into `dead`) after `max_retries` retries. Returns the completed attempt's work and how
     /// many messages were given up on.
     async fn run_behaviour(
         &mut self,
         kind: StepKind,
-        handle: &[(EntryId, &Message)],
+        handled: &Handled<'_>,
         dead: &mut Vec<DeadLetter>,
     ) -> Result<(Work, u64), RunError> {
-        let mut skip = vec![false; handle.len()];
-        let mut failures_at = vec![0u32; handle.len()];
+        let mut skip = GivenUp::default();
+        // Failures by message, sized at the first.
+        let mut failures_at: Vec<u32> = Vec::new();
         let mut whole_step_failures = 0u32;
         let mut batch_failures = 0u32;
         let mut fetched = Fetched::default();
@@ -291,10 +297,9 @@ impl<B: Backend> AgentCore<B> {
                 answered: &answered,
                 replies: &replies,
             };
-            match self.attempt(kind, handle, &skip, &inputs) {
+            match self.attempt(kind, handled, &skip, &inputs) {
                 Attempt::Done(work) => {
-                    let given_up = skip.iter().filter(|&&s| s).count() as u64;
-                    return Ok((work, given_up));
+                    return Ok((work, skip.len() as u64));
                 }
                 Attempt::Pending(inputs) => {
                     self.fetch(kind, inputs, &mut fetched, &mut answered, &mut replies)
@@ -303,19 +308,22 @@ impl<B: Backend> AgentCore<B> {
                 Attempt::BatchFailed(error) => {
                     batch_failures += 1;
                     if batch_failures > self.max_retries {
-                        for i in 0..handle.len() {
-                            if !skip[i] {
-                                skip[i] = true;
-                                dead.push(self.give_up(handle[i], batch_failures, &error));
+                        let list = handled.list();
+                        for (i, &message) in list.iter().enumerate() {
+                            if skip.insert(i, list.len()) {
+                                dead.push(self.give_up(message, batch_failures, &error));
                             }
                         }
                     }
                 }
                 Attempt::Failed { at: Some(i), error } => {
+                    if failures_at.is_empty() {
+                        failures_at = vec![0; handled.len()];
+                    }
                     failures_at[i] += 1;
                     if failures_at[i] > self.max_retries {
-                        skip[i] = true;
-                        dead.push(self.give_up(handle[i], failures_at[i], &error));
+                        skip.insert(i, handled.len());
+                        dead.push(self.give_up(handled.list()[i], failures_at[i], &error));
                     }
                 }
                 Attempt::Failed { at: None, error } => {
@@ -415,7 +423,7 @@ impl<B: Backend> AgentCore<B> {
     async fn finish(
         &mut self,
         kind: StepKind,
-        acks: Vec<EntryId>,
+        acks: Arc<[EntryId]>,
         dead: Vec<DeadLetter>,
         work: Work,
         failures: u64,

@@ -16,6 +16,7 @@ use rand::SeedableRng;
 
 use super::StepKind;
 use super::call::{Attempt, Inputs, Numbering, Work};
+use super::plan::GivenUp;
 use super::step::AgentCore;
 use super::step_cache::{Fetched, StepCache};
 use super::step_completions::{Answered, StepCompletions};
@@ -104,10 +105,10 @@ impl<B: Backend> AgentCore<B> {
         program: &ProgramBehaviour,
         kind: StepKind,
         handle: &[(EntryId, &Message)],
-        skip: &[bool],
+        skip: &GivenUp,
         inputs: &StepInputs<'_>,
     ) -> Attempt {
-        let positions: Vec<usize> = (0..handle.len()).filter(|&i| !skip[i]).collect();
+        let positions = skip.kept(handle.len());
         let messages = positions.iter().map(|&i| wire(handle[i].1)).collect();
         let mut request = self.step_request(program, kind, messages);
         let failed_at = |at: Option<usize>| at.and_then(|k| positions.get(k).copied());
