@@ -253,7 +253,7 @@ pub trait Transport: Clone + 'static {
 
 /// A backend: a stream, a cache and a run store under one key layout.
 #[allow(async_fn_in_trait)]
-pub trait Backend: Stream + Cache + RunStore + Clone + Unpin + 'static {
+pub trait Backend: Stream + Cache + RunStore + Clone + Unpin + Send + Sync + 'static {
     /// How this backend's worker processes talk, when it has any.
     type Transport: Transport;
 

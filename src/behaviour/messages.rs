@@ -186,6 +186,20 @@ impl<'a, X> Segments<'a, X> {
         }
     }
 
+    /// Folds every item, a stretch at a time.
+    fn fold<A>(mut self, init: A, mut f: impl FnMut(A, &'a X) -> A) -> A {
+        let mut acc = std::mem::replace(&mut self.current, [].iter()).fold(init, &mut f);
+        while let [_, rest @ ..] = self.rest {
+            // At an own place: step over it, and fold the stretch after it.
+            self.rest = rest;
+            self.at += 1;
+            self.own = &self.own[1..];
+            self.cut();
+            acc = std::mem::replace(&mut self.current, [].iter()).fold(acc, &mut f);
+        }
+        acc
+    }
+
     fn len(&self) -> usize {
         (self.current.len() + self.rest.len()).saturating_sub(self.own.len())
     }
@@ -203,6 +217,21 @@ where
             PayloadsInner::Shared(segments) => segments.next().map(|p| p.as_ref().map(Cow::Borrowed)),
             PayloadsInner::Each(segments) => segments.next().map(|m| m.payload::<T>()),
             PayloadsInner::List(list) => list.next().map(|m| m.payload::<T>()),
+        }
+    }
+
+    /// Over a shared table, a loop over each stretch's slice: what `for_each`, `sum` and
+    /// `fold` itself use, and what the compiler makes a tight loop of.
+    fn fold<A, F>(self, init: A, mut f: F) -> A
+    where
+        F: FnMut(A, Self::Item) -> A,
+    {
+        match self.inner {
+            PayloadsInner::Shared(segments) => {
+                segments.fold(init, |acc, p| f(acc, p.as_ref().map(Cow::Borrowed)))
+            }
+            PayloadsInner::Each(segments) => segments.fold(init, |acc, m| f(acc, m.payload::<T>())),
+            PayloadsInner::List(list) => list.fold(init, |acc, m| f(acc, m.payload::<T>())),
         }
     }
 

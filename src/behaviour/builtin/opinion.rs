@@ -149,16 +149,22 @@ impl Behaviour for Opinion {
         _ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
         let (own, epsilon) = (state.opinion, self.epsilon);
-        // Summed in the order `on_message` would sum them: the same bits.
-        let (mut sum, mut count) = (state.near_sum, state.near_count);
-        for announced in messages.payloads::<Announced>().flatten() {
-            let x = announced.opinion;
-            // Without a branch: whether an opinion is near is a coin toss the processor
-            // cannot predict. Adding 0.0 to a sum of opinions in [0, 1] leaves its bits alone.
-            let near = (x - own).abs() <= epsilon;
-            sum += if near { x } else { 0.0 };
-            count += u64::from(near);
-        }
+        // Summed in the order `on_message` would sum them: the same bits. `fold` runs as a
+        // plain loop over the batch's shared payloads.
+        let (sum, count) = messages.payloads::<Announced>().fold(
+            (state.near_sum, state.near_count),
+            |(sum, count), announced| match announced {
+                Some(announced) => {
+                    let x = announced.opinion;
+                    // Without a branch: whether an opinion is near is a coin toss the
+                    // processor cannot predict. Adding 0.0 to a sum of opinions in [0, 1]
+                    // leaves its bits alone.
+                    let near = (x - own).abs() <= epsilon;
+                    (sum + if near { x } else { 0.0 }, count + u64::from(near))
+                }
+                None => (sum, count),
+            },
+        );
         state.near_sum = sum;
         state.near_count = count;
         Ok(Effects::none())
