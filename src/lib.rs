@@ -51,7 +51,9 @@ pub mod tally;
 
 pub use backend::CacheEntry;
 pub use behaviour::testing;
-pub use behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, ParamError, Registry, Setup};
+pub use behaviour::{
+    Behaviour, BehaviourError, Context, Effects, Messages, Outgoing, ParamError, Registry, Setup,
+};
 pub use message::Message;
 pub use scenario::Scenario;
 

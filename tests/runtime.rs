@@ -51,11 +51,15 @@ struct Run {
 
 /// Runs a scenario (a file or TOML text) on the memory backend.
 fn run_with(path_or_text: &str, sets: &[&str], registry: &Registry) -> Run {
+    run_with_options(path_or_text, sets, registry, &RunOptions::default())
+}
+
+fn run_with_options(path_or_text: &str, sets: &[&str], registry: &Registry, options: &RunOptions) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let scenario = load(path_or_text, sets, dir.path(), registry);
     let outcome = runtime::run(
         &scenario,
-        &RunOptions::default(),
+        options,
         std::future::pending(),
         Arc::new(runtime::Unobserved),
     )
@@ -89,6 +93,30 @@ fn lockstep_scenarios() -> Vec<String> {
         .filter(|p| !p.ends_with("custom.toml") && common::recording_of(p).is_none())
         .map(|p| p.display().to_string())
         .collect()
+}
+
+#[test]
+fn agents_spread_over_threads_give_the_transcript_of_one_thread() {
+    let on = |threads: usize, path: &str| {
+        let options = RunOptions {
+            agent_threads: Some(threads),
+            ..RunOptions::default()
+        };
+        run_with_options(path, &[], &Registry::builtin(), &options)
+    };
+    for path in lockstep_scenarios() {
+        let one = on(1, &path);
+        let three = on(3, &path);
+        assert!(!one.lines.is_empty(), "{path} published nothing");
+        assert_eq!(
+            one.outcome.summary.transcript_sha256, three.outcome.summary.transcript_sha256,
+            "{path}"
+        );
+        assert_eq!(
+            one.outcome.summary.deliveries, three.outcome.summary.deliveries,
+            "{path}"
+        );
+    }
 }
 
 #[test]

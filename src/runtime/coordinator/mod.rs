@@ -199,6 +199,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
                 reconnect: self.reconnect.clone(),
                 replay: recording,
                 processes: 1,
+                agent_threads: self.options.agent_threads,
             };
             let shard = Shard::start(self.backend.clone(), scenario, &scenario.agents, &options).await?;
             let mut hosting = LocalHosting::new(shard, self.options.resume);

@@ -271,6 +271,8 @@ impl<'a, B: Backend> Worker<'a, B> {
             reconnect: self.reconnect.clone(),
             replay: replay.map(Recording::read).transpose()?.map(Arc::new),
             processes: shards,
+            // Workers run on Redis, whose agents stay on the thread of its connections.
+            agent_threads: None,
         };
         let hosted = Shard::start(self.backend.clone(), self.scenario, &agents, &options).await?;
         self.hosting = Some(LocalHosting::new(hosted, resume));

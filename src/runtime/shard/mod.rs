@@ -47,6 +47,8 @@ const PENDING_COUNT: usize = 100_000;
 /// Free mode: steps an agent may have queued, so that its next batch is read while it
 /// commits the last one (steps still run one at a time, in order).
 const FREE_STEPS_IN_FLIGHT: usize = 2;
+/// The fewest agents a shard spreads over threads ([`AgentThreads`]).
+const THREADED_AGENTS: usize = 2_000;
 /// How long an idle free-mode shard waits for new entries before it looks again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
@@ -77,6 +79,8 @@ pub(crate) struct ShardOptions {
     /// How many processes host the run's agents: each keeps its share of `max_concurrency`,
     /// so that the run as a whole keeps to it.
     pub processes: u32,
+    /// [`RunOptions::agent_threads`](crate::runtime::RunOptions::agent_threads).
+    pub agent_threads: Option<usize>,
 }
 
 type StepFuture = Pin<Box<dyn Future<Output = (usize, Result<StepReport, RunError>)>>>;
@@ -123,9 +127,10 @@ async fn take_over<B: Backend>(
 }
 
 /// The threads (actix arbiters) a shard's agents run on. In lockstep on the embedded backend,
-/// agents whose behaviours are plain Rust are spread over one arbiter per core, so that a
-/// tick's steps use every core (opinion with 10,000 agents: a third less time on two cores).
-/// The rest run on the current arbiter: on Redis its connections' drivers live there;
+/// at least [`THREADED_AGENTS`] agents whose behaviours are plain Rust are spread over one
+/// arbiter per core, so that a tick's steps use every core (opinion with 10,000 agents: a
+/// third less time on two cores; with 1,000, no less time for 60% more CPU, the steps too
+/// short to outweigh waking another thread). The rest run on the current arbiter: on Redis its connections' drivers live there;
 /// programs and model calls wait on I/O; and a free-mode run's few agents lost more to
 /// waking each other across threads than they gained (W1: 10% slower). A lockstep
 /// transcript does not depend on which thread stepped an agent: a tick's messages are
@@ -136,14 +141,19 @@ struct AgentThreads {
 }
 
 impl AgentThreads {
-    fn for_run<B: Backend>(backend: &B, scenario: &Scenario) -> Self {
+    fn for_run<B: Backend>(backend: &B, scenario: &Scenario, agents: usize, wanted: Option<usize>) -> Self {
         let plain = backend.kind() == crate::backend::BackendKind::Memory
             && scenario.mode == Mode::Lockstep
             && scenario.programs.is_empty()
             && scenario.llm.is_none();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let arbiters = if plain && cores > 1 {
-            (0..cores).map(|_| Arbiter::new()).collect()
+        let threads = match wanted {
+            Some(n) => n,
+            None if agents >= THREADED_AGENTS => cores,
+            None => 1,
+        };
+        let arbiters = if plain && threads > 1 {
+            (0..threads).map(|_| Arbiter::new()).collect()
         } else {
             Vec::new()
         };
@@ -205,7 +215,7 @@ impl<B: Backend> Shard<B> {
             .map(|interval| Arc::new(Pacer::new(interval)));
         let mut peers_by_table: BTreeMap<usize, Arc<[Arc<str>]>> = BTreeMap::new();
         let mut hosted = Vec::with_capacity(agents.len());
-        let mut threads = AgentThreads::for_run(&backend, scenario);
+        let mut threads = AgentThreads::for_run(&backend, scenario, agents.len(), options.agent_threads);
         for ((spec, group), saved) in agents.iter().zip(groups).zip(saved) {
             let consumer = format!("{}@{}", spec.name, options.instance);
             if options.resume {
