@@ -145,8 +145,8 @@ impl Message {
 
     /// `data` decoded as `T`, afresh: `None` without `data` or when it does not fit `T`.
     pub(crate) fn decode_data<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
-        let data = self.data.as_ref()?;
-        serde_json::from_value::<T>(Value::Object(data.clone())).ok()
+        // Straight from the map: no copy of it first.
+        T::deserialize(self.data.as_ref()?).ok()
     }
 
     /// `data[key]` as a number, for behaviours that read their own payloads.

@@ -38,11 +38,16 @@ impl CacheStore {
 
     pub fn append(&mut self, a: &CacheAppend) {
         let member: Arc<str> = Arc::from(a.member.as_str());
-        if self.list(&a.agent).is_none() {
-            self.lists.insert(a.agent.to_string(), CacheList::default());
-        }
-        if let Some(list) = self.lists.get_mut(&*a.agent) {
-            list.items.push(member.clone());
+        // One lookup for the common case, an agent's list that exists and has not expired.
+        match self.lists.get_mut(&*a.agent) {
+            Some(list) if !list.expired() => list.items.push(member.clone()),
+            _ => {
+                let list = CacheList {
+                    items: vec![member.clone()],
+                    expires: None,
+                };
+                self.lists.insert(a.agent.to_string(), list);
+            }
         }
         // ZADD semantics: a member appears once; adding it again moves it to its new score.
         if let Some(old) = self.scores.insert(member.clone(), a.score) {

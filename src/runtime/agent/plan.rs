@@ -192,6 +192,16 @@ fn messages_for<'d>(
     plan: Option<&BatchPlan>,
 ) -> Vec<(EntryId, &'d Message)> {
     let Some(plan) = plan else {
+        if !matches!(kind, StepKind::Tick(_)) {
+            // Free mode: stream order, nothing to sort, in one pass.
+            return deliveries
+                .iter()
+                .filter_map(|d| {
+                    let msg = d.message()?;
+                    (*msg.sender_id != *agent).then_some((d.id, &**msg))
+                })
+                .collect();
+        }
         return handling_order(deliveries, kind)
             .into_iter()
             .filter_map(|i| {

@@ -13,9 +13,10 @@ use crate::behaviour::{DynBehaviour, StateBox};
 use crate::random::{self, ChaCha8Rng};
 use crate::tally::Tally;
 
-/// The saved form of an agent.
+/// The saved form of an agent. `C` is how it holds its counts: owned when read back,
+/// borrowed when written (every step writes one: no copy of the agent's counters for it).
 #[derive(Serialize, Deserialize)]
-struct AgentRecord {
+struct AgentRecord<C = Tally> {
     /// The last committed step's tick (lockstep).
     tick: Option<u64>,
     /// Committed steps so far: makes every record unique, so that after a lost reply the
@@ -28,10 +29,10 @@ struct AgentRecord {
     state: Box<RawValue>,
     /// What the last committed step counted, for a resumed run's totals.
     #[serde(default)]
-    last: Tally,
+    last: C,
     /// What all committed steps counted.
     #[serde(default)]
-    total: Tally,
+    total: C,
 }
 
 /// The agent as it is between steps (and, during a step, as the step changes it).
@@ -132,8 +133,8 @@ impl Live {
             cache_n: self.cache_n,
             rng: snapshot.rng,
             state: snapshot.state,
-            last: self.last.clone(),
-            total: self.total.clone(),
+            last: &self.last,
+            total: &self.total,
         };
         let record = serde_json::to_string(&record).map_err(|e| e.to_string())?;
         Ok((record, snapshot.core))
