@@ -529,6 +529,67 @@ fn a_panicking_behaviour_dead_letters_the_message_and_the_rest_goes_on() {
     );
 }
 
+/// `Fragile` taking its messages as batches: a poison message fails the whole batch.
+struct FragileBatches;
+
+impl Behaviour for FragileBatches {
+    type State = Vec<String>;
+    const HANDLES_BATCHES: bool = true;
+
+    fn init(&self, ctx: &mut Context<'_>) -> Result<Vec<String>, BehaviourError> {
+        Fragile.init(ctx)
+    }
+
+    fn on_start(&self, state: &mut Vec<String>, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        Fragile.on_start(state, ctx)
+    }
+
+    fn on_message(
+        &self,
+        heard: &mut Vec<String>,
+        msg: &Message,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        Fragile.on_message(heard, msg, ctx)
+    }
+}
+
+#[test]
+fn a_batch_that_keeps_failing_dead_letters_all_its_messages_and_the_rest_goes_on() {
+    let mut registry = Registry::builtin();
+    registry.register(
+        "fragile",
+        "panics on poison, a batch at a time",
+        &[],
+        |_: NoParams, _: &Setup<'_>| Ok(FragileBatches),
+    );
+    let text = "[scenario]\nname = \"fragile\"\nticks = 3\nmax_retries = 2\n\
+        [[agents]]\nid = \"f\"\ncount = 4\nbehaviour = \"fragile\"\n";
+    let Run {
+        outcome, lines, _dir, ..
+    } = run_with(text, &[], &registry);
+    let s = &outcome.summary;
+    // f_2's batch of 3 (f_3's poison among them) failed 3 times: all 3 given up on.
+    assert_eq!(s.dead_letters, 3);
+    assert_eq!(s.behaviour_failures, 3);
+    assert_eq!(lines.len(), 4);
+    assert_eq!(s.handled, 4 * 3 - 3);
+    assert_eq!(s.deliveries, 16);
+    let dead = std::fs::read_to_string(outcome.dead_letters_path.unwrap()).unwrap();
+    let dead: Vec<Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut contents: Vec<&str> = dead.iter().map(|d| d["content"].as_str().unwrap()).collect();
+    contents.sort_unstable();
+    assert_eq!(contents, ["hello from f_1", "hello from f_4", "poison"]);
+    for d in &dead {
+        assert_eq!(d["agent"], "f_2");
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("failed 3 times: panicked: cannot digest poison"),
+            "{reason}"
+        );
+    }
+}
+
 #[test]
 fn budgets_stop_runs() {
     let Run {
