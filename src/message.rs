@@ -145,8 +145,13 @@ impl Message {
 
     /// `data` decoded as `T`, afresh: `None` without `data` or when it does not fit `T`.
     pub(crate) fn decode_data<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
-        // Straight from the map: no copy of it first.
-        T::deserialize(self.data.as_ref()?).ok()
+        let data = self.data.as_ref()?;
+        // Straight from the map, with no copy of it, for the structs and maps payloads
+        // usually are; a type the map cannot drive directly (an `Option`, a newtype) from
+        // the map made a JSON value.
+        T::deserialize(data)
+            .ok()
+            .or_else(|| serde_json::from_value(Value::Object(data.clone())).ok())
     }
 
     /// `data[key]` as a number, for behaviours that read their own payloads.
@@ -386,6 +391,16 @@ mod tests {
         assert!(copy.payload::<Y>().is_none());
         // Y's failure is what the clone keeps; X is still decoded, each time.
         assert!(matches!(copy.payload::<X>(), Some(std::borrow::Cow::Owned(X { x })) if x == 0.1));
+        // Types the map cannot drive directly decode as from a JSON object.
+        #[derive(Clone, serde::Deserialize)]
+        struct Wrapped(X);
+        assert_eq!(message().payload::<Wrapped>().map(|w| w.0.x), Some(0.1));
+        assert_eq!(
+            message()
+                .payload::<Option<X>>()
+                .map(|o| o.as_ref().as_ref().map(|x| x.x)),
+            Some(Some(0.1))
+        );
     }
 
     fn message() -> Message {

@@ -35,7 +35,8 @@ enum Source<'a> {
 }
 
 impl<'a> Messages<'a> {
-    /// `list` as a batch of its own (what [`Behaviour::on_messages`] gets in tests).
+    /// `list` as a batch of its own: what [`Behaviour::on_messages`] gets in free mode, once
+    /// some of a step's messages were given up on, and in tests.
     ///
     /// [`Behaviour::on_messages`]: super::Behaviour::on_messages
     pub fn new(list: &'a [&'a Message]) -> Self {

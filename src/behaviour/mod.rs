@@ -115,6 +115,10 @@ pub trait Behaviour: Send + Sync + 'static {
     /// messages in one loop (opinion reads a thousand opinions a tick) saves the runtime's
     /// cost per call, and reads payloads laid out side by side ([`Messages::payloads`]).
     ///
+    /// A batch's effects are applied when `on_messages` returns: its cache reads
+    /// (`ctx.own_last`, `ctx.last`, `ctx.sample`) do not see what the same batch remembers,
+    /// where `on_message` sees what the messages before it in the step remembered.
+    ///
     /// The price: a batch fails as a whole. An error (or panic) in `on_messages` is retried
     /// from the same state like any other, and after `scenario.max_retries` retries every
     /// message of the batch is dead-lettered, where `on_message` would lose only the one it

@@ -58,8 +58,9 @@ pub(super) enum Attempt {
         at: Option<usize>,
         error: String,
     },
-    /// A behaviour program failed on the step as a whole (it exited, hung, or did not speak
-    /// the protocol), on whichever of its messages: given up on, they are all dead-lettered.
+    /// The behaviour failed on the step's messages as a whole, on whichever of them: a
+    /// behaviour program (it exited, hung, or did not speak the protocol) or one that
+    /// handles batches. Given up on, they are all dead-lettered.
     BatchFailed(String),
 }
 

@@ -271,7 +271,8 @@ impl<'a, B: Backend> Worker<'a, B> {
             reconnect: self.reconnect.clone(),
             replay: replay.map(Recording::read).transpose()?.map(Arc::new),
             processes: shards,
-            // Workers run on Redis, whose agents stay on the thread of its connections.
+            // As a coordinator's own shard: threads for a large lockstep shard on the
+            // embedded backend (workers share it only in tests), none on Redis.
             agent_threads: None,
         };
         let hosted = Shard::start(self.backend.clone(), self.scenario, &agents, &options).await?;
