@@ -60,6 +60,12 @@ fn agora_run(out: &Path, args: &[&str]) -> (Value, f64) {
 }
 
 fn wait_with_peak_rss(child: &mut std::process::Child) -> (i32, f64) {
+    let (code, usage) = wait_with_usage(child);
+    (code, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// Waits for `child`; its exit code and what it used (`wait4`).
+fn wait_with_usage(child: &mut std::process::Child) -> (i32, libc::rusage) {
     let mut status = 0;
     // SAFETY: `rusage` is plain data, and `wait4` writes it for the child we spawned.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -71,7 +77,7 @@ fn wait_with_peak_rss(child: &mut std::process::Child) -> (i32, f64) {
     } else {
         -1
     };
-    (code, usage.ru_maxrss as f64 / 1024.0)
+    (code, usage)
 }
 
 /// The whole `agora run` process with `args`, wall and CPU seconds (user and system, all
@@ -89,21 +95,19 @@ fn whole_process(repeat: usize, args: &[&str]) -> (f64, f64) {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start agora");
-        let mut status = 0;
-        // SAFETY: `rusage` is plain data, and `wait4` writes it for the child we spawned.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let pid = child.id() as libc::pid_t;
-        assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+        let (code, usage) = wait_with_usage(&mut child);
+        assert_eq!(code, 0, "agora run {args:?} exited with {code}");
         walls.push(started.elapsed().as_secs_f64());
         let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         cpus.push(seconds(usage.ru_utime) + seconds(usage.ru_stime));
-        let _ = child.try_wait();
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     (median(walls), median(cpus))
+}
+
+/// The middle of `values` (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Runs a workload `repeat` times and keeps the median by rate.
@@ -412,11 +416,10 @@ fn empty_tick(url: &str, agents: u32, ticks: u32) -> (f64, f64) {
         std::sync::Arc::new(runtime::Unobserved),
     )
     .expect("the empty-tick run");
-    let mut times = outcome.summary.tick_seconds.clone();
+    let times = outcome.summary.tick_seconds.clone();
     assert_eq!(times.len() as u32, ticks);
     let mean = times.iter().sum::<f64>() / times.len() as f64;
-    times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], mean)
+    (median(times), mean)
 }
 
 /// A debate of `agents` LLM agents for `ticks` lockstep ticks, each posting every tick

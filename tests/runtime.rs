@@ -495,20 +495,25 @@ impl Behaviour for Fragile {
     }
 }
 
-#[test]
-fn a_panicking_behaviour_dead_letters_the_message_and_the_rest_goes_on() {
+/// Four agents of `behaviour` (f_3 says poison) for 3 ticks, with 2 retries.
+fn run_fragile<B: Behaviour>(behaviour: fn() -> B) -> Run {
     let mut registry = Registry::builtin();
     registry.register(
         "fragile",
         "panics on poison",
         &[],
-        |_: NoParams, _: &Setup<'_>| Ok(Fragile),
+        move |_: NoParams, _: &Setup<'_>| Ok(behaviour()),
     );
     let text = "[scenario]\nname = \"fragile\"\nticks = 3\nmax_retries = 2\n\
         [[agents]]\nid = \"f\"\ncount = 4\nbehaviour = \"fragile\"\n";
+    run_with(text, &[], &registry)
+}
+
+#[test]
+fn a_panicking_behaviour_dead_letters_the_message_and_the_rest_goes_on() {
     let Run {
         outcome, lines, _dir, ..
-    } = run_with(text, &[], &registry);
+    } = run_fragile(|| Fragile);
     let s = &outcome.summary;
     assert_eq!(s.dead_letters, 1);
     assert_eq!(s.behaviour_failures, 1);
@@ -556,18 +561,9 @@ impl Behaviour for FragileBatches {
 
 #[test]
 fn a_batch_that_keeps_failing_dead_letters_all_its_messages_and_the_rest_goes_on() {
-    let mut registry = Registry::builtin();
-    registry.register(
-        "fragile",
-        "panics on poison, a batch at a time",
-        &[],
-        |_: NoParams, _: &Setup<'_>| Ok(FragileBatches),
-    );
-    let text = "[scenario]\nname = \"fragile\"\nticks = 3\nmax_retries = 2\n\
-        [[agents]]\nid = \"f\"\ncount = 4\nbehaviour = \"fragile\"\n";
     let Run {
         outcome, lines, _dir, ..
-    } = run_with(text, &[], &registry);
+    } = run_fragile(|| FragileBatches);
     let s = &outcome.summary;
     // f_2's batch of 3 (f_3's poison among them) failed 3 times: all 3 given up on.
     assert_eq!(s.dead_letters, 3);

@@ -65,6 +65,10 @@ impl<'a> Messages<'a> {
 
     /// The messages, in handling order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a Message> + 'a {
+        self.messages()
+    }
+
+    fn messages(&self) -> Iter<'a> {
         let inner = match self.source {
             Source::List(list) => Either::List(list.iter()),
             Source::Shared { table, own } => Either::Shared(Segments::new(&table.messages, own)),
@@ -81,12 +85,13 @@ impl<'a> Messages<'a> {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        let inner = match self.source {
-            Source::Shared { table, own } => match table.get::<T>() {
-                Some(decoded) => PayloadsInner::Shared(Segments::new(decoded, own)),
-                None => PayloadsInner::Each(Segments::new(&table.messages, own)),
-            },
-            Source::List(list) => PayloadsInner::List(list.iter()),
+        let shared = match self.source {
+            Source::Shared { table, own } => table.get::<T>().map(|decoded| Segments::new(decoded, own)),
+            Source::List(_) => None,
+        };
+        let inner = match shared {
+            Some(segments) => PayloadsInner::Shared(segments),
+            None => PayloadsInner::Each(self.messages()),
         };
         Payloads { inner }
     }
@@ -131,9 +136,8 @@ pub struct Payloads<'a, T: Clone> {
 
 enum PayloadsInner<'a, T> {
     Shared(Segments<'a, Option<T>>),
-    /// A shared table that keeps another type: decoded message by message.
-    Each(Segments<'a, Arc<Message>>),
-    List(std::slice::Iter<'a, &'a Message>),
+    /// A list, or a shared table that keeps another type: decoded message by message.
+    Each(Iter<'a>),
 }
 
 /// A shared table without the reader's own places: the stretches between them, one after
@@ -216,8 +220,7 @@ where
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.inner {
             PayloadsInner::Shared(segments) => segments.next().map(|p| p.as_ref().map(Cow::Borrowed)),
-            PayloadsInner::Each(segments) => segments.next().map(|m| m.payload::<T>()),
-            PayloadsInner::List(list) => list.next().map(|m| m.payload::<T>()),
+            PayloadsInner::Each(messages) => messages.next().map(|m| m.payload::<T>()),
         }
     }
 
@@ -231,16 +234,14 @@ where
             PayloadsInner::Shared(segments) => {
                 segments.fold(init, |acc, p| f(acc, p.as_ref().map(Cow::Borrowed)))
             }
-            PayloadsInner::Each(segments) => segments.fold(init, |acc, m| f(acc, m.payload::<T>())),
-            PayloadsInner::List(list) => list.fold(init, |acc, m| f(acc, m.payload::<T>())),
+            PayloadsInner::Each(messages) => messages.fold(init, |acc, m| f(acc, m.payload::<T>())),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let left = match &self.inner {
             PayloadsInner::Shared(segments) => segments.len(),
-            PayloadsInner::Each(segments) => segments.len(),
-            PayloadsInner::List(list) => list.len(),
+            PayloadsInner::Each(messages) => messages.len(),
         };
         (left, Some(left))
     }

@@ -211,8 +211,7 @@ impl Store {
     }
 
     pub fn get(&self, seq: u64) -> Option<&Stored> {
-        let first = self.first_seq();
-        seq.checked_sub(first).and_then(|i| self.entries.get(i as usize))
+        entry_at(&self.entries, self.first_seq(), seq)
     }
 
     fn delivery(stored: &Stored) -> Delivery {
@@ -239,7 +238,7 @@ impl Store {
             let again = group.pending.deliver_again(consumer, r.count, Instant::now());
             let out: Vec<Delivery> = again
                 .into_iter()
-                .filter_map(|seq| seq.checked_sub(first).and_then(|i| self.entries.get(i as usize)))
+                .filter_map(|seq| entry_at(&self.entries, first, seq))
                 .map(Self::delivery)
                 .collect();
             return Ok(out.into());
@@ -318,6 +317,11 @@ impl Store {
     }
 }
 
+/// Entry `seq` of `entries` (whose front is entry `first`), unless it was trimmed.
+fn entry_at(entries: &VecDeque<Stored>, first: u64, seq: u64) -> Option<&Stored> {
+    seq.checked_sub(first).and_then(|i| entries.get(i as usize))
+}
+
 /// Up to `count` entries from the front of an agent's inbox, delivered to `consumer` of
 /// `group`. An entry trimmed from the stream meanwhile is skipped, as Redis drops it.
 fn read_inbox(
@@ -332,7 +336,7 @@ fn read_inbox(
     let mut out = Vec::with_capacity(count.min(queued.len()));
     while out.len() < count {
         let Some(seq) = queued.pop_front() else { break };
-        let Some(stored) = seq.checked_sub(first).and_then(|i| entries.get(i as usize)) else {
+        let Some(stored) = entry_at(entries, first, seq) else {
             continue;
         };
         out.push(Store::delivery(stored));

@@ -88,6 +88,18 @@ pub(crate) fn register(registry: &mut Registry) {
     );
 }
 
+impl Opinion {
+    /// `near` (the sum and count of the near opinions heard so far) with `heard` added when
+    /// it lies within `epsilon` of `own`. Without a branch: whether an opinion is near is a
+    /// coin toss the processor cannot predict. Adding 0.0 to a sum of opinions in [0, 1]
+    /// leaves its bits alone.
+    #[inline]
+    fn add_if_near(&self, own: f64, (sum, count): (f64, u64), heard: f64) -> (f64, u64) {
+        let near = (heard - own).abs() <= self.epsilon;
+        (sum + if near { heard } else { 0.0 }, count + u64::from(near))
+    }
+}
+
 /// Publishes the opinion, and reports it as the agent's value for the tick.
 fn announce(opinion: f64) -> Effects {
     Effects::new()
@@ -132,12 +144,9 @@ impl Behaviour for Opinion {
         msg: &Message,
         _ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
-        if let Some(announced) = msg.payload::<Announced>()
-            && (announced.opinion - state.opinion).abs() <= self.epsilon
-        {
-            let x = announced.opinion;
-            state.near_sum += x;
-            state.near_count += 1;
+        if let Some(announced) = msg.payload::<Announced>() {
+            let near = (state.near_sum, state.near_count);
+            (state.near_sum, state.near_count) = self.add_if_near(state.opinion, near, announced.opinion);
         }
         Ok(Effects::none())
     }
@@ -148,23 +157,19 @@ impl Behaviour for Opinion {
         messages: &Messages<'_>,
         _ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
-        let (own, epsilon) = (state.opinion, self.epsilon);
-        // Summed in the order `on_message` would sum them: the same bits. `fold` runs as a
-        // plain loop over the batch's shared payloads.
-        let (sum, count) = messages.payloads::<Announced>().fold(
-            (state.near_sum, state.near_count),
-            |(sum, count), announced| match announced {
-                Some(announced) => {
-                    let x = announced.opinion;
-                    // Without a branch: whether an opinion is near is a coin toss the
-                    // processor cannot predict. Adding 0.0 to a sum of opinions in [0, 1]
-                    // leaves its bits alone.
-                    let near = (x - own).abs() <= epsilon;
-                    (sum + if near { x } else { 0.0 }, count + u64::from(near))
-                }
-                None => (sum, count),
-            },
-        );
+        let own = state.opinion;
+        // Summed in the order `on_message` sums them: the same bits. `fold` runs as a plain
+        // loop over the batch's shared payloads.
+        let (sum, count) =
+            messages
+                .payloads::<Announced>()
+                .fold(
+                    (state.near_sum, state.near_count),
+                    |near, announced| match announced {
+                        Some(announced) => self.add_if_near(own, near, announced.opinion),
+                        None => near,
+                    },
+                );
         state.near_sum = sum;
         state.near_count = count;
         Ok(Effects::none())

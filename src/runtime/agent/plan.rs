@@ -192,23 +192,17 @@ fn messages_for<'d>(
     plan: Option<&BatchPlan>,
 ) -> Vec<(EntryId, &'d Message)> {
     let Some(plan) = plan else {
+        let from_others = |d: &'d Delivery| {
+            let msg = d.message()?;
+            (*msg.sender_id != *agent).then_some((d.id, &**msg))
+        };
         if !matches!(kind, StepKind::Tick(_)) {
             // Free mode: stream order, nothing to sort, in one pass.
-            return deliveries
-                .iter()
-                .filter_map(|d| {
-                    let msg = d.message()?;
-                    (*msg.sender_id != *agent).then_some((d.id, &**msg))
-                })
-                .collect();
+            return deliveries.iter().filter_map(from_others).collect();
         }
         return handling_order(deliveries, kind)
             .into_iter()
-            .filter_map(|i| {
-                let d = &deliveries[i as usize];
-                let msg = d.message()?;
-                (*msg.sender_id != *agent).then_some((d.id, &**msg))
-            })
+            .filter_map(|i| from_others(&deliveries[i as usize]))
             .collect();
     };
     let mut own = plan.own_places(agent).iter().peekable();
