@@ -11,13 +11,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Installs Debian packages, reading the package lists once first (a fresh image has none).
+apt_updated=""
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    if [ -z "$apt_updated" ]; then
+        $sudo apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 if [ -z "${REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
     echo "redis-server is not installed; installing it for the Redis tests" >&2
     if command -v apt-get >/dev/null 2>&1; then
-        sudo=""
-        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+        apt_install redis-server
     elif command -v brew >/dev/null 2>&1; then
         brew install redis
     else
@@ -29,10 +38,7 @@ fi
 if ! command -v python3 >/dev/null 2>&1; then
     echo "python3 is not installed; installing it for the tests of behaviours written in Python" >&2
     if command -v apt-get >/dev/null 2>&1; then
-        sudo=""
-        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 >/dev/null
+        apt_install python3
     elif command -v brew >/dev/null 2>&1; then
         brew install python
     else
@@ -43,18 +49,14 @@ fi
 
 if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     echo "openssl is not installed; installing it for the TLS test" >&2
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
+    apt_install openssl
 fi
 
 # The plots' text is drawn with a TrueType font the system has (src/plot/font.rs).
 if [ -z "${AGORA_FONT:-}" ] && ! find /usr/share/fonts /usr/local/share/fonts /System/Library/Fonts /Library/Fonts \
         -iname '*sans*.ttf' 2>/dev/null | grep -q . && command -v apt-get >/dev/null 2>&1; then
     echo "no TrueType font found; installing fonts-dejavu-core for the plot tests" >&2
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq fonts-dejavu-core >/dev/null
+    apt_install fonts-dejavu-core
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
