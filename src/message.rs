@@ -248,9 +248,14 @@ pub fn share_equal(batches: Vec<Vec<Delivery>>) -> Vec<Batch> {
     shared
 }
 
-/// Whether two batches hold the same entries, in the same order (an id names an entry).
+/// Whether two batches hold the same entries, in the same order. An id names an entry within
+/// one stream; inboxes on a Redis Cluster number their entries each for itself, so a message
+/// is also told by its sender and sequence number.
 pub fn same_entries(a: &[Delivery], b: &[Delivery]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.id == y.id)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.id == y.id && x.entry.same_as(&y.entry))
 }
 
 impl Delivery {
@@ -263,6 +268,17 @@ impl Delivery {
 }
 
 impl Entry {
+    /// Whether two entries with the same id are the same entry.
+    fn same_as(&self, other: &Entry) -> bool {
+        match (self, other) {
+            (Entry::Message(a), Entry::Message(b)) => {
+                Arc::ptr_eq(a, b) || (a.seq == b.seq && a.sender_id == b.sender_id)
+            }
+            (Entry::Malformed(a), Entry::Malformed(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
+    }
+
     /// A pending entry that was deleted from the stream after it was read.
     pub fn deleted() -> Self {
         Entry::Malformed(Arc::new(Malformed {

@@ -16,6 +16,10 @@ pub struct Keys {
     /// Whether each agent reads an inbox of its own, `{stream}:inbox:{agent}`, instead of the
     /// stream (a scenario with a sparse `[network]`): its group lives on its inbox.
     pub inboxes: bool,
+    /// Whether the keys are spread over a Redis Cluster's hash slots: each agent's keys (its
+    /// inbox, outbox, state and cache list) carry the hash tag `{agent}`, so that its step
+    /// is one transaction in one slot, and agents spread over the nodes. Implies `inboxes`.
+    pub cluster: bool,
 }
 
 /// The cache key of the global sorted set; no agent may be called this.
@@ -32,6 +36,24 @@ impl Keys {
             group_prefix: group_prefix.into(),
             cache_prefix: cache_prefix.into(),
             inboxes: false,
+            cluster: false,
+        }
+    }
+
+    /// The same layout, spread over a cluster's hash slots (with inboxes) when `cluster`.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self.inboxes |= cluster;
+        self
+    }
+
+    /// `agent` as it ends an agent's key: in braces on a cluster (the key's hash tag).
+    fn agent_part(&self, agent: &str) -> String {
+        if self.cluster {
+            format!("{{{agent}}}")
+        } else {
+            agent.to_string()
         }
     }
 
@@ -44,7 +66,47 @@ impl Keys {
 
     /// Agent `agent`'s inbox: what the agents it follows publish, and what is addressed to it.
     pub fn inbox(&self, agent: &str) -> String {
-        format!("{}{INBOX_MARK}{agent}", self.stream)
+        format!("{}{}", self.inbox_prefix(), self.agent_part(agent))
+    }
+
+    /// What every inbox's key starts with.
+    pub fn inbox_prefix(&self) -> String {
+        format!("{}{INBOX_MARK}", self.stream)
+    }
+
+    /// On a cluster, agent `agent`'s outbox: what its steps published, dead-lettered and
+    /// added to the cache's sorted set, until relayed to keys in other slots.
+    pub fn outbox(&self, agent: &str) -> String {
+        format!("{}{OUTBOX_MARK}{}", self.stream, self.agent_part(agent))
+    }
+
+    /// On a cluster, the hash beside `key` (in its slot) that says, for each agent, the last
+    /// entry of its outbox relayed into `key`: what makes a relay done twice add nothing.
+    pub fn relayed(&self, key: &str) -> String {
+        match tag_of(key) {
+            Some(_) => format!("{key}{RELAYED_MARK}"),
+            None => format!("{{{key}}}{RELAYED_MARK}"),
+        }
+    }
+
+    /// The hash holding `agent`'s saved state: the run's one state hash, or on a cluster a
+    /// hash of the agent's own (in its slot).
+    pub fn agent_state_of(&self, agent: &str) -> String {
+        if self.cluster {
+            format!("{}{STATE_MARK}{}", self.stream, self.agent_part(agent))
+        } else {
+            self.agent_state()
+        }
+    }
+
+    /// What the keys of each agent start with, for finding them by SCAN: inboxes, and on a
+    /// cluster outboxes and saved states.
+    pub fn agent_key_prefixes(&self) -> Vec<String> {
+        let mut marks = vec![INBOX_MARK];
+        if self.cluster {
+            marks.extend([OUTBOX_MARK, STATE_MARK]);
+        }
+        marks.into_iter().map(|m| format!("{}{m}", self.stream)).collect()
     }
 
     /// The agent that reads through `group`, if the group is one of this layout's.
@@ -76,7 +138,7 @@ impl Keys {
     }
 
     pub fn cache_list(&self, agent: &str) -> String {
-        format!("{}{agent}", self.cache_prefix)
+        format!("{}{}", self.cache_prefix, self.agent_part(agent))
     }
 
     pub fn cache_timestamps(&self) -> String {
@@ -181,6 +243,20 @@ pub const RUN_KEYS: [RunKey; 10] = [
 
 /// What follows the stream's name in an agent's inbox key.
 pub const INBOX_MARK: &str = ":inbox:";
+/// What follows the stream's name in an agent's outbox key (on a cluster).
+pub const OUTBOX_MARK: &str = ":outbox:";
+/// What follows the stream's name in an agent's state key (on a cluster).
+pub const STATE_MARK: &str = ":state:";
+/// What follows a key in the name of the hash of what was relayed into it (on a cluster).
+pub const RELAYED_MARK: &str = ":relayed";
+
+/// The hash tag of `key`: what its first `{` and the next `}` enclose, when that is not
+/// empty (Redis Cluster hashes only that part of such a key).
+pub fn tag_of(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    (close > 0).then(|| &key[open + 1..open + 1 + close])
+}
 
 /// The part of a cache key after the prefix that marks the run's cache keys; a stream name
 /// containing it would look like another run's cache key.

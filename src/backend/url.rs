@@ -190,6 +190,11 @@ impl RedisUrl {
         }
     }
 
+    /// The database number.
+    pub fn db(&self) -> u32 {
+        self.db
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self.place, Place::Tcp { tls: Some(_), .. })
     }

@@ -49,6 +49,9 @@ pub struct Network {
     followers: Rows,
     /// Whom agent `i` follows, ascending.
     following: Rows,
+    /// Everyone hears everything, as with no network: inboxes filled for a Redis Cluster,
+    /// where each agent reads an inbox of its own in its own hash slot.
+    broadcast: bool,
 }
 
 #[derive(Debug, Default)]
@@ -107,7 +110,22 @@ impl Network {
             index,
             followers,
             following,
+            broadcast: false,
         }
+    }
+
+    /// Everyone hears every message, its sender included, as on the broadcast stream: the
+    /// inboxes of a scenario without a network on a Redis Cluster. It holds no follows.
+    pub fn broadcast(names: Vec<Arc<str>>) -> Network {
+        Network {
+            broadcast: true,
+            ..Network::new(names, Vec::new())
+        }
+    }
+
+    /// Whether this is [`Network::broadcast`]: not a network of the scenario's.
+    pub fn is_broadcast(&self) -> bool {
+        self.broadcast
     }
 
     /// Mutual follows for each undirected edge of a generated graph.
@@ -158,7 +176,9 @@ impl Network {
     ///
     /// [`recipients`]: Network::recipients
     pub fn hearers<'a>(&'a self, message: Option<&Message>) -> impl Iterator<Item = u32> + 'a {
-        let route = message.and_then(|m| self.route(&m.sender_id, m.to.as_deref()));
+        let route = message
+            .filter(|_| !self.broadcast)
+            .and_then(|m| self.route(&m.sender_id, m.to.as_deref()));
         let everyone = route.is_none().then(|| 0..self.agents() as u32);
         route
             .into_iter()

@@ -210,6 +210,10 @@ pub struct BackendSection {
     pub claim_idle: String,
     #[serde(default = "default_reconnect_timeout")]
     pub reconnect_timeout: String,
+    /// Run on a Redis Cluster: `url` names one of its nodes, and the run's keys spread over
+    /// its hash slots.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
 }
 
 impl Default for BackendSection {
@@ -224,6 +228,7 @@ impl Default for BackendSection {
             maxlen: 0,
             claim_idle: default_claim_idle(),
             reconnect_timeout: default_reconnect_timeout(),
+            cluster: false,
         }
     }
 }

@@ -118,7 +118,7 @@ pub struct Scenario {
 impl Scenario {
     /// Who hears whom, when not everyone hears everyone.
     pub fn network(&self) -> Option<&Arc<Network>> {
-        self.backend.network.as_ref()
+        self.backend.network.as_ref().filter(|n| !n.is_broadcast())
     }
 
     /// The behaviour an agent runs.
@@ -288,6 +288,7 @@ impl Scenario {
                 maxlen: b.maxlen as i64,
                 claim_idle: duration::format(b.claim_idle),
                 reconnect_timeout: duration::format(b.reconnect_timeout),
+                cluster: b.keys.cluster,
             },
             agents: self
                 .tables

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::file::{Mode, ScenarioFile};
+use super::file::{BackendKind, BackendSection, Mode, ScenarioFile};
 use super::locate::{self, KeyPath};
 use super::program::{self, ProgramSpec};
 use super::spec::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
@@ -147,6 +147,12 @@ pub(crate) fn validate(
             err.at(path, message)
         })?;
     backend.network = network;
+    if backend.keys.cluster && backend.network.is_none() {
+        // On a cluster every agent reads an inbox in its own hash slot, also when everyone
+        // hears everyone.
+        let names = agents.iter().map(|a| a.name.clone()).collect();
+        backend.network = Some(Arc::new(crate::network::Network::broadcast(names)));
+    }
     backend.keys = backend.keys.clone().with_inboxes(backend.network.is_some());
 
     Ok(Scenario {
@@ -304,7 +310,8 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
     if cache_prefix.is_empty() || cache_prefix.len() > 256 {
         return Err(err.at(key("backend.cache_prefix"), "must be 1 to 256 characters"));
     }
-    let keys = Keys::new(stream, b.group_prefix.clone(), cache_prefix);
+    let cluster = cluster_of(b, &stream, &cache_prefix, err)?;
+    let keys = Keys::new(stream, b.group_prefix.clone(), cache_prefix).with_cluster(cluster);
     // Cleanup deletes everything under the cache prefix, so the prefix must not cover the
     // run's other keys, or cleaning the cache would delete the stream.
     for (run_key, _) in keys.run_keys() {
@@ -336,6 +343,34 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
         reconnect_timeout,
         network: None,
     })
+}
+
+/// Whether the run is on a Redis Cluster (`backend.cluster` with the redis backend), whose
+/// keys must then leave hash tags to agora.
+fn cluster_of(
+    b: &BackendSection,
+    stream: &str,
+    cache_prefix: &str,
+    err: &Errors<'_>,
+) -> Result<bool, ScenarioError> {
+    if b.cluster && b.kind != BackendKind::Redis {
+        tracing::warn!("backend.cluster applies to the redis backend; this run is on memory");
+        return Ok(false);
+    }
+    if b.cluster {
+        // A brace in a key would make its hash tag, and put an agent's keys in other slots.
+        for (name, value) in [("backend.stream", stream), ("backend.cache_prefix", cache_prefix)] {
+            if value.contains(['{', '}']) {
+                return Err(err
+                    .at(
+                        key(name),
+                        format!("{value:?} contains a brace, which a Redis Cluster reads as a hash tag"),
+                    )
+                    .with_hint("choose a name without { and }: agora tags each agent's keys itself"));
+            }
+        }
+    }
+    Ok(b.cluster)
 }
 
 fn validate_agents(

@@ -220,6 +220,7 @@ impl Admin for agora::backend::redis::RedisBackend {
 }
 
 pub mod llm_server;
+pub mod redis_cluster;
 pub mod redis_server;
 
 /// The `agora` binary, as a user runs it, without the caller's `AGORA_*` variables.

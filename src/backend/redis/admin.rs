@@ -29,27 +29,72 @@ fn glob_escape(text: &str) -> String {
     out
 }
 
-/// Keys starting with `prefix` (of `kind` when given), by SCAN.
+/// Keys starting with `prefix` (of `kind` when given), by SCAN: on a cluster, on each of
+/// its primaries.
 async fn scan(b: &RedisBackend, prefix: &str, kind: Option<&str>) -> Result<Vec<String>, BackendError> {
     let pattern = format!("{}*", glob_escape(prefix));
-    let mut cursor: u64 = 0;
+    let nodes = if b.inner.con.is_cluster() {
+        primaries(b).await?.into_iter().map(Some).collect()
+    } else {
+        vec![None]
+    };
     let mut keys = Vec::new();
-    loop {
-        let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-        if let Some(kind) = kind {
-            cmd.arg("TYPE").arg(kind);
+    for node in nodes {
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            if let Some(kind) = kind {
+                cmd.arg("TYPE").arg(kind);
+            }
+            let (next, batch): (u64, Vec<String>) = match &node {
+                None => b.query("SCAN", &cmd).await?,
+                Some((host, port)) => {
+                    let reply = b.inner.con.on_node(cmd, host, *port).await;
+                    let reply = reply.map_err(|e| b.error("SCAN", &e))?;
+                    redis::from_redis_value(reply).map_err(|e| BackendError::command(format!("SCAN: {e}")))?
+                }
+            };
+            keys.extend(batch.into_iter().filter(|k| k.starts_with(prefix)));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        let (next, batch): (u64, Vec<String>) = b.query("SCAN", &cmd).await?;
-        keys.extend(batch.into_iter().filter(|k| k.starts_with(prefix)));
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
     keys.sort();
     keys.dedup();
     Ok(keys)
+}
+
+/// The primaries of the cluster, as (host, port), from CLUSTER NODES.
+pub(crate) async fn primaries(b: &RedisBackend) -> Result<Vec<(String, u16)>, BackendError> {
+    let nodes: String = b
+        .query("CLUSTER NODES", redis::cmd("CLUSTER").arg("NODES"))
+        .await?;
+    Ok(parse_primaries(&nodes))
+}
+
+/// The primaries in CLUSTER NODES's text: a line per node, `id host:port@bus flags ...`.
+fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_id), Some(address), Some(flags)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+            continue;
+        }
+        let address = address.split(['@', ',']).next().unwrap_or_default();
+        if let Some((host, port)) = address.rsplit_once(':')
+            && let Ok(port) = port.parse()
+        {
+            out.push((host.trim_matches(['[', ']']).to_string(), port));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Deletes every key that starts with `prefix`; returns how many there were.
@@ -93,12 +138,19 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
     for (k, _) in keys.run_keys().filter(|(_, what)| what.cleaned_up) {
         del.arg(k);
     }
+    if keys.cluster {
+        // What the relays into the stream and the dead letters have done (see `outbox`).
+        del.arg(keys.relayed(&keys.stream))
+            .arg(keys.relayed(&keys.dead_letters()));
+    }
     let mut deleted: u64 = b.query("DEL", &del).await?;
     // The agents' inboxes go whole, with their groups.
     if groups_listed {
         destroyed += inbox_groups(b).await?.len() as u64;
     }
-    deleted += delete_matching(b, &keys.inbox("")).await?;
+    for prefix in keys.agent_key_prefixes() {
+        deleted += delete_matching(b, &prefix).await?;
+    }
     deleted += delete_matching(b, &keys.cache_prefix).await?;
     Ok(CleanupReport {
         groups: destroyed,
@@ -109,7 +161,7 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
 /// The consumer groups on the agents' inboxes (`{stream}:inbox:*`, a run with a sparse
 /// network), found by SCAN: `agora inspect` and `agora cleanup` are not told the scenario.
 async fn inbox_groups(b: &RedisBackend) -> Result<Vec<GroupInfo>, BackendError> {
-    let inboxes = scan(b, &b.keys().inbox(""), Some("stream")).await?;
+    let inboxes = scan(b, &b.keys().inbox_prefix(), Some("stream")).await?;
     b.groups_on(&inboxes).await
 }
 
@@ -247,7 +299,10 @@ pub(crate) async fn sizes(b: &RedisBackend) -> Result<Sizes, BackendError> {
         }
         let lengths: Vec<u64> = b.pipeline("LLEN", &pipe).await?;
         for (k, len) in chunk.iter().zip(lengths) {
-            lists.push((k[keys.cache_prefix.len()..].to_string(), len));
+            let agent = k[keys.cache_prefix.len()..]
+                .trim_start_matches('{')
+                .trim_end_matches('}');
+            lists.push((agent.to_string(), len));
         }
     }
     Ok(Sizes {

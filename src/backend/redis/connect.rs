@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, ServerErrorKind};
+
+use super::connection::Connection;
 
 use crate::backend::BackendError;
 use crate::backend::url::RedisUrl;
@@ -201,14 +204,21 @@ pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> 
     BackendError::command(format!("Redis {what} failed: {detail}"))
 }
 
-/// Connects, checks that the server is a Redis that can run agora, and returns the
-/// reconnecting command connection.
+/// What makes connections: to one server, or to a Redis Cluster.
+pub(crate) enum Connector {
+    Single(Box<Client>),
+    Cluster,
+}
+
+/// Connects, checks that the server is a Redis that can run agora (and a cluster node
+/// exactly when `cluster`), and returns the reconnecting command connection.
 pub(crate) async fn connect(
     url: &RedisUrl,
     scrubber: &Scrubber,
     reconnect_timeout: Duration,
-) -> Result<(Client, ConnectionManager), BackendError> {
-    let client = url.connection_info().and_then(Client::open).map_err(|e| {
+    cluster: bool,
+) -> Result<(Connector, Connection), BackendError> {
+    let unusable = |e: RedisError| {
         BackendError::unavailable(
             format!(
                 "{url} is not a usable Redis URL: {}",
@@ -217,7 +227,8 @@ pub(crate) async fn connect(
             "write it as redis://[user:password@]host:port/db, rediss:// for TLS, or \
              unix:///path/to/redis.sock?db=N for a Unix socket",
         )
-    })?;
+    };
+    let client = url.connection_info().and_then(Client::open).map_err(unusable)?;
     // A plain first connection with short timeouts, so that a wrong address fails fast and
     // clearly instead of being retried.
     let probe_config = AsyncConnectionConfig::new()
@@ -228,7 +239,17 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| connect_error(url, scrubber, &e))?;
     check_server(url, scrubber, &mut probe).await?;
+    check_cluster_mode(url, scrubber, &mut probe, cluster).await?;
 
+    if cluster {
+        let cluster_client =
+            cluster_client(url, RESPONSE_TIMEOUT, retries_within(reconnect_timeout)).map_err(unusable)?;
+        let con = cluster_client
+            .get_async_connection()
+            .await
+            .map_err(|e| connect_error(url, scrubber, &e))?;
+        return Ok((Connector::Cluster, Connection::Cluster(con)));
+    }
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -238,7 +259,56 @@ pub(crate) async fn connect(
     let manager = ConnectionManager::new_with_config(client.clone(), config)
         .await
         .map_err(|e| connect_error(url, scrubber, &e))?;
-    Ok((client, manager))
+    Ok((Connector::Single(Box::new(client)), Connection::Single(manager)))
+}
+
+/// A cluster client that starts from the node `url` names and finds the others itself.
+fn cluster_client(
+    url: &RedisUrl,
+    response_timeout: Duration,
+    retries: usize,
+) -> redis::RedisResult<ClusterClient> {
+    ClusterClientBuilder::new([url.connection_info()?])
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(response_timeout)
+        .retries(retries.min(u32::MAX as usize) as u32)
+        .build()
+}
+
+/// Refuses a cluster node taken for one server, and one server taken for a cluster: each
+/// would fail later, and less clearly (MOVED replies, or keys that all land on one node).
+async fn check_cluster_mode(
+    url: &RedisUrl,
+    scrubber: &Scrubber,
+    con: &mut MultiplexedConnection,
+    cluster: bool,
+) -> Result<(), BackendError> {
+    let info: String = match redis::cmd("INFO").arg("cluster").query_async(con).await {
+        Ok(info) => info,
+        Err(e) if e.code() == Some("NOPERM") => return Ok(()),
+        Err(e) => return Err(connect_error(url, scrubber, &e)),
+    };
+    let enabled = info.lines().any(|l| l.trim() == "cluster_enabled:1");
+    let address = url.address();
+    match (cluster, enabled) {
+        (true, false) => Err(BackendError::unavailable(
+            format!("Redis at {address} is not a cluster node, and the scenario sets backend.cluster = true"),
+            "remove backend.cluster (or set it to false) to run on this one server, or point \
+             backend.url at a node of your Redis Cluster",
+        )),
+        (false, true) => Err(BackendError::unavailable(
+            format!("Redis at {address} is a node of a Redis Cluster"),
+            "set backend.cluster = true (or --set backend.cluster=true) to run on the cluster",
+        )),
+        _ if cluster && url.db() != 0 => Err(BackendError::unavailable(
+            format!(
+                "Redis Cluster at {address} has only database 0, and the URL names database {}",
+                url.db()
+            ),
+            "drop the database number from the URL: redis://host:port",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Enough reconnection attempts (at most 2 s apart) to cover `timeout`.
@@ -283,20 +353,37 @@ async fn check_server(
     Ok(())
 }
 
-/// A connection of its own for blocking reads, with no reply timeout shorter than the block.
-pub(crate) async fn blocking_connection(
-    client: &Client,
-    url: &RedisUrl,
-    scrubber: &Scrubber,
-    block: Duration,
-) -> Result<MultiplexedConnection, BackendError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| connect_error(url, scrubber, &e))
+impl Connector {
+    /// A connection of its own for blocking reads, with no reply timeout shorter than the
+    /// block.
+    pub async fn blocking(
+        &self,
+        url: &RedisUrl,
+        scrubber: &Scrubber,
+        block: Duration,
+    ) -> Result<Connection, BackendError> {
+        let timeout = block + RESPONSE_TIMEOUT;
+        match self {
+            Connector::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(timeout));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Connection::Plain)
+                    .map_err(|e| connect_error(url, scrubber, &e))
+            }
+            Connector::Cluster => {
+                let client = cluster_client(url, timeout, 3).map_err(|e| connect_error(url, scrubber, &e))?;
+                client
+                    .get_async_connection()
+                    .await
+                    .map(Connection::Cluster)
+                    .map_err(|e| connect_error(url, scrubber, &e))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

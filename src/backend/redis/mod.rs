@@ -17,6 +17,8 @@
 pub mod admin;
 mod cache;
 mod connect;
+mod connection;
+mod outbox;
 mod parse;
 mod reader;
 mod resp;
@@ -28,10 +30,10 @@ mod transport;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{Client, FromRedisValue, Pipeline, Value};
+use redis::{FromRedisValue, Pipeline, Value};
 
-use self::connect::Scrubber;
+use self::connect::{Connector, Scrubber};
+use self::connection::Connection;
 use self::reader::{Address, GroupReader, Target};
 use self::resp::EntryCache;
 use super::{Backend, BackendError, BackendKind, GroupInfo, Keys, Sizes};
@@ -50,19 +52,19 @@ struct Inner {
     network: Option<Arc<Network>>,
     url: RedisUrl,
     scrubber: Scrubber,
-    client: Client,
+    connector: Connector,
     /// For every command but blocking reads.
-    con: ConnectionManager,
+    con: Connection,
     /// For blocking reads only, made when first needed.
-    waiter: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    waiter: tokio::sync::Mutex<Option<Connection>>,
     /// For blocking reads of bookkeeping streams (worker control), apart from `waiter`.
-    note_waiter: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    note_waiter: tokio::sync::Mutex<Option<Connection>>,
     /// Group reads: their own connection (plain TCP only) and the entries seen lately.
     reads: tokio::sync::Mutex<ReadPath>,
 }
 
 struct ReadPath {
-    /// `None` for TLS, where reads take the client library's path.
+    /// `None` for TLS and clusters, where reads take the client library's path.
     fast: Option<GroupReader>,
     cache: EntryCache,
 }
@@ -80,31 +82,36 @@ impl RedisBackend {
         reconnect_timeout: Duration,
     ) -> Result<Self, BackendError> {
         let scrubber = Scrubber::new(url);
-        let (client, con) = connect::connect(url, &scrubber, reconnect_timeout).await?;
-        let info = client.get_connection_info();
-        let address = match info.addr() {
-            redis::ConnectionAddr::Tcp(host, port) => Some(Address::Tcp {
-                host: host.clone(),
-                port: *port,
-            }),
-            redis::ConnectionAddr::Unix(path) => Some(Address::Unix(path.clone())),
-            _ => None,
+        let (connector, con) = connect::connect(url, &scrubber, reconnect_timeout, keys.cluster).await?;
+        let fast = match &connector {
+            Connector::Single(client) => {
+                let info = client.get_connection_info();
+                let address = match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port) => Some(Address::Tcp {
+                        host: host.clone(),
+                        port: *port,
+                    }),
+                    redis::ConnectionAddr::Unix(path) => Some(Address::Unix(path.clone())),
+                    _ => None,
+                };
+                address.map(|address| {
+                    GroupReader::new(Target {
+                        address,
+                        db: info.redis_settings().db(),
+                        username: info.redis_settings().username().map(str::to_string),
+                        password: info.redis_settings().password().map(str::to_string),
+                    })
+                })
+            }
+            Connector::Cluster => None,
         };
-        let fast = address.map(|address| {
-            GroupReader::new(Target {
-                address,
-                db: info.redis_settings().db(),
-                username: info.redis_settings().username().map(str::to_string),
-                password: info.redis_settings().password().map(str::to_string),
-            })
-        });
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 keys,
                 network: None,
                 url: url.clone(),
                 scrubber,
-                client,
+                connector,
                 con,
                 waiter: tokio::sync::Mutex::new(None),
                 note_waiter: tokio::sync::Mutex::new(None),
@@ -162,7 +169,7 @@ impl RedisBackend {
     /// (DESIGN.md invariant 4). After an error the connection is dropped and made anew.
     async fn blocking_xread(
         &self,
-        slot: &tokio::sync::Mutex<Option<MultiplexedConnection>>,
+        slot: &tokio::sync::Mutex<Option<Connection>>,
         key: &str,
         after: EntryId,
         count: usize,
@@ -172,13 +179,10 @@ impl RedisBackend {
         let con = match slot.as_mut() {
             Some(con) => con,
             None => slot.insert(
-                connect::blocking_connection(
-                    &self.inner.client,
-                    &self.inner.url,
-                    &self.inner.scrubber,
-                    block,
-                )
-                .await?,
+                self.inner
+                    .connector
+                    .blocking(&self.inner.url, &self.inner.scrubber, block)
+                    .await?,
             ),
         };
         let reply = redis::cmd("XREAD")

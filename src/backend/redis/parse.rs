@@ -228,10 +228,12 @@ pub(crate) fn raw_stream_entries(v: Value) -> Result<Vec<(EntryId, RawFields)>, 
 
 /// The fields of each entry of an XRANGE reply, as text.
 pub(crate) fn raw_entries(v: Value) -> Result<Vec<RawFields>, BackendError> {
-    array(v, "XRANGE")?
-        .into_iter()
-        .map(|e| raw_entry(e).map(|(_, fields)| fields))
-        .collect()
+    Ok(raw_range(v)?.into_iter().map(|(_, fields)| fields).collect())
+}
+
+/// An XRANGE reply as (id, fields) pairs, the fields as text.
+pub(crate) fn raw_range(v: Value) -> Result<Vec<(EntryId, RawFields)>, BackendError> {
+    array(v, "XRANGE")?.into_iter().map(raw_entry).collect()
 }
 
 #[cfg(test)]

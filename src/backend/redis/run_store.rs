@@ -53,13 +53,13 @@ return ids";
 const CHUNK: usize = 500;
 
 /// A step's transaction, built command by command.
-struct StepScript {
+pub(super) struct StepScript {
     /// `EVAL` of [`WRITES`].
     writes: redis::Cmd,
 }
 
 impl StepScript {
-    fn new(stream: &str, group: &str, acks: &[EntryId]) -> Self {
+    pub fn new(stream: &str, group: &str, acks: &[EntryId]) -> Self {
         let mut writes = redis::cmd("EVAL");
         writes
             .arg(WRITES)
@@ -71,9 +71,32 @@ impl StepScript {
     }
 
     /// `command key args...`, its reply returned when `keep`.
-    fn command(&mut self, keep: bool, command: &str, key: &str, args: impl IntoIterator<Item = String>) {
+    pub fn command(&mut self, keep: bool, command: &str, key: &str, args: impl IntoIterator<Item = String>) {
         let args: Vec<String> = args.into_iter().collect();
         self.marked(if keep { "1" } else { "0" }, command, key, &args);
+    }
+
+    /// RPUSH of each agent's cache entries, in order, onto its list.
+    pub fn push_cache_lists(&mut self, keys: &crate::backend::Keys, cache: &[crate::backend::CacheAppend]) {
+        let agents = cache
+            .iter()
+            .map(|a| &*a.agent)
+            .collect::<std::collections::BTreeSet<_>>();
+        for agent in agents {
+            let members: Vec<&str> = cache
+                .iter()
+                .filter(|a| &*a.agent == agent)
+                .map(|a| a.member.as_str())
+                .collect();
+            for chunk in members.chunks(CHUNK) {
+                self.command(
+                    false,
+                    "RPUSH",
+                    &keys.cache_list(agent),
+                    chunk.iter().map(|m| m.to_string()),
+                );
+            }
+        }
     }
 
     fn marked(&mut self, mark: &str, command: &str, key: &str, args: &[String]) {
@@ -94,7 +117,7 @@ impl StepScript {
 }
 
 /// An entry's fields as XADD takes them: `*`, then field, value, ...
-fn xadd_fields(fields: Vec<(impl Into<String>, String)>) -> Vec<String> {
+pub(super) fn xadd_fields(fields: Vec<(impl Into<String>, String)>) -> Vec<String> {
     let mut args = Vec::with_capacity(1 + 2 * fields.len());
     args.push("*".to_string());
     for (k, v) in fields {
@@ -104,9 +127,56 @@ fn xadd_fields(fields: Vec<(impl Into<String>, String)>) -> Vec<String> {
     args
 }
 
+impl RedisBackend {
+    /// `step` in MULTI/EXEC with the acknowledgement of the step's entries on `group_stream`;
+    /// returns the replies the script kept.
+    pub(super) async fn run_step(
+        &self,
+        step: StepScript,
+        group_stream: &str,
+        c: &Commit<'_>,
+    ) -> Result<Vec<EntryId>, BackendError> {
+        let keys = &self.inner.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors().add_command(step.writes);
+        if !c.acks.is_empty() {
+            pipe.cmd("XACK").arg(group_stream).arg(c.group);
+            for id in c.acks {
+                pipe.arg(id.to_string());
+            }
+            if keys.inboxes
+                && let Some(newest) = c.acks.iter().max()
+            {
+                // An inbox has one reader, which acknowledges what it read in order, a whole
+                // batch a step: everything up to the newest acknowledged entry is done with.
+                // Trimmed approximately (whole nodes of the stream), which costs Redis far
+                // less than deleting each entry, and keeps inboxes as small as what is still
+                // to be read (the stream keeps every message, trimmed by `maxlen`).
+                pipe.cmd("XTRIM")
+                    .arg(group_stream)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(newest.to_string());
+            }
+        }
+        let what = "an agent's step (MULTI/EXEC)";
+        let mut replies: Vec<redis::RedisResult<Value>> = self.pipeline(what, &pipe).await?;
+        let writes = if replies.is_empty() {
+            return Err(BackendError::command(format!("{what}: no reply")));
+        } else {
+            replies.swap_remove(0)
+        };
+        let ids = writes.map_err(|e| self.error(what, &e))?;
+        ids_reply(parse::array(ids, "the step's script")?)
+    }
+}
+
 impl RunStore for RedisBackend {
     async fn commit(&self, c: &Commit<'_>) -> Result<Vec<EntryId>, BackendError> {
         let keys = &self.inner.keys;
+        if keys.cluster {
+            return self.commit_in_slot(c).await;
+        }
         let group_stream = keys.group_stream(c.group);
         let mut step = StepScript::new(&group_stream, c.group, c.acks);
         for m in c.publish {
@@ -114,27 +184,7 @@ impl RunStore for RedisBackend {
             step.marked("1", "XADD", &keys.stream, &fields);
             step.copy_to_inboxes(&self.inboxes_of(Some(m)), &fields);
         }
-        let agents = c
-            .cache
-            .iter()
-            .map(|a| &*a.agent)
-            .collect::<std::collections::BTreeSet<_>>();
-        for agent in agents {
-            let members: Vec<&str> = c
-                .cache
-                .iter()
-                .filter(|a| &*a.agent == agent)
-                .map(|a| a.member.as_str())
-                .collect();
-            for chunk in members.chunks(CHUNK) {
-                step.command(
-                    false,
-                    "RPUSH",
-                    &keys.cache_list(agent),
-                    chunk.iter().map(|m| m.to_string()),
-                );
-            }
-        }
+        step.push_cache_lists(keys, c.cache);
         for chunk in c.cache.chunks(CHUNK) {
             let pairs = chunk.iter().flat_map(|a| [a.score.to_string(), a.member.clone()]);
             step.command(false, "ZADD", &keys.cache_timestamps(), pairs);
@@ -151,41 +201,23 @@ impl RunStore for RedisBackend {
         for d in c.dead {
             step.command(false, "XADD", &dead, xadd_fields(d.to_fields()));
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic().ignore_errors().add_command(step.writes);
-        if !c.acks.is_empty() {
-            pipe.cmd("XACK").arg(&*group_stream).arg(c.group);
-            for id in c.acks {
-                pipe.arg(id.to_string());
-            }
-            if keys.inboxes
-                && let Some(newest) = c.acks.iter().max()
-            {
-                // An inbox has one reader, which acknowledges what it read in order, a whole
-                // batch a step: everything up to the newest acknowledged entry is done with.
-                // Trimmed approximately (whole nodes of the stream), which costs Redis far
-                // less than deleting each entry, and keeps inboxes as small as what is still
-                // to be read (the stream keeps every message, trimmed by `maxlen`).
-                pipe.cmd("XTRIM")
-                    .arg(&*group_stream)
-                    .arg("MINID")
-                    .arg("~")
-                    .arg(newest.to_string());
-            }
-        }
-        let what = "an agent's step (MULTI/EXEC)";
-        let mut replies: Vec<redis::RedisResult<Value>> = self.pipeline(what, &pipe).await?;
-        let writes = if replies.is_empty() {
-            return Err(BackendError::command(format!("{what}: no reply")));
-        } else {
-            replies.swap_remove(0)
-        };
-        let ids = writes.map_err(|e| self.error(what, &e))?;
-        ids_reply(parse::array(ids, "the step's script")?)
+        self.run_step(step, &group_stream, c).await
     }
 
     async fn load_states(&self, agents: &[Arc<str>]) -> Result<Vec<Option<String>>, BackendError> {
         let mut out = Vec::with_capacity(agents.len());
+        if self.inner.keys.cluster {
+            // Each agent's state is in its own slot: one HGET each, sent together.
+            for chunk in agents.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for a in chunk {
+                    pipe.cmd("HGET").arg(self.inner.keys.agent_state_of(a)).arg(&**a);
+                }
+                let states: Vec<Option<String>> = self.pipeline("HGET", &pipe).await?;
+                out.extend(states);
+            }
+            return Ok(out);
+        }
         for chunk in agents.chunks(1000) {
             let mut cmd = redis::cmd("HMGET");
             cmd.arg(self.inner.keys.agent_state());

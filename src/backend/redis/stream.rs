@@ -25,9 +25,15 @@ impl RedisBackend {
         if inboxes.is_empty() {
             return Ok(());
         }
+        // On a cluster, relays give inbox entries ids of their own (see `outbox`).
+        let id = if self.inner.keys.cluster {
+            "*".to_string()
+        } else {
+            id.to_string()
+        };
         let mut pipe = redis::pipe();
         for inbox in inboxes {
-            pipe.cmd("XADD").arg(inbox).arg(id.to_string());
+            pipe.cmd("XADD").arg(inbox).arg(&id);
             for (k, v) in &fields {
                 pipe.arg(k.clone().into()).arg(v);
             }
@@ -59,6 +65,13 @@ impl Stream for RedisBackend {
                 }
             }
         }
+        if self.inner.keys.cluster {
+            let agents: Vec<&str> = groups
+                .iter()
+                .filter_map(|g| self.inner.keys.agent_of_group(g))
+                .collect();
+            self.relay_leftovers(&agents).await?;
+        }
         Ok(())
     }
 
@@ -87,9 +100,17 @@ impl Stream for RedisBackend {
                 .arg(if r.pending { "0" } else { ">" });
         }
         let replies: Vec<Value> = self.pipeline("XREADGROUP", &pipe).await?;
+        // On a cluster each inbox gives its entries ids of its own (see `outbox`): an id
+        // names an entry only within one inbox, so entries are not looked up by id.
+        let mut uncached = EntryCache::new(0);
+        let seen = if self.inner.keys.cluster {
+            &mut uncached
+        } else {
+            cache
+        };
         let batches = replies
             .into_iter()
-            .map(|v| parse::read_reply(v, cache))
+            .map(|v| parse::read_reply(v, seen))
             .collect::<Result<_, _>>()?;
         Ok(share_equal(batches))
     }

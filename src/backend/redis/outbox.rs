@@ -1,0 +1,269 @@
+//! Agent steps on a Redis Cluster: the transactional outbox.
+//!
+//! A MULTI/EXEC may only touch one hash slot, and an agent's step must stay atomic (DESIGN.md
+//! invariant 2). So on a cluster every key an agent's step writes lives in the agent's slot
+//! (hash tag `{agent}`): its inbox (acknowledged and trimmed), its cache list, its saved
+//! state, and its outbox, a stream that takes what the step publishes, dead-letters and adds
+//! to the cache's sorted set. After the transaction, the outbox is *relayed*: each entry is
+//! copied into the keys it is for (the hearers' inboxes, the stream, the dead letters, the
+//! sorted set), which live in other slots, and then deleted from the outbox.
+//!
+//! A relay can stop half-way (the process dies). Whoever hosts the agent next relays what is
+//! left in its outbox before the agent takes a step ([`RedisBackend::relay_leftovers`]), so
+//! nothing committed is lost. Nothing is doubled either: each target key has a hash beside
+//! it, in its slot, holding per agent the last outbox entry relayed into it, and one script
+//! per target adds an entry only when it is newer (outbox ids only grow, and one agent's
+//! entries are relayed in order, by one process at a time). This is the (`sender_id`, `seq`)
+//! identity of a message, kept as the outbox id that stands for it.
+//!
+//! Inboxes are filled before the stream, so that a reader woken by a new entry on the stream
+//! finds its inbox already filled.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::try_join_all;
+use redis::Value;
+
+use super::run_store::{StepScript, xadd_fields};
+use super::{RedisBackend, parse};
+use crate::backend::{BackendError, Commit};
+use crate::message::{Entry, EntryId, Message, parse_fields};
+
+/// The field of an outbox entry that says what it is for.
+const FOR: &str = "relay";
+
+/// Adds each entry to `KEYS[1]` unless the hash `KEYS[2]` says an entry of agent `ARGV[1]`'s
+/// outbox at least as new was relayed already; returns the new ids (`""` for each skipped).
+/// Then `ARGV` holds, per entry, its outbox id, its argument count and XADD's arguments
+/// after the key.
+const RELAY: &str = "local target, seen, agent = KEYS[1], KEYS[2], ARGV[1]
+local function parts(id)
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local last_ms, last_seq = -1, -1
+local last = redis.call('HGET', seen, agent)
+if last then last_ms, last_seq = parts(last) end
+local ids, i, newest = {}, 2, false
+while i <= #ARGV do
+  local id, argc = ARGV[i], tonumber(ARGV[i + 1])
+  local ms, seq = parts(id)
+  if ms > last_ms or (ms == last_ms and seq > last_seq) then
+    ids[#ids + 1] = redis.call('XADD', target, unpack(ARGV, i + 2, i + 1 + argc))
+    last_ms, last_seq, newest = ms, seq, id
+  else
+    ids[#ids + 1] = ''
+  end
+  i = i + 2 + argc
+end
+if newest then redis.call('HSET', seen, agent, newest) end
+return ids";
+
+/// The most outbox entries one relay script carries (Lua's `unpack` has a limit).
+const CHUNK: usize = 200;
+
+/// What an outbox entry is for.
+enum Relayed {
+    /// A message: to its hearers' inboxes and the stream.
+    Message(Arc<Message>),
+    /// Members for the cache's sorted set, as (score, member).
+    Cache(Vec<(f64, String)>),
+    /// A dead letter's fields.
+    Dead(Vec<(String, String)>),
+}
+
+impl Relayed {
+    fn to_fields(&self) -> Vec<(String, String)> {
+        let mut fields = Vec::new();
+        match self {
+            Relayed::Message(m) => {
+                fields.push((FOR.to_string(), "message".to_string()));
+                fields.extend(m.to_fields().into_iter().map(|(k, v)| (k.to_string(), v)));
+            }
+            Relayed::Cache(pairs) => {
+                fields.push((FOR.to_string(), "cache".to_string()));
+                let json = serde_json::to_string(pairs).unwrap_or_else(|_| "[]".to_string());
+                fields.push(("pairs".to_string(), json));
+            }
+            Relayed::Dead(dead) => {
+                fields.push((FOR.to_string(), "dead".to_string()));
+                fields.extend(dead.iter().cloned());
+            }
+        }
+        fields
+    }
+
+    /// An outbox entry read back; `None` for one agora did not write.
+    fn from_fields(fields: Vec<(String, String)>) -> Option<Relayed> {
+        let kind = fields.iter().find(|(k, _)| k == FOR)?.1.clone();
+        let rest: Vec<(String, String)> = fields.into_iter().filter(|(k, _)| k != FOR).collect();
+        match kind.as_str() {
+            "message" => match parse_fields(&rest) {
+                Entry::Message(m) => Some(Relayed::Message(m)),
+                Entry::Malformed(_) => None,
+            },
+            "cache" => {
+                let json = rest.iter().find(|(k, _)| k == "pairs")?;
+                serde_json::from_str(&json.1).ok().map(Relayed::Cache)
+            }
+            "dead" => Some(Relayed::Dead(rest)),
+            _ => None,
+        }
+    }
+}
+
+impl RedisBackend {
+    /// An agent step on a cluster: one transaction in the agent's slot, then the relay.
+    pub(super) async fn commit_in_slot(&self, c: &Commit<'_>) -> Result<Vec<EntryId>, BackendError> {
+        let keys = &self.inner.keys;
+        let agent = keys.agent_of_group(c.group).ok_or_else(|| {
+            BackendError::command(format!("group {:?} is not an agent's group of this run", c.group))
+        })?;
+        let outbox = keys.outbox(agent);
+        let group_stream = keys.group_stream(c.group);
+        let mut step = StepScript::new(&group_stream, c.group, c.acks);
+        let mut relayed: Vec<Relayed> = c.publish.iter().cloned().map(Relayed::Message).collect();
+        if !c.cache.is_empty() {
+            relayed.push(Relayed::Cache(
+                c.cache.iter().map(|a| (a.score, a.member.clone())).collect(),
+            ));
+        }
+        relayed.extend(c.dead.iter().map(|d| Relayed::Dead(d.to_fields())));
+        for r in &relayed {
+            step.command(true, "XADD", &outbox, xadd_fields(r.to_fields()));
+        }
+        step.push_cache_lists(keys, c.cache);
+        if let Some((agent, state)) = c.state {
+            step.command(
+                false,
+                "HSET",
+                &keys.agent_state_of(agent),
+                [agent.to_string(), state.to_string()],
+            );
+        }
+        let outbox_ids = self.run_step(step, &group_stream, c).await?;
+        let entries: Vec<(EntryId, Relayed)> = outbox_ids.into_iter().zip(relayed).collect();
+        let ids = self.relay(agent, &entries).await?;
+        Ok(ids.into_iter().flatten().collect())
+    }
+
+    /// Relays what is left in the outboxes of `agents`, from steps whose relay did not finish
+    /// (the process hosting them stopped): before they take a step elsewhere.
+    pub(super) async fn relay_leftovers(&self, agents: &[&str]) -> Result<u64, BackendError> {
+        let mut relayed = 0;
+        for chunk in agents.chunks(256) {
+            let reads = chunk.iter().map(|agent| async move {
+                let reply: Value = self
+                    .query(
+                        "XRANGE",
+                        redis::cmd("XRANGE")
+                            .arg(self.inner.keys.outbox(agent))
+                            .arg("-")
+                            .arg("+"),
+                    )
+                    .await?;
+                let entries: Vec<(EntryId, Relayed)> = parse::raw_range(reply)?
+                    .into_iter()
+                    .filter_map(|(id, fields)| Relayed::from_fields(fields).map(|r| (id, r)))
+                    .collect();
+                if !entries.is_empty() {
+                    self.relay(agent, &entries).await?;
+                }
+                Ok::<u64, BackendError>(entries.len() as u64)
+            });
+            relayed += try_join_all(reads).await?.into_iter().sum::<u64>();
+        }
+        if relayed > 0 {
+            tracing::info!("relayed {relayed} outbox entries left by an earlier process");
+        }
+        Ok(relayed)
+    }
+
+    /// Copies `entries` of `agent`'s outbox where they belong, then deletes them from it.
+    /// Returns the stream ids of its messages (`None` for one relayed before).
+    async fn relay(
+        &self,
+        agent: &str,
+        entries: &[(EntryId, Relayed)],
+    ) -> Result<Vec<Option<EntryId>>, BackendError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = &self.inner.keys;
+        let mut inboxes: BTreeMap<String, Vec<(EntryId, Vec<String>)>> = BTreeMap::new();
+        let mut messages = Vec::new();
+        let mut dead = Vec::new();
+        let mut members = Vec::new();
+        for (id, r) in entries {
+            match r {
+                Relayed::Message(m) => {
+                    let fields = xadd_fields(m.to_fields());
+                    for inbox in self.inboxes_of(Some(m)) {
+                        inboxes.entry(inbox).or_default().push((*id, fields.clone()));
+                    }
+                    messages.push((*id, fields));
+                }
+                Relayed::Cache(pairs) => members.extend(pairs.iter().cloned()),
+                Relayed::Dead(fields) => dead.push((*id, xadd_fields(fields.clone()))),
+            }
+        }
+        try_join_all(
+            inboxes
+                .iter()
+                .map(|(inbox, items)| self.relay_into(inbox, agent, items)),
+        )
+        .await?;
+        for chunk in members.chunks(500) {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(keys.cache_timestamps());
+            for (score, member) in chunk {
+                zadd.arg(*score).arg(member);
+            }
+            self.query::<()>("ZADD", &zadd).await?;
+        }
+        self.relay_into(&keys.dead_letters(), agent, &dead).await?;
+        let ids = self.relay_into(&keys.stream, agent, &messages).await?;
+        let mut xdel = redis::cmd("XDEL");
+        xdel.arg(keys.outbox(agent));
+        for (id, _) in entries {
+            xdel.arg(id.to_string());
+        }
+        self.query::<u64>("XDEL", &xdel).await?;
+        Ok(ids)
+    }
+
+    /// [`RELAY`] of `items` (outbox id, XADD arguments) into `target`.
+    async fn relay_into(
+        &self,
+        target: &str,
+        agent: &str,
+        items: &[(EntryId, Vec<String>)],
+    ) -> Result<Vec<Option<EntryId>>, BackendError> {
+        let mut ids = Vec::with_capacity(items.len());
+        for chunk in items.chunks(CHUNK).filter(|c| !c.is_empty()) {
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(RELAY)
+                .arg(2)
+                .arg(target)
+                .arg(self.inner.keys.relayed(target))
+                .arg(agent);
+            for (id, args) in chunk {
+                eval.arg(id.to_string()).arg(args.len()).arg(args);
+            }
+            let reply: Value = self.query("the relay script", &eval).await?;
+            for id in parse::array(reply, "the relay script")? {
+                ids.push(match parse::text(id) {
+                    Ok(text) if text.is_empty() => None,
+                    Ok(text) => {
+                        Some(text.parse().map_err(|_| {
+                            BackendError::command(format!("the relay script returned {text:?}"))
+                        })?)
+                    }
+                    Err(v) => return Err(BackendError::command(format!("the relay script returned {v:?}"))),
+                });
+            }
+        }
+        Ok(ids)
+    }
+}
