@@ -4,7 +4,8 @@
 # The Redis tests start their own redis-server on a free port in a temporary directory (they
 # never touch a Redis you run yourself). This script installs redis-server first when it is
 # missing: with apt-get on Debian and Ubuntu, with brew on macOS. Set REDIS_SERVER to use a
-# redis-server binary somewhere else. The tests of behaviours written in Python need python3
+# redis-server binary somewhere else (and REDIS_CLI for redis-cli, which the Redis Cluster
+# tests use to join three servers into a cluster). The tests of behaviours written in Python need python3
 # (standard library only), installed the same way when it is missing.
 #
 # Extra arguments go to `cargo test`, for example: scripts/test.sh --test conformance
@@ -31,6 +32,19 @@ if [ -z "${REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
         brew install redis
     else
         echo "error: cannot install redis-server here; install Redis 7 and run again (or set REDIS_SERVER)" >&2
+        exit 1
+    fi
+fi
+
+# The Redis Cluster tests join three redis-servers with redis-cli (Debian: redis-tools).
+if [ -z "${REDIS_CLI:-}" ] && ! command -v redis-cli >/dev/null 2>&1; then
+    echo "redis-cli is not installed; installing it for the Redis Cluster tests" >&2
+    if command -v apt-get >/dev/null 2>&1; then
+        apt_install redis-tools
+    elif command -v brew >/dev/null 2>&1; then
+        brew install redis
+    else
+        echo "error: cannot install redis-cli here; install Redis 7 and run again (or set REDIS_CLI)" >&2
         exit 1
     fi
 fi

@@ -8,6 +8,7 @@ use std::time::Duration;
 use agora::backend::memory::MemoryBackend;
 use agora::backend::redis::RedisBackend;
 use common::conformance as case;
+use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 
 /// One test per case, for a backend made by `$make`.
@@ -113,5 +114,26 @@ conformance!(
 conformance!(
     redis_with_inboxes,
     redis_inboxes(),
+    [inboxes_hold_what_an_agent_hears]
+);
+
+/// A three-node Redis Cluster, its keys spread over slots, agents reading inboxes
+/// ([`case::small_network`]).
+fn redis_cluster_inboxes() -> (impl std::future::Future<Output = RedisBackend>, RedisCluster) {
+    let cluster = RedisCluster::start();
+    let url = cluster.parsed_url();
+    let connect = async move {
+        let keys = Keys::for_stream("conformance").with_cluster(true);
+        RedisBackend::connect(&url, keys, Duration::from_secs(5))
+            .await
+            .expect("connect to the test's cluster")
+            .with_network(Some(case::small_network()))
+    };
+    (connect, cluster)
+}
+
+conformance!(
+    redis_cluster_with_inboxes,
+    redis_cluster_inboxes(),
     [inboxes_hold_what_an_agent_hears]
 );

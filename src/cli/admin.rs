@@ -47,7 +47,7 @@ pub(super) fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
         None => admin::Groups::Listed,
     };
     let report = actix_rt::System::new().block_on(async {
-        let backend = RedisBackend::connect(&url, keys.clone(), Duration::from_secs(5)).await?;
+        let backend = RedisBackend::connect_as_found(&url, keys.clone(), Duration::from_secs(5)).await?;
         let holder = backend.lease_holder().await?;
         if let Some(holder) = holder.as_deref().filter(|h| !crate::runtime::liveness::gone(h)) {
             tracing::warn!(
@@ -84,7 +84,7 @@ pub(super) fn inspect(args: InspectArgs) -> Result<u8, Error> {
         args.cache_prefix.as_deref(),
     )?;
     let inspection = actix_rt::System::new().block_on(async {
-        let backend = RedisBackend::connect(&url, keys, Duration::from_secs(5)).await?;
+        let backend = RedisBackend::connect_as_found(&url, keys, Duration::from_secs(5)).await?;
         admin::inspect(&backend).await
     })?;
     if args.json {

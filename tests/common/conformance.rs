@@ -747,7 +747,14 @@ pub async fn inboxes_hold_what_an_agent_hears<B: Admin>(b: B) {
         .unwrap();
     assert_eq!(contents(&got[0]), ["hello all"], "a hears no one");
     assert_eq!(contents(&got[1]), ["to followers", "to d as well", "hello all"]);
-    assert_eq!(ids(&got[2]), [sent[0], sent[1], outside], "one id everywhere");
+    if b.keys().cluster {
+        // Each inbox numbers its entries itself (they are relayed from other hash slots).
+        assert_eq!(contents(&got[2]), ["to followers", "to d as well", "hello all"]);
+        assert_eq!(sent.len(), 2);
+        let _ = outside;
+    } else {
+        assert_eq!(ids(&got[2]), [sent[0], sent[1], outside], "one id everywhere");
+    }
     assert_eq!(
         contents(&got[3]),
         ["to d as well", "hello all"],

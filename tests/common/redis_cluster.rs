@@ -92,6 +92,24 @@ impl RedisCluster {
         agora::backend::url::RedisUrl::parse(&self.url()).unwrap()
     }
 
+    /// Sends one command to the node that holds its key (the others answer MOVED).
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut last = String::new();
+        for node in &self.nodes {
+            last = node.command(args);
+            if !last.starts_with("-MOVED") {
+                return last;
+            }
+        }
+        last
+    }
+
+    /// The last tick the run on `stream` has completed, from its record (`{stream}:run`).
+    pub fn completed_tick(&self, stream: &str) -> Option<u64> {
+        let reply = self.command(&["HGET", &format!("{stream}:run"), "tick"]);
+        reply.lines().nth(1).and_then(|l| l.parse().ok())
+    }
+
     /// How many keys each node holds.
     pub fn keys_per_node(&self) -> Vec<u64> {
         self.nodes

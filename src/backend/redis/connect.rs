@@ -216,8 +216,8 @@ pub(crate) async fn connect(
     url: &RedisUrl,
     scrubber: &Scrubber,
     reconnect_timeout: Duration,
-    cluster: bool,
-) -> Result<(Connector, Connection), BackendError> {
+    cluster: Option<bool>,
+) -> Result<(Connector, Connection, bool), BackendError> {
     let unusable = |e: RedisError| {
         BackendError::unavailable(
             format!(
@@ -239,7 +239,7 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| connect_error(url, scrubber, &e))?;
     check_server(url, scrubber, &mut probe).await?;
-    check_cluster_mode(url, scrubber, &mut probe, cluster).await?;
+    let cluster = check_cluster_mode(url, scrubber, &mut probe, cluster).await?;
 
     if cluster {
         let cluster_client =
@@ -248,7 +248,7 @@ pub(crate) async fn connect(
             .get_async_connection()
             .await
             .map_err(|e| connect_error(url, scrubber, &e))?;
-        return Ok((Connector::Cluster, Connection::Cluster(con)));
+        return Ok((Connector::Cluster, Connection::Cluster(con), true));
     }
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -259,7 +259,11 @@ pub(crate) async fn connect(
     let manager = ConnectionManager::new_with_config(client.clone(), config)
         .await
         .map_err(|e| connect_error(url, scrubber, &e))?;
-    Ok((Connector::Single(Box::new(client)), Connection::Single(manager)))
+    Ok((
+        Connector::Single(Box::new(client)),
+        Connection::Single(manager),
+        false,
+    ))
 }
 
 /// A cluster client that starts from the node `url` names and finds the others itself.
@@ -275,22 +279,23 @@ fn cluster_client(
         .build()
 }
 
-/// Refuses a cluster node taken for one server, and one server taken for a cluster: each
-/// would fail later, and less clearly (MOVED replies, or keys that all land on one node).
+/// Whether the server is a cluster node. When `expected` says which it should be, refuses a
+/// cluster node taken for one server, and one server taken for a cluster: each would fail
+/// later, and less clearly (MOVED replies, or keys that all land on one node).
 async fn check_cluster_mode(
     url: &RedisUrl,
     scrubber: &Scrubber,
     con: &mut MultiplexedConnection,
-    cluster: bool,
-) -> Result<(), BackendError> {
+    expected: Option<bool>,
+) -> Result<bool, BackendError> {
     let info: String = match redis::cmd("INFO").arg("cluster").query_async(con).await {
         Ok(info) => info,
-        Err(e) if e.code() == Some("NOPERM") => return Ok(()),
+        Err(e) if e.code() == Some("NOPERM") => return Ok(expected.unwrap_or(false)),
         Err(e) => return Err(connect_error(url, scrubber, &e)),
     };
     let enabled = info.lines().any(|l| l.trim() == "cluster_enabled:1");
     let address = url.address();
-    match (cluster, enabled) {
+    match (expected.unwrap_or(enabled), enabled) {
         (true, false) => Err(BackendError::unavailable(
             format!("Redis at {address} is not a cluster node, and the scenario sets backend.cluster = true"),
             "remove backend.cluster (or set it to false) to run on this one server, or point \
@@ -300,14 +305,14 @@ async fn check_cluster_mode(
             format!("Redis at {address} is a node of a Redis Cluster"),
             "set backend.cluster = true (or --set backend.cluster=true) to run on the cluster",
         )),
-        _ if cluster && url.db() != 0 => Err(BackendError::unavailable(
+        (true, true) if url.db() != 0 => Err(BackendError::unavailable(
             format!(
                 "Redis Cluster at {address} has only database 0, and the URL names database {}",
                 url.db()
             ),
             "drop the database number from the URL: redis://host:port",
         )),
-        _ => Ok(()),
+        _ => Ok(enabled),
     }
 }
 

@@ -81,8 +81,30 @@ impl RedisBackend {
         keys: Keys,
         reconnect_timeout: Duration,
     ) -> Result<Self, BackendError> {
+        let cluster = keys.cluster;
+        Self::open(url, keys, reconnect_timeout, Some(cluster)).await
+    }
+
+    /// Connects as [`RedisBackend::connect`] does, to one server or a cluster, whichever
+    /// `url` leads to (the keys spread over slots on a cluster): for `agora cleanup` and
+    /// `agora inspect`, which are not told.
+    pub async fn connect_as_found(
+        url: &RedisUrl,
+        keys: Keys,
+        reconnect_timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        Self::open(url, keys, reconnect_timeout, None).await
+    }
+
+    async fn open(
+        url: &RedisUrl,
+        keys: Keys,
+        reconnect_timeout: Duration,
+        cluster: Option<bool>,
+    ) -> Result<Self, BackendError> {
         let scrubber = Scrubber::new(url);
-        let (connector, con) = connect::connect(url, &scrubber, reconnect_timeout, keys.cluster).await?;
+        let (connector, con, cluster) = connect::connect(url, &scrubber, reconnect_timeout, cluster).await?;
+        let keys = if cluster { keys.with_cluster(true) } else { keys };
         let fast = match &connector {
             Connector::Single(client) => {
                 let info = client.get_connection_info();

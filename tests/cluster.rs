@@ -1,0 +1,324 @@
+//! Redis Cluster (`backend.cluster = true`) on a real three-node cluster of the test's own:
+//! the same transcripts as on memory, with and without a network, with workers and after
+//! kills; the keys spread over every node; a relay cut short finished once; cleanup and
+//! inspect find a run on every node; a cluster taken for one server (and the reverse) is a
+//! clear error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora::backend::redis::RedisBackend;
+use agora::backend::{GroupRead, Keys, Stream};
+use agora::message::EntryId;
+use common::redis_cluster::RedisCluster;
+use common::redis_server::RedisServer;
+use common::{agora, run_dir_under, text};
+
+/// Opinions, rumours addressed to random peers and a discussion on a small world.
+const VILLAGE: &str = r#"
+[scenario]
+name = "village"
+seed = 5
+ticks = 25
+
+[network]
+kind = "watts_strogatz"
+k = 4
+p = 0.2
+
+[[agents]]
+id = "citizen"
+count = 40
+behaviour = "opinion"
+
+[[agents]]
+id = "gossip"
+count = 20
+behaviour = "gossip"
+params = { fanout = 2, seeds = 2 }
+
+[[agents]]
+id = "speaker"
+count = 4
+behaviour = "discussion"
+params = { policy = "echo" }
+"#;
+
+/// The same village where everyone hears everyone (no `[network]`).
+fn broadcast_village() -> String {
+    VILLAGE.replace("[network]\nkind = \"watts_strogatz\"\nk = 4\np = 0.2\n", "")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
+    agora()
+        .arg("run")
+        .arg(scenario)
+        .args(["--quiet", "--no-plots", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn run_ok(scenario: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let output = run(scenario, out, extra);
+    assert!(output.status.success(), "{extra:?}: {}", text(&output.stderr));
+    run_dir_under(out)
+}
+
+fn hash(run_dir: &Path) -> String {
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+    summary["transcript_sha256"].as_str().unwrap().to_string()
+}
+
+fn on_cluster(url: &str) -> Vec<String> {
+    [
+        "--backend",
+        "redis",
+        "--redis-url",
+        url,
+        "--set",
+        "backend.cluster=true",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn runs_on_a_three_node_cluster_give_their_memory_transcripts_and_spread_over_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let cluster_args = on_cluster(&url);
+    let cluster_args: Vec<&str> = cluster_args.iter().map(String::as_str).collect();
+    for (name, text) in [
+        ("network.toml", VILLAGE.to_string()),
+        ("broadcast.toml", broadcast_village()),
+    ] {
+        let scenario = write(dir.path(), name, &text);
+        let memory = tempfile::tempdir().unwrap();
+        let expected = hash(&run_ok(&scenario, memory.path(), &[]));
+        let mut workers = cluster_args.clone();
+        workers.extend(["--workers", "2"]);
+        for extra in [cluster_args.clone(), workers] {
+            let out = tempfile::tempdir().unwrap();
+            assert_eq!(
+                hash(&run_ok(&scenario, out.path(), &extra)),
+                expected,
+                "{name} {extra:?}"
+            );
+        }
+        // The run's keys (kept: cleanup is "before") are on all three nodes.
+        let keys = cluster.keys_per_node();
+        assert!(keys.iter().all(|&n| n > 10), "{name}: keys per node {keys:?}");
+    }
+}
+
+#[test]
+fn a_run_killed_on_a_cluster_resumes_to_its_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(
+        dir.path(),
+        "village.toml",
+        &VILLAGE.replace("ticks = 25", "ticks = 300"),
+    );
+    let memory = tempfile::tempdir().unwrap();
+    let expected = hash(&run_ok(&scenario, memory.path(), &[]));
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let out = tempfile::tempdir().unwrap();
+    let (mut kills, mut finished) = (0, false);
+    for kill_at in [5, 60, 150] {
+        let mut child = agora()
+            .arg("run")
+            .arg(&scenario)
+            .args(["--quiet", "--no-plots", "--out"])
+            .arg(out.path())
+            .args(on_cluster(&url))
+            .args(if kills > 0 { &["--resume"][..] } else { &[] })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while cluster.completed_tick("village").is_none_or(|t| t < kill_at)
+            && child.try_wait().unwrap().is_none()
+        {
+            assert!(started.elapsed() < Duration::from_secs(60), "no tick {kill_at}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if child.try_wait().unwrap().is_some() {
+            finished = true;
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 2, "only {kills} kills landed");
+    let run_dir = if finished {
+        run_dir_under(out.path())
+    } else {
+        let mut resume = on_cluster(&url);
+        resume.push("--resume".into());
+        let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+        run_ok(&scenario, out.path(), &resume)
+    };
+    assert_eq!(hash(&run_dir), expected, "after {kills} kills and --resume");
+}
+
+fn read(group: &str) -> GroupRead {
+    GroupRead {
+        group: group.to_string(),
+        consumer: "c".to_string(),
+        count: 100,
+        pending: false,
+    }
+}
+
+fn contents(batch: &[agora::message::Delivery]) -> Vec<String> {
+    batch
+        .iter()
+        .map(|d| d.message().map(|m| m.content.clone()).unwrap_or_default())
+        .collect()
+}
+
+/// A step committed in its agent's slot whose relay stopped after one follower's inbox: the
+/// next process to host the agent relays the rest, and a relay done again adds nothing.
+#[test]
+fn a_relay_cut_short_is_finished_once_by_the_next_host() {
+    let cluster = RedisCluster::start();
+    let keys = Keys::for_stream("relay").with_cluster(true);
+    // b and c follow a.
+    let names: Vec<Arc<str>> = ["a", "b", "c"].map(Arc::from).to_vec();
+    let network = Arc::new(agora::network::Network::new(names, vec![(1, 0), (2, 0)]));
+    let groups: Vec<String> = ["a", "b", "c"].map(|a| keys.group(a)).to_vec();
+    common::block_on(async {
+        let b = RedisBackend::connect(&cluster.parsed_url(), keys.clone(), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .with_network(Some(network));
+        b.ensure_groups(&groups).await.unwrap();
+        // What a's step left: the message in its outbox, relayed into b's inbox only.
+        let message = ["sender_id", "a", "content", "left over", "seq", "1", "tick", "0"];
+        let outbox = keys.outbox("a");
+        let mut add = vec!["XADD", outbox.as_str(), "*", "relay", "message"];
+        add.extend(message);
+        let reply = cluster.command(&add);
+        let outbox_id = reply.lines().nth(1).unwrap().to_string();
+        let inbox_b = keys.inbox("b");
+        let mut copy = vec!["XADD", &*inbox_b, "*"];
+        copy.extend(message);
+        cluster.command(&copy);
+        cluster.command(&["HSET", &keys.relayed(&inbox_b), "a", &outbox_id]);
+        // Two hosts in turn take a over.
+        b.ensure_groups(&groups).await.unwrap();
+        b.ensure_groups(&groups).await.unwrap();
+        let got = b
+            .read(&[read(&groups[0]), read(&groups[1]), read(&groups[2])])
+            .await
+            .unwrap();
+        assert!(got[0].is_empty(), "a does not follow itself");
+        assert_eq!(contents(&got[1]), ["left over"], "b had it already");
+        assert_eq!(contents(&got[2]), ["left over"], "c gets it once");
+        let stream = b.range(EntryId::ZERO, 10).await.unwrap();
+        assert_eq!(contents(&stream), ["left over"], "the stream has it once");
+        let left = cluster.command(&["XLEN", &outbox]);
+        assert_eq!(left.trim(), ":0", "the outbox is emptied");
+    });
+}
+
+#[test]
+fn cleanup_and_inspect_find_a_run_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let scenario = write(dir.path(), "village.toml", VILLAGE);
+    let out = tempfile::tempdir().unwrap();
+    let cluster_args = on_cluster(&url);
+    let cluster_args: Vec<&str> = cluster_args.iter().map(String::as_str).collect();
+    run_ok(&scenario, out.path(), &cluster_args);
+    let inspect = agora()
+        .args(["inspect", "--stream", "village", "--redis-url", &url, "--json"])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", text(&inspect.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        shown["groups"].as_array().unwrap().len(),
+        64,
+        "every agent's inbox group"
+    );
+    assert_eq!(shown["length"], 1092);
+    let cleanup = agora()
+        .args(["cleanup", "--stream", "village", "--redis-url", &url])
+        .output()
+        .unwrap();
+    assert!(cleanup.status.success(), "{}", text(&cleanup.stderr));
+    assert_eq!(cluster.keys_per_node(), [0, 0, 0], "{}", text(&cleanup.stdout));
+}
+
+#[test]
+fn a_cluster_taken_for_one_server_and_the_reverse_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", VILLAGE);
+    let out = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let plain = run(
+        &scenario,
+        out.path(),
+        &["--backend", "redis", "--redis-url", &cluster.url()],
+    );
+    assert_eq!(plain.status.code(), Some(3));
+    assert!(
+        text(&plain.stderr).contains("backend.cluster = true"),
+        "{}",
+        text(&plain.stderr)
+    );
+    let server = RedisServer::start();
+    let taken = run(
+        &scenario,
+        out.path(),
+        &on_cluster(&server.url())
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(taken.status.code(), Some(3));
+    assert!(
+        text(&taken.stderr).contains("is not a cluster node"),
+        "{}",
+        text(&taken.stderr)
+    );
+    let braced = run(
+        &scenario,
+        out.path(),
+        &[
+            "--backend",
+            "redis",
+            "--redis-url",
+            &cluster.url(),
+            "--set",
+            "backend.cluster=true",
+            "--set",
+            "backend.stream=vil{lage}",
+        ],
+    );
+    assert_eq!(braced.status.code(), Some(2));
+    assert!(
+        text(&braced.stderr).contains("hash tag"),
+        "{}",
+        text(&braced.stderr)
+    );
+}
