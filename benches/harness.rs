@@ -19,6 +19,11 @@ use serde_json::Value;
 mod redis_server;
 use redis_server::RedisServer;
 
+#[path = "../tests/common/redis_cluster.rs"]
+#[allow(dead_code)]
+mod redis_cluster;
+use redis_cluster::RedisCluster;
+
 #[path = "../tests/common/llm_server.rs"]
 mod llm_server;
 
@@ -297,6 +302,72 @@ fn network_benchmarks(results: &mut Vec<Measured>, notes: &mut Vec<String>) {
             cpu * 1e6 / run.messages.max(1) as f64
         ));
         results.push(run);
+    }
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// One Redis node against a three-node Redis Cluster on this machine, for the same 20,000-agent
+/// small-world runs: time, and each node's CPU and keys (how the work spreads).
+fn cluster_benchmarks(results: &mut Vec<Measured>, notes: &mut Vec<String>) {
+    let files = [
+        small_world(
+            "cl-opinion-20k",
+            "opinion",
+            "{ epsilon = 0.2, mu = 0.5 }",
+            20_000,
+            5,
+        ),
+        small_world(
+            "cl-gossip-20k",
+            "gossip",
+            "{ fanout = 2, seeds = 100 }",
+            20_000,
+            30,
+        ),
+    ];
+    let labels = ["opinion (20k agents, k=10, 5 ticks)", "gossip (20k agents, k=10)"];
+    let server = RedisServer::start();
+    let cluster = RedisCluster::start();
+    let cpu_of =
+        |nodes: &[&RedisServer]| -> Vec<f64> { nodes.iter().map(|n| redis_cpu_seconds(n)).collect() };
+    let keep = ["--set", "backend.cleanup=before"];
+    for (file, label) in files.iter().zip(labels) {
+        let file = file.to_str().unwrap();
+        let before = redis_cpu_seconds(&server);
+        let url = server.url();
+        let mut args = vec![file, "--backend", "redis", "--redis-url", &url];
+        args.extend(keep);
+        results.push(workload(&format!("{label}, one node"), 1, &args));
+        notes.push(format!(
+            "{label}, one node: Redis used {:.2} s of CPU",
+            redis_cpu_seconds(&server) - before
+        ));
+        let nodes: Vec<&RedisServer> = cluster.nodes.iter().collect();
+        let before = cpu_of(&nodes);
+        let url = cluster.url();
+        let mut args = vec![
+            file,
+            "--backend",
+            "redis",
+            "--redis-url",
+            &url,
+            "--set",
+            "backend.cluster=true",
+        ];
+        args.extend(keep);
+        results.push(workload(&format!("{label}, 3-node cluster"), 1, &args));
+        let used: Vec<f64> = cpu_of(&nodes).iter().zip(&before).map(|(a, b)| a - b).collect();
+        notes.push(format!(
+            "{label}, three-node cluster: Redis used {:.2} s of CPU in all, by node {}; keys by node {:?}",
+            used.iter().sum::<f64>(),
+            used.iter()
+                .map(|c| format!("{c:.2} s"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cluster.keys_per_node()
+        ));
     }
     for f in &files {
         let _ = std::fs::remove_file(f);
@@ -746,6 +817,9 @@ fn main() {
     }
     if wanted("sweep") {
         sweep_benchmarks(opinion, &mut notes);
+    }
+    if wanted("cluster") {
+        cluster_benchmarks(&mut results, &mut notes);
     }
     if wanted("network") {
         network_benchmarks(&mut results, &mut notes);

@@ -194,44 +194,49 @@ fn contents(batch: &[agora::message::Delivery]) -> Vec<String> {
         .collect()
 }
 
-/// A step committed in its agent's slot whose relay stopped after one follower's inbox: the
-/// next process to host the agent relays the rest, and a relay done again adds nothing.
+/// A step committed in its agent's slot whose relay stopped after some followers' inboxes:
+/// the next process to host the agent relays the rest, and a relay done again adds nothing.
+/// Eight followers on three nodes: some node holds several, relayed by one script.
 #[test]
 fn a_relay_cut_short_is_finished_once_by_the_next_host() {
     let cluster = RedisCluster::start();
     let keys = Keys::for_stream("relay").with_cluster(true);
-    // b and c follow a.
-    let names: Vec<Arc<str>> = ["a", "b", "c"].map(Arc::from).to_vec();
-    let network = Arc::new(agora::network::Network::new(names, vec![(1, 0), (2, 0)]));
-    let groups: Vec<String> = ["a", "b", "c"].map(|a| keys.group(a)).to_vec();
+    let names: Vec<Arc<str>> = std::iter::once("a".to_string())
+        .chain((1..=8).map(|i| format!("f{i}")))
+        .map(Arc::from)
+        .collect();
+    let follows = (1..=8).map(|i| (i, 0)).collect();
+    let network = Arc::new(agora::network::Network::new(names.clone(), follows));
+    let groups: Vec<String> = names.iter().map(|a| keys.group(a)).collect();
     common::block_on(async {
         let b = RedisBackend::connect(&cluster.parsed_url(), keys.clone(), Duration::from_secs(5))
             .await
             .unwrap()
             .with_network(Some(network));
         b.ensure_groups(&groups).await.unwrap();
-        // What a's step left: the message in its outbox, relayed into b's inbox only.
+        // What a's step left: the message in its outbox, relayed into f1..f4's inboxes only.
         let message = ["sender_id", "a", "content", "left over", "seq", "1", "tick", "0"];
         let outbox = keys.outbox("a");
         let mut add = vec!["XADD", outbox.as_str(), "*", "relay", "message"];
         add.extend(message);
         let reply = cluster.command(&add);
         let outbox_id = reply.lines().nth(1).unwrap().to_string();
-        let inbox_b = keys.inbox("b");
-        let mut copy = vec!["XADD", &*inbox_b, "*"];
-        copy.extend(message);
-        cluster.command(&copy);
-        cluster.command(&["HSET", &keys.relayed(&inbox_b), "a", &outbox_id]);
+        for follower in &names[1..5] {
+            let inbox = keys.inbox(follower);
+            let mut copy = vec!["XADD", &*inbox, "*"];
+            copy.extend(message);
+            cluster.command(&copy);
+            cluster.command(&["HSET", &keys.relayed(&inbox), "a", &outbox_id]);
+        }
         // Two hosts in turn take a over.
         b.ensure_groups(&groups).await.unwrap();
         b.ensure_groups(&groups).await.unwrap();
-        let got = b
-            .read(&[read(&groups[0]), read(&groups[1]), read(&groups[2])])
-            .await
-            .unwrap();
+        let reads: Vec<GroupRead> = groups.iter().map(|g| read(g)).collect();
+        let got = b.read(&reads).await.unwrap();
         assert!(got[0].is_empty(), "a does not follow itself");
-        assert_eq!(contents(&got[1]), ["left over"], "b had it already");
-        assert_eq!(contents(&got[2]), ["left over"], "c gets it once");
+        for (follower, batch) in names[1..].iter().zip(&got[1..]) {
+            assert_eq!(contents(batch), ["left over"], "{follower} has it once");
+        }
         let stream = b.range(EntryId::ZERO, 10).await.unwrap();
         assert_eq!(contents(&stream), ["left over"], "the stream has it once");
         let left = cluster.command(&["XLEN", &outbox]);

@@ -250,6 +250,25 @@ pub const STATE_MARK: &str = ":state:";
 /// What follows a key in the name of the hash of what was relayed into it (on a cluster).
 pub const RELAYED_MARK: &str = ":relayed";
 
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM: polynomial 0x1021, initial value 0) of
+/// its hash tag, or of the whole key when it has none, modulo 16384 (the Redis Cluster
+/// specification, "Key distribution model").
+pub fn slot_of(key: &str) -> u16 {
+    let hashed = tag_of(key).unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// The hash tag of `key`: what its first `{` and the next `}` enclose, when that is not
 /// empty (Redis Cluster hashes only that part of such a key).
 pub fn tag_of(key: &str) -> Option<&str> {
@@ -261,3 +280,38 @@ pub fn tag_of(key: &str) -> Option<&str> {
 /// The part of a cache key after the prefix that marks the run's cache keys; a stream name
 /// containing it would look like another run's cache key.
 pub const CACHE_MARK: &str = ":cache:";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // As `CLUSTER KEYSLOT` gives them on Redis 7.
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("x:{a}"), 15495);
+        assert_eq!(slot_of("x:{b}"), 3300);
+        assert_eq!(slot_of("{a}:relayed"), slot_of("a"));
+        assert_eq!(slot_of("x:{}"), slot_of("x:{}"), "an empty tag is no tag");
+    }
+
+    #[test]
+    fn an_agents_keys_share_its_slot_on_a_cluster() {
+        let keys = Keys::for_stream("gossip").with_cluster(true);
+        let slot = slot_of(&keys.inbox("citizen_1"));
+        for key in [
+            keys.outbox("citizen_1"),
+            keys.agent_state_of("citizen_1"),
+            keys.cache_list("citizen_1"),
+            keys.relayed(&keys.inbox("citizen_1")),
+        ] {
+            assert_eq!(slot_of(&key), slot, "{key}");
+        }
+        assert_ne!(slot_of(&keys.inbox("citizen_2")), slot);
+        assert_eq!(slot_of(&keys.relayed(&keys.stream)), slot_of(&keys.stream));
+        assert_eq!(keys.inbox("citizen_1"), "gossip:inbox:{citizen_1}");
+        let plain = Keys::for_stream("gossip");
+        assert_eq!(plain.inbox("citizen_1"), "gossip:inbox:citizen_1");
+        assert_eq!(plain.agent_state_of("citizen_1"), "gossip:state");
+    }
+}

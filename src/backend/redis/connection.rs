@@ -41,6 +41,53 @@ impl Connection {
     pub fn is_cluster(&self) -> bool {
         matches!(self, Connection::Cluster(_))
     }
+
+    /// On a cluster, which primary (`host:port`) owns which slots, from CLUSTER SLOTS; on one
+    /// server, nothing.
+    pub async fn slot_owners(&self) -> RedisResult<SlotOwners> {
+        let Connection::Cluster(con) = self else {
+            return Ok(SlotOwners::default());
+        };
+        let reply: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut con.clone())
+            .await?;
+        let mut ranges = Vec::new();
+        if let Value::Array(items) = reply {
+            for item in items {
+                let Value::Array(parts) = item else { continue };
+                let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+                    (parts.first(), parts.get(1), parts.get(2))
+                else {
+                    continue;
+                };
+                let host = match primary.first() {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(Value::SimpleString(s)) => s.clone(),
+                    _ => continue,
+                };
+                let Some(Value::Int(port)) = primary.get(1) else {
+                    continue;
+                };
+                ranges.push((*start as u16, *end as u16, format!("{host}:{port}")));
+            }
+        }
+        ranges.sort();
+        Ok(SlotOwners(ranges))
+    }
+}
+
+/// Which primary owns which hash slots: (first slot, last slot, `host:port`), sorted.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SlotOwners(Vec<(u16, u16, String)>);
+
+impl SlotOwners {
+    /// The primary that owns `slot`, if known.
+    pub fn owner(&self, slot: u16) -> Option<&str> {
+        let i = self.0.partition_point(|(start, _, _)| *start <= slot);
+        let (start, end, node) = self.0.get(i.checked_sub(1)?)?;
+        (*start <= slot && slot <= *end).then_some(node.as_str())
+    }
 }
 
 /// A command's reply as a pipeline carries it: a server error is a value in its place.

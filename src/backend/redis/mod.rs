@@ -33,7 +33,7 @@ use std::time::Duration;
 use redis::{FromRedisValue, Pipeline, Value};
 
 use self::connect::{Connector, Scrubber};
-use self::connection::Connection;
+use self::connection::{Connection, SlotOwners};
 use self::reader::{Address, GroupReader, Target};
 use self::resp::EntryCache;
 use super::{Backend, BackendError, BackendKind, GroupInfo, Keys, Sizes};
@@ -61,6 +61,14 @@ struct Inner {
     note_waiter: tokio::sync::Mutex<Option<Connection>>,
     /// Group reads: their own connection (plain TCP only) and the entries seen lately.
     reads: tokio::sync::Mutex<ReadPath>,
+    /// How long a lost connection is waited for.
+    reconnect_timeout: Duration,
+    /// On a cluster, agents whose last relay failed: their outbox is relayed before their
+    /// next step.
+    unrelayed: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// On a cluster, which node owns which slots, so that a relay sends one script per node;
+    /// read again when a node refuses a key it no longer holds.
+    slot_owners: std::sync::RwLock<SlotOwners>,
 }
 
 struct ReadPath {
@@ -105,6 +113,10 @@ impl RedisBackend {
         let scrubber = Scrubber::new(url);
         let (connector, con, cluster) = connect::connect(url, &scrubber, reconnect_timeout, cluster).await?;
         let keys = if cluster { keys.with_cluster(true) } else { keys };
+        let slot_owners = con
+            .slot_owners()
+            .await
+            .map_err(|e| connect::connect_error(url, &scrubber, &e))?;
         let fast = match &connector {
             Connector::Single(client) => {
                 let info = client.get_connection_info();
@@ -131,6 +143,9 @@ impl RedisBackend {
             inner: Arc::new(Inner {
                 keys,
                 network: None,
+                reconnect_timeout,
+                unrelayed: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+                slot_owners: std::sync::RwLock::new(slot_owners),
                 url: url.clone(),
                 scrubber,
                 connector,

@@ -20,13 +20,14 @@
 //! finds its inbox already filled.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use futures_util::future::try_join_all;
 use redis::Value;
 
 use super::run_store::{StepScript, xadd_fields};
 use super::{RedisBackend, parse};
+use crate::backend::keys::slot_of;
 use crate::backend::{BackendError, Commit};
 use crate::message::{Entry, EntryId, Message, parse_fields};
 
@@ -60,8 +61,45 @@ end
 if newest then redis.call('HSET', seen, agent, newest) end
 return ids";
 
+/// [`RELAY`] for several target keys on one node, in slots of their own (Redis 7's
+/// `allow-cross-slot-keys`; `KEYS[1]`, one of them, routes the call). `ARGV` holds the agent,
+/// then per target: its key, its hash of what was relayed, its number of entries, and the
+/// entries as for [`RELAY`].
+const RELAY_MANY: &str = "#!lua flags=allow-cross-slot-keys
+local agent = ARGV[1]
+local function parts(id)
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local i = 2
+while i <= #ARGV do
+  local target, seen, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local last_ms, last_seq = -1, -1
+  local last = redis.call('HGET', seen, agent)
+  if last then last_ms, last_seq = parts(last) end
+  local newest = false
+  for _ = 1, n do
+    local id, argc = ARGV[i], tonumber(ARGV[i + 1])
+    local ms, seq = parts(id)
+    if ms > last_ms or (ms == last_ms and seq > last_seq) then
+      redis.call('XADD', target, unpack(ARGV, i + 2, i + 1 + argc))
+      last_ms, last_seq, newest = ms, seq, id
+    end
+    i = i + 2 + argc
+  end
+  if newest then redis.call('HSET', seen, agent, newest) end
+end
+return 0";
+
+static RELAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELAY));
+static RELAY_MANY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELAY_MANY));
+
 /// The most outbox entries one relay script carries (Lua's `unpack` has a limit).
 const CHUNK: usize = 200;
+
+/// Entries of an outbox as a relay takes them: (outbox id, XADD's arguments after the key).
+type Items = Vec<(EntryId, Vec<String>)>;
 
 /// What an outbox entry is for.
 enum Relayed {
@@ -120,6 +158,10 @@ impl RedisBackend {
         let agent = keys.agent_of_group(c.group).ok_or_else(|| {
             BackendError::command(format!("group {:?} is not an agent's group of this run", c.group))
         })?;
+        if self.unrelayed().contains(agent) {
+            self.relay_leftovers(&[agent]).await?;
+            self.unrelayed().remove(agent);
+        }
         let outbox = keys.outbox(agent);
         let group_stream = keys.group_stream(c.group);
         let mut step = StepScript::new(&group_stream, c.group, c.acks);
@@ -144,8 +186,41 @@ impl RedisBackend {
         }
         let outbox_ids = self.run_step(step, &group_stream, c).await?;
         let entries: Vec<(EntryId, Relayed)> = outbox_ids.into_iter().zip(relayed).collect();
-        let ids = self.relay(agent, &entries).await?;
+        let ids = self.relay_until_done(agent, &entries).await?;
         Ok(ids.into_iter().flatten().collect())
+    }
+
+    fn unrelayed(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.inner
+            .unrelayed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`relay`](Self::relay), tried again while the cluster is out of reach (for as long as
+    /// `reconnect_timeout`): the step is committed, and its readers wait for what it
+    /// published. When it cannot finish, the agent's outbox is relayed before its next step.
+    async fn relay_until_done(
+        &self,
+        agent: &str,
+        entries: &[(EntryId, Relayed)],
+    ) -> Result<Vec<Option<EntryId>>, BackendError> {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match self.relay(agent, entries).await {
+                Ok(ids) => return Ok(ids),
+                Err(e) if e.is_unavailable() && started.elapsed() < self.inner.reconnect_timeout => {
+                    tracing::debug!(agent, "relaying the outbox: {e}; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => {
+                    self.unrelayed().insert(agent.to_string());
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Relays what is left in the outboxes of `agents`, from steps whose relay did not finish
@@ -191,7 +266,7 @@ impl RedisBackend {
             return Ok(Vec::new());
         }
         let keys = &self.inner.keys;
-        let mut inboxes: BTreeMap<String, Vec<(EntryId, Vec<String>)>> = BTreeMap::new();
+        let mut inboxes: BTreeMap<String, Items> = BTreeMap::new();
         let mut messages = Vec::new();
         let mut dead = Vec::new();
         let mut members = Vec::new();
@@ -208,12 +283,20 @@ impl RedisBackend {
                 Relayed::Dead(fields) => dead.push((*id, xadd_fields(fields.clone()))),
             }
         }
-        try_join_all(
-            inboxes
-                .iter()
-                .map(|(inbox, items)| self.relay_into(inbox, agent, items)),
-        )
-        .await?;
+        // One script per node, for the inboxes in its slots.
+        let mut by_node: BTreeMap<String, Vec<(&str, &Items)>> = BTreeMap::new();
+        {
+            let owners = self
+                .inner
+                .slot_owners
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (inbox, items) in &inboxes {
+                let node = owners.owner(slot_of(inbox)).unwrap_or_default().to_string();
+                by_node.entry(node).or_default().push((inbox, items));
+            }
+        }
+        try_join_all(by_node.values().map(|targets| self.relay_on_node(agent, targets))).await?;
         for chunk in members.chunks(500) {
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(keys.cache_timestamps());
@@ -233,25 +316,67 @@ impl RedisBackend {
         Ok(ids)
     }
 
+    /// [`RELAY_MANY`] of `targets` (keys in slots of one node, and their items). When the
+    /// node refuses a key (the cluster moved its slot), the slots' owners are read again and
+    /// each target is relayed on its own.
+    async fn relay_on_node(&self, agent: &str, targets: &[(&str, &Items)]) -> Result<(), BackendError> {
+        if let [(target, items)] = targets {
+            return self.relay_into(target, agent, items).await.map(drop);
+        }
+        let mut invocation = RELAY_MANY_SCRIPT.key(targets[0].0);
+        invocation.arg(agent);
+        for (target, items) in targets {
+            invocation
+                .arg(*target)
+                .arg(self.inner.keys.relayed(target))
+                .arg(items.len());
+            for (id, args) in items.iter() {
+                invocation.arg(id.to_string()).arg(args.len()).arg(args);
+            }
+        }
+        let mut con = self.inner.con.clone();
+        match invocation.invoke_async::<i64>(&mut con).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let error = self.error("the relay script", &e);
+                if error.is_unavailable() {
+                    return Err(error);
+                }
+                tracing::debug!("relaying to one node at once: {error}; relaying key by key");
+                if let Ok(owners) = self.inner.con.slot_owners().await {
+                    *self
+                        .inner
+                        .slot_owners
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = owners;
+                }
+                for (target, items) in targets {
+                    self.relay_into(target, agent, items).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// [`RELAY`] of `items` (outbox id, XADD arguments) into `target`.
     async fn relay_into(
         &self,
         target: &str,
         agent: &str,
-        items: &[(EntryId, Vec<String>)],
+        items: &Items,
     ) -> Result<Vec<Option<EntryId>>, BackendError> {
         let mut ids = Vec::with_capacity(items.len());
         for chunk in items.chunks(CHUNK).filter(|c| !c.is_empty()) {
-            let mut eval = redis::cmd("EVAL");
-            eval.arg(RELAY)
-                .arg(2)
-                .arg(target)
-                .arg(self.inner.keys.relayed(target))
-                .arg(agent);
+            let mut invocation = RELAY_SCRIPT.key(target);
+            invocation.key(self.inner.keys.relayed(target)).arg(agent);
             for (id, args) in chunk {
-                eval.arg(id.to_string()).arg(args.len()).arg(args);
+                invocation.arg(id.to_string()).arg(args.len()).arg(args);
             }
-            let reply: Value = self.query("the relay script", &eval).await?;
+            let mut con = self.inner.con.clone();
+            let reply: Value = invocation
+                .invoke_async(&mut con)
+                .await
+                .map_err(|e| self.error("the relay script", &e))?;
             for id in parse::array(reply, "the relay script")? {
                 ids.push(match parse::text(id) {
                     Ok(text) if text.is_empty() => None,
