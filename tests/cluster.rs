@@ -306,6 +306,24 @@ fn a_cluster_taken_for_one_server_and_the_reverse_are_refused_clearly() {
         "{}",
         text(&taken.stderr)
     );
+    let numbered = run(
+        &scenario,
+        out.path(),
+        &[
+            "--backend",
+            "redis",
+            "--redis-url",
+            &format!("{}/3", cluster.url()),
+            "--set",
+            "backend.cluster=true",
+        ],
+    );
+    assert_eq!(numbered.status.code(), Some(3));
+    assert!(
+        text(&numbered.stderr).contains("only database 0"),
+        "{}",
+        text(&numbered.stderr)
+    );
     let braced = run(
         &scenario,
         out.path(),

@@ -70,6 +70,15 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
             hint,
         );
     }
+    if detail.contains("SELECT is not allowed in cluster mode") {
+        return BackendError::unavailable(
+            format!(
+                "Redis at {address} is a node of a Redis Cluster, which has only database 0, and the URL names database {}",
+                url.db()
+            ),
+            "drop the database number from the URL (redis://host:port) and set backend.cluster = true",
+        );
+    }
     if is_missing_database(e) {
         return BackendError::unavailable(
             format!("Redis at {address} has no database of the number in the URL ({detail})"),
@@ -304,13 +313,6 @@ async fn check_cluster_mode(
         (false, true) => Err(BackendError::unavailable(
             format!("Redis at {address} is a node of a Redis Cluster"),
             "set backend.cluster = true (or --set backend.cluster=true) to run on the cluster",
-        )),
-        (true, true) if url.db() != 0 => Err(BackendError::unavailable(
-            format!(
-                "Redis Cluster at {address} has only database 0, and the URL names database {}",
-                url.db()
-            ),
-            "drop the database number from the URL: redis://host:port",
         )),
         _ => Ok(enabled),
     }
