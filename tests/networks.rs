@@ -712,3 +712,23 @@ fn a_complete_network_of_many_agents_is_not_listed() {
     );
     assert_eq!(summary(&run_dir)["network"]["follows"], 1024 * 1023);
 }
+
+/// `backend.maxlen` on a sparse network: the groups read inboxes, so the stream (the run's
+/// record) is trimmed by length alone, on Redis as in memory, and the transcript is the same.
+#[test]
+fn a_trimmed_stream_on_a_network_keeps_the_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
+    let trim = ["--set", "backend.maxlen=100"];
+    let memory = tempfile::tempdir().unwrap();
+    let expected = hash(&run_ok(&scenario, memory.path(), &trim));
+    let server = RedisServer::start();
+    let url = server.url();
+    let out = tempfile::tempdir().unwrap();
+    let mut on_redis = vec!["--backend", "redis", "--redis-url", &url];
+    on_redis.extend(trim);
+    assert_eq!(hash(&run_ok(&scenario, out.path(), &on_redis)), expected);
+    let length = server.command(&["XLEN", "village"]);
+    let length: u64 = length.trim().trim_start_matches(':').parse().unwrap();
+    assert!(length <= 200, "the stream keeps {length} entries");
+}

@@ -174,8 +174,13 @@ impl Stream for RedisBackend {
         if len <= maxlen {
             return Ok(0);
         }
-        // Keep everything some group has not read and acknowledged.
-        let groups = self.group_infos().await?;
+        // Keep everything some group has not read and acknowledged. With inboxes the groups
+        // read their inboxes, not the stream, which is then only the run's record.
+        let groups = if self.inner.keys.inboxes {
+            Vec::new()
+        } else {
+            self.group_infos().await?
+        };
         let mut safe = EntryId::new(u64::MAX, u64::MAX);
         if !groups.is_empty() {
             let mut pipe = redis::pipe();
