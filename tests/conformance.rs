@@ -135,5 +135,15 @@ fn redis_cluster_inboxes() -> (impl std::future::Future<Output = RedisBackend>, 
 conformance!(
     redis_cluster_with_inboxes,
     redis_cluster_inboxes(),
-    [inboxes_hold_what_an_agent_hears]
+    [
+        inboxes_hold_what_an_agent_hears,
+        cache_lists_and_sorted_set,
+        cache_keeps_equal_values_of_different_writers,
+        cache_samples_are_reproducible,
+        cache_clear_expire_and_clear_all,
+        checkpoints_are_kept,
+        notes_and_hashes_for_bookkeeping,
+        one_lease_holder_at_a_time,
+        answers_are_kept_once_and_use_adds_up,
+    ]
 );

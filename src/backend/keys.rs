@@ -1,7 +1,8 @@
 //! The names of everything a run keeps on a backend, derived from the scenario in one place.
 //!
 //! All keys of a run start with the stream key or the cache prefix, so that `cleanup` can find
-//! them without touching anyone else's keys (CONTRACT.md, "Wire format on Redis").
+//! them without touching anyone else's keys (CONTRACT.md, "Wire format on Redis"); on a Redis
+//! Cluster, an agent's keys end in the hash tag `{agent}`.
 
 /// The key layout of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +85,9 @@ impl Keys {
     /// entry of its outbox relayed into `key`: what makes a relay done twice add nothing.
     pub fn relayed(&self, key: &str) -> String {
         match tag_of(key) {
-            Some(_) => format!("{key}{RELAYED_MARK}"),
-            None => format!("{{{key}}}{RELAYED_MARK}"),
+            Some(_) => format!("{key}{RELAYED_SUFFIX}"),
+            // `{key}` as the hash tag: the slot of `key` itself.
+            None => format!("{}{RELAYED_MARK}{{{key}}}", self.stream),
         }
     }
 
@@ -104,7 +106,7 @@ impl Keys {
     pub fn agent_key_prefixes(&self) -> Vec<String> {
         let mut marks = vec![INBOX_MARK];
         if self.cluster {
-            marks.extend([OUTBOX_MARK, STATE_MARK]);
+            marks.extend([OUTBOX_MARK, STATE_MARK, RELAYED_MARK]);
         }
         marks.into_iter().map(|m| format!("{}{m}", self.stream)).collect()
     }
@@ -247,8 +249,22 @@ pub const INBOX_MARK: &str = ":inbox:";
 pub const OUTBOX_MARK: &str = ":outbox:";
 /// What follows the stream's name in an agent's state key (on a cluster).
 pub const STATE_MARK: &str = ":state:";
-/// What follows a key in the name of the hash of what was relayed into it (on a cluster).
-pub const RELAYED_MARK: &str = ":relayed";
+/// What follows an inbox's key in the name of the hash of what was relayed into it (on a
+/// cluster).
+pub const RELAYED_SUFFIX: &str = ":relayed";
+/// What follows the stream's name in the name of the hash of what was relayed into the stream
+/// or the dead letters (on a cluster): `{stream}:relayed:{key}`, in `key`'s slot.
+pub const RELAYED_MARK: &str = ":relayed:";
+
+/// The marks a stream's name may not contain: with them, another run's keys would look like
+/// this one's (and be deleted by its cleanup).
+pub const RESERVED_MARKS: [(&str, &str); 5] = [
+    (CACHE_MARK, "cache keys"),
+    (INBOX_MARK, "agents' inboxes"),
+    (OUTBOX_MARK, "agents' outboxes on a cluster"),
+    (STATE_MARK, "agents' states on a cluster"),
+    (RELAYED_MARK, "a cluster's relay records"),
+];
 
 /// The Redis Cluster hash slot of `key`: CRC16 (XMODEM: polynomial 0x1021, initial value 0) of
 /// its hash tag, or of the whole key when it has none, modulo 16384 (the Redis Cluster

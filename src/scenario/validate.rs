@@ -13,7 +13,7 @@ use super::locate::{self, KeyPath};
 use super::program::{self, ProgramSpec};
 use super::spec::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
 use super::{ScenarioError, Source, duration};
-use crate::backend::keys::{CACHE_MARK, INBOX_MARK, Keys, RUN_KEYS, TIMESTAMPS};
+use crate::backend::keys::{Keys, RESERVED_MARKS, RUN_KEYS, TIMESTAMPS};
 use crate::backend::url::{self, RedisUrl};
 use crate::behaviour::{DynBehaviour, Registry, Setup};
 use crate::program::ProgramBehaviour;
@@ -287,7 +287,7 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
                 .with_hint("choose a stream name without that ending"));
         }
     }
-    for (mark, what) in [(CACHE_MARK, "cache keys"), (INBOX_MARK, "agents' inboxes")] {
+    for (mark, what) in RESERVED_MARKS {
         if stream.contains(mark) {
             return Err(err
                 .at(

@@ -67,30 +67,43 @@ async fn scan(b: &RedisBackend, prefix: &str, kind: Option<&str>) -> Result<Vec<
     Ok(keys)
 }
 
-/// The primaries of the cluster, as (host, port), from CLUSTER NODES.
+/// The primaries of the cluster, as (host, port), from CLUSTER NODES. A primary marked as
+/// failing is an error: what it holds could not be found.
 pub(crate) async fn primaries(b: &RedisBackend) -> Result<Vec<(String, u16)>, BackendError> {
     let nodes: String = b
         .query("CLUSTER NODES", redis::cmd("CLUSTER").arg("NODES"))
         .await?;
-    Ok(parse_primaries(&nodes))
+    let mut out = Vec::new();
+    for (host, port, failing) in parse_primaries(&nodes) {
+        if failing {
+            return Err(BackendError::unavailable(
+                format!("the cluster's primary {host}:{port} is failing: its keys cannot be listed"),
+                "wait until the cluster has a working primary for every slot (redis-cli --cluster check), then try again",
+            ));
+        }
+        out.push((host, port));
+    }
+    Ok(out)
 }
 
-/// The primaries in CLUSTER NODES's text: a line per node, `id host:port@bus flags ...`.
-fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
+/// The primaries in CLUSTER NODES's text (a line per node, `id host:port@bus flags ...`), and
+/// whether each is marked as failing.
+fn parse_primaries(nodes: &str) -> Vec<(String, u16, bool)> {
     let mut out = Vec::new();
     for line in nodes.lines() {
         let mut fields = line.split_whitespace();
         let (Some(_id), Some(address), Some(flags)) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
-        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+        if !flags.split(',').any(|f| f == "master") {
             continue;
         }
+        let failing = flags.split(',').any(|f| f == "fail" || f == "fail?");
         let address = address.split(['@', ',']).next().unwrap_or_default();
         if let Some((host, port)) = address.rsplit_once(':')
             && let Ok(port) = port.parse()
         {
-            out.push((host.trim_matches(['[', ']']).to_string(), port));
+            out.push((host.trim_matches(['[', ']']).to_string(), port, failing));
         }
     }
     out.sort();
@@ -137,11 +150,6 @@ pub async fn cleanup(b: &RedisBackend, groups: Groups) -> Result<CleanupReport, 
     let mut del = redis::cmd("DEL");
     for (k, _) in keys.run_keys().filter(|(_, what)| what.cleaned_up) {
         del.arg(k);
-    }
-    if keys.cluster {
-        // What the relays into the stream and the dead letters have done (see `outbox`).
-        del.arg(keys.relayed(&keys.stream))
-            .arg(keys.relayed(&keys.dead_letters()));
     }
     let mut deleted: u64 = b.query("DEL", &del).await?;
     // The agents' inboxes go whole, with their groups.
@@ -511,6 +519,24 @@ impl Inspection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn primaries_are_read_from_cluster_nodes() {
+        let nodes = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,hostname4 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002,hostname2 master - 0 1426238316232 2 connected 5461-10922
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,hostname1 myself,master - 0 0 1 connected 0-5460
+6ec23923021cf3ffec47632106199cb7f496ce01 [::1]:30005@31005 master,fail? - 1426238316232 0 5 connected 10923-16383
+";
+        assert_eq!(
+            parse_primaries(nodes),
+            [
+                ("127.0.0.1".to_string(), 30001, false),
+                ("127.0.0.1".to_string(), 30002, false),
+                ("::1".to_string(), 30005, true),
+            ]
+        );
+    }
 
     #[test]
     fn globs_are_escaped() {

@@ -158,10 +158,7 @@ impl RedisBackend {
         let agent = keys.agent_of_group(c.group).ok_or_else(|| {
             BackendError::command(format!("group {:?} is not an agent's group of this run", c.group))
         })?;
-        if self.unrelayed().contains(agent) {
-            self.relay_leftovers(&[agent]).await?;
-            self.unrelayed().remove(agent);
-        }
+        self.settle(agent).await?;
         let outbox = keys.outbox(agent);
         let group_stream = keys.group_stream(c.group);
         let mut step = StepScript::new(&group_stream, c.group, c.acks);
@@ -184,10 +181,72 @@ impl RedisBackend {
                 [agent.to_string(), state.to_string()],
             );
         }
+        // Until the relay is done, the step's outbox may hold what it published: a reply lost
+        // here leaves the agent to be settled before anyone reads its state or steps it.
+        self.unrelayed().insert(agent.to_string());
         let outbox_ids = self.run_step(step, &group_stream, c).await?;
         let entries: Vec<(EntryId, Relayed)> = outbox_ids.into_iter().zip(relayed).collect();
         let ids = self.relay_until_done(agent, &entries).await?;
-        Ok(ids.into_iter().flatten().collect())
+        self.unrelayed().remove(agent);
+        if ids.iter().all(Option::is_some) {
+            return Ok(ids.into_iter().flatten().collect());
+        }
+        // A relay tried again after a lost reply skips what the stream already has.
+        self.find_on_stream(agent, c.publish).await
+    }
+
+    /// Relays what is left in `agent`'s outbox when a step of it may not have finished its
+    /// relay (a lost reply): before the agent steps again, and before its saved state is read
+    /// to tell whether that step went through (whose messages are then looked for on the
+    /// stream).
+    pub(super) async fn settle(&self, agent: &str) -> Result<(), BackendError> {
+        if self.unrelayed().contains(agent) {
+            self.relay_leftovers(&[agent]).await?;
+            self.unrelayed().remove(agent);
+        }
+        Ok(())
+    }
+
+    /// The stream ids of `agent`'s messages `published`, looked for from the newest entry back.
+    async fn find_on_stream(
+        &self,
+        agent: &str,
+        published: &[Arc<Message>],
+    ) -> Result<Vec<EntryId>, BackendError> {
+        let mut found: Vec<Option<EntryId>> = vec![None; published.len()];
+        let mut before = "+".to_string();
+        while found.iter().any(Option::is_none) {
+            let reply: Value = self
+                .query(
+                    "XREVRANGE",
+                    redis::cmd("XREVRANGE")
+                        .arg(&self.inner.keys.stream)
+                        .arg(&before)
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            let entries = parse::raw_range(reply)?;
+            let Some((oldest, _)) = entries.last() else { break };
+            before = format!("({oldest}");
+            for (id, fields) in entries {
+                if let Entry::Message(m) = parse_fields(&fields)
+                    && &*m.sender_id == agent
+                    && let Some(i) = published.iter().position(|p| p.seq == m.seq)
+                {
+                    found[i] = Some(id);
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|id| {
+                id.ok_or_else(|| {
+                    BackendError::command(format!("a message of {agent} relayed to the stream is not on it"))
+                })
+            })
+            .collect()
     }
 
     fn unrelayed(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {

@@ -80,6 +80,55 @@ fn commands(keys: &Keys) -> Vec<Vec<String>> {
         c(&["EVAL", "return 0", "1", stream]),
     ];
     all.extend(bookkeeping_commands(keys));
+    if keys.cluster {
+        all.extend(cluster_commands(keys));
+    }
+    all
+}
+
+/// What a run on a cluster sends besides: an agent's outbox and state, the relays' records
+/// (see `outbox`), the relay scripts by hash, and the cluster's layout.
+fn cluster_commands(keys: &Keys) -> Vec<Vec<String>> {
+    let (inbox, outbox, state) = (
+        keys.inbox("agent"),
+        keys.outbox("agent"),
+        keys.agent_state_of("agent"),
+    );
+    let relayed = [
+        keys.relayed(&inbox),
+        keys.relayed(&keys.stream),
+        keys.relayed(&keys.dead_letters()),
+    ];
+    let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
+    let mut all = vec![
+        c(&["XADD", &inbox, "*", "f", "v"]),
+        c(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &inbox,
+            ">",
+        ]),
+        c(&["XACK", &inbox, "g", "0-1"]),
+        c(&["XTRIM", &inbox, "MINID", "0"]),
+        c(&["XADD", &outbox, "*", "f", "v"]),
+        c(&["XRANGE", &outbox, "-", "+"]),
+        c(&["XDEL", &outbox, "0-1"]),
+        c(&["HSET", &state, "a", "x"]),
+        c(&["HGET", &state, "a"]),
+        c(&["EVALSHA", "0000000000000000000000000000000000000000", "1", &inbox]),
+        c(&["SCRIPT", "LOAD", "return 0"]),
+        c(&["CLUSTER", "SLOTS"]),
+        c(&["CLUSTER", "NODES"]),
+    ];
+    for key in &relayed {
+        all.push(c(&["HGET", key, "a"]));
+        all.push(c(&["HSET", key, "a", "x"]));
+    }
     all
 }
 

@@ -171,6 +171,44 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// [`RunStore::renew_lease`] on a cluster, where the lease and the run's record are in
+    /// different slots and no script may read both: the record's holder is read first. Between
+    /// the two a lease that has lapsed could be taken by a run that rewrites the record; the
+    /// renewal then finds the lease taken and fails, as it should.
+    async fn renew_lease_on_cluster(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
+        static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "local current = redis.call('GET', KEYS[1])
+                 if current == ARGV[1] or ((not current) and ARGV[3] == ARGV[1]) then
+                   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+                   return 1
+                 end
+                 return 0",
+            )
+        });
+        let recorded: Option<String> = self
+            .query(
+                "HGET",
+                redis::cmd("HGET")
+                    .arg(self.inner.keys.checkpoint())
+                    .arg(crate::backend::LEASE_HOLDER),
+            )
+            .await?;
+        let mut invocation = RENEW.key(self.inner.keys.lease());
+        invocation
+            .arg(holder)
+            .arg(ttl.as_millis() as u64)
+            .arg(recorded.unwrap_or_default());
+        let mut con = self.inner.con.clone();
+        let renewed: i64 = invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.error("the lease script", &e))?;
+        Ok(renewed == 1)
+    }
+}
+
 impl RunStore for RedisBackend {
     async fn commit(&self, c: &Commit<'_>) -> Result<Vec<EntryId>, BackendError> {
         let keys = &self.inner.keys;
@@ -207,6 +245,9 @@ impl RunStore for RedisBackend {
     async fn load_states(&self, agents: &[Arc<str>]) -> Result<Vec<Option<String>>, BackendError> {
         let mut out = Vec::with_capacity(agents.len());
         if self.inner.keys.cluster {
+            for agent in agents {
+                self.settle(agent).await?;
+            }
             // Each agent's state is in its own slot: one HGET each, sent together.
             for chunk in agents.chunks(1000) {
                 let mut pipe = redis::pipe();
@@ -289,6 +330,9 @@ impl RunStore for RedisBackend {
                  return 0",
             )
         });
+        if self.inner.keys.cluster {
+            return self.renew_lease_on_cluster(holder, ttl).await;
+        }
         let mut invocation = RENEW.key(self.inner.keys.lease());
         invocation
             .key(self.inner.keys.checkpoint())
@@ -353,7 +397,10 @@ impl RunStore for RedisBackend {
         let (_, kept): (bool, Option<String>) = self
             .pipeline(
                 "HSETNX",
+                // One transaction (one key, so one slot): on a cluster a plain pipeline's
+                // commands go out separately, and the HGET must see the HSETNX.
                 redis::pipe()
+                    .atomic()
                     .cmd("HSETNX")
                     .arg(&hash)
                     .arg(key)
@@ -381,6 +428,7 @@ impl RunStore for RedisBackend {
         self.pipeline(
             "HINCRBY",
             redis::pipe()
+                .atomic()
                 .cmd("HINCRBY")
                 .arg(&hash)
                 .arg(format!("{window}:requests"))

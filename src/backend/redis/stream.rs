@@ -15,7 +15,8 @@ const MAX_READ_COUNT: usize = 100_000;
 
 impl RedisBackend {
     /// Copies an entry added to the stream outside of a step into agents' inboxes, with its
-    /// id on the stream.
+    /// id on the stream (on a cluster, where each inbox numbers its entries, before it is
+    /// added to the stream and with an id of the inbox's own).
     async fn copy_to_inboxes(
         &self,
         inboxes: &[String],
@@ -229,19 +230,36 @@ impl Stream for RedisBackend {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        if self.inner.keys.cluster {
+            // Inboxes first, as a relay fills them: a reader woken by the stream finds its
+            // inbox filled.
+            for m in messages {
+                let inboxes = self.inboxes_of(Some(m));
+                self.copy_to_inboxes(&inboxes, EntryId::ZERO, m.to_fields())
+                    .await?;
+            }
+        }
         let mut pipe = redis::pipe();
         for m in messages {
             xadd(&mut pipe, &self.inner.keys.stream, m.to_fields());
         }
         let ids = ids_reply(self.pipeline("XADD", &pipe).await?)?;
-        for (m, id) in messages.iter().zip(&ids) {
-            let inboxes = self.inboxes_of(Some(m));
-            self.copy_to_inboxes(&inboxes, *id, m.to_fields()).await?;
+        if !self.inner.keys.cluster {
+            for (m, id) in messages.iter().zip(&ids) {
+                let inboxes = self.inboxes_of(Some(m));
+                self.copy_to_inboxes(&inboxes, *id, m.to_fields()).await?;
+            }
         }
         Ok(ids)
     }
 
     async fn publish_fields(&self, fields: &[(String, String)]) -> Result<EntryId, BackendError> {
+        // Another program's entry: every agent hears it.
+        let inboxes = self.inboxes_of(None);
+        if self.inner.keys.cluster {
+            self.copy_to_inboxes(&inboxes, EntryId::ZERO, fields.to_vec())
+                .await?;
+        }
         let mut pipe = redis::pipe();
         xadd(
             &mut pipe,
@@ -252,9 +270,9 @@ impl Stream for RedisBackend {
         let id = ids
             .pop()
             .ok_or_else(|| BackendError::command("XADD returned no id"))?;
-        // Another program's entry: every agent hears it.
-        let inboxes = self.inboxes_of(None);
-        self.copy_to_inboxes(&inboxes, id, fields.to_vec()).await?;
+        if !self.inner.keys.cluster {
+            self.copy_to_inboxes(&inboxes, id, fields.to_vec()).await?;
+        }
         Ok(id)
     }
 
