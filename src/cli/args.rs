@@ -127,7 +127,8 @@ pub(super) struct ScenarioArgs {
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
     /// The Redis URL, which also means --backend redis: redis://[user:password@]host:port/db,
-    /// rediss:// for TLS, or unix:///path/to/redis.sock?db=N for a Unix socket
+    /// rediss:// for TLS, or unix:///path/to/redis.sock?db=N for a Unix socket; for a Redis
+    /// Cluster, any node's redis://host:port with --set backend.cluster=true
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
     /// The seed (scenario.seed)
