@@ -16,41 +16,11 @@ use agora::backend::{GroupRead, Keys, Stream};
 use agora::message::EntryId;
 use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
-use common::{agora, run_dir_under, text};
-
-/// Opinions, rumours addressed to random peers and a discussion on a small world.
-const VILLAGE: &str = r#"
-[scenario]
-name = "village"
-seed = 5
-ticks = 25
-
-[network]
-kind = "watts_strogatz"
-k = 4
-p = 0.2
-
-[[agents]]
-id = "citizen"
-count = 40
-behaviour = "opinion"
-
-[[agents]]
-id = "gossip"
-count = 20
-behaviour = "gossip"
-params = { fanout = 2, seeds = 2 }
-
-[[agents]]
-id = "speaker"
-count = 4
-behaviour = "discussion"
-params = { policy = "echo" }
-"#;
+use common::{SMALL_WORLD, agora, run_dir_under, text};
 
 /// The same village where everyone hears everyone (no `[network]`).
 fn broadcast_village() -> String {
-    VILLAGE.replace("[network]\nkind = \"watts_strogatz\"\nk = 4\np = 0.2\n", "")
+    SMALL_WORLD.replace("[network]\nkind = \"watts_strogatz\"\nk = 4\np = 0.2\n", "")
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -103,7 +73,7 @@ fn runs_on_a_three_node_cluster_give_their_memory_transcripts_and_spread_over_ev
     let cluster_args = on_cluster(&url);
     let cluster_args: Vec<&str> = cluster_args.iter().map(String::as_str).collect();
     for (name, text) in [
-        ("network.toml", VILLAGE.to_string()),
+        ("network.toml", SMALL_WORLD.to_string()),
         ("broadcast.toml", broadcast_village()),
     ] {
         let scenario = write(dir.path(), name, &text);
@@ -131,7 +101,7 @@ fn a_run_killed_on_a_cluster_resumes_to_its_transcript() {
     let scenario = write(
         dir.path(),
         "village.toml",
-        &VILLAGE.replace("ticks = 25", "ticks = 300"),
+        &SMALL_WORLD.replace("ticks = 25", "ticks = 300"),
     );
     let memory = tempfile::tempdir().unwrap();
     let expected = hash(&run_ok(&scenario, memory.path(), &[]));
@@ -249,7 +219,7 @@ fn cleanup_and_inspect_find_a_run_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start();
     let url = cluster.url();
-    let scenario = write(dir.path(), "village.toml", VILLAGE);
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
     let out = tempfile::tempdir().unwrap();
     let cluster_args = on_cluster(&url);
     let cluster_args: Vec<&str> = cluster_args.iter().map(String::as_str).collect();
@@ -277,7 +247,7 @@ fn cleanup_and_inspect_find_a_run_on_every_node() {
 #[test]
 fn a_cluster_taken_for_one_server_and_the_reverse_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = write(dir.path(), "village.toml", VILLAGE);
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
     let out = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start();
     let plain = run(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{agora, agora_for, lockstep_scenarios, run_dir_under, text};
+use common::{SMALL_WORLD, agora, agora_for, lockstep_scenarios, run_dir_under, text};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,37 +12,6 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-
-/// Three behaviours on a small world: opinions broadcast to followers, rumors addressed to
-/// random peers (who may not follow the teller), a discussion.
-const SMALL_WORLD: &str = r#"
-[scenario]
-name = "village"
-seed = 5
-ticks = 25
-
-[network]
-kind = "watts_strogatz"
-k = 4
-p = 0.2
-
-[[agents]]
-id = "citizen"
-count = 40
-behaviour = "opinion"
-
-[[agents]]
-id = "gossip"
-count = 20
-behaviour = "gossip"
-params = { fanout = 2, seeds = 2 }
-
-[[agents]]
-id = "speaker"
-count = 4
-behaviour = "discussion"
-params = { policy = "echo" }
-"#;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

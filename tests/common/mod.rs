@@ -6,6 +6,37 @@ use std::sync::Arc;
 
 use agora::Message;
 
+/// Three behaviours on a small world: opinions broadcast to followers, rumors addressed to
+/// random peers (who may not follow the teller), a discussion.
+pub const SMALL_WORLD: &str = r#"
+[scenario]
+name = "village"
+seed = 5
+ticks = 25
+
+[network]
+kind = "watts_strogatz"
+k = 4
+p = 0.2
+
+[[agents]]
+id = "citizen"
+count = 40
+behaviour = "opinion"
+
+[[agents]]
+id = "gossip"
+count = 20
+behaviour = "gossip"
+params = { fanout = 2, seeds = 2 }
+
+[[agents]]
+id = "speaker"
+count = 4
+behaviour = "discussion"
+params = { policy = "echo" }
+"#;
+
 /// Runs a future to completion on a fresh actix system, as `agora run` does.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     actix_rt::System::new().block_on(future)

@@ -33,31 +33,8 @@ fn commands(keys: &Keys) -> Vec<Vec<String>> {
     let (stream, state, record, lease) = (&keys.stream, keys.agent_state(), keys.checkpoint(), keys.lease());
     let (list, zset) = (keys.cache_list("agent"), keys.cache_timestamps());
     let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
-    let mut all = vec![
-        c(&["XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"]),
-        c(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "COUNT",
-            "1",
-            "STREAMS",
-            stream,
-            ">",
-        ]),
-        c(&["XACK", stream, "g", "0-1"]),
-        c(&["XADD", stream, "*", "f", "v"]),
-        c(&["XAUTOCLAIM", stream, "g", "c", "0", "0-0"]),
-        c(&["XINFO", "GROUPS", stream]),
-        c(&["XINFO", "CONSUMERS", stream, "g"]),
-        c(&["XGROUP", "DELCONSUMER", stream, "g", "c"]),
-        c(&["XGROUP", "DESTROY", stream, "g"]),
-        c(&["XRANGE", stream, "-", "+"]),
-        c(&["XREVRANGE", stream, "+", "-"]),
-        c(&["XTRIM", stream, "MINID", "0"]),
-        c(&["XLEN", stream]),
-        c(&["XPENDING", stream, "g"]),
+    let mut all = consumer_group_commands(stream);
+    all.extend([
         c(&["XREAD", "STREAMS", stream, "0"]),
         c(&["RPUSH", &list, "x"]),
         c(&["LRANGE", &list, "0", "-1"]),
@@ -78,7 +55,7 @@ fn commands(keys: &Keys) -> Vec<Vec<String>> {
         c(&["MULTI"]),
         c(&["EXEC"]),
         c(&["EVAL", "return 0", "1", stream]),
-    ];
+    ]);
     all.extend(bookkeeping_commands(keys));
     if keys.cluster {
         all.extend(cluster_commands(keys));
@@ -86,7 +63,28 @@ fn commands(keys: &Keys) -> Vec<Vec<String>> {
     all
 }
 
-/// What a run on a cluster sends besides: an agent's outbox and state, the relays' records
+/// What a run sends to the stream `key` its agents' consumer groups live on.
+fn consumer_group_commands(key: &str) -> Vec<Vec<String>> {
+    let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
+    vec![
+        c(&["XGROUP", "CREATE", key, "g", "0", "MKSTREAM"]),
+        c(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", key, ">"]),
+        c(&["XACK", key, "g", "0-1"]),
+        c(&["XADD", key, "*", "f", "v"]),
+        c(&["XAUTOCLAIM", key, "g", "c", "0", "0-0"]),
+        c(&["XINFO", "GROUPS", key]),
+        c(&["XINFO", "CONSUMERS", key, "g"]),
+        c(&["XGROUP", "DELCONSUMER", key, "g", "c"]),
+        c(&["XGROUP", "DESTROY", key, "g"]),
+        c(&["XRANGE", key, "-", "+"]),
+        c(&["XREVRANGE", key, "+", "-"]),
+        c(&["XTRIM", key, "MINID", "0"]),
+        c(&["XLEN", key]),
+        c(&["XPENDING", key, "g"]),
+    ]
+}
+
+/// What a run on a cluster sends besides (the agents' inboxes with their groups): an agent's outbox and state, the relays' records
 /// (see `outbox`), the relay scripts by hash, and the cluster's layout.
 fn cluster_commands(keys: &Keys) -> Vec<Vec<String>> {
     let (inbox, outbox, state) = (
@@ -100,21 +98,8 @@ fn cluster_commands(keys: &Keys) -> Vec<Vec<String>> {
         keys.relayed(&keys.dead_letters()),
     ];
     let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
-    let mut all = vec![
-        c(&["XADD", &inbox, "*", "f", "v"]),
-        c(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "COUNT",
-            "1",
-            "STREAMS",
-            &inbox,
-            ">",
-        ]),
-        c(&["XACK", &inbox, "g", "0-1"]),
-        c(&["XTRIM", &inbox, "MINID", "0"]),
+    let mut all = consumer_group_commands(&inbox);
+    all.extend([
         c(&["XADD", &outbox, "*", "f", "v"]),
         c(&["XRANGE", &outbox, "-", "+"]),
         c(&["XDEL", &outbox, "0-1"]),
@@ -124,7 +109,7 @@ fn cluster_commands(keys: &Keys) -> Vec<Vec<String>> {
         c(&["SCRIPT", "LOAD", "return 0"]),
         c(&["CLUSTER", "SLOTS"]),
         c(&["CLUSTER", "NODES"]),
-    ];
+    ]);
     for key in &relayed {
         all.push(c(&["HGET", key, "a"]));
         all.push(c(&["HSET", key, "a", "x"]));
