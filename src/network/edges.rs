@@ -35,6 +35,13 @@ pub fn read(path: &Path, index_of: impl Fn(&str) -> Option<u32>) -> Result<Vec<(
         .headers()
         .map_err(|e| EdgeListError::at(Some(1), e.to_string()))?
         .clone();
+    if headers.is_empty() {
+        return Err(EdgeListError::at(
+            None,
+            "the file is empty; it must start with the header \"follower,followee\", then one follow a line"
+                .to_string(),
+        ));
+    }
     if headers.len() != 2 || &headers[0] != "follower" || &headers[1] != "followee" {
         return Err(EdgeListError::at(
             Some(1),
@@ -97,5 +104,7 @@ mod tests {
         assert_eq!(header.line, Some(1));
         let short = read_text("follower,followee\na1\n").unwrap_err();
         assert_eq!(short.line, Some(2), "{}", short.message);
+        let empty = read_text("").unwrap_err();
+        assert!(empty.message.contains("the file is empty"), "{}", empty.message);
     }
 }
