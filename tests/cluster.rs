@@ -245,11 +245,11 @@ fn cleanup_and_inspect_find_a_run_on_every_node() {
 }
 
 #[test]
-fn a_cluster_taken_for_one_server_and_the_reverse_are_refused_clearly() {
+fn a_cluster_taken_for_one_server_and_the_reverse_and_a_node_down_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
     let out = tempfile::tempdir().unwrap();
-    let cluster = RedisCluster::start();
+    let mut cluster = RedisCluster::start();
     let plain = run(
         &scenario,
         out.path(),
@@ -314,4 +314,21 @@ fn a_cluster_taken_for_one_server_and_the_reverse_are_refused_clearly() {
         "{}",
         text(&braced.stderr)
     );
+    // A primary down: refused at the start, not waited for as a lost connection.
+    cluster.nodes[2].kill();
+    let down = run(
+        &scenario,
+        out.path(),
+        &on_cluster(&cluster.url())
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(down.status.code(), Some(3));
+    let stderr = text(&down.stderr);
+    assert!(
+        stderr.contains("some of its slots have no working primary"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("Failed to connect").count(), 0, "{stderr}");
 }

@@ -126,7 +126,9 @@ fn init_logging() {
         }
         Err(_) => {
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::new("warn"))
+                // The cluster client logs each failed reconnection to a node as a warning;
+                // agora says what a lost node means itself, once.
+                .with_env_filter(EnvFilter::new("warn,redis=error"))
                 .with_writer(crate::report::progress::LogWriter)
                 .with_ansi(colour)
                 .event_format(crate::report::progress::PlainLines)

@@ -76,7 +76,7 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
                 "Redis at {address} is a node of a Redis Cluster, which has only database 0, and the URL names database {}",
                 url.db()
             ),
-            "drop the database number from the URL (redis://host:port) and set backend.cluster = true",
+            "drop the database number from the URL: redis://host:port (a Redis Cluster has only database 0)",
         );
     }
     if is_missing_database(e) {
@@ -246,9 +246,22 @@ pub(crate) async fn connect(
     let mut probe = client
         .get_multiplexed_async_connection_with_config(&probe_config)
         .await
-        .map_err(|e| connect_error(url, scrubber, &e))?;
+        .map_err(|e| match connect_error(url, scrubber, &e) {
+            _ if cluster == Some(true) && e.is_connection_refusal() => BackendError::unavailable(
+                format!(
+                    "cannot connect to Redis at {}: nothing is listening there",
+                    url.address()
+                ),
+                "start the cluster's nodes (README, \"On a Redis Cluster\"), and give any of them in \
+                 backend.url (or --redis-url) as redis://host:port",
+            ),
+            other => other,
+        })?;
     check_server(url, scrubber, &mut probe).await?;
     let cluster = check_cluster_mode(url, scrubber, &mut probe, cluster).await?;
+    if cluster {
+        check_cluster_state(url, scrubber, &mut probe).await?;
+    }
 
     if cluster {
         let cluster_client =
@@ -358,6 +371,42 @@ async fn check_server(
         ));
     }
     Ok(())
+}
+
+/// Refuses a cluster that says it cannot serve every slot (`cluster_state:fail`: a primary is
+/// down, or slots have no owner), which would otherwise be waited for as a lost connection.
+async fn check_cluster_state(
+    url: &RedisUrl,
+    scrubber: &Scrubber,
+    con: &mut MultiplexedConnection,
+) -> Result<(), BackendError> {
+    let info: String = match redis::cmd("CLUSTER").arg("INFO").query_async(con).await {
+        Ok(info) => info,
+        Err(e) if e.code() == Some("NOPERM") => return Ok(()),
+        Err(e) => return Err(connect_error(url, scrubber, &e)),
+    };
+    match info.lines().find_map(|l| l.trim().strip_prefix("cluster_state:")) {
+        Some("ok") | None => Ok(()),
+        Some(state) => Err(cluster_down(
+            url,
+            &format!(
+                "the Redis Cluster at {} reports cluster_state:{state}",
+                url.address()
+            ),
+        )),
+    }
+}
+
+/// A cluster that cannot serve every slot, with what to do.
+pub(crate) fn cluster_down(url: &RedisUrl, message: &str) -> BackendError {
+    BackendError::unavailable(
+        format!("{message}: some of its slots have no working primary"),
+        format!(
+            "start the node that is down (`redis-cli --cluster check {}` names it), or wait until \
+             a replica takes over; then run again",
+            url.address()
+        ),
+    )
 }
 
 impl Connector {

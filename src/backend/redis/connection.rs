@@ -82,6 +82,14 @@ impl Connection {
 pub(crate) struct SlotOwners(Vec<(u16, u16, String)>);
 
 impl SlotOwners {
+    /// Every primary that owns slots, once each.
+    pub fn primaries(&self) -> Vec<&str> {
+        let mut nodes: Vec<&str> = self.0.iter().map(|(_, _, node)| node.as_str()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
     /// The primary that owns `slot`, if known.
     pub fn owner(&self, slot: u16) -> Option<&str> {
         let i = self.0.partition_point(|(start, _, _)| *start <= slot);

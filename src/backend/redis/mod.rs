@@ -117,6 +117,23 @@ impl RedisBackend {
             .slot_owners()
             .await
             .map_err(|e| connect::connect_error(url, &scrubber, &e))?;
+        if cluster {
+            // A primary that is down is found now, not after `reconnect_timeout` of retries.
+            for node in slot_owners.primaries() {
+                let (host, port) = node.rsplit_once(':').unwrap_or((node, "0"));
+                let ping = con.on_node(redis::cmd("PING"), host, port.parse().unwrap_or(0));
+                let answered = tokio::time::timeout(connect::CONNECT_TIMEOUT, ping).await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    return Err(connect::cluster_down(
+                        url,
+                        &format!(
+                            "cannot reach {node}, a primary of the Redis Cluster at {}",
+                            url.address()
+                        ),
+                    ));
+                }
+            }
+        }
         let fast = match &connector {
             Connector::Single(client) => {
                 let info = client.get_connection_info();
