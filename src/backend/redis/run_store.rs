@@ -171,44 +171,6 @@ impl RedisBackend {
     }
 }
 
-impl RedisBackend {
-    /// [`RunStore::renew_lease`] on a cluster, where the lease and the run's record are in
-    /// different slots and no script may read both: the record's holder is read first. Between
-    /// the two a lease that has lapsed could be taken by a run that rewrites the record; the
-    /// renewal then finds the lease taken and fails, as it should.
-    async fn renew_lease_on_cluster(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
-        static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
-            redis::Script::new(
-                "local current = redis.call('GET', KEYS[1])
-                 if current == ARGV[1] or ((not current) and ARGV[3] == ARGV[1]) then
-                   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-                   return 1
-                 end
-                 return 0",
-            )
-        });
-        let recorded: Option<String> = self
-            .query(
-                "HGET",
-                redis::cmd("HGET")
-                    .arg(self.inner.keys.checkpoint())
-                    .arg(crate::backend::LEASE_HOLDER),
-            )
-            .await?;
-        let mut invocation = RENEW.key(self.inner.keys.lease());
-        invocation
-            .arg(holder)
-            .arg(ttl.as_millis() as u64)
-            .arg(recorded.unwrap_or_default());
-        let mut con = self.inner.con.clone();
-        let renewed: i64 = invocation
-            .invoke_async(&mut con)
-            .await
-            .map_err(|e| self.error("the lease script", &e))?;
-        Ok(renewed == 1)
-    }
-}
-
 impl RunStore for RedisBackend {
     async fn commit(&self, c: &Commit<'_>) -> Result<Vec<EntryId>, BackendError> {
         let keys = &self.inner.keys;
@@ -318,27 +280,35 @@ impl RunStore for RedisBackend {
             .map_err(|e| self.error("the lease script", &e))
     }
 
+    /// The lease is renewed while its holder has it, or, when it has lapsed, while the run's
+    /// record still names the holder. The record is read first and the lease checked and set in
+    /// a script: on a cluster the two keys are in different slots, which no script may touch
+    /// together. Should the lease lapse in between and another run take it (and rewrite the
+    /// record), the script finds it taken and the renewal fails, as it should.
     async fn renew_lease(&self, holder: &str, ttl: Duration) -> Result<bool, BackendError> {
         static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
             redis::Script::new(
                 "local current = redis.call('GET', KEYS[1])
-                 if current == ARGV[1]
-                    or ((not current) and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[1]) then
+                 if current == ARGV[1] or ((not current) and ARGV[3] == ARGV[1]) then
                    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
                    return 1
                  end
                  return 0",
             )
         });
-        if self.inner.keys.cluster {
-            return self.renew_lease_on_cluster(holder, ttl).await;
-        }
+        let recorded: Option<String> = self
+            .query(
+                "HGET",
+                redis::cmd("HGET")
+                    .arg(self.inner.keys.checkpoint())
+                    .arg(crate::backend::LEASE_HOLDER),
+            )
+            .await?;
         let mut invocation = RENEW.key(self.inner.keys.lease());
         invocation
-            .key(self.inner.keys.checkpoint())
             .arg(holder)
             .arg(ttl.as_millis() as u64)
-            .arg(crate::backend::LEASE_HOLDER);
+            .arg(recorded.unwrap_or_default());
         let mut con = self.inner.con.clone();
         let renewed: i64 = invocation
             .invoke_async(&mut con)
