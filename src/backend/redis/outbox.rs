@@ -34,44 +34,20 @@ use crate::message::{Entry, EntryId, Message, parse_fields};
 /// The field of an outbox entry that says what it is for.
 const FOR: &str = "relay";
 
-/// Adds each entry to `KEYS[1]` unless the hash `KEYS[2]` says an entry of agent `ARGV[1]`'s
-/// outbox at least as new was relayed already; returns the new ids (`""` for each skipped).
-/// Then `ARGV` holds, per entry, its outbox id, its argument count and XADD's arguments
-/// after the key.
-const RELAY: &str = "local target, seen, agent = KEYS[1], KEYS[2], ARGV[1]
-local function parts(id)
-  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local last_ms, last_seq = -1, -1
-local last = redis.call('HGET', seen, agent)
-if last then last_ms, last_seq = parts(last) end
-local ids, i, newest = {}, 2, false
-while i <= #ARGV do
-  local id, argc = ARGV[i], tonumber(ARGV[i + 1])
-  local ms, seq = parts(id)
-  if ms > last_ms or (ms == last_ms and seq > last_seq) then
-    ids[#ids + 1] = redis.call('XADD', target, unpack(ARGV, i + 2, i + 1 + argc))
-    last_ms, last_seq, newest = ms, seq, id
-  else
-    ids[#ids + 1] = ''
-  end
-  i = i + 2 + argc
-end
-if newest then redis.call('HSET', seen, agent, newest) end
-return ids";
-
-/// [`RELAY`] for several target keys on one node, in slots of their own (Redis 7's
-/// `allow-cross-slot-keys`; `KEYS[1]`, one of them, routes the call). `ARGV` holds the agent,
-/// then per target: its key, its hash of what was relayed, its number of entries, and the
-/// entries as for [`RELAY`].
-const RELAY_MANY: &str = "#!lua flags=allow-cross-slot-keys
+/// Adds outbox entries of agent `ARGV[1]` to target keys, each entry unless the target's hash
+/// of what was relayed says an entry of that outbox at least as new was relayed already;
+/// returns the new ids, target after target (`""` for each skipped). `ARGV` holds, after the
+/// agent, per target: its key, its hash, its number of entries, then per entry its outbox id,
+/// its argument count and XADD's arguments after the key. The targets are on one node, in
+/// slots of their own (Redis 7's `allow-cross-slot-keys`); `KEYS[1]`, one of them, routes the
+/// call.
+const RELAY: &str = "#!lua flags=allow-cross-slot-keys
 local agent = ARGV[1]
 local function parts(id)
   local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
   return tonumber(ms), tonumber(seq)
 end
-local i = 2
+local ids, i = {}, 2
 while i <= #ARGV do
   local target, seen, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
@@ -83,23 +59,25 @@ while i <= #ARGV do
     local id, argc = ARGV[i], tonumber(ARGV[i + 1])
     local ms, seq = parts(id)
     if ms > last_ms or (ms == last_ms and seq > last_seq) then
-      redis.call('XADD', target, unpack(ARGV, i + 2, i + 1 + argc))
+      ids[#ids + 1] = redis.call('XADD', target, unpack(ARGV, i + 2, i + 1 + argc))
       last_ms, last_seq, newest = ms, seq, id
+    else
+      ids[#ids + 1] = ''
     end
     i = i + 2 + argc
   end
   if newest then redis.call('HSET', seen, agent, newest) end
 end
-return 0";
+return ids";
 
 static RELAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELAY));
-static RELAY_MANY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELAY_MANY));
 
 /// The most outbox entries one relay script carries (Lua's `unpack` has a limit).
 const CHUNK: usize = 200;
 
-/// Entries of an outbox as a relay takes them: (outbox id, XADD's arguments after the key).
-type Items = Vec<(EntryId, Vec<String>)>;
+/// An outbox entry as a relay takes it: (outbox id, XADD's arguments after the key).
+type Item = (EntryId, Vec<String>);
+type Items = Vec<Item>;
 
 /// What an outbox entry is for.
 enum Relayed {
@@ -375,32 +353,19 @@ impl RedisBackend {
         Ok(ids)
     }
 
-    /// [`RELAY_MANY`] of `targets` (keys in slots of one node, and their items). When the
-    /// node refuses a key (the cluster moved its slot), the slots' owners are read again and
-    /// each target is relayed on its own.
+    /// [`RELAY`] of `targets` (keys in slots of one node, and their items). When the node
+    /// refuses a key (the cluster moved its slot), the slots' owners are read again and each
+    /// target is relayed on its own.
     async fn relay_on_node(&self, agent: &str, targets: &[(&str, &Items)]) -> Result<(), BackendError> {
         if let [(target, items)] = targets {
             return self.relay_into(target, agent, items).await.map(drop);
         }
-        let mut invocation = RELAY_MANY_SCRIPT.key(targets[0].0);
-        invocation.arg(agent);
-        for (target, items) in targets {
-            invocation
-                .arg(*target)
-                .arg(self.inner.keys.relayed(target))
-                .arg(items.len());
-            for (id, args) in items.iter() {
-                invocation.arg(id.to_string()).arg(args.len()).arg(args);
-            }
-        }
-        let mut con = self.inner.con.clone();
-        match invocation.invoke_async::<i64>(&mut con).await {
+        let together: Vec<(&str, &[Item])> =
+            targets.iter().map(|(t, items)| (*t, items.as_slice())).collect();
+        match self.run_relay(agent, &together).await {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let error = self.error("the relay script", &e);
-                if error.is_unavailable() {
-                    return Err(error);
-                }
+            Err(error) if error.is_unavailable() => Err(error),
+            Err(error) => {
                 tracing::debug!("relaying to one node at once: {error}; relaying key by key");
                 if let Ok(owners) = self.inner.con.slot_owners().await {
                     *self
@@ -417,7 +382,7 @@ impl RedisBackend {
         }
     }
 
-    /// [`RELAY`] of `items` (outbox id, XADD arguments) into `target`.
+    /// [`RELAY`] of `items` into `target`, a bounded number of entries a call.
     async fn relay_into(
         &self,
         target: &str,
@@ -425,29 +390,48 @@ impl RedisBackend {
         items: &Items,
     ) -> Result<Vec<Option<EntryId>>, BackendError> {
         let mut ids = Vec::with_capacity(items.len());
-        for chunk in items.chunks(CHUNK).filter(|c| !c.is_empty()) {
-            let mut invocation = RELAY_SCRIPT.key(target);
-            invocation.key(self.inner.keys.relayed(target)).arg(agent);
-            for (id, args) in chunk {
-                invocation.arg(id.to_string()).arg(args.len()).arg(args);
-            }
-            let mut con = self.inner.con.clone();
-            let reply: Value = invocation
-                .invoke_async(&mut con)
-                .await
-                .map_err(|e| self.error("the relay script", &e))?;
-            for id in parse::array(reply, "the relay script")? {
-                ids.push(match parse::text(id) {
-                    Ok(text) if text.is_empty() => None,
-                    Ok(text) => {
-                        Some(text.parse().map_err(|_| {
-                            BackendError::command(format!("the relay script returned {text:?}"))
-                        })?)
-                    }
-                    Err(v) => return Err(BackendError::command(format!("the relay script returned {v:?}"))),
-                });
-            }
+        for chunk in items.chunks(CHUNK) {
+            ids.extend(self.run_relay(agent, &[(target, chunk)]).await?);
         }
         Ok(ids)
+    }
+
+    /// One call of [`RELAY`]: the new ids, target after target (`None` for an entry relayed
+    /// before).
+    async fn run_relay(
+        &self,
+        agent: &str,
+        targets: &[(&str, &[Item])],
+    ) -> Result<Vec<Option<EntryId>>, BackendError> {
+        let Some((first, _)) = targets.first() else {
+            return Ok(Vec::new());
+        };
+        let mut invocation = RELAY_SCRIPT.key(*first);
+        invocation.arg(agent);
+        for (target, items) in targets {
+            invocation
+                .arg(*target)
+                .arg(self.inner.keys.relayed(target))
+                .arg(items.len());
+            for (id, args) in items.iter() {
+                invocation.arg(id.to_string()).arg(args.len()).arg(args);
+            }
+        }
+        let mut con = self.inner.con.clone();
+        let reply: Value = invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.error("the relay script", &e))?;
+        parse::array(reply, "the relay script")?
+            .into_iter()
+            .map(|id| match parse::text(id) {
+                Ok(text) if text.is_empty() => Ok(None),
+                Ok(text) => text
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| BackendError::command(format!("the relay script returned {text:?}"))),
+                Err(v) => Err(BackendError::command(format!("the relay script returned {v:?}"))),
+            })
+            .collect()
     }
 }
