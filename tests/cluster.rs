@@ -6,54 +6,26 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora::backend::redis::RedisBackend;
 use agora::backend::{GroupRead, Keys, Stream};
 use agora::message::EntryId;
 use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
-use common::{SMALL_WORLD, agora, run_dir_under, text};
+use common::{
+    SMALL_WORLD, agora, hash_of as hash, run_quietly as run, run_quietly_ok as run_ok, text,
+    write_file as write,
+};
 
 /// The same village where everyone hears everyone (no `[network]`).
 fn broadcast_village() -> String {
     SMALL_WORLD.replace("[network]\nkind = \"watts_strogatz\"\nk = 4\np = 0.2\n", "")
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
-    agora()
-        .arg("run")
-        .arg(scenario)
-        .args(["--quiet", "--no-plots", "--out"])
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn run_ok(scenario: &Path, out: &Path, extra: &[&str]) -> PathBuf {
-    let output = run(scenario, out, extra);
-    assert!(output.status.success(), "{extra:?}: {}", text(&output.stderr));
-    run_dir_under(out)
-}
-
-fn hash(run_dir: &Path) -> String {
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
-    summary["transcript_sha256"].as_str().unwrap().to_string()
-}
-
-fn on_cluster(url: &str) -> Vec<String> {
-    [
+fn on_cluster(url: &str) -> Vec<&str> {
+    vec![
         "--backend",
         "redis",
         "--redis-url",
@@ -61,8 +33,6 @@ fn on_cluster(url: &str) -> Vec<String> {
         "--set",
         "backend.cluster=true",
     ]
-    .map(String::from)
-    .to_vec()
 }
 
 #[test]
@@ -71,7 +41,6 @@ fn runs_on_a_three_node_cluster_give_their_memory_transcripts_and_spread_over_ev
     let cluster = RedisCluster::start();
     let url = cluster.url();
     let cluster_args = on_cluster(&url);
-    let cluster_args: Vec<&str> = cluster_args.iter().map(String::as_str).collect();
     for (name, text) in [
         ("network.toml", SMALL_WORLD.to_string()),
         ("broadcast.toml", broadcast_village()),
@@ -108,44 +77,11 @@ fn a_run_killed_on_a_cluster_resumes_to_its_transcript() {
     let cluster = RedisCluster::start();
     let url = cluster.url();
     let out = tempfile::tempdir().unwrap();
-    let (mut kills, mut finished) = (0, false);
-    for kill_at in [5, 60, 150] {
-        let mut child = agora()
-            .arg("run")
-            .arg(&scenario)
-            .args(["--quiet", "--no-plots", "--out"])
-            .arg(out.path())
-            .args(on_cluster(&url))
-            .args(if kills > 0 { &["--resume"][..] } else { &[] })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while cluster.completed_tick("village").is_none_or(|t| t < kill_at)
-            && child.try_wait().unwrap().is_none()
-        {
-            assert!(started.elapsed() < Duration::from_secs(60), "no tick {kill_at}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if child.try_wait().unwrap().is_some() {
-            finished = true;
-            break;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
-    }
-    assert!(kills >= 2, "only {kills} kills landed");
-    let run_dir = if finished {
-        run_dir_under(out.path())
-    } else {
-        let mut resume = on_cluster(&url);
-        resume.push("--resume".into());
-        let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
-        run_ok(&scenario, out.path(), &resume)
-    };
-    assert_eq!(hash(&run_dir), expected, "after {kills} kills and --resume");
+    let args = on_cluster(&url);
+    let run_dir = common::run_with_kills(&scenario, out.path(), &args, &[5, 60, 150], &|| {
+        cluster.completed_tick("village")
+    });
+    assert_eq!(hash(&run_dir), expected, "after kills and --resume");
 }
 
 fn read(group: &str) -> GroupRead {
@@ -222,7 +158,6 @@ fn cleanup_and_inspect_find_a_run_on_every_node() {
     let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
     let out = tempfile::tempdir().unwrap();
     let cluster_args = on_cluster(&url);
-    let cluster_args: Vec<&str> = cluster_args.iter().map(String::as_str).collect();
     run_ok(&scenario, out.path(), &cluster_args);
     let inspect = agora()
         .args(["inspect", "--stream", "village", "--redis-url", &url, "--json"])
@@ -262,52 +197,25 @@ fn a_cluster_taken_for_one_server_and_the_reverse_and_a_node_down_are_refused_cl
         text(&plain.stderr)
     );
     let server = RedisServer::start();
-    let taken = run(
-        &scenario,
-        out.path(),
-        &on_cluster(&server.url())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let taken = run(&scenario, out.path(), &on_cluster(&server.url()));
     assert_eq!(taken.status.code(), Some(3));
     assert!(
         text(&taken.stderr).contains("is not a cluster node"),
         "{}",
         text(&taken.stderr)
     );
-    let numbered = run(
-        &scenario,
-        out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &format!("{}/3", cluster.url()),
-            "--set",
-            "backend.cluster=true",
-        ],
-    );
+    let numbered_url = format!("{}/3", cluster.url());
+    let numbered = run(&scenario, out.path(), &on_cluster(&numbered_url));
     assert_eq!(numbered.status.code(), Some(3));
     assert!(
         text(&numbered.stderr).contains("only database 0"),
         "{}",
         text(&numbered.stderr)
     );
-    let braced = run(
-        &scenario,
-        out.path(),
-        &[
-            "--backend",
-            "redis",
-            "--redis-url",
-            &cluster.url(),
-            "--set",
-            "backend.cluster=true",
-            "--set",
-            "backend.stream=vil{lage}",
-        ],
-    );
+    let url = cluster.url();
+    let mut braced_args = on_cluster(&url);
+    braced_args.extend(["--set", "backend.stream=vil{lage}"]);
+    let braced = run(&scenario, out.path(), &braced_args);
     assert_eq!(braced.status.code(), Some(2));
     assert!(
         text(&braced.stderr).contains("hash tag"),
@@ -316,14 +224,7 @@ fn a_cluster_taken_for_one_server_and_the_reverse_and_a_node_down_are_refused_cl
     );
     // A primary down: refused at the start, not waited for as a lost connection.
     cluster.nodes[2].kill();
-    let down = run(
-        &scenario,
-        out.path(),
-        &on_cluster(&cluster.url())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let down = run(&scenario, out.path(), &on_cluster(&cluster.url()));
     assert_eq!(down.status.code(), Some(3));
     let stderr = text(&down.stderr);
     assert!(

@@ -4,55 +4,15 @@
 
 mod common;
 
-use common::{SMALL_WORLD, agora, agora_for, lockstep_scenarios, run_dir_under, text};
+use common::{
+    SMALL_WORLD, agora, hash_of as hash, lockstep_scenarios, run_dir_under, run_quietly as run,
+    run_quietly_ok as run_ok, summary_of as summary, text, write_file as write,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
-    agora_for(scenario)
-        .arg("run")
-        .arg(scenario)
-        .args(["--quiet", "--no-plots", "--out"])
-        .arg(out)
-        .args(extra)
-        .args(common::replay_args(scenario))
-        .output()
-        .unwrap()
-}
-
-fn run_ok(scenario: &Path, out: &Path, extra: &[&str]) -> PathBuf {
-    let output = run(scenario, out, extra);
-    assert!(
-        output.status.success(),
-        "{} {extra:?}: {}",
-        scenario.display(),
-        text(&output.stderr)
-    );
-    run_dir_under(out)
-}
-
-fn summary(run_dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap()
-}
-
-/// The run's transcript hash, as its summary gives it.
-fn hash(run_dir: &Path) -> String {
-    summary(run_dir)["transcript_sha256"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// `network.csv` as follower -> followees.
 fn follows(run_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
@@ -374,60 +334,19 @@ fn a_sparse_network_gives_one_transcript_on_every_backend_and_after_kills() {
     }
     // Killed mid-run (SIGKILL) a few times, then resumed to the end, on a stream of its own
     // (the runs above left theirs finished).
-    let stream = ["--set", "backend.stream=village-killed"];
     let out = tempfile::tempdir().unwrap();
-    let mut kills = 0;
-    let mut finished = false;
-    for kill_at in [5, 40, 90] {
-        let mut child = agora()
-            .arg("run")
-            .arg(&scenario)
-            .args([
-                "--quiet",
-                "--no-plots",
-                "--backend",
-                "redis",
-                "--redis-url",
-                &url,
-                "--out",
-            ])
-            .arg(out.path())
-            .args(stream)
-            .args(if kills > 0 { &["--resume"][..] } else { &[] })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            if server
-                .completed_tick("village-killed")
-                .is_some_and(|t| t >= kill_at)
-                || child.try_wait().unwrap().is_some()
-            {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "no tick {kill_at}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        } else {
-            finished = true;
-            break;
-        }
-        child.wait().unwrap();
-    }
-    assert!(kills >= 2, "only {kills} kills landed");
-    let run_dir = if finished {
-        run_dir_under(out.path())
-    } else {
-        let mut resume = vec!["--backend", "redis", "--redis-url", &url, "--resume"];
-        resume.extend(stream);
-        run_ok(&scenario, out.path(), &resume)
-    };
-    assert_eq!(hash(&run_dir), expected, "after {kills} kills and --resume");
+    let args = [
+        "--backend",
+        "redis",
+        "--redis-url",
+        &url,
+        "--set",
+        "backend.stream=village-killed",
+    ];
+    let run_dir = common::run_with_kills(&scenario, out.path(), &args, &[5, 40, 90], &|| {
+        server.completed_tick("village-killed")
+    });
+    assert_eq!(hash(&run_dir), expected, "after kills and --resume");
     let memory_summary = summary(&run_dir_under(memory.path()));
     assert_eq!(summary(&run_dir)["deliveries"], memory_summary["deliveries"]);
 }

@@ -384,3 +384,100 @@ pub fn transcript_hash(output: &std::process::Output) -> String {
 pub fn run_dir_under(out: &std::path::Path) -> std::path::PathBuf {
     std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path()
 }
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `agora run SCENARIO --quiet --no-plots --out OUT EXTRA...` (with the scenario's recording
+/// when it has one), to its end.
+pub fn run_quietly(
+    scenario: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    agora_for(scenario)
+        .arg("run")
+        .arg(scenario)
+        .args(["--quiet", "--no-plots", "--out"])
+        .arg(out)
+        .args(extra)
+        .args(replay_args(scenario))
+        .output()
+        .unwrap()
+}
+
+/// [`run_quietly`], which must succeed; returns the run's folder.
+pub fn run_quietly_ok(
+    scenario: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::path::PathBuf {
+    let output = run_quietly(scenario, out, extra);
+    assert!(
+        output.status.success(),
+        "{} {extra:?}: {}",
+        scenario.display(),
+        text(&output.stderr)
+    );
+    run_dir_under(out)
+}
+
+/// A run folder's `summary.json`.
+pub fn summary_of(run_dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The run's transcript hash, as its summary gives it.
+pub fn hash_of(run_dir: &std::path::Path) -> String {
+    summary_of(run_dir)["transcript_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs `scenario` with `args` on Redis, killing it (SIGKILL) once its record says it
+/// completed each tick of `kill_at` (`completed_tick` reads it), and resuming it each time;
+/// then resumes it to the end. At least two kills must land. Returns the run's folder.
+pub fn run_with_kills(
+    scenario: &std::path::Path,
+    out: &std::path::Path,
+    args: &[&str],
+    kill_at: &[u64],
+    completed_tick: &dyn Fn() -> Option<u64>,
+) -> std::path::PathBuf {
+    use std::time::{Duration, Instant};
+    let mut kills = 0;
+    for &tick in kill_at {
+        let mut child = agora()
+            .arg("run")
+            .arg(scenario)
+            .args(["--quiet", "--no-plots", "--out"])
+            .arg(out)
+            .args(args)
+            .args(if kills > 0 { &["--resume"][..] } else { &[] })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while completed_tick().is_none_or(|t| t < tick) && child.try_wait().unwrap().is_none() {
+            assert!(started.elapsed() < Duration::from_secs(60), "no tick {tick}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if child.try_wait().unwrap().is_some() {
+            assert!(kills >= 2, "the run finished after only {kills} kills");
+            return run_dir_under(out);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 2, "only {kills} kills landed");
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    run_quietly_ok(scenario, out, &resume)
+}
