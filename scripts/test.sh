@@ -24,42 +24,30 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
-if [ -z "${REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
-    echo "redis-server is not installed; installing it for the Redis tests" >&2
+# Installs what provides COMMAND when it is missing: Debian package APT or Homebrew formula
+# BREW; otherwise stops with what to install (WANTED), for tests of WHAT.
+install_missing() {
+    local command="$1" apt="$2" brew="$3" what="$4" wanted="$5"
+    if command -v "$command" >/dev/null 2>&1; then return; fi
+    echo "$command is not installed; installing it for $what" >&2
     if command -v apt-get >/dev/null 2>&1; then
-        apt_install redis-server
+        apt_install "$apt"
     elif command -v brew >/dev/null 2>&1; then
-        brew install redis
+        brew install "$brew"
     else
-        echo "error: cannot install redis-server here; install Redis 7 and run again (or set REDIS_SERVER)" >&2
+        echo "error: cannot install $command here; install $wanted and run again" >&2
         exit 1
     fi
-fi
+}
 
+if [ -z "${REDIS_SERVER:-}" ]; then
+    install_missing redis-server redis-server redis "the Redis tests" "Redis 7 (or set REDIS_SERVER)"
+fi
 # The Redis Cluster tests join three redis-servers with redis-cli (Debian: redis-tools).
-if [ -z "${REDIS_CLI:-}" ] && ! command -v redis-cli >/dev/null 2>&1; then
-    echo "redis-cli is not installed; installing it for the Redis Cluster tests" >&2
-    if command -v apt-get >/dev/null 2>&1; then
-        apt_install redis-tools
-    elif command -v brew >/dev/null 2>&1; then
-        brew install redis
-    else
-        echo "error: cannot install redis-cli here; install Redis 7 and run again (or set REDIS_CLI)" >&2
-        exit 1
-    fi
+if [ -z "${REDIS_CLI:-}" ]; then
+    install_missing redis-cli redis-tools redis "the Redis Cluster tests" "Redis 7 (or set REDIS_CLI)"
 fi
-
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "python3 is not installed; installing it for the tests of behaviours written in Python" >&2
-    if command -v apt-get >/dev/null 2>&1; then
-        apt_install python3
-    elif command -v brew >/dev/null 2>&1; then
-        brew install python
-    else
-        echo "error: cannot install python3 here; install Python 3.8 or later and run again" >&2
-        exit 1
-    fi
-fi
+install_missing python3 python3 python "the tests of behaviours written in Python" "Python 3.8 or later"
 
 if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     echo "openssl is not installed; installing it for the TLS test" >&2
