@@ -13,33 +13,66 @@ use crate::message::{Batch, Delivery, EntryId, Message, share_equal};
 /// The most entries one XREADGROUP asks for.
 const MAX_READ_COUNT: usize = 100_000;
 
+/// An entry added outside of a step: the inboxes it goes to, and its fields.
+type Heard = (Vec<String>, Vec<(String, String)>);
+
 impl RedisBackend {
-    /// Copies an entry added to the stream outside of a step into agents' inboxes, with its
-    /// id on the stream (on a cluster, where each inbox numbers its entries, before it is
-    /// added to the stream and with an id of the inbox's own).
-    async fn copy_to_inboxes(
-        &self,
-        inboxes: &[String],
-        id: EntryId,
-        fields: Vec<(impl Into<String> + Clone, String)>,
-    ) -> Result<(), BackendError> {
-        if inboxes.is_empty() {
-            return Ok(());
+    /// Adds entries outside of a step: each to the stream and to the inboxes given with it
+    /// (when agents have inboxes); returns their ids on the stream. On one server an inbox
+    /// entry takes the id its entry got on the stream, so the stream goes first. On a cluster
+    /// each inbox numbers its entries itself (relays fill them, see `outbox`), and the inboxes
+    /// go first, as a relay fills them: a reader woken by the stream finds its inbox filled.
+    async fn add_heard(&self, entries: &[Heard]) -> Result<Vec<EntryId>, BackendError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
-        // On a cluster, relays give inbox entries ids of their own (see `outbox`).
-        let id = if self.inner.keys.cluster {
-            "*".to_string()
-        } else {
-            id.to_string()
-        };
+        let cluster = self.inner.keys.cluster;
+        if cluster {
+            self.add_to_inboxes(
+                entries
+                    .iter()
+                    .map(|(inboxes, fields)| (inboxes, "*".to_string(), fields)),
+            )
+            .await?;
+        }
         let mut pipe = redis::pipe();
-        for inbox in inboxes {
-            pipe.cmd("XADD").arg(inbox).arg(&id);
-            for (k, v) in &fields {
-                pipe.arg(k.clone().into()).arg(v);
+        for (_, fields) in entries {
+            xadd(
+                &mut pipe,
+                &self.inner.keys.stream,
+                fields.iter().map(|(k, v)| (k, v)),
+            );
+        }
+        let ids = ids_reply(self.pipeline("XADD", &pipe).await?)?;
+        if !cluster {
+            self.add_to_inboxes(
+                entries
+                    .iter()
+                    .zip(&ids)
+                    .map(|((inboxes, fields), id)| (inboxes, id.to_string(), fields)),
+            )
+            .await?;
+        }
+        Ok(ids)
+    }
+
+    /// XADD of each (inboxes, id, fields) to its inboxes, in one pipeline.
+    async fn add_to_inboxes<'a>(
+        &self,
+        copies: impl Iterator<Item = (&'a Vec<String>, String, &'a Vec<(String, String)>)>,
+    ) -> Result<(), BackendError> {
+        let mut pipe = redis::pipe();
+        for (inboxes, id, fields) in copies {
+            for inbox in inboxes {
+                pipe.cmd("XADD").arg(inbox).arg(&id);
+                for (k, v) in fields {
+                    pipe.arg(k).arg(v);
+                }
             }
         }
-        self.pipeline::<Vec<Value>>("XADD", &pipe).await?;
+        if !pipe.is_empty() {
+            self.pipeline::<Vec<Value>>("XADD", &pipe).await?;
+        }
         Ok(())
     }
 }
@@ -227,53 +260,27 @@ impl Stream for RedisBackend {
     }
 
     async fn publish(&self, messages: &[Arc<Message>]) -> Result<Vec<EntryId>, BackendError> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        if self.inner.keys.cluster {
-            // Inboxes first, as a relay fills them: a reader woken by the stream finds its
-            // inbox filled.
-            for m in messages {
-                let inboxes = self.inboxes_of(Some(m));
-                self.copy_to_inboxes(&inboxes, EntryId::ZERO, m.to_fields())
-                    .await?;
-            }
-        }
-        let mut pipe = redis::pipe();
-        for m in messages {
-            xadd(&mut pipe, &self.inner.keys.stream, m.to_fields());
-        }
-        let ids = ids_reply(self.pipeline("XADD", &pipe).await?)?;
-        if !self.inner.keys.cluster {
-            for (m, id) in messages.iter().zip(&ids) {
-                let inboxes = self.inboxes_of(Some(m));
-                self.copy_to_inboxes(&inboxes, *id, m.to_fields()).await?;
-            }
-        }
-        Ok(ids)
+        let entries: Vec<Heard> = messages
+            .iter()
+            .map(|m| {
+                let fields = m
+                    .to_fields()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                (self.inboxes_of(Some(m)), fields)
+            })
+            .collect();
+        self.add_heard(&entries).await
     }
 
     async fn publish_fields(&self, fields: &[(String, String)]) -> Result<EntryId, BackendError> {
         // Another program's entry: every agent hears it.
-        let inboxes = self.inboxes_of(None);
-        if self.inner.keys.cluster {
-            self.copy_to_inboxes(&inboxes, EntryId::ZERO, fields.to_vec())
-                .await?;
-        }
-        let mut pipe = redis::pipe();
-        xadd(
-            &mut pipe,
-            &self.inner.keys.stream,
-            fields.iter().map(|(k, v)| (k, v)),
-        );
-        let mut ids = ids_reply(self.pipeline("XADD", &pipe).await?)?;
-        let id = ids
-            .pop()
-            .ok_or_else(|| BackendError::command("XADD returned no id"))?;
-        if !self.inner.keys.cluster {
-            self.copy_to_inboxes(&inboxes, id, fields.to_vec()).await?;
-        }
-        Ok(id)
+        let mut ids = self
+            .add_heard(&[(self.inboxes_of(None), fields.to_vec())])
+            .await?;
+        ids.pop()
+            .ok_or_else(|| BackendError::command("XADD returned no id"))
     }
 
     async fn range(&self, after: EntryId, count: usize) -> Result<Vec<Delivery>, BackendError> {
