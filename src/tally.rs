@@ -72,10 +72,7 @@ impl Tally {
             Some(values) => values,
             None => self.agents.entry(agent.clone()).or_default(),
         };
-        match values.iter_mut().find(|(n, _)| n == name) {
-            Some((_, old)) => *old = value,
-            None => values.push((name.clone(), value)),
-        }
+        put_value(values, name, value);
     }
 
     /// Adds `other`'s counts, counters and levels, leaving out agent values: the running
@@ -105,6 +102,16 @@ impl Tally {
     }
 }
 
+/// Sets `name` in an agent's values, replacing an earlier value.
+// A `&Cow` for the reason `Tally::report` takes one: a static name is kept without allocating.
+#[allow(clippy::ptr_arg)]
+fn put_value(values: &mut Vec<(Cow<'static, str>, f64)>, name: &Cow<'static, str>, value: f64) {
+    match values.iter_mut().find(|(n, _)| n == name) {
+        Some((_, old)) => *old = value,
+        None => values.push((name.clone(), value)),
+    }
+}
+
 impl AddAssign<&Tally> for Tally {
     fn add_assign(&mut self, other: &Tally) {
         self.add_counts(other);
@@ -117,8 +124,22 @@ impl AddAssign<&Tally> for Tally {
 }
 
 impl AddAssign for Tally {
+    /// As `+= &other`, moving `other`'s agent values instead of copying them: a tick's tally
+    /// gathers one agent's values from each of its thousands of steps.
     fn add_assign(&mut self, other: Tally) {
-        *self += &other;
+        self.add_counts(&other);
+        for (agent, values) in other.agents {
+            match self.agents.entry(agent) {
+                std::collections::btree_map::Entry::Vacant(place) => {
+                    place.insert(values);
+                }
+                std::collections::btree_map::Entry::Occupied(mut place) => {
+                    for (name, value) in &values {
+                        put_value(place.get_mut(), name, *value);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -162,6 +183,9 @@ mod tests {
         b.report(&y, &opinion, 0.75);
         let mut ab = a.clone();
         ab += &b;
+        let mut moved = a.clone();
+        moved += b.clone();
+        assert_eq!(moved, ab, "adding by value and by reference agree");
         let mut ba = b.clone();
         ba += &a;
         assert_eq!(ab.levels, ba.levels, "the order of adding does not matter");

@@ -4,6 +4,8 @@
 use std::any::Any;
 use std::ops::ControlFlow;
 
+use serde_json::value::RawValue;
+
 use super::{Behaviour, BehaviourError, Context, Effects, Messages};
 use crate::message::Message;
 
@@ -38,8 +40,9 @@ pub trait DynBehaviour: Send + Sync {
         ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError>;
     fn on_tick(&self, state: &mut StateBox, ctx: &mut Context<'_>) -> Result<Effects, BehaviourError>;
-    /// The state as JSON, for checkpoints.
-    fn save(&self, state: &StateBox) -> Result<String, BehaviourError>;
+    /// The state as JSON, for checkpoints. Serialised straight into a `RawValue`: written by
+    /// serde_json, it needs no second parse to be known as JSON (every agent saves every step).
+    fn save(&self, state: &StateBox) -> Result<Box<RawValue>, BehaviourError>;
     /// The state back from [`save`](DynBehaviour::save)'s JSON.
     fn restore(&self, json: &str) -> Result<StateBox, BehaviourError>;
     /// The parameters as the behaviour was built with them, defaults included.
@@ -112,9 +115,9 @@ impl<B: Behaviour> DynBehaviour for Erased<B> {
         self.inner.on_tick(typed(state)?, ctx)
     }
 
-    fn save(&self, state: &StateBox) -> Result<String, BehaviourError> {
+    fn save(&self, state: &StateBox) -> Result<Box<RawValue>, BehaviourError> {
         let state = state.downcast_ref::<B::State>().ok_or_else(wrong_type)?;
-        serde_json::to_string(state)
+        serde_json::value::to_raw_value(state)
             .map_err(|e| BehaviourError::new(format!("cannot save the agent's state: {e}")))
     }
 

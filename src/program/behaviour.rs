@@ -94,11 +94,12 @@ impl DynBehaviour for ProgramBehaviour {
         Err(not_here())
     }
 
-    fn save(&self, state: &StateBox) -> Result<String, BehaviourError> {
+    fn save(&self, state: &StateBox) -> Result<Box<serde_json::value::RawValue>, BehaviourError> {
         let state = state
             .downcast_ref::<serde_json::Value>()
             .ok_or_else(|| BehaviourError::new("internal error: a program's state is not JSON"))?;
-        Ok(state.to_string())
+        serde_json::value::to_raw_value(state)
+            .map_err(|e| BehaviourError::new(format!("cannot save the agent's state: {e}")))
     }
 
     fn restore(&self, json: &str) -> Result<StateBox, BehaviourError> {

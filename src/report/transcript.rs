@@ -92,13 +92,15 @@ impl TranscriptWriter {
 
     /// Appends messages in the order given.
     pub fn write<'a>(&mut self, messages: impl IntoIterator<Item = &'a Arc<Message>>) -> std::io::Result<()> {
-        let mut line = String::new();
+        let mut line = Vec::new();
         for m in messages {
             line.clear();
-            line.push_str(&m.transcript_line());
-            line.push('\n');
-            self.out.write_all(line.as_bytes())?;
-            self.hasher.update(line.as_bytes());
+            // Serialised in place, as `Message::transcript_line` does, without a string of
+            // its own per message.
+            serde_json::to_writer(&mut line, &**m)?;
+            line.push(b'\n');
+            self.out.write_all(&line)?;
+            self.hasher.update(&line);
             self.lines += 1;
             self.bytes += line.len() as u64;
         }

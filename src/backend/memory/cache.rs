@@ -25,7 +25,30 @@ pub(super) struct CacheStore {
     /// The global sorted set: by score, then by member bytes (Redis's order).
     pub timestamps: Vec<(f64, Arc<str>)>,
     /// Each member's score, so that re-adding a member finds its old place quickly.
-    scores: HashMap<Arc<str>, f64>,
+    scores: HashMap<Member, f64>,
+}
+
+/// A sorted-set member with its hash computed once: the set grows to every message of a run,
+/// and growing the table rehashed every member's text (W1: 5% of the run).
+#[derive(Clone, PartialEq, Eq)]
+struct Member {
+    hash: u64,
+    text: Arc<str>,
+}
+
+impl Member {
+    fn new(text: Arc<str>) -> Self {
+        use std::hash::BuildHasher;
+        // A fixed seed: the hash only has to agree with itself within this process.
+        let hash = foldhash::fast::FixedState::with_seed(0).hash_one(&*text);
+        Member { hash, text }
+    }
+}
+
+impl std::hash::Hash for Member {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 impl CacheStore {
@@ -50,7 +73,7 @@ impl CacheStore {
             }
         }
         // ZADD semantics: a member appears once; adding it again moves it to its new score.
-        if let Some(old) = self.scores.insert(member.clone(), a.score) {
+        if let Some(old) = self.scores.insert(Member::new(member.clone()), a.score) {
             let at = self.zset_position(old, &member);
             if self.timestamps.get(at).is_some_and(|(_, m)| *m == member) {
                 self.timestamps.remove(at);

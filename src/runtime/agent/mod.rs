@@ -92,7 +92,7 @@ pub(crate) struct StepReport {
 impl std::ops::AddAssign for StepReport {
     fn add_assign(&mut self, other: StepReport) {
         self.published.extend(other.published);
-        self.tally += &other.tally;
+        self.tally += other.tally;
     }
 }
 

@@ -17,7 +17,8 @@ pub(crate) struct BatchPlan {
     order: Vec<u32>,
     /// For each sender, the places in `order` of its messages, ascending: an agent skips its
     /// own without comparing its name with every sender's.
-    by_sender: HashMap<Arc<str>, Vec<u32>>,
+    // foldhash: every agent of a tick looks its own name up here.
+    by_sender: HashMap<Arc<str>, Vec<u32>, foldhash::fast::RandomState>,
     /// Every entry is a message of an earlier tick: all are acknowledged, none is held back
     /// for the next step.
     pub(super) plain: bool,
@@ -31,7 +32,7 @@ pub(crate) struct BatchPlan {
 impl BatchPlan {
     pub fn new(deliveries: &[Delivery], kind: StepKind) -> BatchPlan {
         let order = handling_order(deliveries, kind);
-        let mut by_sender: HashMap<Arc<str>, Vec<u32>> = HashMap::new();
+        let mut by_sender: HashMap<Arc<str>, Vec<u32>, _> = HashMap::default();
         for (place, &i) in order.iter().enumerate() {
             if let Some(m) = deliveries[i as usize].message() {
                 by_sender

@@ -116,8 +116,7 @@ impl Live {
             .state
             .as_ref()
             .ok_or("no state to save before the agent started")?;
-        let json = behaviour.save(state).map_err(|e| e.to_string())?;
-        let state = RawValue::from_string(json).map_err(|e| format!("the saved state is not JSON: {e}"))?;
+        let state = behaviour.save(state).map_err(|e| e.to_string())?;
         let rng = self.rng.get_word_pos().to_string();
         let core = format!("{} {} {rng} {}", self.seq, self.cache_n, state.get());
         Ok(Snapshot { state, rng, core })

@@ -212,6 +212,7 @@ impl<B: Backend> Coordinator<'_, B> {
             rows.model.push((name, Number::Real(*value)));
         }
         if !tally.agents.is_empty() {
+            rows.agents.reserve(tally.agents.len());
             for agent in &self.scenario.agents {
                 if let Some(values) = tally.agents.get(&*agent.name) {
                     for (name, value) in values {
