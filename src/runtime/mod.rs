@@ -61,7 +61,7 @@ pub struct RunOptions {
     /// Answer every completion from this recording (an `llm.jsonl`), with no network.
     pub replay: Option<PathBuf>,
     /// How many threads a lockstep run's agents use on the embedded backend: `None` (the
-    /// default) one per core when the process hosts at least 2,000 agents whose behaviours
+    /// default) one per core when the process hosts at least 500 agents whose behaviours
     /// are plain Rust, else this thread alone; `Some(n)` spreads them over `n` threads
     /// (`Some(1)`: this thread) whatever their number. The transcript is the same either way.
     pub agent_threads: Option<usize>,

@@ -48,7 +48,7 @@ const PENDING_COUNT: usize = 100_000;
 /// commits the last one (steps still run one at a time, in order).
 const FREE_STEPS_IN_FLIGHT: usize = 2;
 /// The fewest agents a shard spreads over threads ([`AgentThreads`]).
-const THREADED_AGENTS: usize = 2_000;
+const THREADED_AGENTS: usize = 500;
 /// How long an idle free-mode shard waits for new entries before it looks again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
@@ -126,15 +126,17 @@ async fn take_over<B: Backend>(
     })
 }
 
-/// The threads (actix arbiters) a shard's agents run on. In lockstep on the embedded backend,
-/// at least [`THREADED_AGENTS`] agents whose behaviours are plain Rust are spread over one
-/// arbiter per core, so that a tick's steps use every core (opinion with 10,000 agents: a
-/// third less time on two cores; with 1,000, no less time for 60% more CPU, the steps too
-/// short to outweigh waking another thread). The rest run on the current arbiter: on Redis its connections' drivers live there;
-/// programs and model calls wait on I/O; and a free-mode run's few agents lost more to
-/// waking each other across threads than they gained (W1: 10% slower). A lockstep
-/// transcript does not depend on which thread stepped an agent: a tick's messages are
-/// handled in sender order.
+/// The threads a shard's agents run on. In lockstep on the embedded backend, at least
+/// [`THREADED_AGENTS`] agents whose behaviours are plain Rust are dealt in turn to this thread
+/// and to one more actix arbiter per further core, so that a tick's steps use every core
+/// (opinion on two cores, 1,000 agents: 0.28 s became 0.21 s for 10% more CPU; 500 agents:
+/// 0.15 s became 0.11 s; 200: no faster). This thread takes its share: when it only waited
+/// for the others' replies, waking it for each of them cost as much as the second core
+/// gave (1,000 agents: no faster for 60% more CPU). The rest run here alone: on Redis its
+/// connections' drivers live here; programs and model calls wait on I/O; and a free-mode
+/// run's few agents lost more to waking each other across threads than they gained (W1:
+/// 10% slower). A lockstep transcript does not depend on which thread stepped an agent: a
+/// tick's messages are handled in sender order.
 struct AgentThreads {
     arbiters: Vec<Arbiter>,
     next: usize,
@@ -153,20 +155,21 @@ impl AgentThreads {
             None => 1,
         };
         let arbiters = if plain && threads > 1 {
-            (0..threads).map(|_| Arbiter::new()).collect()
+            (1..threads).map(|_| Arbiter::new()).collect()
         } else {
             Vec::new()
         };
         AgentThreads { arbiters, next: 0 }
     }
 
-    /// Starts `core`'s actor on the next thread in turn.
+    /// Starts `core`'s actor on the next thread in turn (this one first).
     fn start<B: Backend>(&mut self, core: AgentCore<B>) -> Addr<AgentActor<B>> {
-        if self.arbiters.is_empty() {
+        let turn = self.next % (self.arbiters.len() + 1);
+        self.next += 1;
+        if turn == 0 {
             return AgentActor::new(core).start();
         }
-        let arbiter = &self.arbiters[self.next % self.arbiters.len()];
-        self.next += 1;
+        let arbiter = &self.arbiters[turn - 1];
         AgentActor::start_in_arbiter(&arbiter.handle(), move |_| AgentActor::new(core))
     }
 }
