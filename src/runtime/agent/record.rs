@@ -49,13 +49,20 @@ pub(super) struct Live {
     pub total: Tally,
 }
 
-/// The agent's state caught for its record.
+/// The agent's state caught for its record. Two snapshots are equal when a step between
+/// them changed nothing the record keeps of the agent itself (its counts aside).
 pub(super) struct Snapshot {
     state: Box<RawValue>,
     rng: String,
-    /// What a step changes only if it did something: compared with the last committed
-    /// step's, it tells a step that changed nothing.
-    pub core: String,
+    seq: u64,
+    cache_n: u64,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        (self.seq, self.cache_n, &self.rng, self.state.get())
+            == (other.seq, other.cache_n, &other.rng, other.state.get())
+    }
 }
 
 impl Live {
@@ -117,14 +124,17 @@ impl Live {
             .as_ref()
             .ok_or("no state to save before the agent started")?;
         let state = behaviour.save(state).map_err(|e| e.to_string())?;
-        let rng = self.rng.get_word_pos().to_string();
-        let core = format!("{} {} {rng} {}", self.seq, self.cache_n, state.get());
-        Ok(Snapshot { state, rng, core })
+        Ok(Snapshot {
+            state,
+            rng: self.rng.get_word_pos().to_string(),
+            seq: self.seq,
+            cache_n: self.cache_n,
+        })
     }
 
     /// The record to save: the live counters with a snapshot's state. Returns the record and
-    /// the snapshot's core.
-    pub fn record(&self, snapshot: Snapshot) -> Result<(String, String), String> {
+    /// the snapshot back.
+    pub fn record(&self, snapshot: Snapshot) -> Result<(String, Snapshot), String> {
         let record = AgentRecord {
             tick: self.tick,
             steps: self.steps,
@@ -135,8 +145,13 @@ impl Live {
             last: &self.last,
             total: &self.total,
         };
-        let record = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        Ok((record, snapshot.core))
+        let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        let snapshot = Snapshot {
+            state: record.state,
+            rng: record.rng,
+            ..snapshot
+        };
+        Ok((json, snapshot))
     }
 }
 

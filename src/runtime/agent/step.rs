@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::call::{Attempt, Inputs, Work};
 use super::plan::{BatchPlan, GivenUp, Handled};
-use super::record::Live;
+use super::record::{Live, Snapshot};
 use super::step_cache::Fetched;
 use super::step_completions::Answered;
 use super::step_program::{Replies, StepInputs};
@@ -67,8 +67,9 @@ pub(crate) struct AgentCore<B> {
     pub(super) live: Live,
     /// The last committed record; `live` equals it at the start of every step.
     saved: Option<String>,
-    /// The part of `saved` that a step changes only if it did something.
-    saved_core: Option<String>,
+    /// The agent as `saved` recorded it, counts aside: a step that leaves it unchanged and
+    /// did nothing else need not commit.
+    saved_snapshot: Option<Snapshot>,
     /// Lockstep: entries of a later tick that a read brought early, unacknowledged.
     carry: Vec<Delivery>,
     /// The newest stream id this agent published, where to look for its entries after a
@@ -108,7 +109,7 @@ impl<B: Backend> AgentCore<B> {
             pacer: setup.pacer,
             programs: setup.programs,
             saved: setup.saved,
-            saved_core: None,
+            saved_snapshot: None,
             carry: Vec::new(),
             last_own_id: EntryId::ZERO,
         };
@@ -118,7 +119,7 @@ impl<B: Backend> AgentCore<B> {
                 .live
                 .snapshot(&*core.behaviour)
                 .map_err(|m| core.state_error(m))?;
-            core.saved_core = Some(snapshot.core);
+            core.saved_snapshot = Some(snapshot);
         }
         Ok(core)
     }
@@ -462,7 +463,7 @@ impl<B: Backend> AgentCore<B> {
             .live
             .snapshot(&*self.behaviour)
             .map_err(|m| self.state_error(m))?;
-        let changed = self.saved_core.as_deref() != Some(snapshot.core.as_str()) || tally.has_reports();
+        let changed = self.saved_snapshot.as_ref() != Some(&snapshot) || tally.has_reports();
         if acks.is_empty() && publish.is_empty() && cache.is_empty() && dead.is_empty() && !changed {
             // Nothing happened: no commit. Redoing such a step after a crash changes nothing.
             return Ok(StepReport::counts(tally));
@@ -470,7 +471,7 @@ impl<B: Backend> AgentCore<B> {
         self.live.steps += 1;
         self.live.total.add_counts(&tally);
         self.live.last = tally.clone();
-        let (record, core) = self.live.record(snapshot).map_err(RunError::Internal)?;
+        let (record, snapshot) = self.live.record(snapshot).map_err(RunError::Internal)?;
         let commit = Commit {
             group: &self.group,
             acks: &acks,
@@ -487,7 +488,7 @@ impl<B: Backend> AgentCore<B> {
             self.last_own_id = self.last_own_id.max(*last);
         }
         self.saved = Some(record);
-        self.saved_core = Some(core);
+        self.saved_snapshot = Some(snapshot);
         Ok(StepReport {
             published: ids.into_iter().zip(publish).collect(),
             tally,
