@@ -263,6 +263,28 @@ fn an_edge_list_and_tables_that_follow_tables() {
 }
 
 #[test]
+fn an_edge_list_warns_of_each_line_it_leaves_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = chain(dir.path());
+    write(
+        dir.path(),
+        "follows.csv",
+        "follower,followee\nlistener_1,talker\ntalker,talker\nlistener_1,talker\n",
+    );
+    let output = agora().arg("check").arg(&scenario).output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("follows.csv:3: talker follows itself; left out"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("follows.csv:4: listener_1 -> talker was given on line 2 already; left out"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_networks_are_refused_with_the_place() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write(dir.path(), "village.toml", SMALL_WORLD);

@@ -76,13 +76,15 @@ fn draw(
         NetworkKind::File => {
             let path = PathBuf::from(section.file.as_deref().unwrap_or_default());
             let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, a)| (&**a, i as u32)).collect();
-            edges::read(&path, |name| index.get(name).copied()).map_err(|e| {
+            let list = edges::read(&path, |name| index.get(name).copied()).map_err(|e| {
                 let place = match e.line {
                     Some(line) => format!("{}:{line}", path.display()),
                     None => path.display().to_string(),
                 };
                 at(key("file"), format!("{place}: {}", e.message))
-            })?
+            })?;
+            warn_dropped(&path, &list.dropped);
+            list.follows
         }
         kind => {
             let n = n as u32;
@@ -103,18 +105,32 @@ fn draw(
     } else {
         follows
     };
-    let given = follows.len();
     let network = Network::new(names, follows);
-    if section.kind == NetworkKind::File && network.edges() < given {
-        tracing::warn!(
-            "network.file: {} of its {given} follows were duplicates or agents following themselves, and were dropped",
-            given - network.edges()
-        );
-    }
     if network.edges() == 0 {
         tracing::warn!("the network has no follows: agents hear only what is addressed to them");
     }
     Ok(Some(Arc::new(network)))
+}
+
+/// Warns of the lines of an edge list that were left out, each with its place (the first
+/// few: a generated file with a systematic mistake could repeat thousands).
+fn warn_dropped(path: &std::path::Path, dropped: &[edges::Dropped]) {
+    const SHOWN: usize = 5;
+    for d in dropped.iter().take(SHOWN) {
+        tracing::warn!(
+            "network.file: {}:{}: {}; left out",
+            path.display(),
+            d.line,
+            d.reason
+        );
+    }
+    if dropped.len() > SHOWN {
+        tracing::warn!(
+            "network.file: {} more lines of {} left out, as these were",
+            dropped.len() - SHOWN,
+            path.display()
+        );
+    }
 }
 
 /// Refuses, before drawing it, a network too large to hold: [`MAX_FOLLOWS`] follows.
