@@ -62,6 +62,21 @@ fn runs_on_a_three_node_cluster_give_their_memory_transcripts_and_spread_over_ev
         let keys = cluster.keys_per_node();
         assert!(keys.iter().all(|&n| n > 10), "{name}: keys per node {keys:?}");
     }
+    // The table at the end says where the run went.
+    let out = tempfile::tempdir().unwrap();
+    let shown = agora()
+        .arg("run")
+        .arg(dir.path().join("broadcast.toml"))
+        .args(["--no-plots", "--overwrite", "--out"])
+        .arg(out.path())
+        .args(&cluster_args)
+        .output()
+        .unwrap();
+    assert!(
+        text(&shown.stdout).contains("lockstep on a Redis Cluster"),
+        "{}",
+        text(&shown.stdout)
+    );
 }
 
 #[test]

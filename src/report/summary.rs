@@ -72,6 +72,9 @@ pub struct Summary {
     pub seed: u64,
     pub mode: Mode,
     pub backend: BackendKind,
+    /// The Redis backend ran on a Redis Cluster (`backend.cluster`; also in `parameters`).
+    #[serde(skip)]
+    pub on_cluster: bool,
     pub agents: u64,
     /// Lockstep: the last tick completed. Free mode: null.
     pub ticks: Option<u64>,
@@ -232,7 +235,15 @@ impl Summary {
             ("scenario", format!("{} (seed {})", self.scenario, self.seed)),
             (
                 "mode",
-                format!("{} on {}", self.mode.as_str(), self.backend.as_str()),
+                format!(
+                    "{} on {}",
+                    self.mode.as_str(),
+                    if self.on_cluster {
+                        "a Redis Cluster"
+                    } else {
+                        self.backend.as_str()
+                    }
+                ),
             ),
             ("agents", self.agents.to_string()),
         ];

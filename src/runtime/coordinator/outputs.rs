@@ -333,6 +333,7 @@ impl<B: Backend> Coordinator<'_, B> {
             seed: scenario.seed,
             mode: scenario.mode,
             backend: self.backend.kind(),
+            on_cluster: self.backend.keys().cluster,
             agents: scenario.agents.len() as u64,
             ticks,
             messages: tally.published,
