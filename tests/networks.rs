@@ -162,6 +162,10 @@ fn gossip_tells_followers_and_the_summary_describes_the_network() {
     assert!(plotted.status.success(), "{}", text(&plotted.stderr));
     let svg = std::fs::read_to_string(run_dir.join("plots").join("network.svg")).unwrap();
     assert_eq!(svg.matches("<circle").count(), 64);
+    // Coloured by the first agent-level series, with its scale beside the circle: a bar of
+    // a hundred shades.
+    assert!(svg.contains("coloured by last informed"), "{svg:.2000}");
+    assert!(svg.matches("<rect").count() >= 100, "{svg:.2000}");
     assert!(run_dir.join("plots").join("degrees.svg").is_file());
     // Each agent value, averaged by degree class, tick by tick.
     let levels = summary["levels"].as_object().unwrap();

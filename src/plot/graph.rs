@@ -78,12 +78,10 @@ pub fn draw(run_dir: &Path, data: &RunData, dir: &Path) -> Result<Vec<PathBuf>, 
         );
         return Ok(written);
     }
-    let colors = colors(&graph, data);
-    let coloured = data
-        .agents
-        .keys()
-        .next()
-        .map_or(String::new(), |name| format!(", coloured by last {name}"));
+    let (colors, scale) = colors(&graph, data);
+    let coloured = scale
+        .as_ref()
+        .map_or(String::new(), |s| format!(", coloured by last {}", s.name));
     let title = format!(
         "{}: network ({} agents, {} follows{coloured})",
         data.title,
@@ -93,17 +91,26 @@ pub fn draw(run_dir: &Path, data: &RunData, dir: &Path) -> Result<Vec<PathBuf>, 
     let picture = NetworkPicture {
         graph: &graph,
         colors: &colors,
+        scale: scale.as_ref(),
         title: &title,
     };
     written.extend(draw::write(&picture, &dir.join("network"))?);
     Ok(written)
 }
 
-/// The graph as a circle of coloured agents, titled.
+/// The graph as a circle of coloured agents, titled, with the colours' scale beside it.
 struct NetworkPicture<'a> {
     graph: &'a Graph,
     colors: &'a [RGBColor],
+    scale: Option<&'a ColorScale>,
     title: &'a str,
+}
+
+/// What the agents' colours mean: `name`'s last values, from `low` (dark) to `high` (bright).
+struct ColorScale {
+    name: String,
+    low: f64,
+    high: f64,
 }
 
 /// The degree distributions: how many agents follow `d` others, and how many have `d`
@@ -144,11 +151,11 @@ fn degree_chart(graph: &Graph, data: &RunData) -> Chart {
 }
 
 /// Each agent's colour: its last value of the first agent-level series, scaled between the
-/// series' least and greatest; grey without one.
-fn colors(graph: &Graph, data: &RunData) -> Vec<RGBColor> {
+/// series' least and greatest; grey without one (and then no scale).
+fn colors(graph: &Graph, data: &RunData) -> (Vec<RGBColor>, Option<ColorScale>) {
     let grey = RGBColor(90, 90, 90);
-    let Some((_, series)) = data.agents.iter().next() else {
-        return vec![grey; graph.agents.len()];
+    let Some((name, series)) = data.agents.iter().next() else {
+        return (vec![grey; graph.agents.len()], None);
     };
     let last: BTreeMap<&str, f64> = series
         .iter()
@@ -160,14 +167,67 @@ fn colors(graph: &Graph, data: &RunData) -> Vec<RGBColor> {
             (l.min(v), h.max(v))
         });
     let span = if high > low { high - low } else { 1.0 };
-    graph
+    let colors = graph
         .agents
         .iter()
         .map(|a| {
             last.get(a.as_str())
                 .map_or(grey, |v| scale_color((v - low) / span))
         })
-        .collect()
+        .collect();
+    let scale = (low <= high).then(|| ColorScale {
+        name: name.clone(),
+        low,
+        high,
+    });
+    (colors, scale)
+}
+
+/// The colour scale as a bar at the right of `area`: `high` at the top, `low` at the foot,
+/// the series' name above. Returns the width it took.
+fn draw_scale<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scale: &ColorScale) -> Result<u32, String>
+where
+    DB::ErrorType: 'static,
+{
+    const BAR: i32 = 24;
+    const STEPS: i32 = 100;
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let (width, height) = area.dim_in_pixel();
+    let (width, height) = (width as i32, height as i32);
+    let (top, foot) = (60, height - 40);
+    let left = width - 90;
+    let font = (FAMILY, 18).into_font().color(&BLACK);
+    for step in 0..STEPS {
+        let y0 = top + (foot - top) * step / STEPS;
+        let y1 = top + (foot - top) * (step + 1) / STEPS;
+        let t = 1.0 - f64::from(step) / f64::from(STEPS - 1);
+        area.draw(&Rectangle::new(
+            [(left, y0), (left + BAR, y1)],
+            scale_color(t).filled(),
+        ))
+        .map_err(e)?;
+    }
+    area.draw(&Rectangle::new(
+        [(left, top), (left + BAR, foot)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(e)?;
+    let label = |v: f64| format!("{v:.3}");
+    area.draw(&Text::new(
+        label(scale.high),
+        (left + BAR + 6, top - 6),
+        font.clone(),
+    ))
+    .map_err(e)?;
+    area.draw(&Text::new(
+        label(scale.low),
+        (left + BAR + 6, foot - 12),
+        font.clone(),
+    ))
+    .map_err(e)?;
+    area.draw(&Text::new(scale.name.clone(), (left - 10, top - 36), font))
+        .map_err(e)?;
+    Ok(110)
 }
 
 impl Picture for NetworkPicture<'_> {
@@ -181,7 +241,12 @@ impl Picture for NetworkPicture<'_> {
         let root = root
             .titled(title, (FAMILY, 30).into_font().color(&BLACK))
             .map_err(e)?;
+        let legend = match self.scale {
+            Some(scale) => draw_scale(&root, scale)?,
+            None => 0,
+        };
         let (width, height) = root.dim_in_pixel();
+        let width = width.saturating_sub(legend);
         let (cx, cy) = (f64::from(width) / 2.0, f64::from(height) / 2.0);
         let radius = cx.min(cy) - 30.0;
         let n = graph.agents.len().max(1) as f64;
