@@ -186,6 +186,21 @@ fn cleanup_and_inspect_find_a_run_on_every_node() {
         "every agent's inbox group"
     );
     assert_eq!(shown["length"], 1092);
+    assert_eq!(shown["outbox"]["entries"], 0, "a finished run relayed everything");
+    // An entry a step committed and nobody relayed (the process died between the two).
+    let outbox = "village:outbox:{citizen_1}";
+    let added = cluster.command(&["XADD", outbox, "*", "relay", "message", "sender_id", "citizen_1"]);
+    assert!(!added.starts_with('-'), "{added}");
+    let inspect = agora()
+        .args(["inspect", "--stream", "village", "--redis-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        text(&inspect.stdout)
+            .contains("outbox        1 entry committed and not relayed yet, in 1 agent's outbox"),
+        "{}",
+        text(&inspect.stdout)
+    );
     let cleanup = agora()
         .args(["cleanup", "--stream", "village", "--redis-url", &url])
         .output()

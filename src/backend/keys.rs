@@ -75,6 +75,11 @@ impl Keys {
         format!("{}{INBOX_MARK}", self.stream)
     }
 
+    /// Where every agent's outbox key begins (`{stream}:outbox:`).
+    pub fn outbox_prefix(&self) -> String {
+        format!("{}{OUTBOX_MARK}", self.stream)
+    }
+
     /// On a cluster, agent `agent`'s outbox: what its steps published, dead-lettered and
     /// added to the cache's sorted set, until relayed to keys in other slots.
     pub fn outbox(&self, agent: &str) -> String {

@@ -339,6 +339,38 @@ pub struct Inspection {
     /// The completions the run got from a model (`{stream}:llm`), when it asked one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm: Option<crate::llm::ModelUse>,
+    /// On a Redis Cluster: what the agents' outboxes hold that is not relayed yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxView>,
+}
+
+/// The agents' outboxes (a run on a Redis Cluster): entries committed by steps and not yet
+/// relayed to the stream, the inboxes, the cache's sorted set or the dead letters. A run that
+/// stopped cleanly leaves none; `--resume` (or the next step of a running one) relays them.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxView {
+    /// Outboxes that hold something.
+    pub agents: u64,
+    pub entries: u64,
+}
+
+/// The run's outbox backlog, when it has outboxes at all.
+async fn outbox_backlog(b: &RedisBackend) -> Result<Option<OutboxView>, BackendError> {
+    let outboxes = scan(b, &b.keys().outbox_prefix(), Some("stream")).await?;
+    if outboxes.is_empty() {
+        return Ok(None);
+    }
+    let mut backlog = OutboxView {
+        agents: 0,
+        entries: 0,
+    };
+    for key in &outboxes {
+        // One key at a time: on a cluster each outbox lives in its own agent's slot.
+        let length: u64 = b.query("XLEN", redis::cmd("XLEN").arg(key)).await?;
+        backlog.agents += u64::from(length > 0);
+        backlog.entries += length;
+    }
+    Ok(Some(backlog))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -410,6 +442,7 @@ pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
         ));
     }
     let sizes = sizes(b).await?;
+    let outbox = outbox_backlog(b).await?;
     let mut groups = b.group_infos().await?;
     merge_groups(&mut groups, inbox_groups(b).await?);
     let checkpoint: Value = b
@@ -440,6 +473,7 @@ pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
         .filter_map(|json| serde_json::from_str(json).ok())
         .collect();
     Ok(Inspection {
+        outbox,
         llm: (!answers.is_empty()).then(|| crate::llm::ModelUse::of(&answers)),
         stream: keys.stream.clone(),
         length: sizes.stream,
@@ -488,6 +522,17 @@ impl Inspection {
                 used.latency_p50_ms,
                 used.latency_p95_ms
             ));
+        }
+        if let Some(outbox) = &self.outbox {
+            out.push_str(&match outbox.entries {
+                0 => "outbox        empty (everything the steps committed is relayed)\n".to_string(),
+                n => format!(
+                    "outbox        {n} {} committed and not relayed yet, in {} {} (the run's next step, or --resume, relays them)\n",
+                    if n == 1 { "entry" } else { "entries" },
+                    outbox.agents,
+                    if outbox.agents == 1 { "agent's outbox" } else { "agents' outboxes" },
+                ),
+            });
         }
         if let Some(lease) = &self.lease {
             out.push_str(&format!(
