@@ -40,7 +40,8 @@ impl CacheEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheAppend {
     pub agent: Arc<str>,
-    pub member: String,
+    /// Shared: the memory backend keeps it in the agent's list and in the sorted set.
+    pub member: Arc<str>,
     /// Lockstep: the tick (logical time, so that reads are reproducible). Free mode: the
     /// wall clock in seconds since the Unix epoch, as the old project scored them.
     pub score: f64,

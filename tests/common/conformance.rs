@@ -57,7 +57,8 @@ fn append(agent: &str, n: u64, score: f64, value: &str) -> CacheAppend {
             tick: Some(score as u64),
             value: serde_json::Value::from(value),
         }
-        .encode(),
+        .encode()
+        .into(),
         score,
     }
 }

@@ -60,7 +60,7 @@ impl CacheStore {
     }
 
     pub fn append(&mut self, a: &CacheAppend) {
-        let member: Arc<str> = Arc::from(a.member.as_str());
+        let member = a.member.clone();
         // One lookup for the common case, an agent's list that exists and has not expired.
         match self.lists.get_mut(&*a.agent) {
             Some(list) if !list.expired() => list.items.push(member.clone()),

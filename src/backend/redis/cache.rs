@@ -20,13 +20,13 @@ pub(super) fn push_cache(pipe: &mut Pipeline, keys: &Keys, appends: &[CacheAppen
     for agent in agents {
         pipe.cmd("RPUSH").arg(keys.cache_list(agent));
         for a in appends.iter().filter(|a| &*a.agent == agent) {
-            pipe.arg(&a.member);
+            pipe.arg(&*a.member);
         }
         pipe.ignore();
     }
     pipe.cmd("ZADD").arg(keys.cache_timestamps());
     for a in appends {
-        pipe.arg(a.score).arg(&a.member);
+        pipe.arg(a.score).arg(&*a.member);
     }
     pipe.ignore();
 }

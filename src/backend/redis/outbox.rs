@@ -143,7 +143,7 @@ impl RedisBackend {
         let mut relayed: Vec<Relayed> = c.publish.iter().cloned().map(Relayed::Message).collect();
         if !c.cache.is_empty() {
             relayed.push(Relayed::Cache(
-                c.cache.iter().map(|a| (a.score, a.member.clone())).collect(),
+                c.cache.iter().map(|a| (a.score, a.member.to_string())).collect(),
             ));
         }
         relayed.extend(c.dead.iter().map(|d| Relayed::Dead(d.to_fields())));

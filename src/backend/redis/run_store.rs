@@ -86,7 +86,7 @@ impl StepScript {
             let members: Vec<&str> = cache
                 .iter()
                 .filter(|a| &*a.agent == agent)
-                .map(|a| a.member.as_str())
+                .map(|a| &*a.member)
                 .collect();
             for chunk in members.chunks(CHUNK) {
                 self.command(
@@ -186,7 +186,9 @@ impl RunStore for RedisBackend {
         }
         step.push_cache_lists(keys, c.cache);
         for chunk in c.cache.chunks(CHUNK) {
-            let pairs = chunk.iter().flat_map(|a| [a.score.to_string(), a.member.clone()]);
+            let pairs = chunk
+                .iter()
+                .flat_map(|a| [a.score.to_string(), a.member.to_string()]);
             step.command(false, "ZADD", &keys.cache_timestamps(), pairs);
         }
         if let Some((agent, state)) = c.state {

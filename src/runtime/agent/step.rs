@@ -438,7 +438,7 @@ impl<B: Backend> AgentCore<B> {
             .iter()
             .map(|e| CacheAppend {
                 agent: self.spec.name.clone(),
-                member: e.encode(),
+                member: e.encode().into(),
                 score,
             })
             .collect();
