@@ -310,10 +310,8 @@ async fn check_cluster_mode(
     con: &mut MultiplexedConnection,
     expected: Option<bool>,
 ) -> Result<bool, BackendError> {
-    let info: String = match redis::cmd("INFO").arg("cluster").query_async(con).await {
-        Ok(info) => info,
-        Err(e) if e.code() == Some("NOPERM") => return Ok(expected.unwrap_or(false)),
-        Err(e) => return Err(connect_error(url, scrubber, &e)),
+    let Some(info) = info_unless_denied(url, scrubber, con, redis::cmd("INFO").arg("cluster")).await? else {
+        return Ok(expected.unwrap_or(false));
     };
     let enabled = info.lines().any(|l| l.trim() == "cluster_enabled:1");
     let address = url.address();
@@ -331,6 +329,21 @@ async fn check_cluster_mode(
     }
 }
 
+/// The text an `INFO`-like command answers; `None` when an ACL keeps the user from it: such a
+/// user can still run agora, and what the command would have checked goes unchecked.
+async fn info_unless_denied(
+    url: &RedisUrl,
+    scrubber: &Scrubber,
+    con: &mut MultiplexedConnection,
+    command: &redis::Cmd,
+) -> Result<Option<String>, BackendError> {
+    match command.query_async(con).await {
+        Ok(info) => Ok(Some(info)),
+        Err(e) if e.code() == Some("NOPERM") => Ok(None),
+        Err(e) => Err(connect_error(url, scrubber, &e)),
+    }
+}
+
 /// Enough reconnection attempts (at most 2 s apart) to cover `timeout`.
 fn retries_within(timeout: Duration) -> usize {
     (timeout.as_secs() as usize / 2).clamp(3, 10_000)
@@ -341,14 +354,9 @@ async fn check_server(
     scrubber: &Scrubber,
     con: &mut MultiplexedConnection,
 ) -> Result<(), BackendError> {
-    let info: String = match redis::cmd("INFO").arg("server").query_async(con).await {
-        Ok(info) => info,
-        // A user kept from INFO by an ACL can still run agora; the version goes unchecked.
-        Err(e) if e.code() == Some("NOPERM") => {
-            tracing::debug!("cannot check the Redis version: {e}");
-            return Ok(());
-        }
-        Err(e) => return Err(connect_error(url, scrubber, &e)),
+    let Some(info) = info_unless_denied(url, scrubber, con, redis::cmd("INFO").arg("server")).await? else {
+        tracing::debug!("cannot check the Redis version: INFO is not allowed");
+        return Ok(());
     };
     let version = info
         .lines()
@@ -380,10 +388,8 @@ async fn check_cluster_state(
     scrubber: &Scrubber,
     con: &mut MultiplexedConnection,
 ) -> Result<(), BackendError> {
-    let info: String = match redis::cmd("CLUSTER").arg("INFO").query_async(con).await {
-        Ok(info) => info,
-        Err(e) if e.code() == Some("NOPERM") => return Ok(()),
-        Err(e) => return Err(connect_error(url, scrubber, &e)),
+    let Some(info) = info_unless_denied(url, scrubber, con, redis::cmd("CLUSTER").arg("INFO")).await? else {
+        return Ok(());
     };
     match info.lines().find_map(|l| l.trim().strip_prefix("cluster_state:")) {
         Some("ok") | None => Ok(()),
