@@ -28,33 +28,37 @@ static PROBE: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
+/// One command as the rights check sends it: its words, owned.
+fn command(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|p| p.to_string()).collect()
+}
+
 /// Every command a run (and its workers) sends, with its keys, as Redis's ACL sees them.
 fn commands(keys: &Keys) -> Vec<Vec<String>> {
     let (stream, state, record, lease) = (&keys.stream, keys.agent_state(), keys.checkpoint(), keys.lease());
     let (list, zset) = (keys.cache_list("agent"), keys.cache_timestamps());
-    let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
     let mut all = consumer_group_commands(stream);
     all.extend([
-        c(&["XREAD", "STREAMS", stream, "0"]),
-        c(&["RPUSH", &list, "x"]),
-        c(&["LRANGE", &list, "0", "-1"]),
-        c(&["ZADD", &zset, "0", "x"]),
-        c(&["ZREVRANGEBYSCORE", &zset, "+inf", "-inf"]),
-        c(&["ZCOUNT", &zset, "-inf", "+inf"]),
-        c(&["ZRANGE", &zset, "0", "0"]),
-        c(&["HSET", &state, "a", "x"]),
-        c(&["HMGET", &state, "a"]),
-        c(&["HSET", &record, "a", "x"]),
-        c(&["HGETALL", &record]),
-        c(&["HGET", &record, "a"]),
-        c(&["GET", &lease]),
-        c(&["SET", &lease, "x"]),
-        c(&["SCAN", "0"]),
-        c(&["PING"]),
+        command(&["XREAD", "STREAMS", stream, "0"]),
+        command(&["RPUSH", &list, "x"]),
+        command(&["LRANGE", &list, "0", "-1"]),
+        command(&["ZADD", &zset, "0", "x"]),
+        command(&["ZREVRANGEBYSCORE", &zset, "+inf", "-inf"]),
+        command(&["ZCOUNT", &zset, "-inf", "+inf"]),
+        command(&["ZRANGE", &zset, "0", "0"]),
+        command(&["HSET", &state, "a", "x"]),
+        command(&["HMGET", &state, "a"]),
+        command(&["HSET", &record, "a", "x"]),
+        command(&["HGETALL", &record]),
+        command(&["HGET", &record, "a"]),
+        command(&["GET", &lease]),
+        command(&["SET", &lease, "x"]),
+        command(&["SCAN", "0"]),
+        command(&["PING"]),
         // A step is MULTI, its script, XACK, EXEC.
-        c(&["MULTI"]),
-        c(&["EXEC"]),
-        c(&["EVAL", "return 0", "1", stream]),
+        command(&["MULTI"]),
+        command(&["EXEC"]),
+        command(&["EVAL", "return 0", "1", stream]),
     ]);
     all.extend(bookkeeping_commands(keys));
     if keys.cluster {
@@ -65,27 +69,27 @@ fn commands(keys: &Keys) -> Vec<Vec<String>> {
 
 /// What a run sends to the stream `key` its agents' consumer groups live on.
 fn consumer_group_commands(key: &str) -> Vec<Vec<String>> {
-    let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
     vec![
-        c(&["XGROUP", "CREATE", key, "g", "0", "MKSTREAM"]),
-        c(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", key, ">"]),
-        c(&["XACK", key, "g", "0-1"]),
-        c(&["XADD", key, "*", "f", "v"]),
-        c(&["XAUTOCLAIM", key, "g", "c", "0", "0-0"]),
-        c(&["XINFO", "GROUPS", key]),
-        c(&["XINFO", "CONSUMERS", key, "g"]),
-        c(&["XGROUP", "DELCONSUMER", key, "g", "c"]),
-        c(&["XGROUP", "DESTROY", key, "g"]),
-        c(&["XRANGE", key, "-", "+"]),
-        c(&["XREVRANGE", key, "+", "-"]),
-        c(&["XTRIM", key, "MINID", "0"]),
-        c(&["XLEN", key]),
-        c(&["XPENDING", key, "g"]),
+        command(&["XGROUP", "CREATE", key, "g", "0", "MKSTREAM"]),
+        command(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", key, ">"]),
+        command(&["XACK", key, "g", "0-1"]),
+        command(&["XADD", key, "*", "f", "v"]),
+        command(&["XAUTOCLAIM", key, "g", "c", "0", "0-0"]),
+        command(&["XINFO", "GROUPS", key]),
+        command(&["XINFO", "CONSUMERS", key, "g"]),
+        command(&["XGROUP", "DELCONSUMER", key, "g", "c"]),
+        command(&["XGROUP", "DESTROY", key, "g"]),
+        command(&["XRANGE", key, "-", "+"]),
+        command(&["XREVRANGE", key, "+", "-"]),
+        command(&["XTRIM", key, "MINID", "0"]),
+        command(&["XLEN", key]),
+        command(&["XPENDING", key, "g"]),
     ]
 }
 
-/// What a run on a cluster sends besides (the agents' inboxes with their groups): an agent's outbox and state, the relays' records
-/// (see `outbox`), the relay scripts by hash, and the cluster's layout.
+/// What a run on a cluster sends besides: the agents' inboxes with their groups, an agent's
+/// outbox and state, the relays' records (see `outbox`), the relay script by hash, and the
+/// cluster's layout.
 fn cluster_commands(keys: &Keys) -> Vec<Vec<String>> {
     let (inbox, outbox, state) = (
         keys.inbox("agent"),
@@ -97,22 +101,21 @@ fn cluster_commands(keys: &Keys) -> Vec<Vec<String>> {
         keys.relayed(&keys.stream),
         keys.relayed(&keys.dead_letters()),
     ];
-    let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
     let mut all = consumer_group_commands(&inbox);
     all.extend([
-        c(&["XADD", &outbox, "*", "f", "v"]),
-        c(&["XRANGE", &outbox, "-", "+"]),
-        c(&["XDEL", &outbox, "0-1"]),
-        c(&["HSET", &state, "a", "x"]),
-        c(&["HGET", &state, "a"]),
-        c(&["EVALSHA", "0000000000000000000000000000000000000000", "1", &inbox]),
-        c(&["SCRIPT", "LOAD", "return 0"]),
-        c(&["CLUSTER", "SLOTS"]),
-        c(&["CLUSTER", "NODES"]),
+        command(&["XADD", &outbox, "*", "f", "v"]),
+        command(&["XRANGE", &outbox, "-", "+"]),
+        command(&["XDEL", &outbox, "0-1"]),
+        command(&["HSET", &state, "a", "x"]),
+        command(&["HGET", &state, "a"]),
+        command(&["EVALSHA", "0000000000000000000000000000000000000000", "1", &inbox]),
+        command(&["SCRIPT", "LOAD", "return 0"]),
+        command(&["CLUSTER", "SLOTS"]),
+        command(&["CLUSTER", "NODES"]),
     ]);
     for key in &relayed {
-        all.push(c(&["HGET", key, "a"]));
-        all.push(c(&["HSET", key, "a", "x"]));
+        all.push(command(&["HGET", key, "a"]));
+        all.push(command(&["HSET", key, "a", "x"]));
     }
     all
 }
@@ -128,21 +131,20 @@ fn bookkeeping_commands(keys: &Keys) -> Vec<Vec<String>> {
     );
     let (control, reports, workers, lease) = (keys.control(), keys.reports(), keys.workers(), keys.lease());
     let (list, zset) = (keys.cache_list("agent"), keys.cache_timestamps());
-    let c = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
     let mut all = Vec::new();
     for bookkeeping in [&dead, &control, &reports] {
-        all.push(c(&["XADD", bookkeeping, "*", "f", "v"]));
-        all.push(c(&["XRANGE", bookkeeping, "-", "+"]));
-        all.push(c(&["XREAD", "STREAMS", bookkeeping, "0"]));
-        all.push(c(&["XTRIM", bookkeeping, "MINID", "0"]));
+        all.push(command(&["XADD", bookkeeping, "*", "f", "v"]));
+        all.push(command(&["XRANGE", bookkeeping, "-", "+"]));
+        all.push(command(&["XREAD", "STREAMS", bookkeeping, "0"]));
+        all.push(command(&["XTRIM", bookkeeping, "MINID", "0"]));
     }
-    all.push(c(&["HSET", &workers, "a", "x"]));
-    all.push(c(&["HGETALL", &workers]));
+    all.push(command(&["HSET", &workers, "a", "x"]));
+    all.push(command(&["HGETALL", &workers]));
     let (answers, model_use) = (keys.answers(), keys.model_use());
-    all.push(c(&["HSETNX", &answers, "k", "x"]));
-    all.push(c(&["HGET", &answers, "k"]));
-    all.push(c(&["HVALS", &answers]));
-    all.push(c(&["HINCRBY", &model_use, "k", "1"]));
+    all.push(command(&["HSETNX", &answers, "k", "x"]));
+    all.push(command(&["HGET", &answers, "k"]));
+    all.push(command(&["HVALS", &answers]));
+    all.push(command(&["HINCRBY", &model_use, "k", "1"]));
     for key in [
         stream.as_str(),
         &dead,
@@ -157,8 +159,8 @@ fn bookkeeping_commands(keys: &Keys) -> Vec<Vec<String>> {
         &list,
         &zset,
     ] {
-        all.push(c(&["TYPE", key]));
-        all.push(c(&["DEL", key]));
+        all.push(command(&["TYPE", key]));
+        all.push(command(&["DEL", key]));
     }
     all
 }
