@@ -297,13 +297,14 @@ impl RedisBackend {
     }
 }
 
-/// `XADD key * field value ...` into `pipe`.
+/// `XADD key id field value ...` into `pipe` (`id` is `*` for the server to number it).
 fn xadd(
     pipe: &mut Pipeline,
     key: &str,
+    id: &str,
     fields: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
 ) {
-    pipe.cmd("XADD").arg(key).arg("*");
+    pipe.cmd("XADD").arg(key).arg(id);
     for (k, v) in fields {
         pipe.arg(k.as_ref()).arg(v.as_ref());
     }

@@ -40,6 +40,7 @@ impl RedisBackend {
             xadd(
                 &mut pipe,
                 &self.inner.keys.stream,
+                "*",
                 fields.iter().map(|(k, v)| (k, v)),
             );
         }
@@ -64,10 +65,7 @@ impl RedisBackend {
         let mut pipe = redis::pipe();
         for (inboxes, id, fields) in copies {
             for inbox in inboxes {
-                pipe.cmd("XADD").arg(inbox).arg(&id);
-                for (k, v) in fields {
-                    pipe.arg(k).arg(v);
-                }
+                xadd(&mut pipe, inbox, &id, fields.iter().map(|(k, v)| (k, v)));
             }
         }
         if !pipe.is_empty() {
