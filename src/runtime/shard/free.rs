@@ -6,7 +6,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use super::{FREE_STEPS_IN_FLIGHT, IDLE_WAIT, READ_COUNT, Shard, StepFuture, WINDOW};
+use super::{IDLE_WAIT, READ_COUNT, Shard, StepFuture, WINDOW, free_steps_in_flight};
 use crate::backend::{Backend, GroupRead};
 use crate::runtime::RunError;
 use crate::runtime::agent::{StepKind, StepReport};
@@ -132,10 +132,7 @@ impl<B: Backend> Shard<B> {
 
     /// Reads the groups of the agents with room for another step and hands each its batch.
     async fn dispatch(&self, feeding: &mut Feeding, pending: bool) -> Result<Round, RunError> {
-        let room = match self.backend.kind() {
-            crate::backend::BackendKind::Memory => 1,
-            _ => FREE_STEPS_IN_FLIGHT,
-        };
+        let room = free_steps_in_flight(self.backend.kind());
         let ready: Vec<usize> = (0..self.agents.len())
             .filter(|&i| feeding.in_flight[i] < room)
             .collect();

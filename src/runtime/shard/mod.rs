@@ -33,7 +33,7 @@ use super::model::{ModelClient, Recording};
 use super::pacing::{AgentPace, Pacer};
 use super::programs::Programs;
 use super::reconnect::Reconnect;
-use crate::backend::{Backend, GroupRead};
+use crate::backend::{Backend, BackendKind, GroupRead};
 use crate::message::Batch;
 use crate::scenario::{AgentSpec, Mode, Scenario};
 use crate::tally::Tally;
@@ -44,11 +44,16 @@ const WINDOW: usize = 256;
 const READ_COUNT: usize = 1024;
 /// The most pending entries one group read asks for.
 const PENDING_COUNT: usize = 100_000;
-/// Free mode on Redis: steps an agent may have queued, so that its next batch is read while
-/// it commits the last one (steps still run one at a time, in order). On the embedded
+/// Free mode: steps an agent may have queued. On Redis two, so that its next batch is read
+/// while it commits the last one (steps still run one at a time, in order). On the embedded
 /// backend there is no round trip to hide, and a second step in flight only split what the
 /// agent would have read in one batch into two steps (W1: 13% slower), so one.
-const FREE_STEPS_IN_FLIGHT: usize = 2;
+fn free_steps_in_flight(backend: BackendKind) -> usize {
+    match backend {
+        BackendKind::Memory => 1,
+        _ => 2,
+    }
+}
 /// The fewest agents a shard spreads over threads ([`AgentThreads`]).
 const THREADED_AGENTS: usize = 500;
 /// How long an idle free-mode shard waits for new entries before it looks again.
@@ -146,7 +151,7 @@ struct AgentThreads {
 
 impl AgentThreads {
     fn for_run<B: Backend>(backend: &B, scenario: &Scenario, agents: usize, wanted: Option<usize>) -> Self {
-        let plain = backend.kind() == crate::backend::BackendKind::Memory
+        let plain = backend.kind() == BackendKind::Memory
             && scenario.mode == Mode::Lockstep
             && scenario.programs.is_empty()
             && scenario.llm.is_none();
