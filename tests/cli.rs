@@ -338,6 +338,10 @@ fn bad_input(output: &Output, expect: &str) {
 fn careless_command_lines_are_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     bad_input(&agora().output().unwrap(), "no command given");
+    // Every command is named, the later ones too.
+    for command in ["plot", "sweep", "inspect"] {
+        bad_input(&agora().output().unwrap(), command);
+    }
     // --out naming a file: refused before anything runs.
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();

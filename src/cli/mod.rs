@@ -73,7 +73,13 @@ fn clap_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprintln!("error: no command given: run, worker, check, behaviours, cleanup or inspect");
+            // The commands as clap knows them, so that the list cannot fall behind.
+            let commands: Vec<String> = <Cli as clap::CommandFactory>::command()
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set())
+                .map(|c| c.get_name().to_string())
+                .collect();
+            eprintln!("error: no command given: {}", commands.join(", "));
             eprintln!("hint: agora run scenarios/gossip.toml runs a scenario; agora --help says more");
             ExitCode::from(exit::BAD_INPUT)
         }
