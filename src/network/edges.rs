@@ -59,34 +59,31 @@ pub fn read(path: &Path, index_of: impl Fn(&str) -> Option<u32>) -> Result<EdgeL
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .comment(Some(b'#'))
+        // Field counts are checked below, to say what a line should hold in our words.
+        .flexible(true)
         .from_reader(bytes.as_slice());
-    let headers = reader
-        .headers()
-        .map_err(|e| EdgeListError::at(Some(1), e.to_string()))?
-        .clone();
-    if headers.is_empty() {
-        return Err(EdgeListError::at(
-            None,
-            "the file is empty; it must start with the header \"follower,followee\", then one follow a line"
-                .to_string(),
-        ));
-    }
-    if headers.len() != 2 || &headers[0] != "follower" || &headers[1] != "followee" {
-        return Err(EdgeListError::at(
-            Some(1),
-            format!(
-                "the header is {:?}; it must be \"follower,followee\"",
-                headers.iter().collect::<Vec<_>>().join(",")
-            ),
-        ));
-    }
+    check_header(&mut reader)?;
     let mut list = EdgeList::default();
     // Where each follow was first given, to name it when it comes again.
     let mut first_given: HashMap<(u32, u32), u64> = HashMap::new();
     for record in reader.records() {
         let record =
-            record.map_err(|e| EdgeListError::at(line_at(e.position()), format!("not two fields: {e}")))?;
+            record.map_err(|e| EdgeListError::at(line_at(e.position()), format!("unreadable: {e}")))?;
         let line = line_at(record.position());
+        // A line of spaces is as blank as an empty one.
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        if record.len() != 2 {
+            return Err(EdgeListError::at(
+                line,
+                format!(
+                    "{} field{} where a line holds two, the follower's name and the followee's (follower,followee)",
+                    record.len(),
+                    if record.len() == 1 { "" } else { "s" }
+                ),
+            ));
+        }
         let name = |i: usize| -> Result<u32, EdgeListError> {
             let name = &record[i];
             index_of(name).ok_or_else(|| {
@@ -119,6 +116,31 @@ pub fn read(path: &Path, index_of: impl Fn(&str) -> Option<u32>) -> Result<EdgeL
         }
     }
     Ok(list)
+}
+
+/// Refuses an empty file, or a header other than `follower,followee`.
+fn check_header(reader: &mut csv::Reader<&[u8]>) -> Result<(), EdgeListError> {
+    let headers = reader
+        .headers()
+        .map_err(|e| EdgeListError::at(Some(1), e.to_string()))?
+        .clone();
+    if headers.is_empty() {
+        return Err(EdgeListError::at(
+            None,
+            "the file is empty; it must start with the header \"follower,followee\", then one follow a line"
+                .to_string(),
+        ));
+    }
+    if headers.len() != 2 || &headers[0] != "follower" || &headers[1] != "followee" {
+        return Err(EdgeListError::at(
+            Some(1),
+            format!(
+                "the header is {:?}; it must be \"follower,followee\"",
+                headers.iter().collect::<Vec<_>>().join(",")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Where the record the csv reader places at `at` begins: its position is where it started
@@ -171,6 +193,17 @@ mod tests {
         assert_eq!(header.line, Some(1));
         let short = read_text("follower,followee\na1\n").unwrap_err();
         assert_eq!(short.line, Some(2), "{}", short.message);
+        assert!(
+            short.message.starts_with("1 field where a line holds two"),
+            "{}",
+            short.message
+        );
+        let long = read_text("follower,followee\na1,a2,a3\n").unwrap_err();
+        assert_eq!(long.line, Some(2), "{}", long.message);
+        assert!(long.message.starts_with("3 fields"), "{}", long.message);
+        // A line of spaces is skipped as a blank one is.
+        let spaces = read_text("follower,followee\na1,a2\n   \na2,a1\n").unwrap();
+        assert_eq!(spaces.follows, [(1, 2), (2, 1)]);
         let empty = read_text("").unwrap_err();
         assert!(empty.message.contains("the file is empty"), "{}", empty.message);
     }
