@@ -267,6 +267,32 @@ fn an_edge_list_and_tables_that_follow_tables() {
 }
 
 #[test]
+fn the_table_at_the_end_keeps_one_column_with_long_metric_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", SMALL_WORLD);
+    let out = tempfile::tempdir().unwrap();
+    let shown = agora()
+        .arg("run")
+        .arg(&scenario)
+        .args(["--no-plots", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = text(&shown.stdout);
+    assert!(stdout.contains("_degree_"), "{stdout}");
+    // Where each row's value begins: after the key and the spaces that pad it.
+    let columns: BTreeSet<usize> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(|l| {
+            let key_end = 2 + l[2..].find("  ").unwrap();
+            key_end + l[key_end..].find(|c: char| c != ' ').unwrap()
+        })
+        .collect();
+    assert_eq!(columns.len(), 1, "{stdout}");
+}
+
+#[test]
 fn an_edge_list_warns_of_each_line_it_leaves_out() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = chain(dir.path());

@@ -81,23 +81,25 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     progress.finish();
     let outcome = outcome?;
     let s = &outcome.summary;
-    println!("{}", s.table().trim_end());
-    println!("  transcript    {}", outcome.transcript.display());
-    println!("  summary       {}", outcome.summary_path.display());
+    let mut files = vec![
+        ("transcript", outcome.transcript.display().to_string()),
+        ("summary", outcome.summary_path.display().to_string()),
+    ];
     if let Some(path) = &outcome.dead_letters_path {
-        println!("  dead letters  {}", path.display());
+        files.push(("dead letters", path.display().to_string()));
     }
     if !args.no_plots {
         // The run's outputs are written: a plot that cannot be drawn is a warning, not a
         // failed run.
         match crate::plot::draw_run(&outcome.run_dir) {
-            Ok(_) => println!(
-                "  plots         {}",
-                outcome.run_dir.join(crate::plot::PLOTS_DIR).display()
-            ),
+            Ok(_) => files.push((
+                "plots",
+                outcome.run_dir.join(crate::plot::PLOTS_DIR).display().to_string(),
+            )),
             Err(e) => tracing::warn!("the plots were not drawn: {e}"),
         }
     }
+    println!("{}", s.table(&files).trim_end());
     println!("transcript sha256: {}", s.transcript_sha256);
     if let Some(error) = outcome.error {
         let e = Error::from(error);

@@ -229,8 +229,9 @@ impl MetricSeries {
 }
 
 impl Summary {
-    /// The table printed at the end of a run.
-    pub fn table(&self) -> String {
+    /// The table printed at the end of a run, with `files` (what the run wrote: name, path)
+    /// as its last rows, all in one column.
+    pub fn table<'a>(&'a self, files: &[(&'a str, String)]) -> String {
         let mut rows: Vec<(&str, String)> = vec![
             ("scenario", format!("{} (seed {})", self.scenario, self.seed)),
             (
@@ -306,13 +307,19 @@ impl Summary {
             };
             rows.push((name.as_str(), shown));
         }
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        let mut out = String::new();
-        for (key, value) in rows {
-            let _ = writeln!(out, "  {key:<width$}  {value}");
-        }
-        out
+        rows.extend_from_slice(files);
+        aligned(&rows)
     }
+}
+
+/// `rows` as lines of `  key  value`, the values in one column.
+fn aligned(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in rows {
+        let _ = writeln!(out, "  {key:<width$}  {value}");
+    }
+    out
 }
 
 /// A series as `1 3 7 ... 40 40`, at most a dozen numbers.
