@@ -575,3 +575,36 @@ fn free_mode_keeps_the_least_interval_between_publishes() {
     let (_, took) = paced("0s", "600ms");
     assert!(took >= std::time::Duration::from_millis(600), "{took:?}");
 }
+
+#[test]
+fn an_unreachable_redis_offers_the_embedded_backend_only_to_a_run() {
+    // Nothing listens on port 1 (binding it takes root).
+    let url = "redis://127.0.0.1:1/0";
+    let run = agora()
+        .args(["run", "scenarios/relay.toml", "--quiet", "--redis-url", url])
+        .output()
+        .unwrap();
+    let inspect = agora()
+        .args(["inspect", "--stream", "relay", "--redis-url", url])
+        .output()
+        .unwrap();
+    let cleanup = agora()
+        .args(["cleanup", "--stream", "relay", "--redis-url", url])
+        .output()
+        .unwrap();
+    for output in [&run, &inspect, &cleanup] {
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("nothing is listening"), "{stderr}");
+        assert!(stderr.contains("hint: start Redis"), "{stderr}");
+    }
+    assert!(text(&run.stderr).contains("or run on the embedded backend with --backend memory"));
+    for output in [&inspect, &cleanup] {
+        // They need Redis itself: the embedded backend is no way out.
+        assert!(
+            !text(&output.stderr).contains("--backend memory"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}

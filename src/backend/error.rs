@@ -88,4 +88,17 @@ impl BackendError {
     pub fn hint(&self) -> Option<String> {
         self.hint.clone()
     }
+
+    /// For `agora run`, which can do without Redis: a backend that cannot be reached adds the
+    /// embedded one to what to do. (`inspect`, `cleanup` and `worker` need Redis itself.)
+    pub fn or_in_memory(mut self) -> Self {
+        if self.is_unavailable() {
+            let alternative = "run on the embedded backend with --backend memory";
+            self.hint = Some(match self.hint.take() {
+                Some(hint) => format!("{hint}; or {alternative}"),
+                None => alternative.to_string(),
+            });
+        }
+        self
+    }
 }

@@ -47,8 +47,35 @@ Ctrl-C (the outputs are written; --resume continues a Redis run).")]
     /// List the behaviours and their parameters (with a scenario: its programs' too)
     Behaviours(BehavioursArgs),
     /// Delete a run's keys from Redis: stream, groups, dead letters, cache
+    #[command(after_help = "\
+Deletes the stream, its consumer groups, its dead letters ({stream}:dead), the cache
+({cache-prefix}*), the run's record and its lease. A run of the stream still going is
+warned about, and stops when it finds its keys gone. The stream key is the scenario's
+backend.stream (its name unless set; `agora check` shows it).
+
+Example: agora cleanup --redis-url redis://127.0.0.1:6379/0 --stream gossip
+
+Exit codes: 0 deleted (also when there was nothing to delete), 2 the keys are not a run's,
+3 Redis cannot be used.")]
     Cleanup(CleanupArgs),
     /// Show a run's keys on Redis: stream length, groups' pending and lag, dead letters, cache
+    #[command(after_help = "\
+Reads, changes nothing, and may be run while the run goes on. Shows the stream and its
+length; the dead letters ({stream}:dead); the cache (agents' lists, their entries, the
+sorted set); the run's record (mode, tick, seed, as the run last wrote them); model calls
+when the run asks a model; on a Redis Cluster, what the agents' outboxes hold not relayed
+yet; who holds the run's lease; then one row per consumer group (one per agent):
+  consumers       the consumers reading in the group
+  pending         entries delivered to the group and not acknowledged yet
+  lag             entries of the stream the group has not read yet (? when Redis cannot tell)
+  last delivered  the id of the last entry the group read
+The stream key is the scenario's backend.stream (its name unless set; `agora check` shows it).
+
+Examples:
+  agora inspect --stream gossip
+  agora inspect --redis-url redis://127.0.0.1:6380/0 --stream gossip --json
+
+Exit codes: 0 shown, 2 no such stream (or its keys are not a run's), 3 Redis cannot be used.")]
     Inspect(InspectArgs),
     /// Draw a run's plots again from its folder (metrics.csv and agents.csv) into RUN_DIR/plots
     #[command(after_help = "\

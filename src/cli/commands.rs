@@ -7,7 +7,7 @@ use super::report_error;
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
 use crate::report::{Progress, StopReason};
-use crate::runtime::{self, RunOptions};
+use crate::runtime::{self, RunError, RunOptions};
 use crate::scenario::{self, BackendKind, Mode, Overrides, Scenario};
 
 pub(super) fn load(args: &ScenarioArgs, registry: &Registry) -> Result<Scenario, Error> {
@@ -79,7 +79,7 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     });
     let outcome = runtime::run(&scenario, &options, interrupted(), progress.clone());
     progress.finish();
-    let outcome = outcome?;
+    let mut outcome = outcome.map_err(or_in_memory)?;
     let s = &outcome.summary;
     let mut files = vec![
         ("transcript", outcome.transcript.display().to_string()),
@@ -101,8 +101,8 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     }
     println!("{}", s.table(&files).trim_end());
     println!("transcript sha256: {}", s.transcript_sha256);
-    if let Some(error) = outcome.error {
-        let e = Error::from(error);
+    if let Some(error) = outcome.error.take() {
+        let e = Error::from(or_in_memory(error));
         report_error(&e);
         return Ok(e.exit_code());
     }
@@ -167,6 +167,14 @@ async fn interrupted() {
             std::process::exit(130);
         }
     });
+}
+
+/// A run on a Redis that cannot be reached could run on the embedded backend instead.
+fn or_in_memory(error: RunError) -> RunError {
+    match error {
+        RunError::Backend(e) => RunError::Backend(e.or_in_memory()),
+        other => other,
+    }
 }
 
 pub(super) fn worker(args: WorkerArgs, registry: &Registry) -> Result<u8, Error> {

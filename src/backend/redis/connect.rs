@@ -46,7 +46,7 @@ impl Scrubber {
 }
 
 const START_HINT: &str = "start Redis with `docker compose up -d` (in agora's folder), or by hand with \
-`redis-server --port 6379 --appendonly yes`; or run on the embedded backend with --backend memory";
+`redis-server --port 6379 --appendonly yes`";
 
 /// An error from the first connection to `url`.
 pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError) -> BackendError {
