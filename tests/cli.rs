@@ -608,3 +608,98 @@ fn an_unreachable_redis_offers_the_embedded_backend_only_to_a_run() {
         );
     }
 }
+
+#[test]
+fn careless_inputs_are_told_in_the_users_words() {
+    let check = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = agora();
+        command.args(["check", "scenarios/llm-debate.toml"]).args(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+    // No names of agora's Rust types.
+    for (set, expect) in [
+        (
+            "network=5",
+            "network: invalid type: integer `5`, expected a table",
+        ),
+        ("llm.base_url=[1]", "expected a URL such as"),
+        ("agents.0.params.turns=5", "expected one of its names"),
+        ("agents.x.count=5", "cannot set `x` in a list of tables"),
+        ("scenario.seed.x=1", "which is an integer"),
+    ] {
+        let output = check(&["--set", set], &[]);
+        bad_input(&output, expect);
+        let stderr = text(&output.stderr);
+        assert!(!stderr.contains("struct") && !stderr.contains("enum"), "{stderr}");
+    }
+    // What starts as a TOML array, table or string must be one; a plain word stays a word.
+    bad_input(
+        &check(&["--set", "agents.0.params.vars=[1,2"], &[]),
+        "[1,2 is not a TOML value",
+    );
+    bad_input(
+        &check(&[], &[("AGORA_SCENARIO__NAME", "\"open")]),
+        "environment variable AGORA_SCENARIO__NAME",
+    );
+    assert!(check(&["--set", "scenario.name=plain"], &[]).status.success());
+    // A server from the environment is blamed on the environment, not on the file.
+    let output = check(&[], &[("OPENAI_BASE_URL", "notaurl")]);
+    bad_input(&output, "environment variable OPENAI_BASE_URL");
+    // One table written as a list of tables.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        "[[scenario]]\nname = \"x\"\n[[agents]]\nid = \"a\"\nbehaviour = \"gossip\"\n",
+    )
+    .unwrap();
+    let output = agora().arg("check").arg(&file).output().unwrap();
+    bad_input(&output, "[[scenario]] makes a list of tables");
+    assert!(text(&output.stderr).contains("hint: write [scenario]"));
+    // An unknown section names those there are.
+    bad_input(
+        &check(&[], &[("AGORA_FOO__BAR", "1")]),
+        "scenario, backend, output, llm, network",
+    );
+    // Negative numbers are wrong values, not unknown flags.
+    let output = agora()
+        .args(["sweep", "scenarios/opinion.toml", "--seeds", "-1..3"])
+        .output()
+        .unwrap();
+    bad_input(&output, "--seeds -1..3");
+    let output = agora()
+        .args(["cleanup", "--stream", "s", "--num-groups", "-1"])
+        .output()
+        .unwrap();
+    bad_input(&output, "expected a whole number");
+}
+
+#[test]
+fn more_workers_than_can_be_used_are_refused_before_any_starts() {
+    // Refused before Redis is asked: nothing listens on port 1.
+    for (workers, expect) in [
+        ("6", "the scenario has 5 agents"),
+        ("5000", "the scenario has 5 agents"),
+    ] {
+        let output = agora()
+            .args(["run", "scenarios/relay.toml", "--quiet", "--workers", workers])
+            .args(["--redis-url", "redis://127.0.0.1:1/0"])
+            .output()
+            .unwrap();
+        bad_input(&output, expect);
+    }
+    let output = agora()
+        .args(["run", "scenarios/relay.toml", "--quiet", "--workers", "2000"])
+        .args([
+            "--set",
+            "agents.0.count=3000",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+        ])
+        .output()
+        .unwrap();
+    bad_input(&output, "at most 1024 worker processes");
+}

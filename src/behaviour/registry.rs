@@ -172,7 +172,11 @@ fn refuse_unknown(table: &toml::Table, fields: &'static [&'static str]) -> Resul
 fn parse_params<P: DeserializeOwned>(table: &toml::Table) -> Result<P, BuildError> {
     serde_path_to_error::deserialize(table.clone()).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.inner().message().to_string();
+        let mut message = e.inner().message().to_string();
+        if message == "invalid type: unit variant, expected string only" {
+            // The toml crate's words for a number or table where one of an enum's names goes.
+            message = "expected one of its names, as a string in quotes".to_string();
+        }
         let key = if path != "." && !path.is_empty() {
             Some(path)
         } else {

@@ -111,7 +111,7 @@ pub(super) struct SweepArgs {
     pub vary: Vec<String>,
     /// The seeds of every combination: a range A..B, both ends included (1..10 is ten seeds),
     /// or a list such as 1,2,5 [default: the scenario's seed]
-    #[arg(long, value_name = "SEEDS")]
+    #[arg(long, value_name = "SEEDS", allow_hyphen_values = true)]
     pub seeds: Option<String>,
     /// How many runs at a time [default: the number of cores]
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number::<u32>)]
@@ -236,7 +236,7 @@ pub(super) struct CleanupArgs {
     #[arg(long, value_name = "KEY")]
     pub stream: String,
     /// Delete groups {group-prefix}1..N instead of those XINFO GROUPS lists
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number::<u64>)]
     pub num_groups: Option<u64>,
     /// Consumer group prefix
     #[arg(long, value_name = "P", default_value = "group_")]

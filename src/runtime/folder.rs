@@ -44,6 +44,8 @@ pub(crate) struct Claim<'a> {
     pub fingerprint: String,
     /// Replace the outputs of a run of another scenario.
     pub overwrite: bool,
+    /// `--resume`: the folder should hold this very run.
+    pub resume: bool,
 }
 
 fn refused(message: String, hint: &str) -> RunError {
@@ -130,6 +132,15 @@ impl RunFolder {
             && mark.fingerprint != claim.fingerprint
             && !claim.overwrite
         {
+            if claim.resume {
+                return Err(refused(
+                    format!(
+                        "--resume: the folder {} holds a run with other settings than these (another scenario, --set or seed): this is not the run that was interrupted",
+                        self.dir.display()
+                    ),
+                    "resume with the scenario (and --set, --seed, environment) the run started with, or start afresh without --resume",
+                ));
+            }
             return Err(refused(
                 format!(
                     "the folder {} holds a run of {} with other settings (another scenario, --set or seed): this run would replace its outputs",
@@ -183,6 +194,7 @@ mod tests {
             scenario: "s",
             fingerprint: fingerprint.to_string(),
             overwrite,
+            resume: false,
         }
     }
 
@@ -200,6 +212,23 @@ mod tests {
         drop(first);
         let other = RunFolder::claim(&dir, &claim("b", false)).err().unwrap();
         assert!(other.to_string().contains("with other settings"), "{other}");
+        let resumed = RunFolder::claim(
+            &dir,
+            &Claim {
+                resume: true,
+                ..claim("b", false)
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(
+            resumed.to_string().contains("not the run that was interrupted"),
+            "{resumed}"
+        );
+        assert!(
+            resumed.hint().unwrap().contains("the scenario (and --set"),
+            "{resumed:?}"
+        );
         let mut asked = RunFolder::claim(&dir, &claim("b", true)).unwrap();
         asked.keep(true);
         drop(asked);

@@ -105,6 +105,9 @@ pub fn run(
                 .to_string(),
         ));
     }
+    if let Some(workers) = options.workers {
+        ShardId::check_workers(workers, scenario.agents.len()).map_err(RunError::Usage)?;
+    }
     let system = actix_rt::System::new();
     system.block_on(async {
         let task = RunTask {

@@ -380,7 +380,10 @@ impl Default for LlmSection {
 
 /// One base URL, or several.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a URL such as \"http://127.0.0.1:8000/v1\", or a list of URLs"
+)]
 pub enum BaseUrls {
     One(String),
     Many(Vec<String>),

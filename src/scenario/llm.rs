@@ -63,9 +63,15 @@ pub(crate) fn validate(
     at: impl Fn(KeyPath, String) -> ScenarioError,
 ) -> Result<LlmConfig, ScenarioError> {
     let key = |k: &str| KeyPath::default().key("llm").key(k);
-    let base_urls = match &section.base_url {
-        Some(urls) => urls.to_vec(),
-        None => vec![std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| OPENAI.to_string())],
+    // Without base_url, the server is OpenAI's or $OPENAI_BASE_URL's: a bad one is blamed on
+    // the variable, not on a line of the file that does not name it.
+    let from_env = std::env::var("OPENAI_BASE_URL")
+        .ok()
+        .filter(|_| section.base_url.is_none());
+    let base_urls = match (&section.base_url, &from_env) {
+        (Some(urls), _) => urls.to_vec(),
+        (None, Some(url)) => vec![url.clone()],
+        (None, None) => vec![OPENAI.to_string()],
     };
     if base_urls.is_empty() {
         return Err(at(
@@ -81,13 +87,17 @@ pub(crate) fn validate(
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
                     Ok(trimmed)
                 }
-                _ => Err(at(
-                    key("base_url"),
-                    format!(
+                _ => {
+                    let message = format!(
                         "{:?} is not an http:// or https:// URL, such as http://127.0.0.1:8000/v1",
                         crate::backend::url::redact(&u)
-                    ),
-                )),
+                    );
+                    Err(match from_env {
+                        Some(_) => ScenarioError::new("environment variable OPENAI_BASE_URL", None, message)
+                            .with_hint("set OPENAI_BASE_URL to the server's URL, or give llm.base_url in the scenario"),
+                        None => at(key("base_url"), message),
+                    })
+                }
             }
         })
         .collect::<Result<Vec<_>, _>>()?;

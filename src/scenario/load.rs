@@ -122,6 +122,9 @@ pub fn load_str(
     validate::validate(file, &source, &origins, registry)
 }
 
+/// The sections that are one table each (`[[agents]]` is the one list of tables).
+const ONE_TABLE_SECTIONS: [&str; 5] = ["scenario", "backend", "output", "llm", "network"];
+
 /// Parses the file alone: syntax first, then types and unknown keys, both with a line.
 fn parse_file(source: &Source) -> Result<ScenarioFile, ScenarioError> {
     toml::from_str::<ScenarioFile>(&source.text).map_err(|e| {
@@ -133,8 +136,16 @@ fn parse_file(source: &Source) -> Result<ScenarioFile, ScenarioError> {
             )
         } else if err.key.as_deref() == Some("agents") && e.message().contains("expected a sequence") {
             err.with_hint("agent tables are written [[agents]], with two brackets: there may be several")
-        } else if err.key.as_deref().is_some_and(|k| k.starts_with("network[")) {
-            err.with_hint("the network is one table, written [network] with one pair of brackets")
+        } else if let Some(section) = ONE_TABLE_SECTIONS.iter().find(|s| {
+            err.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(&format!("{s}[")))
+        }) {
+            ScenarioError {
+                message: format!("[[{section}]] makes a list of tables, and {section} is one table"),
+                ..err
+            }
+            .with_hint(format!("write [{section}], with one pair of brackets"))
         } else {
             err
         }
@@ -168,7 +179,7 @@ fn deserialize(table: toml::Table) -> Result<ScenarioFile, (Option<String>, Stri
                 serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => path,
             };
         }
-        let message = e.inner().message().to_string();
+        let message = plain_words(e.inner().message());
         // serde reports an unknown key at its table, not at the key (most of the time: a key
         // added by --set is reported at itself): name it, once.
         let last = e.path().iter().next_back().and_then(|s| match s {
@@ -187,14 +198,26 @@ fn deserialize(table: toml::Table) -> Result<ScenarioFile, (Option<String>, Stri
     })
 }
 
+/// serde's message without the names of agora's Rust types, which mean nothing to a user:
+/// "expected struct NetworkSection" says "expected a table".
+fn plain_words(message: &str) -> String {
+    match message.split_once("expected struct ") {
+        Some((before, after)) => {
+            let rest = after.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
+            format!("{before}expected a table{rest}")
+        }
+        None => message.to_string(),
+    }
+}
+
 /// An error the TOML parser found in the file, at its line and key.
 fn file_error(source: &Source, e: &toml::de::Error) -> ScenarioError {
     let shown = source.path.display();
     let Some(span) = e.span() else {
-        return ScenarioError::new(shown.to_string(), None, e.message().to_string());
+        return ScenarioError::new(shown.to_string(), None, plain_words(e.message()));
     };
     let line = locate::line_of_offset(&source.text, span.start);
     let key = locate::path_at_offset(&source.text, span.start).to_string();
     let key = (!key.is_empty()).then_some(key);
-    ScenarioError::new(format!("{shown}:{line}"), key, e.message().to_string())
+    ScenarioError::new(format!("{shown}:{line}"), key, plain_words(e.message()))
 }

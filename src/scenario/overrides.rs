@@ -48,11 +48,12 @@ impl Overrides {
         };
         let key = key.trim();
         let path = parse_key(key).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
-        self.entries.push(Override {
-            path,
-            value: parse_value(raw.trim()),
-            origin,
-        });
+        let value = parse_value(raw.trim()).map_err(|m| {
+            ScenarioError::new(origin.clone(), Some(key.to_string()), m).with_hint(
+                "close arrays, tables and quotes, and quote the whole argument for the shell: --set 'agents.0.params.topics=[\"a\", \"b\"]'",
+            )
+        })?;
+        self.entries.push(Override { path, value, origin });
         Ok(())
     }
 
@@ -107,13 +108,18 @@ fn parse_key(key: &str) -> Result<KeyPath, String> {
     Ok(KeyPath::parse_dotted(key))
 }
 
-fn parse_value(raw: &str) -> toml::Value {
+/// A value as TOML, or else a plain word as a string. What begins as TOML's arrays, tables
+/// and quoted strings do (`[`, `{`, `"`, `'`) must be TOML: `[1,2` is a mistake, not a word.
+fn parse_value(raw: &str) -> Result<toml::Value, String> {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut table) => table
+        Ok(mut table) => Ok(table
             .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
-        Err(_) => toml::Value::String(raw.to_string()),
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()))),
+        Err(e) if raw.starts_with(['[', '{', '"', '\'']) => {
+            Err(format!("{} is not a TOML value: {}", shorten(raw), e.message()))
+        }
+        Err(_) => Ok(toml::Value::String(raw.to_string())),
     }
 }
 
@@ -144,11 +150,24 @@ impl Override {
                         ))
                     })?
                 }
-                (_, other) => {
+                (Segment::Key(k), toml::Value::Array(_)) => {
                     return Err(fail(format!(
-                        "cannot set a key inside {}, which is a {}",
+                        "cannot set `{k}` in a list of tables: its tables are numbered from 0"
+                    ))
+                    .with_hint(format!(
+                        "name the table by its number, as in --set {first}.0.count=50"
+                    )));
+                }
+                (_, other) => {
+                    let kind = other.type_str();
+                    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                        "an"
+                    } else {
+                        "a"
+                    };
+                    return Err(fail(format!(
+                        "cannot set a key inside {}, which is {article} {kind}",
                         shorten(&other.to_string()),
-                        other.type_str()
                     )));
                 }
             };
@@ -176,7 +195,13 @@ pub(super) fn environment_overrides(env: &[(String, String)]) -> Result<Vec<Over
                     origin,
                     None,
                     format!(
-                        "there is no section `{section}`: the sections are scenario, backend, output and llm"
+                        "there is no section `{section}`: the sections the environment may set are {}",
+                        SECTIONS
+                            .iter()
+                            .filter(|s| **s != "agents")
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
                 .with_hint(
@@ -209,10 +234,12 @@ pub(super) fn environment_overrides(env: &[(String, String)]) -> Result<Vec<Over
             )
             .with_hint("use --set agents.0.count=50 (tables are numbered from 0)"));
         }
+        let origin = shorten(&crate::backend::url::redact(&origin));
+        let value = parse_value(value.trim()).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
         found.push(Override {
             path: KeyPath::parse_dotted(&lower.replace("__", ".")),
-            value: parse_value(value.trim()),
-            origin: shorten(&crate::backend::url::redact(&origin)),
+            value,
+            origin,
         });
     }
     found.sort_by(|a, b| a.origin.cmp(&b.origin));
@@ -225,12 +252,22 @@ mod tests {
 
     #[test]
     fn set_values_are_toml_or_plain_words() {
-        assert_eq!(parse_value("7"), toml::Value::Integer(7));
-        assert_eq!(parse_value("0.5"), toml::Value::Float(0.5));
-        assert_eq!(parse_value("\"redis\""), toml::Value::String("redis".into()));
-        assert_eq!(parse_value("redis"), toml::Value::String("redis".into()));
-        assert_eq!(parse_value("two words"), toml::Value::String("two words".into()));
-        assert!(matches!(parse_value("{ fanout = 3 }"), toml::Value::Table(_)));
+        let value = |raw| parse_value(raw).unwrap();
+        assert_eq!(value("7"), toml::Value::Integer(7));
+        assert_eq!(value("0.5"), toml::Value::Float(0.5));
+        assert_eq!(value("\"redis\""), toml::Value::String("redis".into()));
+        assert_eq!(value("redis"), toml::Value::String("redis".into()));
+        assert_eq!(value("two words"), toml::Value::String("two words".into()));
+        assert_eq!(
+            value("redis://[::1]:6379"),
+            toml::Value::String("redis://[::1]:6379".into())
+        );
+        assert!(matches!(value("{ fanout = 3 }"), toml::Value::Table(_)));
+        // What starts as TOML must be TOML.
+        for broken in ["[1,2", "{ fanout = }", "\"unclosed", "'half"] {
+            let e = parse_value(broken).unwrap_err();
+            assert!(e.contains("is not a TOML value"), "{broken}: {e}");
+        }
     }
 
     #[test]

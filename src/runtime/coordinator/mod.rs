@@ -111,6 +111,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             scenario: &self.scenario.name,
             fingerprint: self.scenario.fingerprint(),
             overwrite: self.options.overwrite,
+            resume: self.options.resume,
         };
         // A recording is read and checked before anything is written.
         let recording = self

@@ -193,6 +193,27 @@ impl ShardId {
         Ok(ShardId { index, count })
     }
 
+    /// Whether `--workers N` can share out `agents` agents: at most [`MAX_SHARDS`] processes,
+    /// each hosting one agent or more.
+    ///
+    /// # Errors
+    ///
+    /// A message saying how many workers may be asked for.
+    pub fn check_workers(workers: u32, agents: usize) -> Result<(), String> {
+        if workers as usize > agents {
+            return Err(format!(
+                "--workers {workers}: the scenario has {agents} agent{}, and every worker hosts one or more: ask for {agents} at most",
+                if agents == 1 { "" } else { "s" }
+            ));
+        }
+        if workers > MAX_SHARDS {
+            return Err(format!(
+                "--workers {workers}: a run is shared out over at most {MAX_SHARDS} worker processes"
+            ));
+        }
+        Ok(())
+    }
+
     /// `I/N`, as `--shard` and the workers' hash write it.
     ///
     /// # Errors
