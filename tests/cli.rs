@@ -703,3 +703,31 @@ fn more_workers_than_can_be_used_are_refused_before_any_starts() {
         .unwrap();
     bad_input(&output, "at most 1024 worker processes");
 }
+
+#[test]
+fn output_that_cannot_be_written_and_a_font_that_is_not_one_are_not_bugs() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let output = agora().arg("behaviours").stdout(full).output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot write to standard output"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("bug"), "{stderr}");
+    // A run folder to plot, with a font that is not there.
+    let out = tempfile::tempdir().unwrap();
+    let run = agora()
+        .args(["run", "scenarios/relay.toml", "--quiet", "--no-plots", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let output = agora()
+        .arg("plot")
+        .arg(out.path().join("relay-1"))
+        .env("AGORA_FONT", out.path().join("no-such.ttf"))
+        .output()
+        .unwrap();
+    bad_input(&output, "environment variable AGORA_FONT");
+}

@@ -130,6 +130,10 @@ pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
     // drawn is not.
     let written = crate::plot::draw_run(&args.run_dir).map_err(|e| match e {
         PlotError::Data(message) => Error::Usage(message),
+        // The user named the font: a file that is not one is bad input.
+        PlotError::NoFont(message) if std::env::var_os("AGORA_FONT").is_some() => {
+            Error::Usage(format!("environment variable AGORA_FONT: {message}"))
+        }
         PlotError::NoFont(message) => Error::Failed {
             message,
             hint: Some("set AGORA_FONT to a .ttf file, or install fonts-dejavu-core".to_string()),

@@ -39,6 +39,12 @@ pub fn main(registry: Registry) -> ExitCode {
                 // what a shell reports for a process ended by SIGPIPE.
                 return ExitCode::from(141);
             }
+            if let Some(cause) = message.strip_prefix("failed printing to stdout: ") {
+                // A full disk, or a closed descriptor: not agora's fault, and not a bug.
+                eprintln!("error: cannot write to standard output: {cause}");
+                eprintln!("hint: check where the output goes (a full disk? a closed pipe?)");
+                return ExitCode::from(exit::RUN_FAILED);
+            }
             eprintln!("error: internal error: {message}");
             eprintln!("hint: this is a bug in agora; please report it with the scenario file");
             return ExitCode::from(exit::RUN_FAILED);

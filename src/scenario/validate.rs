@@ -463,7 +463,7 @@ fn greet_programs(
         let greeted = handshake::greet(spec, &hello).map_err(|failure| match failure {
             HelloFailure::Program(e) => err
                 .at(KeyPath::default().key("behaviours").key(name).key("command"), e.0)
-                .with_hint("run the command by hand, and see docs/protocol.md for what it must answer"),
+                .with_hint(program_hint(spec)),
             HelloFailure::Refused { table, key, message } => {
                 let t = using
                     .iter()
@@ -485,6 +485,28 @@ fn greet_programs(
 
 /// Every agent, named and numbered in declaration order: its table's id, count and
 /// behaviour checked, its name unique.
+/// What to do about a program that did not answer its hello. Its relative paths are read
+/// from the folder it runs in, which is agora's own unless `cwd` says otherwise: the usual
+/// slip when agora is started from another folder.
+fn program_hint(spec: &ProgramSpec) -> String {
+    let folder = match &spec.cwd {
+        Some(dir) => format!("{} (its cwd)", dir.display()),
+        None => std::env::current_dir().map_or_else(
+            |_| "agora's working directory".to_string(),
+            |d| {
+                format!(
+                    "{} (agora's working directory; set cwd to change it)",
+                    d.display()
+                )
+            },
+        ),
+    };
+    format!(
+        "run the command by hand, and see docs/protocol.md for what it must answer; it runs in {folder}, \
+         and relative paths in it are read from there"
+    )
+}
+
 fn name_agents(
     file: &ScenarioFile,
     err: &Errors<'_>,
