@@ -731,3 +731,33 @@ fn output_that_cannot_be_written_and_a_font_that_is_not_one_are_not_bugs() {
         .unwrap();
     bad_input(&output, "environment variable AGORA_FONT");
 }
+
+#[test]
+fn every_scenario_checked_reads_back_the_same_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir("scenarios").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let first = agora_for(&path).arg("check").arg(&path).output().unwrap();
+        assert!(
+            first.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&first.stderr)
+        );
+        let resolved = dir.path().join(path.file_name().unwrap());
+        std::fs::write(&resolved, &first.stdout).unwrap();
+        let again = agora_for(&path).arg("check").arg(&resolved).output().unwrap();
+        let stderr = text(&again.stderr);
+        assert!(again.status.success(), "{}: {stderr}", path.display());
+        assert!(!stderr.contains("warning"), "{}: {stderr}", path.display());
+        // The same scenario, but for the comment naming the file.
+        let body = |out: &Output| text(&out.stdout).lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert_eq!(body(&again), body(&first), "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} scenarios");
+}

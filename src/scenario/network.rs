@@ -161,7 +161,7 @@ fn check_size(
 }
 
 /// Warns about `llm` feed settings that do nothing: a network feed without a network, and
-/// recommendations without a `mix` feed.
+/// recommendations (other than the defaults) without a `mix` feed.
 fn warn_about_feeds(file: &ScenarioFile) {
     for (t, table) in file.agents.iter().enumerate() {
         if table.behaviour != "llm" {
@@ -177,9 +177,16 @@ fn warn_about_feeds(file: &ScenarioFile) {
                 "agents[{t}].params.feed_from = {from:?} needs a [network]; without one the feed is everyone's"
             );
         }
-        if from != "mix"
-            && (table.params.contains_key("recommended") || table.params.contains_key("recommend_by"))
-        {
+        // `agora check` prints every parameter with its default: those read back say nothing.
+        let defaults =
+            toml::Table::try_from(crate::behaviour::builtin::llm::LlmParams::default()).unwrap_or_default();
+        let set_apart = |key: &str| {
+            table
+                .params
+                .get(key)
+                .is_some_and(|v| defaults.get(key) != Some(v))
+        };
+        if from != "mix" && (set_apart("recommended") || set_apart("recommend_by")) {
             tracing::warn!(
                 "agents[{t}].params: `recommended` and `recommend_by` apply to feed_from = \"mix\" only"
             );
