@@ -675,6 +675,20 @@ fn careless_inputs_are_told_in_the_users_words() {
         .output()
         .unwrap();
     bad_input(&output, "expected a whole number");
+    // A run's own key is not a stream to clean up or inspect (nothing listens on port 1).
+    for command in ["cleanup", "inspect"] {
+        let output = agora()
+            .args([
+                command,
+                "--stream",
+                "x:dead",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+            ])
+            .output()
+            .unwrap();
+        bad_input(&output, "give the stream itself, --stream \"x\"");
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::args::{CleanupArgs, InspectArgs};
+use crate::backend::keys::RUN_KEYS;
 use crate::backend::redis::{RedisBackend, admin};
 use crate::backend::url::RedisUrl;
 use crate::backend::{Keys, RunStore};
@@ -27,6 +28,17 @@ fn connect_admin(
         .map_err(|e| Error::Scenario(ScenarioError::new(origin, None, e.message).with_hint(e.hint)))?;
     if stream.is_empty() {
         return Err(Error::Usage("--stream: the stream key must not be empty".into()));
+    }
+    // `x:dead` is one of run x's keys, never a run's stream (`agora run` refuses such names).
+    if let Some(suffix) = RUN_KEYS
+        .iter()
+        .map(|k| k.suffix)
+        .find(|s| !s.is_empty() && stream.ends_with(s) && stream.len() > s.len())
+    {
+        return Err(Error::Usage(format!(
+            "--stream {stream:?} is not a run's stream but one of its keys (runs keep {suffix:?} beside their stream): give the stream itself, --stream {:?}",
+            &stream[..stream.len() - suffix.len()]
+        )));
     }
     let cache_prefix = cache_prefix.map_or_else(|| Keys::default_cache_prefix(stream), str::to_string);
     Ok((url, Keys::new(stream, group_prefix, cache_prefix)))

@@ -112,7 +112,13 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
                 "no answer from Redis at {address} within {} s",
                 CONNECT_TIMEOUT.as_secs()
             ),
-            "check the host and port in the URL, and that a firewall lets you through",
+            if url.is_tls() {
+                // A TLS hello to a server without TLS gets no answer at all.
+                "check the host and port in the URL, and that a firewall lets you through; if that \
+                 Redis does not speak TLS, write redis:// instead of rediss://"
+            } else {
+                "check the host and port in the URL, and that a firewall lets you through"
+            },
         );
     }
     if matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType) || e.is_connection_dropped() {
