@@ -645,6 +645,14 @@ fn careless_inputs_are_told_in_the_users_words() {
         "environment variable AGORA_SCENARIO__NAME",
     );
     assert!(check(&["--set", "scenario.name=plain"], &[]).status.success());
+    // A flag and a --set of the same key: the flag wins, and says so.
+    let output = check(&["--seed", "5", "--set", "scenario.seed=6"], &[]);
+    assert!(text(&output.stdout).contains("seed = 5\n"));
+    assert!(
+        text(&output.stderr).contains("warning: --seed 5 wins over --set scenario.seed=6"),
+        "{}",
+        text(&output.stderr)
+    );
     // A server from the environment is blamed on the environment, not on the file.
     let output = check(&[], &[("OPENAI_BASE_URL", "notaurl")]);
     bad_input(&output, "environment variable OPENAI_BASE_URL");

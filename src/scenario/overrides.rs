@@ -63,11 +63,13 @@ impl Overrides {
             toml::Value::String(s) => shorten(&crate::backend::url::redact(s)),
             other => shorten(&other.to_string()),
         };
-        self.entries.push(Override {
-            path: KeyPath::parse_dotted(key),
-            value,
-            origin: format!("{flag} {shown}"),
-        });
+        let path = KeyPath::parse_dotted(key);
+        let origin = format!("{flag} {shown}");
+        // Flags come last and win; a --set of the same key with another value loses, loudly.
+        for earlier in self.entries.iter().filter(|e| e.path == path && e.value != value) {
+            tracing::warn!("{origin} wins over {} (both set {key})", earlier.origin);
+        }
+        self.entries.push(Override { path, value, origin });
     }
 
     pub fn is_empty(&self) -> bool {
