@@ -357,7 +357,7 @@ fn bad_networks_are_refused_with_the_place() {
     let output = agora().arg("check").arg(&doubled).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        text(&output.stderr).contains("written [network]"),
+        text(&output.stderr).contains("hint: write [network], with one pair of brackets"),
         "{}",
         text(&output.stderr)
     );
