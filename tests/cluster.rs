@@ -82,13 +82,8 @@ fn runs_on_a_three_node_cluster_give_their_memory_transcripts_and_spread_over_ev
 #[test]
 fn a_run_killed_on_a_cluster_resumes_to_its_transcript() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = write(
-        dir.path(),
-        "village.toml",
-        &SMALL_WORLD.replace("ticks = 25", "ticks = 300"),
-    );
-    let memory = tempfile::tempdir().unwrap();
-    let expected = hash(&run_ok(&scenario, memory.path(), &[]));
+    let (scenario, memory_run) = common::long_village(dir.path());
+    let expected = hash(&memory_run);
     let cluster = RedisCluster::start();
     let url = cluster.url();
     let out = tempfile::tempdir().unwrap();

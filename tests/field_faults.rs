@@ -391,54 +391,28 @@ fn a_runs_folder_and_exit_code_are_its_own() {
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     assert_eq!(summary(&folder)["stop_reason"], "interrupted");
     // The folder belongs to that scenario: other parameters are refused unless asked.
-    let other = agora()
-        .args([
-            "run",
-            "scenarios/opinion.toml",
-            "--quiet",
-            "--set",
-            "agents.0.params.epsilon=0.3",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stderr = bad_input(&other, "\u{1b}");
+    let run_with = |extra: &[&str]| {
+        agora()
+            .args(["run", "scenarios/opinion.toml", "--quiet", "--out"])
+            .arg(out.path())
+            .args(["--set", "agents.0.params.epsilon=0.3"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let stderr = bad_input(&run_with(&[]), "\u{1b}");
     assert!(
         stderr.contains("with other settings") && stderr.contains("--overwrite"),
         "{stderr}"
     );
-    let asked = agora()
-        .args([
-            "run",
-            "scenarios/opinion.toml",
-            "--quiet",
-            "--set",
-            "agents.0.params.epsilon=0.3",
-            "--overwrite",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let asked = run_with(&["--overwrite"]);
     assert!(asked.status.success(), "{}", text(&asked.stderr));
     let s = summary(&folder);
     assert_eq!(s["parameters"]["agents"][0]["params"]["epsilon"], 0.3, "{s}");
     assert_eq!(s["fingerprint"].as_str().unwrap().len(), 64);
     assert_eq!(s["agora_version"], env!("CARGO_PKG_VERSION"));
     // The same scenario again is its own run again.
-    let again = agora()
-        .args([
-            "run",
-            "scenarios/opinion.toml",
-            "--quiet",
-            "--set",
-            "agents.0.params.epsilon=0.3",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let again = run_with(&[]);
     assert!(again.status.success(), "{}", text(&again.stderr));
 }
 

@@ -366,14 +366,8 @@ fn bad_networks_are_refused_with_the_place() {
 #[test]
 fn a_sparse_network_gives_one_transcript_on_every_backend_and_after_kills() {
     let dir = tempfile::tempdir().unwrap();
-    // Long enough for kills to land while it runs.
-    let scenario = write(
-        dir.path(),
-        "village.toml",
-        &SMALL_WORLD.replace("ticks = 25", "ticks = 300"),
-    );
-    let memory = tempfile::tempdir().unwrap();
-    let expected = hash(&run_ok(&scenario, memory.path(), &[]));
+    let (scenario, memory_run) = common::long_village(dir.path());
+    let expected = hash(&memory_run);
     let server = RedisServer::start();
     let url = server.url();
     for extra in [
@@ -399,7 +393,7 @@ fn a_sparse_network_gives_one_transcript_on_every_backend_and_after_kills() {
         server.completed_tick("village-killed")
     });
     assert_eq!(hash(&run_dir), expected, "after kills and --resume");
-    let memory_summary = summary(&run_dir_under(memory.path()));
+    let memory_summary = summary(&memory_run);
     assert_eq!(summary(&run_dir)["deliveries"], memory_summary["deliveries"]);
 }
 

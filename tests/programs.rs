@@ -209,12 +209,16 @@ run(Faulty())
     )
 }
 
-/// Runs a faulty program; returns the output and the dead letters.
+/// Runs a faulty program; returns the output, the dead letters and the transcript.
 fn run_faulty(failing: &str) -> (Output, Vec<Value>, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let script = program(dir.path(), "faulty", &faulty(failing));
-    let out = dir.path().join("out");
-    let output = run(&scenario(dir.path(), &script, ""), &out, &[]);
+    run_faulty_in(dir.path(), failing)
+}
+
+fn run_faulty_in(dir: &Path, failing: &str) -> (Output, Vec<Value>, Vec<Value>) {
+    let script = program(dir, "faulty", &faulty(failing));
+    let out = dir.join("out");
+    let output = run(&scenario(dir, &script, ""), &out, &[]);
     (
         output,
         lines(&out, "dead_letters.jsonl"),
@@ -231,6 +235,11 @@ fn a_program_that_fails_a_step_is_retried_restarted_and_its_messages_dead_letter
             "ValueError: no boom here",
         ),
         ("exiting", "os._exit(3)", "exited"),
+        (
+            "a metric of the run's own",
+            "return Effects().count('messages', 1)",
+            "which every run records itself (messages, deliveries, seconds)",
+        ),
         ("hanging", "time.sleep(30)", "did not answer within 2s"),
         (
             "garbage",
@@ -247,8 +256,13 @@ fn a_program_that_fails_a_step_is_retried_restarted_and_its_messages_dead_letter
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{how}: {stderr}");
         assert!(stderr.contains("dead-lettered"), "{how}: {stderr}");
-        // The program's own words, passed on with the behaviour and the agent.
-        assert!(stderr.contains("faulty b_2: about to fail"), "{how}: {stderr}");
+        // The program's own words, passed on with the behaviour and the agent; asked again
+        // on the retry (max_retries = 1), not answered from the first failure.
+        assert_eq!(
+            stderr.matches("faulty b_2: about to fail").count(),
+            2,
+            "{how}: {stderr}"
+        );
         let reasons: Vec<&str> = dead.iter().filter_map(|d| d["reason"].as_str()).collect();
         assert!(reasons.iter().all(|r| r.contains(reason)), "{how}: {reasons:?}");
         let contents: Vec<&str> = dead.iter().filter_map(|d| d["content"].as_str()).collect();
@@ -257,6 +271,66 @@ fn a_program_that_fails_a_step_is_retried_restarted_and_its_messages_dead_letter
         let replies = transcript.iter().filter(|l| l["content"] == "re: hello").count();
         assert_eq!(replies, 2, "{how}: {transcript:?}");
     }
+}
+
+#[test]
+fn a_program_that_fails_once_is_asked_again_and_the_step_goes_through() {
+    // Each agent's program crashes the first time it meets "boom" (a marker file per agent
+    // remembers), then answers: the retry gets the answer, and nothing is dead-lettered.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("crashed-");
+    let failing = format!(
+        "marker = {:?} + ctx.agent\n            if not os.path.exists(marker):\n                open(marker, 'w').close()\n                os._exit(3)",
+        marker.display().to_string()
+    );
+    let (output, dead, transcript) = run_faulty_in(dir.path(), &failing);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(dead.is_empty(), "{dead:?}");
+    let replies = transcript.iter().filter(|l| l["content"] == "re: boom").count();
+    assert_eq!(
+        replies, 2,
+        "b_2 and b_3 answered boom on their retry: {transcript:?}"
+    );
+}
+
+#[test]
+fn a_reply_nobody_asked_for_is_caught_before_it_answers_the_next_request() {
+    // Agent b_1's tick-1 reply is written twice when DOUBLE is set: taken as the next
+    // request's reply, it would shift every reply after it by one.
+    let body = r#"
+import json
+doubled = os.environ.get("DOUBLE") != "1"
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["type"] == "hello":
+        reply = {"type": "ready", "protocol": 1}
+    elif req["kind"] == "start":
+        reply = {"type": "done", "state": {"n": 0}, "publish": [{"content": "hello from " + req["agent"]}]}
+    else:
+        state = req["state"]
+        state["n"] += len(req["messages"])
+        said = [{"content": "%s heard %d" % (req["agent"], state["n"])}] if req["tick"] < 3 else []
+        reply = {"type": "done", "state": state, "publish": said}
+    print(json.dumps(reply), flush=True)
+    if req.get("tick") == 1 and req.get("agent") == "b_1" and not doubled:
+        doubled = True
+        print(json.dumps(reply), flush=True)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let script = program(dir.path(), "doubling", body);
+    let mut runs = Vec::new();
+    for double in ["0", "1"] {
+        let out = dir.path().join(format!("out-{double}"));
+        let scenario = scenario(dir.path(), &script, &format!("env = {{ DOUBLE = \"{double}\" }}"));
+        let output = run(&scenario, &out, &[]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        runs.push((text(&output.stderr), lines(&out, "transcript.jsonl")));
+    }
+    let (clean, doubled) = (&runs[0], &runs[1]);
+    assert!(!clean.0.contains("unasked"), "{}", clean.0);
+    assert!(doubled.0.contains("after its reply, unasked"), "{}", doubled.0);
+    // The request that met the stray line was asked again of a restarted copy.
+    assert_eq!(doubled.1, clean.1);
 }
 
 /// `agora check` of a scenario whose program is `body`: the exit code and stderr.

@@ -586,6 +586,51 @@ fn a_batch_that_keeps_failing_dead_letters_all_its_messages_and_the_rest_goes_on
     }
 }
 
+/// Counts every message it hears under the name of a metric every run records itself.
+struct Shadowing;
+
+impl Behaviour for Shadowing {
+    type State = ();
+
+    fn init(&self, _ctx: &mut Context<'_>) -> Result<(), BehaviourError> {
+        Ok(())
+    }
+
+    fn on_start(&self, _state: &mut (), ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        Ok(Effects::new().publish(Outgoing::broadcast(format!("hello from {}", ctx.agent()))))
+    }
+
+    fn on_message(
+        &self,
+        _state: &mut (),
+        _msg: &Message,
+        _ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        Ok(Effects::new().count("deliveries", 1))
+    }
+}
+
+#[test]
+fn a_metric_named_like_the_runs_own_fails_the_message_instead_of_doubling_its_row() {
+    let Run { outcome, _dir, .. } = run_fragile(|| Shadowing);
+    let s = &outcome.summary;
+    // Every message (3 heard by each of 4 agents) fails 3 times and is given up on.
+    assert_eq!(s.dead_letters, 12);
+    let dead = std::fs::read_to_string(outcome.dead_letters_path.unwrap()).unwrap();
+    assert!(
+        dead.lines()
+            .all(|l| l.contains("a metric named \\\"deliveries\\\", which every run records itself")),
+        "{dead}"
+    );
+    // metrics.csv has the run's own row once a tick, and no other.
+    let metrics = std::fs::read_to_string(outcome.run_dir.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().filter(|l| l.starts_with("1,deliveries,")).count(),
+        1,
+        "{metrics}"
+    );
+}
+
 #[test]
 fn budgets_stop_runs() {
     let Run {

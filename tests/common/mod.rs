@@ -439,6 +439,19 @@ pub fn hash_of(run_dir: &std::path::Path) -> String {
         .to_string()
 }
 
+/// SMALL_WORLD for 300 ticks, long enough for kills to land while it runs, written into
+/// `dir`; and its run on the memory backend (under `dir`), whose transcript every other run
+/// must give.
+pub fn long_village(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let scenario = write_file(
+        dir,
+        "village.toml",
+        &SMALL_WORLD.replace("ticks = 25", "ticks = 300"),
+    );
+    let memory_run = run_quietly_ok(&scenario, &dir.join("memory"), &[]);
+    (scenario, memory_run)
+}
+
 /// Runs `scenario` with `args` on Redis, killing it (SIGKILL) once its record says it
 /// completed each tick of `kill_at` (`completed_tick` reads it), and resuming it each time;
 /// then resumes it to the end. At least two kills must land. Returns the run's folder.

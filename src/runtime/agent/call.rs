@@ -72,9 +72,34 @@ pub(super) struct Numbering<'a> {
     pub cache_n: &'a mut u64,
 }
 
+/// The model-level metrics every run records itself (`metrics.csv`): a behaviour's counter
+/// or level of the same name would be a second row of it.
+pub(crate) const RUN_METRICS: [&str; 3] = ["messages", "deliveries", "seconds"];
+
 impl Numbering<'_> {
-    pub fn apply(&mut self, effects: Effects, out: &mut Output, remember: &RefCell<Vec<CacheEntry>>) {
+    /// Numbers `effects` into `out` and `remember`.
+    ///
+    /// # Errors
+    ///
+    /// A model-level metric named like one of [`RUN_METRICS`]: the behaviour's failure, in
+    /// words for its author. Nothing is numbered then.
+    pub fn apply(
+        &mut self,
+        effects: Effects,
+        out: &mut Output,
+        remember: &RefCell<Vec<CacheEntry>>,
+    ) -> Result<(), String> {
         let effects = effects.into_lists();
+        if let Some((name, _)) = effects
+            .metrics
+            .iter()
+            .find(|(name, report)| !matches!(report, Report::Value(_)) && RUN_METRICS.contains(&&**name))
+        {
+            return Err(format!(
+                "reported a metric named {name:?}, which every run records itself ({}): give it another name",
+                RUN_METRICS.join(", ")
+            ));
+        }
         for message in effects.publish {
             *self.seq += 1;
             out.publish.push(Arc::new(Message {
@@ -100,6 +125,7 @@ impl Numbering<'_> {
             }
         }
         out.metrics.extend(effects.metrics);
+        Ok(())
     }
 }
 
@@ -286,8 +312,10 @@ impl<B: Backend> AgentCore<B> {
                     seq: &mut agent.live.seq,
                     cache_n: &mut agent.live.cache_n,
                 };
-                numbering.apply(effects, &mut work.out, &work.remember);
-                return Ok(());
+                match numbering.apply(effects, &mut work.out, &work.remember) {
+                    Ok(()) => return Ok(()),
+                    Err(error) => error,
+                }
             }
             Ok(Err(e)) => failure_text(e),
             Err(panic) => panic_failure_text(&*panic),
@@ -397,8 +425,11 @@ impl<B: Backend> AgentCore<B> {
                 match result {
                     Ok(effects) => {
                         // Most messages change only the state.
-                        if !effects.is_empty() {
-                            numbering.apply(effects, out, remember);
+                        if !effects.is_empty()
+                            && let Err(error) = numbering.apply(effects, out, remember)
+                        {
+                            failed = Some(BehaviourError::new(error));
+                            return ControlFlow::Break(());
                         }
                         out.handled += 1;
                         done += 1;

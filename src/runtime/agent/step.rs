@@ -307,6 +307,7 @@ impl<B: Backend> AgentCore<B> {
                         .await?;
                 }
                 Attempt::BatchFailed(error) => {
+                    replies.forget();
                     batch_failures += 1;
                     if batch_failures > self.max_retries {
                         let list = handled.list();
@@ -318,6 +319,7 @@ impl<B: Backend> AgentCore<B> {
                     }
                 }
                 Attempt::Failed { at: Some(i), error } => {
+                    replies.forget();
                     if failures_at.is_empty() {
                         failures_at = vec![0; handled.len()];
                     }
@@ -328,6 +330,7 @@ impl<B: Backend> AgentCore<B> {
                     }
                 }
                 Attempt::Failed { at: None, error } => {
+                    replies.forget();
                     whole_step_failures += 1;
                     if whole_step_failures > self.max_retries {
                         let when = match kind {

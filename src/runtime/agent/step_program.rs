@@ -45,6 +45,14 @@ impl Replies {
     pub fn insert(&mut self, line: String, reply: Result<StepReply, String>) {
         self.0.push((line, reply));
     }
+
+    /// After a failed attempt (a program that crashed, hung, answered garbage, an error, or a
+    /// reply agora could not take): forgets every reply, so that the retry asks the program
+    /// again from the start, as a failing Rust behaviour is called again. A failure may be
+    /// transient, and a restarted program may answer.
+    pub fn forget(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// A program's request for the runtime to send.
@@ -245,9 +253,16 @@ impl<B: Backend> AgentCore<B> {
             }));
         }
         if new == 0 {
+            let what = if reads.is_empty() && completions.is_empty() {
+                "the program answered `need` with nothing in it"
+            } else {
+                "the program asked again for inputs it was given"
+            };
             return Err(failure(
                 None,
-                "the program asked again for inputs it was given (docs/protocol.md, \"need\")".into(),
+                format!(
+                    "{what} (docs/protocol.md, \"Inputs\": a need asks only for what the request does not hold)"
+                ),
             ));
         }
         Ok(())
@@ -263,6 +278,15 @@ impl<B: Backend> AgentCore<B> {
         remember: Vec<serde_json::Value>,
         reports: Reports<'_>,
     ) -> Attempt {
+        // A reply that cannot be taken fails the batch it answered (or, with no messages, the
+        // step), as an `error` without `at` does.
+        let rejected = |message: String| {
+            if handled > 0 {
+                Attempt::BatchFailed(message)
+            } else {
+                failure(None, message)
+            }
+        };
         let mut effects = Effects::new();
         for message in publish {
             let mut outgoing = Outgoing::broadcast(message.content);
@@ -275,20 +299,16 @@ impl<B: Backend> AgentCore<B> {
         }
         for (name, delta) in reports.metrics {
             let Some(delta) = delta.as_i64() else {
-                return failure(
-                    None,
-                    format!("the program's metric {name:?} is not a whole number: {delta}"),
-                );
+                return rejected(format!(
+                    "the program's metric {name:?} is not a whole number: {delta}"
+                ));
             };
             effects = effects.count(name.clone(), delta);
         }
         for (field, numbers) in [("levels", reports.levels), ("values", reports.values)] {
             for (name, value) in numbers {
                 let Some(value) = value.as_f64() else {
-                    return failure(
-                        None,
-                        format!("the program's {field} {name:?} is not a number: {value}"),
-                    );
+                    return rejected(format!("the program's {field} {name:?} is not a number: {value}"));
                 };
                 effects = if field == "levels" {
                     effects.set(name.clone(), value)
@@ -305,7 +325,9 @@ impl<B: Backend> AgentCore<B> {
             seq: &mut self.live.seq,
             cache_n: &mut self.live.cache_n,
         };
-        numbering.apply(effects, &mut work.out, &work.remember);
+        if let Err(error) = numbering.apply(effects, &mut work.out, &work.remember) {
+            return rejected(format!("the program {error}"));
+        }
         work.out.handled = handled;
         Attempt::Done(work)
     }
