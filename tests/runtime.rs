@@ -629,6 +629,52 @@ fn a_metric_named_like_the_runs_own_fails_the_message_instead_of_doubling_its_ro
         1,
         "{metrics}"
     );
+
+    // A model reporter of such a name is left out; the others are kept.
+    let Run { outcome, _dir, .. } = run_fragile(|| ShadowingReporter);
+    let metrics = std::fs::read_to_string(outcome.run_dir.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().filter(|l| l.starts_with("1,seconds,")).count(),
+        1,
+        "{metrics}"
+    );
+    assert!(metrics.contains("1,agents_reporting,4\n"), "{metrics}");
+}
+
+/// Each agent reports a value every tick; the table's model reporters name one `seconds`.
+struct ShadowingReporter;
+
+impl Behaviour for ShadowingReporter {
+    type State = ();
+
+    fn init(&self, _ctx: &mut Context<'_>) -> Result<(), BehaviourError> {
+        Ok(())
+    }
+
+    fn on_tick(&self, _state: &mut (), _ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        // Publishing keeps the lockstep run going.
+        Ok(Effects::new()
+            .report("x", 1.0)
+            .publish(Outgoing::broadcast("tick")))
+    }
+
+    fn on_start(&self, state: &mut (), ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        self.on_tick(state, ctx)
+    }
+
+    fn on_message(
+        &self,
+        _state: &mut (),
+        _msg: &Message,
+        _ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        Ok(Effects::none())
+    }
+
+    fn model_reporters(&self, values: &BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
+        let reporting = values.get("x").map_or(0, Vec::len) as f64;
+        vec![("seconds".into(), 99.0), ("agents_reporting".into(), reporting)]
+    }
 }
 
 #[test]

@@ -111,7 +111,8 @@ impl Effects {
     }
 
     /// Adds `delta` to a per-tick counter that the summary reports (for example gossip's
-    /// `informed`). Counters are summed over agents, tick by tick.
+    /// `informed`). Counters are summed over agents, tick by tick. `messages`, `deliveries`
+    /// and `seconds` are the run's own: a counter or level of that name fails the call.
     pub fn count(mut self, metric: impl Into<Cow<'static, str>>, delta: i64) -> Self {
         self.lists().metrics.push((metric.into(), Report::Count(delta)));
         self

@@ -157,7 +157,8 @@ pub trait Behaviour: Send + Sync + 'static {
     /// tick ([`Effects::report`]), like Mesa's model reporters: `values` holds each reported
     /// name's values, one per agent that reported it, in declaration order. What it returns
     /// is written to `metrics.csv` (and `summary.json`'s `levels`) as if set that tick.
-    /// Opinion counts its clusters this way.
+    /// Opinion counts its clusters this way. `messages`, `deliveries` and `seconds` are the
+    /// run's own: a reporter of that name is left out, with a warning.
     fn model_reporters(&self, _values: &BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
         Vec::new()
     }

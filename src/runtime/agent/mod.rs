@@ -33,6 +33,7 @@ mod step_program;
 use std::sync::Arc;
 
 pub(crate) use actor::{AgentActor, Step};
+pub(crate) use call::RUN_METRICS;
 pub(crate) use plan::BatchPlan;
 pub(crate) use record::saved_total;
 pub(crate) use step::{AgentCore, AgentSetup};

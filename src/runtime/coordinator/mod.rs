@@ -62,6 +62,8 @@ pub(crate) struct Coordinator<'a, B> {
     holder: Holder,
     /// How this run lost its lease, if it did: then the keys are no longer its own.
     lost_to: LostTo,
+    /// Model reporters named like the run's own metrics, warned about once each.
+    shadowing: std::collections::BTreeSet<String>,
 }
 
 /// What a run needs to stop: `stop` asks it to (the lease's heartbeat does when another run
@@ -90,6 +92,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             started: Instant::now(),
             holder: Holder::me(),
             lost_to: LostTo::default(),
+            shadowing: std::collections::BTreeSet::new(),
         }
     }
 

@@ -148,6 +148,15 @@ impl<B: Backend> Coordinator<'_, B> {
                 continue;
             }
             for (name, value) in table.behaviour.model_reporters(&values) {
+                if crate::runtime::agent::RUN_METRICS.contains(&name.as_str()) {
+                    if self.shadowing.insert(name.clone()) {
+                        tracing::warn!(
+                            "table {:?}: its behaviour's model reporter {name:?} is named like a metric every run records itself, and is left out: give it another name",
+                            table.id
+                        );
+                    }
+                    continue;
+                }
                 tally.set_level(&name, value);
             }
         }
