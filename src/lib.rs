@@ -37,6 +37,7 @@ pub mod backend;
 pub mod behaviour;
 pub mod cli;
 pub mod error;
+mod json;
 pub mod llm;
 pub mod message;
 pub mod network;

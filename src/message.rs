@@ -13,6 +13,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::json;
+
 /// A stream entry id, `ms-seq` as Redis writes it. Ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct EntryId {
@@ -174,8 +176,33 @@ impl Message {
 
     /// One line of `transcript.jsonl`.
     pub fn transcript_line(&self) -> String {
-        // Serialising plain strings, integers and JSON values cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut line = Vec::with_capacity(64 + self.content.len());
+        self.write_json(&mut line);
+        // Only serde_json's escaped strings and ASCII went in.
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// Appends the message's JSON (its transcript line, without the newline) to `out`: the
+    /// bytes its `Serialize` writes, field by field. The transcript writes one line per
+    /// message, and serde's struct path escaped every field name of every line again.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"tick\":");
+        json::optional_u64(out, self.tick);
+        out.extend_from_slice(b",\"sender_id\":");
+        json::string(out, &self.sender_id);
+        out.extend_from_slice(b",\"seq\":");
+        json::optional_u64(out, self.seq);
+        if let Some(to) = &self.to {
+            out.extend_from_slice(b",\"to\":");
+            json::string(out, to);
+        }
+        out.extend_from_slice(b",\"content\":");
+        json::string(out, &self.content);
+        if let Some(data) = &self.data {
+            out.extend_from_slice(b",\"data\":");
+            json::value(out, data);
+        }
+        out.push(b'}');
     }
 
     /// The order of messages within a lockstep tick: by sender, then by the sender's counter

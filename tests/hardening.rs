@@ -326,3 +326,74 @@ mod url_passwords {
         }
     }
 }
+
+/// The transcript's lines and the cache's entries are written field by field, by hand: they
+/// must be the very bytes serde_json writes for the same values (transcript hashes depend on
+/// them), whatever the text holds.
+mod hand_written_json {
+    use std::sync::Arc;
+
+    use agora::backend::CacheEntry;
+    use agora::message::{DecodedData, Message};
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    fn text() -> impl Strategy<Value = String> {
+        // Quotes, backslashes, control characters, non-ASCII and astral characters.
+        prop_oneof!["[ -~]{0,20}", "\\PC{0,12}", "[\"\\\\\u{0}-\u{1f}\u{7f}é😀]{0,8}"]
+    }
+
+    fn data() -> impl Strategy<Value = Option<Map<String, Value>>> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text().prop_map(Value::from),
+        ];
+        prop::option::of(
+            prop::collection::btree_map(text(), leaf, 0..4).prop_map(|m| m.into_iter().collect()),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn messages_are_written_as_serde_writes_them(
+            tick in prop::option::of(any::<u64>()),
+            sender in text(),
+            seq in prop::option::of(any::<u64>()),
+            to in prop::option::of(text()),
+            content in text(),
+            data in data(),
+        ) {
+            let message = Message {
+                tick,
+                sender_id: Arc::from(sender),
+                seq,
+                to: to.map(Arc::from),
+                content,
+                data,
+                decoded: DecodedData::default(),
+            };
+            prop_assert_eq!(message.transcript_line(), serde_json::to_string(&message).unwrap());
+        }
+
+        #[test]
+        fn cache_entries_are_written_as_serde_writes_them(
+            agent in text(),
+            n in any::<u64>(),
+            tick in prop::option::of(any::<u64>()),
+            value in data(),
+        ) {
+            let entry = CacheEntry {
+                agent,
+                n,
+                tick,
+                value: value.map_or(Value::Null, Value::Object),
+            };
+            prop_assert_eq!(entry.encode(), serde_json::to_string(&entry).unwrap());
+        }
+    }
+}

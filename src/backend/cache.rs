@@ -27,7 +27,18 @@ impl CacheEntry {
     /// The stored form: compact JSON with fields in a fixed order, so that both backends order
     /// members with equal scores identically (by their bytes, as Redis does).
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"{\"agent\":");
+        crate::json::string(&mut out, &self.agent);
+        out.extend_from_slice(b",\"n\":");
+        crate::json::u64(&mut out, self.n);
+        out.extend_from_slice(b",\"tick\":");
+        crate::json::optional_u64(&mut out, self.tick);
+        out.extend_from_slice(b",\"value\":");
+        crate::json::value(&mut out, &self.value);
+        out.push(b'}');
+        // Only serde_json's escaped strings and ASCII went in.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     pub fn decode(text: &str) -> Result<Self, String> {

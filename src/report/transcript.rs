@@ -95,9 +95,9 @@ impl TranscriptWriter {
         let mut line = Vec::new();
         for m in messages {
             line.clear();
-            // Serialised in place, as `Message::transcript_line` does, without a string of
-            // its own per message.
-            serde_json::to_writer(&mut line, &**m)?;
+            // Written in place, as `Message::transcript_line` does, without a string of its
+            // own per message.
+            m.write_json(&mut line);
             line.push(b'\n');
             self.out.write_all(&line)?;
             self.hasher.update(&line);
