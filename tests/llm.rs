@@ -514,6 +514,33 @@ fn refused_at_check(scenario: &str, says: &[&str]) {
 }
 
 #[test]
+fn requests_per_minute_hold_over_any_minute_not_per_calendar_minute() {
+    // 600 a minute is one request every 100 ms, however many agents ask at once (the old
+    // calendar-minute count let a whole minute's requests through in a burst).
+    let server = LlmServer::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(
+        dir.path(),
+        &debate(
+            &server.base_url(),
+            12,
+            2,
+            1.0,
+            "max_concurrency = 16\nrequests_per_minute = 600",
+        ),
+    );
+    let output = run(&scenario, &dir.path().join("runs"), &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let arrivals = server.arrivals();
+    assert!(arrivals.len() >= 12, "{} requests", arrivals.len());
+    for pair in arrivals.windows(2) {
+        // A little slack for the clock's and the scheduler's jitter: never a burst.
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(80), "two requests {gap:?} apart");
+    }
+}
+
+#[test]
 fn bad_llm_settings_are_refused_at_check() {
     let good = debate("http://127.0.0.1:8000/v1", 3, 2, 0.0, "");
     let path = tempfile::tempdir().unwrap();

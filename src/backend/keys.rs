@@ -198,7 +198,8 @@ impl Keys {
         self.run_key(&ANSWERS)
     }
 
-    /// How much of the model the run used, by minute (requests and tokens).
+    /// When the run's last booked turn at the model ends (milliseconds since the epoch), for
+    /// its requests and tokens per minute.
     pub fn model_use(&self) -> String {
         self.run_key(&MODEL_USE)
     }
@@ -229,7 +230,7 @@ const CONTROL: RunKey = run_key(":control", "stream");
 const REPORTS: RunKey = run_key(":reports", "stream");
 const WORKERS: RunKey = run_key(":workers", "hash");
 const ANSWERS: RunKey = run_key(":llm", "hash");
-const MODEL_USE: RunKey = run_key(":llm-use", "hash");
+const MODEL_USE: RunKey = run_key(":llm-use", "string");
 const LEASE: RunKey = RunKey {
     cleaned_up: false,
     ..run_key(":lease", "string")

@@ -215,14 +215,12 @@ pub trait RunStore {
     /// Every answer kept with the run.
     async fn answers(&self) -> Result<Vec<String>, BackendError>;
 
-    /// Adds `requests` and `tokens` to what the run has used of the model in minute `window`
-    /// (across all its processes); returns the minute's totals.
-    async fn count_model_use(
-        &self,
-        window: u64,
-        requests: u64,
-        tokens: u64,
-    ) -> Result<(u64, u64), BackendError>;
+    /// Books the run's next turn at the model (across all its processes): the turn starts at
+    /// the later of `now_ms` and the end of the last turn booked, and lasts `cost_ms`; returns
+    /// its start, in milliseconds since the Unix epoch. A request waits for its turn, so
+    /// that requests and tokens per minute hold over any minute (the generic cell rate
+    /// algorithm, without bursts).
+    async fn book_model_turn(&self, now_ms: u64, cost_ms: u64) -> Result<u64, BackendError>;
 }
 
 /// Bookkeeping streams and hashes through which a coordinator and its worker processes talk.

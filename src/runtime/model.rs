@@ -184,8 +184,15 @@ impl<B: Backend> ModelClient<B> {
         read_kept(&kept).map_err(|e| asker.error(e))
     }
 
-    /// Waits until the run's use of the model in this minute leaves room for `request`
-    /// (`requests_per_minute`, `tokens_per_minute`; 0 is no limit), and counts it.
+    /// Waits for `request`'s turn at the model under `requests_per_minute` and
+    /// `tokens_per_minute` (0 is no limit), booked for the whole run in the backend.
+    ///
+    /// Each request takes a turn of 60 s / `requests_per_minute`, or of its tokens' share of
+    /// a minute under `tokens_per_minute` if that is longer, and turns follow one another (the
+    /// generic cell rate algorithm without bursts): over any minute the run sends at most
+    /// `requests_per_minute` requests and about `tokens_per_minute` tokens, evenly spaced.
+    /// Counting by calendar minute, as this did before, let twice the limit through around a
+    /// minute's turn (all of one minute's requests at its end, all of the next at its start).
     async fn wait_for_room(&self, request: &ResolvedRequest) -> Result<(), RunError> {
         let (rpm, tpm) = (self.config.requests_per_minute, self.config.tokens_per_minute);
         if rpm == 0 && tpm == 0 {
@@ -195,28 +202,43 @@ impl<B: Backend> ModelClient<B> {
         // OpenAI's own rule of thumb has it) and the most the answer may have.
         let prompt: usize = request.messages.iter().map(|m| m.content.len()).sum();
         let tokens = prompt as u64 / 4 + u64::from(request.max_tokens);
-        let backend = &self.backend;
-        loop {
+        let cost_ms = turn_ms(rpm, tpm, tokens);
+        let now_ms = || {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            let window = now.as_secs() / 60;
-            let (requests, used) = self
-                .reconnect
-                .retry(backend, || backend.count_model_use(window, 1, tokens))
-                .await?;
-            // A request larger than the whole limit goes alone in its minute.
-            let over = (rpm > 0 && requests > u64::from(rpm)) || (tpm > 0 && used > tpm && used > tokens);
-            if !over {
-                return Ok(());
-            }
-            // Wait for the next minute; what was counted in this one stays, as it is over.
-            let next = Duration::from_secs((window + 1) * 60).saturating_sub(now);
+            u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+        };
+        let backend = &self.backend;
+        let start = self
+            .reconnect
+            .retry(backend, || backend.book_model_turn(now_ms(), cost_ms))
+            .await?;
+        let wait = start.saturating_sub(now_ms());
+        if wait >= 1_000 {
             tracing::debug!(
-                "the run's model use is at its limit; waiting {} s",
-                next.as_secs()
+                "the run's model use is at its limit; this request waits {} ms",
+                wait
             );
-            tokio::time::sleep(next + Duration::from_millis(10)).await;
         }
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        Ok(())
     }
+}
+
+/// How long one request's turn at the model lasts, in milliseconds: a minute's share per
+/// request under `rpm`, or its `tokens`' share of a minute under `tpm`, whichever is longer
+/// (0 is no limit).
+fn turn_ms(rpm: u32, tpm: u64, tokens: u64) -> u64 {
+    let per_request = if rpm > 0 {
+        60_000u64.div_ceil(u64::from(rpm))
+    } else {
+        0
+    };
+    let per_tokens = if tpm > 0 {
+        tokens.saturating_mul(60_000).div_ceil(tpm)
+    } else {
+        0
+    };
+    per_request.max(per_tokens)
 }
 
 /// Every exchange kept with the run, in the record's order: by tick, then agent, then the
@@ -286,4 +308,20 @@ fn read_kept(json: &str) -> Result<Completion, LlmError> {
                 format!("a kept answer is unreadable: {e}"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::turn_ms;
+
+    #[test]
+    fn a_turn_is_the_longer_of_the_two_limits_shares() {
+        assert_eq!(turn_ms(0, 0, 500), 0);
+        assert_eq!(turn_ms(60, 0, 500), 1_000);
+        // Rounded up, so that the limit holds: 7 a minute is a turn of 8,572 ms.
+        assert_eq!(turn_ms(7, 0, 1), 8_572);
+        // 1,200 tokens a minute: 100 tokens take 5 s, more than one request's 1 s at 60.
+        assert_eq!(turn_ms(60, 1_200, 100), 5_000);
+        assert_eq!(turn_ms(0, 1_200, 1), 50);
+    }
 }

@@ -704,12 +704,15 @@ pub async fn answers_are_kept_once_and_use_adds_up<B: Admin>(b: B) {
     let mut all = b.answers().await.unwrap();
     all.sort();
     assert_eq!(all, ["first", "other"]);
-    assert_eq!(b.count_model_use(7, 1, 300).await.unwrap(), (1, 300));
-    assert_eq!(b.count_model_use(7, 2, 100).await.unwrap(), (3, 400));
-    assert_eq!(b.count_model_use(8, 1, 1).await.unwrap(), (1, 1));
+    // Turns at the model follow one another, from now or from the end of the last one.
+    let now = 1_764_000_000_000;
+    assert_eq!(b.book_model_turn(now, 1_000).await.unwrap(), now);
+    assert_eq!(b.book_model_turn(now + 10, 500).await.unwrap(), now + 1_000);
+    assert_eq!(b.book_model_turn(now + 400, 0).await.unwrap(), now + 1_500);
+    assert_eq!(b.book_model_turn(now + 9_000, 1).await.unwrap(), now + 9_000);
     b.delete_run().await.unwrap();
     assert!(b.answers().await.unwrap().is_empty());
-    assert_eq!(b.count_model_use(7, 0, 0).await.unwrap(), (0, 0));
+    assert_eq!(b.book_model_turn(now, 1).await.unwrap(), now);
 }
 
 /// The network the inbox cases run on: b and c follow a, d follows b.

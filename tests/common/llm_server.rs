@@ -66,6 +66,8 @@ struct Seen {
     admitted: AtomicU64,
     gate: Mutex<Gate>,
     gate_moved: Condvar,
+    /// When each completion request arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
 }
 
 #[derive(Default, PartialEq)]
@@ -155,6 +157,13 @@ impl LlmServer {
     /// Completions answered (successfully).
     pub fn answered(&self) -> u64 {
         self.seen.answered.lock().unwrap().values().sum()
+    }
+
+    /// When each completion request arrived, in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        let mut arrivals = self.seen.arrivals.lock().unwrap().clone();
+        arrivals.sort();
+        arrivals
     }
 
     /// The digests of the request bodies answered.
@@ -341,6 +350,9 @@ fn reply_text(request: &Value, h: u64) -> String {
 }
 
 fn answer(request: &Request, seen: &Seen, b: &Behaviour) -> Reply {
+    if request.url.ends_with("/chat/completions") {
+        seen.arrivals.lock().unwrap().push(std::time::Instant::now());
+    }
     let n = seen.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     seen.max_in_flight.fetch_max(now, Ordering::SeqCst);

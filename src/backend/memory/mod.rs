@@ -365,6 +365,7 @@ impl RunStore for MemoryBackend {
         keys += u64::from(!store.states.is_empty());
         keys += u64::from(!store.record.is_empty());
         keys += u64::from(!store.answers.is_empty());
+        keys += u64::from(store.model_turns_end > 0);
         keys += store.cache.clear();
         // Ids keep growing across a deletion, as a recreated Redis stream's would not; no one
         // relies on either.
@@ -399,17 +400,11 @@ impl RunStore for MemoryBackend {
         Ok(self.store().answers.values().cloned().collect())
     }
 
-    async fn count_model_use(
-        &self,
-        window: u64,
-        requests: u64,
-        tokens: u64,
-    ) -> Result<(u64, u64), BackendError> {
+    async fn book_model_turn(&self, now_ms: u64, cost_ms: u64) -> Result<u64, BackendError> {
         let mut store = self.store();
-        let used = store.model_use.entry(window).or_default();
-        used.0 += requests;
-        used.1 += tokens;
-        Ok(*used)
+        let start = store.model_turns_end.max(now_ms);
+        store.model_turns_end = start + cost_ms;
+        Ok(start)
     }
 }
 

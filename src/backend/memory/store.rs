@@ -32,8 +32,8 @@ pub(super) struct Store {
     pub books: Books,
     /// Model answers by request key.
     pub answers: BTreeMap<String, String>,
-    /// Model use by minute: requests and tokens.
-    pub model_use: HashMap<u64, (u64, u64)>,
+    /// When the last turn booked at the model ends, in milliseconds since the epoch.
+    pub model_turns_end: u64,
     /// With a sparse network: each agent's inbox, the sequence numbers of the entries
     /// routed to it and not yet delivered, by agent index.
     pub inboxes: Option<Inboxes>,
@@ -80,7 +80,7 @@ impl Default for Store {
             lease: None,
             books: Books::default(),
             answers: BTreeMap::new(),
-            model_use: HashMap::default(),
+            model_turns_end: 0,
             inboxes: None,
         }
     }

@@ -144,7 +144,8 @@ fn bookkeeping_commands(keys: &Keys) -> Vec<Vec<String>> {
     all.push(command(&["HSETNX", &answers, "k", "x"]));
     all.push(command(&["HGET", &answers, "k"]));
     all.push(command(&["HVALS", &answers]));
-    all.push(command(&["HINCRBY", &model_use, "k", "1"]));
+    all.push(command(&["GET", &model_use]));
+    all.push(command(&["SET", &model_use, "0"]));
     for key in [
         stream.as_str(),
         &dead,

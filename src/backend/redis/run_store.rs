@@ -390,26 +390,21 @@ impl RunStore for RedisBackend {
             .await
     }
 
-    async fn count_model_use(
-        &self,
-        window: u64,
-        requests: u64,
-        tokens: u64,
-    ) -> Result<(u64, u64), BackendError> {
-        let hash = self.inner.keys.model_use();
-        self.pipeline(
-            "HINCRBY",
-            redis::pipe()
-                .atomic()
-                .cmd("HINCRBY")
-                .arg(&hash)
-                .arg(format!("{window}:requests"))
-                .arg(requests)
-                .cmd("HINCRBY")
-                .arg(&hash)
-                .arg(format!("{window}:tokens"))
-                .arg(tokens),
-        )
-        .await
+    async fn book_model_turn(&self, now_ms: u64, cost_ms: u64) -> Result<u64, BackendError> {
+        // Milliseconds since the epoch are below 2^53: exact in Lua's numbers.
+        static BOOK: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "local start = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
+                 redis.call('SET', KEYS[1], string.format('%d', start + tonumber(ARGV[2])))
+                 return start",
+            )
+        });
+        let mut invocation = BOOK.key(self.inner.keys.model_use());
+        invocation.arg(now_ms).arg(cost_ms);
+        let mut con = self.inner.con.clone();
+        invocation
+            .invoke_async::<u64>(&mut con)
+            .await
+            .map_err(|e| self.error("the model-turn script", &e))
     }
 }
