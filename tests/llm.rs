@@ -541,6 +541,52 @@ fn requests_per_minute_hold_over_any_minute_not_per_calendar_minute() {
 }
 
 #[test]
+fn secrets_given_in_the_wrong_place_are_never_shown() {
+    const SECRET: &str = "sk-Secret0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let server = LlmServer::start(Behaviour::default());
+    let scenario = write(dir.path(), &debate(&server.base_url(), 3, 2, 0.0, ""));
+    let agora_with = |args: &[&str]| agora().args(args).output().unwrap();
+    let check = |set: String| {
+        let output = agora_with(&["check", scenario.to_str().unwrap(), "--set", &set]);
+        (output.status.code(), text(&output.stdout) + &text(&output.stderr))
+    };
+    // A key where the variable's name goes, or as a key of its own.
+    let (code, shown) = check(format!("llm.api_key_env={SECRET}"));
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        !shown.contains(SECRET) && shown.contains("is not the name of an environment variable"),
+        "{shown}"
+    );
+    let (code, shown) = check(format!("llm.api_key={SECRET}"));
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        !shown.contains(SECRET) && shown.contains("hint: a key is never written in a scenario"),
+        "{shown}"
+    );
+    // A password in a base URL: not in check's output, an error, or summary.json.
+    let with_password = server
+        .base_url()
+        .replace("http://", &format!("http://user:{SECRET}@"));
+    let (code, shown) = check(format!("llm.base_url={with_password}"));
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        !shown.contains(SECRET) && shown.contains("http://***@127.0.0.1"),
+        "{shown}"
+    );
+    let out = dir.path().join("runs");
+    let set = format!("llm.base_url={with_password}");
+    let output = run(&scenario, &out, &["--set", &set]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = std::fs::read_to_string(run_dir(&out).join("summary.json")).unwrap();
+    assert!(!summary.contains(SECRET), "{summary}");
+    let dead = format!("llm.base_url=http://user:{SECRET}@127.0.0.1:9/v1");
+    let output = run(&scenario, &dir.path().join("dead"), &["--set", &dead]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert!(!text(&output.stderr).contains(SECRET), "{}", text(&output.stderr));
+}
+
+#[test]
 fn bad_llm_settings_are_refused_at_check() {
     let good = debate("http://127.0.0.1:8000/v1", 3, 2, 0.0, "");
     let path = tempfile::tempdir().unwrap();

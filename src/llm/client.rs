@@ -203,19 +203,30 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
-    let what = if e.is_timeout() {
-        "did not answer in time"
+    // A password in the URL (http://user:password@host) is never printed.
+    let url = crate::backend::url::redact(url);
+    let (what, hint) = if e.is_timeout() {
+        (
+            "did not answer in time",
+            "check [llm] base_url and that the server is running; a slow server may need a longer [llm] timeout",
+        )
     } else if e.is_connect() {
-        "could not be reached (is it running, and the address right?)"
+        (
+            "could not be reached (is it running, and the address right?)",
+            "check [llm] base_url, and that the server is running",
+        )
     } else {
-        "broke off the exchange"
+        (
+            "broke off the exchange",
+            "check [llm] base_url, and that the server is running",
+        )
     };
     Failure {
         error: LlmError::new(
             LlmErrorKind::Unavailable,
             format!("the model server at {url} {what}"),
         )
-        .with_hint("check [llm] base_url, and that the server is running"),
+        .with_hint(hint),
         retry: true,
         wait: None,
     }
@@ -229,6 +240,7 @@ fn server_message(text: &str) -> Option<String> {
 }
 
 fn status_failure(url: &str, status: u16, text: &str, model: &str, wait: Option<Duration>) -> Failure {
+    let url = crate::backend::url::redact(url);
     let said = server_message(text).map_or_else(String::new, |m| format!(": {m}"));
     let (kind, retry, hint) = match status {
         429 => (
@@ -293,6 +305,7 @@ fn parse_completion(text: &str) -> Result<Completion, String> {
 }
 
 fn check_models(base: &str, text: &str, models: &[String]) -> Result<(), LlmError> {
+    let base = crate::backend::url::redact(base);
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         let start: String = text.trim_start().chars().take(40).collect();
         return Err(LlmError::new(

@@ -37,12 +37,14 @@ impl LlmConfig {
         }
     }
 
-    /// As the scenario file writes it, every default filled in.
+    /// As the scenario file writes it, every default filled in; a password in a base URL
+    /// (`http://user:password@host/v1`) hidden, as `agora check` and `summary.json` show it.
     pub fn to_section(&self) -> LlmSection {
+        let shown = |url: &String| crate::backend::url::redact(url);
         LlmSection {
             base_url: Some(match self.base_urls.as_slice() {
-                [one] => BaseUrls::One(one.clone()),
-                many => BaseUrls::Many(many.to_vec()),
+                [one] => BaseUrls::One(shown(one)),
+                many => BaseUrls::Many(many.iter().map(shown).collect()),
             }),
             model: self.model.clone(),
             api_key_env: self.api_key_env.clone(),
@@ -116,6 +118,22 @@ pub(crate) fn validate(
         return Err(at(
             key("temperature"),
             format!("must be between 0 and 2, got {}", section.temperature),
+        ));
+    }
+    // The variable's name, not the key: a key pasted here would be printed by `agora check`
+    // and kept in summary.json, so it is refused without being shown.
+    let name = &section.api_key_env;
+    let is_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !is_name {
+        return Err(at(
+            key("api_key_env"),
+            "is not the name of an environment variable (letters, digits and _, such as OPENAI_API_KEY); \
+             it names the variable that holds the key, and never holds the key itself"
+                .into(),
         ));
     }
     Ok(LlmConfig {

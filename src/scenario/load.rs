@@ -101,7 +101,7 @@ pub fn load_str(
         if first_error.is_none()
             && let Err((key, message)) = deserialize(merged.clone())
         {
-            first_error = Some(ScenarioError::new(o.origin.clone(), key, message));
+            first_error = Some(with_key_hint(ScenarioError::new(o.origin.clone(), key, message)));
         }
     }
     let file = match (deserialize(merged), first_error) {
@@ -122,6 +122,18 @@ pub fn load_str(
     validate::validate(file, &source, &origins, registry)
 }
 
+/// An `api_key` given in the scenario: where the key goes instead.
+fn with_key_hint(err: ScenarioError) -> ScenarioError {
+    if err.message.contains("unknown field `api_key`") {
+        err.with_hint(
+            "a key is never written in a scenario: agora reads it from the environment variable \
+             that [llm] api_key_env names (OPENAI_API_KEY unless set), as in export OPENAI_API_KEY=...",
+        )
+    } else {
+        err
+    }
+}
+
 /// The sections that are one table each (`[[agents]]` is the one list of tables).
 const ONE_TABLE_SECTIONS: [&str; 5] = ["scenario", "backend", "output", "llm", "network"];
 
@@ -129,7 +141,9 @@ const ONE_TABLE_SECTIONS: [&str; 5] = ["scenario", "backend", "output", "llm", "
 fn parse_file(source: &Source) -> Result<ScenarioFile, ScenarioError> {
     toml::from_str::<ScenarioFile>(&source.text).map_err(|e| {
         let err = file_error(source, &e);
-        if e.message().contains("unknown field") {
+        if e.message().contains("unknown field `api_key`") {
+            with_key_hint(err)
+        } else if e.message().contains("unknown field") {
             err.with_hint(
                 "check the spelling; the README's \"Scenarios\" section lists every key, and \
                  `agora check scenarios/gossip.toml` prints a scenario with all of them",

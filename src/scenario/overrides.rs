@@ -39,6 +39,12 @@ impl Overrides {
     /// errors name `flag`.
     pub fn set_from(&mut self, flag: &str, arg: &str) -> Result<(), ScenarioError> {
         let origin = format!("{flag} {}", redact_arg(arg));
+        // `--set llm.api_key=sk-...` is a mistake (keys come from api_key_env's variable),
+        // and a secret: its value is never shown.
+        let origin = match arg.split_once('=') {
+            Some((key, _)) if is_secret(key) => format!("{flag} {}=***", key.trim()),
+            _ => origin,
+        };
         let Some((key, raw)) = arg.split_once('=') else {
             return Err(ScenarioError::new(
                 origin,
@@ -75,6 +81,21 @@ impl Overrides {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Whether a key's value is a secret not to show: an API key, a password, a token (and
+/// `api_key_env`, where a key is sometimes pasted instead of a variable's name).
+fn is_secret(key: &str) -> bool {
+    let last = key
+        .trim()
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let last = last.strip_suffix("_env").unwrap_or(&last);
+    ["key", "password", "secret", "token"]
+        .iter()
+        .any(|word| last == *word || last.ends_with(&format!("_{word}")))
 }
 
 /// `KEY=VALUE` with any password in the value hidden, and a long value cut short.
