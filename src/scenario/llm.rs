@@ -59,11 +59,21 @@ impl LlmConfig {
     }
 }
 
-/// The settings of `[llm]`; `at(key, message)` makes an error at `llm.{key}`.
-pub(crate) fn validate(
+/// Whether `name` can name an environment variable: letters, digits and `_`, not starting
+/// with a digit.
+fn is_variable_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The servers of `[llm]`: `base_url` (one URL or a list), else `$OPENAI_BASE_URL`, else
+/// OpenAI's; each an http:// or https:// URL, without a trailing `/`.
+fn base_urls(
     section: &LlmSection,
-    at: impl Fn(KeyPath, String) -> ScenarioError,
-) -> Result<LlmConfig, ScenarioError> {
+    at: &impl Fn(KeyPath, String) -> ScenarioError,
+) -> Result<Vec<String>, ScenarioError> {
     let key = |k: &str| KeyPath::default().key("llm").key(k);
     // Without base_url, the server is OpenAI's or $OPENAI_BASE_URL's: a bad one is blamed on
     // the variable, not on a line of the file that does not name it.
@@ -81,7 +91,7 @@ pub(crate) fn validate(
             "names no server: give a URL, or a list of them".into(),
         ));
     }
-    let base_urls = base_urls
+    base_urls
         .into_iter()
         .map(|u| {
             let trimmed = u.trim().trim_end_matches('/').to_string();
@@ -102,7 +112,16 @@ pub(crate) fn validate(
                 }
             }
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// The settings of `[llm]`; `at(key, message)` makes an error at `llm.{key}`.
+pub(crate) fn validate(
+    section: &LlmSection,
+    at: impl Fn(KeyPath, String) -> ScenarioError,
+) -> Result<LlmConfig, ScenarioError> {
+    let key = |k: &str| KeyPath::default().key("llm").key(k);
+    let base_urls = base_urls(section, &at)?;
     let whole = |k: &str, v: i64, least: i64, most: i64| {
         if (least..=most).contains(&v) {
             Ok(v)
@@ -122,13 +141,7 @@ pub(crate) fn validate(
     }
     // The variable's name, not the key: a key pasted here would be printed by `agora check`
     // and kept in summary.json, so it is refused without being shown.
-    let name = &section.api_key_env;
-    let is_name = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !is_name {
+    if !is_variable_name(&section.api_key_env) {
         return Err(at(
             key("api_key_env"),
             "is not the name of an environment variable (letters, digits and _, such as OPENAI_API_KEY); \
