@@ -541,6 +541,31 @@ fn requests_per_minute_hold_over_any_minute_not_per_calendar_minute() {
 }
 
 #[test]
+fn a_server_that_asks_to_wait_is_waited_for_and_the_wait_is_said() {
+    let server = LlmServer::start(Behaviour {
+        fail_every: Some((2, 429)),
+        retry_after: "1",
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), &debate(&server.base_url(), 3, 3, 0.0, ""));
+    let output = run(&scenario, &dir.path().join("runs"), &[]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        server.requests() >= server.answered() + 2,
+        "two requests or more were refused"
+    );
+    assert_eq!(
+        stderr
+            .matches("the model server asked to wait 1 s (429, Retry-After)")
+            .count(),
+        1,
+        "said once, not once a request: {stderr}"
+    );
+}
+
+#[test]
 fn secrets_given_in_the_wrong_place_are_never_shown() {
     const SECRET: &str = "sk-Secret0123456789";
     let dir = tempfile::tempdir().unwrap();

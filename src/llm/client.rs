@@ -31,6 +31,8 @@ pub struct HttpClient {
     http: reqwest::Client,
     config: ClientConfig,
     next: AtomicUsize,
+    /// When a wait the server asked for was last said.
+    told_to_wait: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Why one attempt failed, and whether another may succeed.
@@ -59,6 +61,7 @@ impl HttpClient {
             http,
             config,
             next: AtomicUsize::new(0),
+            told_to_wait: std::sync::Mutex::new(None),
         })
     }
 
@@ -66,6 +69,23 @@ impl HttpClient {
     fn base(&self) -> &str {
         let urls = &self.config.base_urls;
         &urls[self.next.fetch_add(1, Ordering::Relaxed) % urls.len()]
+    }
+
+    /// Says on stderr that the server asked to wait a second or more (429 with Retry-After),
+    /// at most once in ten seconds however many requests were told so: a run that stands
+    /// still says why.
+    fn say_wait(&self, asked: Duration) {
+        if asked < Duration::from_secs(1) {
+            return;
+        }
+        let mut told = self.told_to_wait.lock().unwrap_or_else(|e| e.into_inner());
+        if told.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(10)) {
+            *told = Some(Instant::now());
+            tracing::warn!(
+                "the model server asked to wait {:.0} s (429, Retry-After); requests wait, then try again",
+                asked.as_secs_f64()
+            );
+        }
     }
 
     fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -88,6 +108,9 @@ impl HttpClient {
             match self.attempt(request).await {
                 Ok(completion) => return Ok((completion, started.elapsed())),
                 Err(failure) if failure.retry && attempt < self.config.max_attempts => {
+                    if let Some(asked) = failure.wait {
+                        self.say_wait(asked);
+                    }
                     let wait = failure.wait.unwrap_or_else(|| backoff(&request.key(), attempt));
                     tracing::debug!("{}; trying again in {} ms", failure.error, wait.as_millis());
                     tokio::time::sleep(wait).await;

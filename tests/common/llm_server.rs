@@ -25,8 +25,10 @@ pub struct Behaviour {
     pub latency: Duration,
     /// ...plus up to this much more, drawn from the request: answers arrive shuffled.
     pub jitter: Duration,
-    /// Every `n`-th request fails with this status (429 carries `Retry-After: 0`).
+    /// Every `n`-th request fails with this status (429 carries `Retry-After`).
     pub fail_every: Option<(u64, u16)>,
+    /// The `Retry-After` of a 429, in seconds.
+    pub retry_after: &'static str,
     /// Answer every request with an HTML page, as a proxy's error page would.
     pub html: bool,
     /// Answer every request with JSON that has no `choices`.
@@ -46,6 +48,7 @@ impl Default for Behaviour {
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
             fail_every: None,
+            retry_after: "0",
             html: false,
             no_choices: false,
             context_chars: 200_000,
@@ -398,7 +401,7 @@ fn answer(request: &Request, seen: &Seen, b: &Behaviour) -> Reply {
         && n % every == 0
     {
         let mut reply = Reply::error(status, "try again", "overloaded");
-        reply.retry_after = (status == 429).then_some("0");
+        reply.retry_after = (status == 429).then_some(b.retry_after);
         return reply;
     }
     let Ok(parsed) = serde_json::from_slice::<Value>(&request.body) else {
