@@ -237,3 +237,36 @@ fn bad_sweeps_are_refused_before_any_run() {
     }
     assert!(!out.path().join("opinion-sweep").exists(), "nothing ran");
 }
+
+#[test]
+fn a_backend_that_cannot_be_used_stops_the_sweep_with_exit_3() {
+    // Nothing listens on port 1: the first run exits 3, and the other five are not started.
+    let out = tempfile::tempdir().unwrap();
+    let output = sweep(
+        out.path(),
+        &[
+            "--vary",
+            "agents.0.params.epsilon=0.1,0.3",
+            "--seeds",
+            "1..3",
+            "--jobs",
+            "1",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("error: cannot connect to Redis at 127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: the sweep stopped starting runs"),
+        "{stderr}"
+    );
+    let (header, body) = rows(out.path(), "opinion");
+    let error = column(&header, "error");
+    let tried = body.iter().filter(|row| !row[error].is_empty()).count();
+    assert_eq!(tried, 1, "one run tried: {body:?}");
+}

@@ -86,7 +86,11 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
     };
     write_csv(&results)?;
     stop_on_interrupt();
-    let (results, failed) = run_jobs(&args, jobs, results, todo, &sweep_dir, &write_csv)?;
+    let Ran {
+        results,
+        failed,
+        unusable,
+    } = run_jobs(&args, jobs, results, todo, &sweep_dir, &write_csv)?;
     write_csv(&results)?;
     let rows: Vec<RunResult> = results.into_iter().flatten().collect();
     if !args.no_plots {
@@ -105,6 +109,14 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
         rows.len() - skipped
     );
     println!("results: {}", csv_path.display());
+    if let Some(error) = unusable {
+        // Every other run would meet the same backend or model server.
+        eprintln!("error: {error}");
+        eprintln!(
+            "hint: the sweep stopped starting runs: make the backend or model server usable, then run the sweep again (completed runs are kept)"
+        );
+        return Ok(exit::BACKEND_UNAVAILABLE);
+    }
     if INTERRUPTED.load(Ordering::SeqCst) {
         let missing = total - rows.len();
         eprintln!(
@@ -254,8 +266,18 @@ fn prepare(
 /// Writes `sweep.csv` from the results so far.
 type WriteCsv<'a> = dyn Fn(&[Option<RunResult>]) -> Result<(), Error> + Sync + 'a;
 
-/// Runs the jobs, `jobs` at a time, keeping `sweep.csv` up to date; returns every result
-/// and how many runs failed.
+/// What running a sweep's jobs came to.
+struct Ran {
+    /// Every run's result, by number; `None` for runs not run.
+    results: Vec<Option<RunResult>>,
+    /// How many runs failed.
+    failed: usize,
+    /// The error of a run that found the backend or the model server unusable (exit 3), after
+    /// which no other run was started.
+    unusable: Option<String>,
+}
+
+/// Runs the jobs, `jobs` at a time, keeping `sweep.csv` up to date.
 fn run_jobs(
     args: &SweepArgs,
     jobs: usize,
@@ -263,24 +285,33 @@ fn run_jobs(
     todo: VecDeque<Job>,
     sweep_dir: &std::path::Path,
     write_csv: &WriteCsv<'_>,
-) -> Result<(Vec<Option<RunResult>>, usize), Error> {
+) -> Result<Ran, Error> {
     let total = results.len();
     let bar = progress_bar(total, total - todo.len(), args.quiet);
     let exe =
         std::env::current_exe().map_err(|e| Error::Usage(format!("cannot find agora's own program: {e}")))?;
     let queue = Mutex::new(todo);
     let shared = Mutex::new((results, 0usize));
+    let unusable: Mutex<Option<String>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(total.max(1)) {
             scope.spawn(|| {
                 loop {
-                    if INTERRUPTED.load(Ordering::SeqCst) {
+                    let stop = unusable.lock().map_or(true, |u| u.is_some());
+                    if INTERRUPTED.load(Ordering::SeqCst) || stop {
                         return;
                     }
                     let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
                         return;
                     };
-                    let result = run_one(&exe, args, &job, sweep_dir);
+                    let (result, code) = run_one(&exe, args, &job, sweep_dir);
+                    if code == Some(i32::from(exit::BACKEND_UNAVAILABLE))
+                        && let Ok(mut first) = unusable.lock()
+                    {
+                        let said = result.error.as_deref().unwrap_or_default();
+                        let said = said.strip_prefix("exit 3: ").unwrap_or(said);
+                        first.get_or_insert_with(|| said.to_string());
+                    }
                     let Ok(mut guard) = shared.lock() else { return };
                     let (results, failed) = &mut *guard;
                     if result.error.is_some() {
@@ -298,13 +329,22 @@ fn run_jobs(
         }
     });
     bar.finish_and_clear();
-    shared
-        .into_inner()
-        .map_err(|_| Error::Usage("a sweep thread panicked".into()))
+    let panicked = || Error::Usage("a sweep thread panicked".into());
+    let (results, failed) = shared.into_inner().map_err(|_| panicked())?;
+    Ok(Ran {
+        results,
+        failed,
+        unusable: unusable.into_inner().map_err(|_| panicked())?,
+    })
 }
 
-/// Runs one job as `agora run`; its result, from its summary and exit.
-fn run_one(exe: &std::path::Path, args: &SweepArgs, job: &Job, sweep_dir: &std::path::Path) -> RunResult {
+/// Runs one job as `agora run`; its result, from its summary and exit, and its exit code.
+fn run_one(
+    exe: &std::path::Path,
+    args: &SweepArgs,
+    job: &Job,
+    sweep_dir: &std::path::Path,
+) -> (RunResult, Option<i32>) {
     let mut command = Command::new(exe);
     command
         .arg("run")
@@ -347,6 +387,7 @@ fn run_one(exe: &std::path::Path, args: &SweepArgs, job: &Job, sweep_dir: &std::
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output();
+    let code = output.as_ref().ok().and_then(|o| o.status.code());
     let summary = std::fs::read_to_string(job.run_dir.join("summary.json"))
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok());
@@ -367,12 +408,13 @@ fn run_one(exe: &std::path::Path, args: &SweepArgs, job: &Job, sweep_dir: &std::
         }
         Err(e) => Some(format!("cannot start {}: {e}", exe.display())),
     };
-    RunResult {
+    let result = RunResult {
         planned: job.planned.clone(),
         dir: relative(&job.run_dir, sweep_dir),
         summary,
         error,
-    }
+    };
+    (result, code)
 }
 
 /// `path` relative to `base`, with `/` between parts.
