@@ -320,7 +320,49 @@ fn templates(
             ));
         }
     }
+    trial_render(&env, vars)?;
     Ok(env)
+}
+
+/// Renders both templates as a run will, before it: once for a reply, once for the first
+/// post of a run (nobody to answer, nothing in the feed). What parsing cannot find (a filter
+/// that does not exist, an attribute of null) fails here, at `agora check`, instead of every
+/// agent's step in the run.
+fn trial_render(env: &Environment<'static>, vars: &Map<String, serde_json::Value>) -> Result<(), ParamError> {
+    let post = json!({ "sender_id": "agent_2", "content": "A post.", "recommended": false });
+    let cases = [
+        (
+            "for a reply",
+            json!(1),
+            json!({ "sender_id": "agent_2", "content": "A post." }),
+            vec![post.clone()],
+        ),
+        (
+            "for the first post of a run (message is null and the feed empty)",
+            json!(0),
+            serde_json::Value::Null,
+            Vec::new(),
+        ),
+    ];
+    for (case, tick, message, feed) in cases {
+        let mut variables = vars.clone();
+        variables.insert("agent".into(), json!("agent_1"));
+        variables.insert("index".into(), json!(0));
+        variables.insert("tick".into(), tick);
+        variables.insert("message".into(), message);
+        variables.insert("own".into(), serde_json::Value::Array(feed.clone()));
+        variables.insert("feed".into(), serde_json::Value::Array(feed));
+        let context = Value::from_serialize(&variables);
+        for name in ["system", "prompt"] {
+            if let Err(e) = env.get_template(name).and_then(|t| t.render(&context)) {
+                return Err(ParamError::at(
+                    name,
+                    format!("the `{name}` template fails {case}: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The stance of the agent at `position` in a table with these params: `vars.stances`
@@ -726,6 +768,19 @@ mod tests {
         );
         let e = templates("{% if %}", "", &known).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("system"));
+        // What only rendering finds: a filter that does not exist, null's attribute.
+        let e = templates("{{ agent | shout }}", DEFAULT_PROMPT, &known)
+            .err()
+            .unwrap();
+        assert!(
+            e.message.contains("fails for a reply") && e.message.contains("shout"),
+            "{}",
+            e.message
+        );
+        let e = templates("", "{{ message.content }}", &known).err().unwrap();
+        assert_eq!(e.key.as_deref(), Some("prompt"));
+        assert!(e.message.contains("first post of a run"), "{}", e.message);
+        assert!(templates("", "{{ message.content if message else 'Open.' }}", &known).is_ok());
         let e = variables(&toml::from_str("feed = 3").unwrap()).err().unwrap();
         assert!(e.message.contains("vars.feed"), "{}", e.message);
     }
