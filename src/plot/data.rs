@@ -42,6 +42,13 @@ pub fn read(run_dir: &Path) -> Result<RunData, String> {
             run_dir.display()
         ));
     }
+    if run_dir.join("sweep.csv").is_file() {
+        return Err(format!(
+            "{} is a sweep's folder: `agora plot` draws one run's plots (give one of its runs, such as {}/run-001/NAME-SEED); the sweep's own plots are drawn again by running the same `agora sweep`, which skips the runs that completed",
+            run_dir.display(),
+            run_dir.display()
+        ));
+    }
     if !metrics_path.is_file() {
         return Err(format!(
             "{} is not a run's folder (it has no {METRICS_FILE}): give one such as runs/opinion-7",
