@@ -222,7 +222,9 @@ fn build(p: LlmParams, setup: &Setup<'_>) -> Result<Llm, ParamError> {
         return Err(ParamError::at("model", "must name a model"));
     }
     let vars = variables(&p.vars)?;
-    let templates = templates(&p.system, &p.prompt, &vars)?;
+    // Agents post with nobody to answer when they may post unprompted, or open a debate.
+    let unprompted = p.activity > 0.0 || p.turns.policy().is_some();
+    let templates = templates(&p.system, &p.prompt, &vars, unprompted)?;
     let turns = p
         .turns
         .policy()
@@ -288,6 +290,7 @@ fn templates(
     system: &str,
     prompt: &str,
     vars: &Map<String, serde_json::Value>,
+    unprompted: bool,
 ) -> Result<Environment<'static>, ParamError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -320,15 +323,19 @@ fn templates(
             ));
         }
     }
-    trial_render(&env, vars)?;
+    trial_render(&env, vars, unprompted)?;
     Ok(env)
 }
 
-/// Renders both templates as a run will, before it: once for a reply, once for the first
-/// post of a run (nobody to answer, nothing in the feed). What parsing cannot find (a filter
-/// that does not exist, an attribute of null) fails here, at `agora check`, instead of every
-/// agent's step in the run.
-fn trial_render(env: &Environment<'static>, vars: &Map<String, serde_json::Value>) -> Result<(), ParamError> {
+/// Renders both templates as a run will, before it: once for a reply, and, when agents may
+/// post `unprompted`, once for the first post of a run (nobody to answer, nothing in the
+/// feed). What parsing cannot find (a filter that does not exist, an attribute of null) fails
+/// here, at `agora check`, instead of every agent's step in the run.
+fn trial_render(
+    env: &Environment<'static>,
+    vars: &Map<String, serde_json::Value>,
+    unprompted: bool,
+) -> Result<(), ParamError> {
     let post = json!({ "sender_id": "agent_2", "content": "A post.", "recommended": false });
     let cases = [
         (
@@ -344,7 +351,7 @@ fn trial_render(env: &Environment<'static>, vars: &Map<String, serde_json::Value
             Vec::new(),
         ),
     ];
-    for (case, tick, message, feed) in cases {
+    for (case, tick, message, feed) in cases.into_iter().take(if unprompted { 2 } else { 1 }) {
         let mut variables = vars.clone();
         variables.insert("agent".into(), json!("agent_1"));
         variables.insert("index".into(), json!(0));
@@ -687,7 +694,7 @@ mod tests {
     #[test]
     fn the_agent_addressed_replies_with_what_the_model_wrote_and_passes_the_word() {
         let llm = built(
-            "prompt = '{{ message.content }} / {{ feed | length }} / {{ topic }}'\nvars = { topic = 'tax' }",
+            "prompt = '{{ message.content if message else \"open\" }} / {{ feed | length }} / {{ topic }}'\nvars = { topic = 'tax' }",
             3,
         )
         .unwrap();
@@ -756,8 +763,8 @@ mod tests {
     #[test]
     fn templates_may_use_only_known_variables() {
         let known = vars("topic = 'x'");
-        assert!(templates("{{ agent }} {{ topic }}", DEFAULT_PROMPT, &known).is_ok());
-        let e = templates("{{ agent }}", "{{ topik }} {{ range(3) }}", &known)
+        assert!(templates("{{ agent }} {{ topic }}", DEFAULT_PROMPT, &known, true).is_ok());
+        let e = templates("{{ agent }}", "{{ topik }} {{ range(3) }}", &known, true)
             .err()
             .unwrap();
         assert_eq!(e.key.as_deref(), Some("prompt"));
@@ -766,10 +773,10 @@ mod tests {
             "{}",
             e.message
         );
-        let e = templates("{% if %}", "", &known).err().unwrap();
+        let e = templates("{% if %}", "", &known, true).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("system"));
         // What only rendering finds: a filter that does not exist, null's attribute.
-        let e = templates("{{ agent | shout }}", DEFAULT_PROMPT, &known)
+        let e = templates("{{ agent | shout }}", DEFAULT_PROMPT, &known, true)
             .err()
             .unwrap();
         assert!(
@@ -777,10 +784,14 @@ mod tests {
             "{}",
             e.message
         );
-        let e = templates("", "{{ message.content }}", &known).err().unwrap();
+        let e = templates("", "{{ message.content }}", &known, true)
+            .err()
+            .unwrap();
         assert_eq!(e.key.as_deref(), Some("prompt"));
         assert!(e.message.contains("first post of a run"), "{}", e.message);
-        assert!(templates("", "{{ message.content if message else 'Open.' }}", &known).is_ok());
+        assert!(templates("", "{{ message.content if message else 'Open.' }}", &known, true).is_ok());
+        // Agents that only ever reply always have a message.
+        assert!(templates("", "{{ message.content }}", &known, false).is_ok());
         let e = variables(&toml::from_str("feed = 3").unwrap()).err().unwrap();
         assert!(e.message.contains("vars.feed"), "{}", e.message);
     }
