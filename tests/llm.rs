@@ -583,6 +583,9 @@ fn secrets_given_in_the_wrong_place_are_never_shown() {
         !shown.contains(SECRET) && shown.contains("is not the name of an environment variable"),
         "{shown}"
     );
+    // Empty: a server that wants no key.
+    let (code, shown) = check("llm.api_key_env=".to_string());
+    assert_eq!(code, Some(0), "{shown}");
     let (code, shown) = check(format!("llm.api_key={SECRET}"));
     assert_eq!(code, Some(2), "{shown}");
     assert!(

@@ -198,8 +198,8 @@ impl Keys {
         self.run_key(&ANSWERS)
     }
 
-    /// When the run's last booked turn at the model ends (milliseconds since the epoch), for
-    /// its requests and tokens per minute.
+    /// The run's use of the model: `turns_end`, when its last booked turn ends (milliseconds
+    /// since the epoch), for its requests and tokens per minute.
     pub fn model_use(&self) -> String {
         self.run_key(&MODEL_USE)
     }
@@ -230,7 +230,7 @@ const CONTROL: RunKey = run_key(":control", "stream");
 const REPORTS: RunKey = run_key(":reports", "stream");
 const WORKERS: RunKey = run_key(":workers", "hash");
 const ANSWERS: RunKey = run_key(":llm", "hash");
-const MODEL_USE: RunKey = run_key(":llm-use", "string");
+const MODEL_USE: RunKey = run_key(":llm-use", "hash");
 const LEASE: RunKey = RunKey {
     cleaned_up: false,
     ..run_key(":lease", "string")

@@ -215,12 +215,13 @@ pub trait RunStore {
     /// Every answer kept with the run.
     async fn answers(&self) -> Result<Vec<String>, BackendError>;
 
-    /// Books the run's next turn at the model (across all its processes): the turn starts at
-    /// the later of `now_ms` and the end of the last turn booked, and lasts `cost_ms`; returns
-    /// its start, in milliseconds since the Unix epoch. A request waits for its turn, so
-    /// that requests and tokens per minute hold over any minute (the generic cell rate
-    /// algorithm, without bursts).
-    async fn book_model_turn(&self, now_ms: u64, cost_ms: u64) -> Result<u64, BackendError>;
+    /// Books the run's next turn at the model (across all its processes): the turn starts now
+    /// or when the last turn booked ends, whichever is later, and lasts `cost_ms`; returns how
+    /// many milliseconds from now it starts. A request waits for its turn, so that requests
+    /// and tokens per minute hold over any minute (the generic cell rate algorithm, without
+    /// bursts). "Now" is the backend's clock (Redis's `TIME`), so that processes on machines
+    /// whose clocks disagree book from one.
+    async fn book_model_turn(&self, cost_ms: u64) -> Result<u64, BackendError>;
 }
 
 /// Bookkeeping streams and hashes through which a coordinator and its worker processes talk.

@@ -96,7 +96,7 @@ seeds, 95% interval).
 Run it again and it skips the runs that completed (same scenario, same values); runs cut short
 or failed run again. A failed run is a row with its error, and the sweep goes on (exit 1 at
 the end); a run that finds the backend or the model server unusable (exit 3) stops the sweep
-from starting more (exit 3). On Redis every run has a stream of its own ({name}-sweep-NNN).
+from starting more (exit 3), unless the sweep varies llm.*, backend.* or a model. On Redis every run has a stream of its own ({name}-sweep-NNN).
 
 Example: agora sweep scenarios/opinion.toml --vary agents.0.params.epsilon=0.05,0.1,0.2,0.4 --seeds 1..10")]
     Sweep(SweepArgs),

@@ -79,7 +79,9 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     });
     let outcome = runtime::run(&scenario, &options, interrupted(), progress.clone());
     progress.finish();
-    let mut outcome = outcome.map_err(or_in_memory)?;
+    // A resumed run needs the Redis that holds it: the embedded backend is no way out.
+    let offer = |e: RunError| if args.resume { e } else { or_in_memory(e) };
+    let mut outcome = outcome.map_err(offer)?;
     let s = &outcome.summary;
     let mut files = vec![
         ("transcript", outcome.transcript.display().to_string()),
@@ -102,7 +104,7 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     println!("{}", s.table(&files).trim_end());
     println!("transcript sha256: {}", s.transcript_sha256);
     if let Some(error) = outcome.error.take() {
-        let e = Error::from(or_in_memory(error));
+        let e = Error::from(offer(error));
         report_error(&e);
         return Ok(e.exit_code());
     }

@@ -293,6 +293,12 @@ fn run_jobs(
     let queue = Mutex::new(todo);
     let shared = Mutex::new((results, 0usize));
     let unusable: Mutex<Option<String>> = Mutex::new(None);
+    // A run that finds the backend or the model server unusable stops the sweep, unless the
+    // sweep varies what decides that (a model, a server, a key): then it is one bad value.
+    let varies_server = args.vary.iter().any(|v| {
+        let key = v.split('=').next().unwrap_or_default().trim();
+        key.starts_with("llm.") || key.starts_with("backend.") || key.ends_with(".model")
+    });
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(total.max(1)) {
             scope.spawn(|| {
@@ -306,6 +312,7 @@ fn run_jobs(
                     };
                     let (result, code) = run_one(&exe, args, &job, sweep_dir);
                     if code == Some(i32::from(exit::BACKEND_UNAVAILABLE))
+                        && !varies_server
                         && let Ok(mut first) = unusable.lock()
                     {
                         let said = result.error.as_deref().unwrap_or_default();

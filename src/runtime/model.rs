@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -203,16 +203,11 @@ impl<B: Backend> ModelClient<B> {
         let prompt: usize = request.messages.iter().map(|m| m.content.len()).sum();
         let tokens = prompt as u64 / 4 + u64::from(request.max_tokens);
         let cost_ms = turn_ms(rpm, tpm, tokens);
-        let now_ms = || {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
-        };
         let backend = &self.backend;
-        let start = self
+        let wait = self
             .reconnect
-            .retry(backend, || backend.book_model_turn(now_ms(), cost_ms))
+            .retry(backend, || backend.book_model_turn(cost_ms))
             .await?;
-        let wait = start.saturating_sub(now_ms());
         if wait >= 1_000 {
             tracing::debug!(
                 "the run's model use is at its limit; this request waits {} ms",

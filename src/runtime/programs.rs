@@ -164,6 +164,17 @@ impl Copy {
     }
 
     async fn exchange(&mut self, request: &str) -> Result<StepReply, ProgramError> {
+        // Output no request asked for (a second reply to the last request, a stray print)
+        // would be taken as this request's reply, and every later reply as the one before's.
+        // Found when it has come by the time of the next request, as it nearly always has.
+        if let Some(Ok(unasked)) = self.stdout.fill_buf().now_or_never()
+            && !unasked.is_empty()
+        {
+            return Err(ProgramError(format!(
+                "it wrote {} after its last reply, unasked (one request gets one reply; diagnostics go to standard error)",
+                process::excerpt(unasked)
+            )));
+        }
         let line = self.send_and_read(request).await?;
         serde_json::from_slice(&line).map_err(|e| {
             ProgramError(format!(
@@ -174,16 +185,6 @@ impl Copy {
     }
 
     async fn send_and_read(&mut self, line: &str) -> Result<Vec<u8>, ProgramError> {
-        // Output no request asked for (a second reply to the last request, a stray print)
-        // would be taken as this request's reply, and every later reply as the one before's.
-        if let Some(Ok(unasked)) = self.stdout.fill_buf().now_or_never()
-            && !unasked.is_empty()
-        {
-            return Err(ProgramError(format!(
-                "it wrote {} after its reply, unasked (one request gets one reply; diagnostics go to standard error)",
-                process::excerpt(unasked)
-            )));
-        }
         let gone = |e: std::io::Error| ProgramError(format!("the program is gone ({e})"));
         self.stdin.write_all(line.as_bytes()).await.map_err(gone)?;
         self.stdin.write_all(b"\n").await.map_err(gone)?;

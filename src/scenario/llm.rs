@@ -141,7 +141,8 @@ pub(crate) fn validate(
     }
     // The variable's name, not the key: a key pasted here would be printed by `agora check`
     // and kept in summary.json, so it is refused without being shown.
-    if !is_variable_name(&section.api_key_env) {
+    // Empty: no key is sent (servers that want none).
+    if !section.api_key_env.is_empty() && !is_variable_name(&section.api_key_env) {
         return Err(at(
             key("api_key_env"),
             "is not the name of an environment variable (letters, digits and _, such as OPENAI_API_KEY); \

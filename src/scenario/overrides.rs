@@ -54,7 +54,7 @@ impl Overrides {
         };
         let key = key.trim();
         let path = parse_key(key).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
-        let value = parse_value(raw.trim()).map_err(|m| {
+        let value = parse_value(raw.trim(), is_secret(key)).map_err(|m| {
             ScenarioError::new(origin.clone(), Some(key.to_string()), m).with_hint(
                 "close arrays, tables and quotes, and quote the whole argument for the shell: --set 'agents.0.params.topics=[\"a\", \"b\"]'",
             )
@@ -133,14 +133,23 @@ fn parse_key(key: &str) -> Result<KeyPath, String> {
 
 /// A value as TOML, or else a plain word as a string. What begins as TOML's arrays, tables
 /// and quoted strings do (`[`, `{`, `"`, `'`) must be TOML: `[1,2` is a mistake, not a word.
-fn parse_value(raw: &str) -> Result<toml::Value, String> {
+///
+/// A Jinja template (`{{ message.content }}`, `{% if ... %}`) is a word: prompts are set so.
+/// The error names the value only when it is not `secret`, and with any URL's password hidden.
+fn parse_value(raw: &str, secret: bool) -> Result<toml::Value, String> {
     let doc = format!("v = {raw}");
+    let template = raw.starts_with("{{") || raw.starts_with("{%") || raw.starts_with("{#");
     match toml::from_str::<toml::Table>(&doc) {
         Ok(mut table) => Ok(table
             .remove("v")
             .unwrap_or_else(|| toml::Value::String(raw.to_string()))),
-        Err(e) if raw.starts_with(['[', '{', '"', '\'']) => {
-            Err(format!("{} is not a TOML value: {}", shorten(raw), e.message()))
+        Err(e) if raw.starts_with(['[', '{', '"', '\'']) && !template => {
+            let shown = if secret {
+                "the value".to_string()
+            } else {
+                shorten(&crate::backend::url::redact(raw))
+            };
+            Err(format!("{shown} is not a TOML value: {}", e.message()))
         }
         Err(_) => Ok(toml::Value::String(raw.to_string())),
     }
@@ -258,7 +267,9 @@ pub(super) fn environment_overrides(env: &[(String, String)]) -> Result<Vec<Over
             .with_hint("use --set agents.0.count=50 (tables are numbered from 0)"));
         }
         let origin = shorten(&crate::backend::url::redact(&origin));
-        let value = parse_value(value.trim()).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
+        let secret = is_secret(&lower.replace("__", "."));
+        let value =
+            parse_value(value.trim(), secret).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
         found.push(Override {
             path: KeyPath::parse_dotted(&lower.replace("__", ".")),
             value,
@@ -275,7 +286,7 @@ mod tests {
 
     #[test]
     fn set_values_are_toml_or_plain_words() {
-        let value = |raw| parse_value(raw).unwrap();
+        let value = |raw| parse_value(raw, false).unwrap();
         assert_eq!(value("7"), toml::Value::Integer(7));
         assert_eq!(value("0.5"), toml::Value::Float(0.5));
         assert_eq!(value("\"redis\""), toml::Value::String("redis".into()));
@@ -288,9 +299,22 @@ mod tests {
         assert!(matches!(value("{ fanout = 3 }"), toml::Value::Table(_)));
         // What starts as TOML must be TOML.
         for broken in ["[1,2", "{ fanout = }", "\"unclosed", "'half"] {
-            let e = parse_value(broken).unwrap_err();
+            let e = parse_value(broken, false).unwrap_err();
             assert!(e.contains("is not a TOML value"), "{broken}: {e}");
         }
+        // Templates are words; a secret or a URL's password is never shown.
+        assert_eq!(
+            value("{{ message.content }} ok"),
+            toml::Value::String("{{ message.content }} ok".into())
+        );
+        assert_eq!(
+            value("{% if x %}y{% endif %}"),
+            toml::Value::String("{% if x %}y{% endif %}".into())
+        );
+        let e = parse_value("\"sk-secret", true).unwrap_err();
+        assert!(!e.contains("sk-secret"), "{e}");
+        let e = parse_value("[\"http://u:pw@h/v1\"", false).unwrap_err();
+        assert!(!e.contains("pw@"), "{e}");
     }
 
     #[test]

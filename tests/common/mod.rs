@@ -191,8 +191,8 @@ pub mod remote_cache {
         async fn answers(&self) -> Result<Vec<String>, BackendError> {
             self.0.answers().await
         }
-        async fn book_model_turn(&self, now_ms: u64, cost_ms: u64) -> Result<u64, BackendError> {
-            self.0.book_model_turn(now_ms, cost_ms).await
+        async fn book_model_turn(&self, cost_ms: u64) -> Result<u64, BackendError> {
+            self.0.book_model_turn(cost_ms).await
         }
     }
 

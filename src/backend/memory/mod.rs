@@ -400,11 +400,15 @@ impl RunStore for MemoryBackend {
         Ok(self.store().answers.values().cloned().collect())
     }
 
-    async fn book_model_turn(&self, now_ms: u64, cost_ms: u64) -> Result<u64, BackendError> {
+    async fn book_model_turn(&self, cost_ms: u64) -> Result<u64, BackendError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
         let mut store = self.store();
         let start = store.model_turns_end.max(now_ms);
         store.model_turns_end = start + cost_ms;
-        Ok(start)
+        Ok(start - now_ms)
     }
 }
 

@@ -144,8 +144,9 @@ fn bookkeeping_commands(keys: &Keys) -> Vec<Vec<String>> {
     all.push(command(&["HSETNX", &answers, "k", "x"]));
     all.push(command(&["HGET", &answers, "k"]));
     all.push(command(&["HVALS", &answers]));
-    all.push(command(&["GET", &model_use]));
-    all.push(command(&["SET", &model_use, "0"]));
+    all.push(command(&["HGET", &model_use, "turns_end"]));
+    all.push(command(&["HSET", &model_use, "turns_end", "0"]));
+    all.push(command(&["TIME"]));
     for key in [
         stream.as_str(),
         &dead,

@@ -390,17 +390,21 @@ impl RunStore for RedisBackend {
             .await
     }
 
-    async fn book_model_turn(&self, now_ms: u64, cost_ms: u64) -> Result<u64, BackendError> {
-        // Milliseconds since the epoch are below 2^53: exact in Lua's numbers.
+    async fn book_model_turn(&self, cost_ms: u64) -> Result<u64, BackendError> {
+        // The server's clock, one for every process; milliseconds since the epoch are below
+        // 2^53, exact in Lua's numbers. The hash's field leaves room for what else the run
+        // may count about the model.
         static BOOK: LazyLock<redis::Script> = LazyLock::new(|| {
             redis::Script::new(
-                "local start = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
-                 redis.call('SET', KEYS[1], string.format('%d', start + tonumber(ARGV[2])))
-                 return start",
+                "local t = redis.call('TIME')
+                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                 local start = math.max(tonumber(redis.call('HGET', KEYS[1], 'turns_end') or '0'), now)
+                 redis.call('HSET', KEYS[1], 'turns_end', string.format('%d', start + tonumber(ARGV[1])))
+                 return start - now",
             )
         });
         let mut invocation = BOOK.key(self.inner.keys.model_use());
-        invocation.arg(now_ms).arg(cost_ms);
+        invocation.arg(cost_ms);
         let mut con = self.inner.con.clone();
         invocation
             .invoke_async::<u64>(&mut con)

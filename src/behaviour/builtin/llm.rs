@@ -222,9 +222,11 @@ fn build(p: LlmParams, setup: &Setup<'_>) -> Result<Llm, ParamError> {
         return Err(ParamError::at("model", "must name a model"));
     }
     let vars = variables(&p.vars)?;
-    // Agents post with nobody to answer when they may post unprompted, or open a debate.
-    let unprompted = p.activity > 0.0 || p.turns.policy().is_some();
-    let templates = templates(&p.system, &p.prompt, &vars, unprompted)?;
+    // Agents post with nobody to answer when they may post unprompted (lockstep's activity),
+    // or open a debate (turn-taking's first agent).
+    let lockstep = setup.mode == Mode::Lockstep;
+    let unprompted = (lockstep && p.activity > 0.0) || p.turns.policy().is_some();
+    let templates = templates(&p.system, &p.prompt, &vars, Trial { lockstep, unprompted })?;
     let turns = p
         .turns
         .policy()
@@ -290,7 +292,7 @@ fn templates(
     system: &str,
     prompt: &str,
     vars: &Map<String, serde_json::Value>,
-    unprompted: bool,
+    trial: Trial,
 ) -> Result<Environment<'static>, ParamError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -323,41 +325,56 @@ fn templates(
             ));
         }
     }
-    trial_render(&env, vars, unprompted)?;
+    trial_render(&env, vars, trial)?;
     Ok(env)
 }
 
+/// What the templates' trial render is to try.
+#[derive(Clone, Copy)]
+struct Trial {
+    /// Ticks are numbers (lockstep) or null (free mode).
+    lockstep: bool,
+    /// Agents may post with nobody to answer.
+    unprompted: bool,
+}
+
 /// Renders both templates as a run will, before it: once for a reply, and, when agents may
-/// post `unprompted`, once for the first post of a run (nobody to answer, nothing in the
-/// feed). What parsing cannot find (a filter that does not exist, an attribute of null) fails
-/// here, at `agora check`, instead of every agent's step in the run.
+/// post unprompted, once for the first post of a run (nobody to answer, nothing in the feed).
+/// What parsing cannot find (a filter that does not exist, an attribute of null) fails here,
+/// at `agora check`, instead of every agent's step in the run.
 fn trial_render(
     env: &Environment<'static>,
     vars: &Map<String, serde_json::Value>,
-    unprompted: bool,
+    trial: Trial,
 ) -> Result<(), ParamError> {
-    let post = json!({ "sender_id": "agent_2", "content": "A post.", "recommended": false });
+    let post = json!({ "sender_id": "agent_2", "content": "A post." });
+    let mut fed = post.clone();
+    fed["recommended"] = json!(false);
+    let tick = |t: u64| {
+        if trial.lockstep {
+            json!(t)
+        } else {
+            serde_json::Value::Null
+        }
+    };
     let cases = [
-        (
-            "for a reply",
-            json!(1),
-            json!({ "sender_id": "agent_2", "content": "A post." }),
-            vec![post.clone()],
-        ),
+        ("for a reply", tick(1), post.clone(), vec![fed], vec![post]),
         (
             "for the first post of a run (message is null and the feed empty)",
-            json!(0),
+            tick(0),
             serde_json::Value::Null,
+            Vec::new(),
             Vec::new(),
         ),
     ];
-    for (case, tick, message, feed) in cases.into_iter().take(if unprompted { 2 } else { 1 }) {
+    let tried = if trial.unprompted { 2 } else { 1 };
+    for (case, tick, message, feed, own) in cases.into_iter().take(tried) {
         let mut variables = vars.clone();
         variables.insert("agent".into(), json!("agent_1"));
         variables.insert("index".into(), json!(0));
         variables.insert("tick".into(), tick);
         variables.insert("message".into(), message);
-        variables.insert("own".into(), serde_json::Value::Array(feed.clone()));
+        variables.insert("own".into(), serde_json::Value::Array(own));
         variables.insert("feed".into(), serde_json::Value::Array(feed));
         let context = Value::from_serialize(&variables);
         for name in ["system", "prompt"] {
@@ -760,11 +777,16 @@ mod tests {
         variables(&toml::from_str(text).unwrap()).unwrap()
     }
 
+    const TRIAL: Trial = Trial {
+        lockstep: true,
+        unprompted: true,
+    };
+
     #[test]
     fn templates_may_use_only_known_variables() {
         let known = vars("topic = 'x'");
-        assert!(templates("{{ agent }} {{ topic }}", DEFAULT_PROMPT, &known, true).is_ok());
-        let e = templates("{{ agent }}", "{{ topik }} {{ range(3) }}", &known, true)
+        assert!(templates("{{ agent }} {{ topic }}", DEFAULT_PROMPT, &known, TRIAL).is_ok());
+        let e = templates("{{ agent }}", "{{ topik }} {{ range(3) }}", &known, TRIAL)
             .err()
             .unwrap();
         assert_eq!(e.key.as_deref(), Some("prompt"));
@@ -773,10 +795,10 @@ mod tests {
             "{}",
             e.message
         );
-        let e = templates("{% if %}", "", &known, true).err().unwrap();
+        let e = templates("{% if %}", "", &known, TRIAL).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("system"));
         // What only rendering finds: a filter that does not exist, null's attribute.
-        let e = templates("{{ agent | shout }}", DEFAULT_PROMPT, &known, true)
+        let e = templates("{{ agent | shout }}", DEFAULT_PROMPT, &known, TRIAL)
             .err()
             .unwrap();
         assert!(
@@ -784,14 +806,25 @@ mod tests {
             "{}",
             e.message
         );
-        let e = templates("", "{{ message.content }}", &known, true)
+        let e = templates("", "{{ message.content }}", &known, TRIAL)
             .err()
             .unwrap();
         assert_eq!(e.key.as_deref(), Some("prompt"));
         assert!(e.message.contains("first post of a run"), "{}", e.message);
-        assert!(templates("", "{{ message.content if message else 'Open.' }}", &known, true).is_ok());
+        assert!(templates("", "{{ message.content if message else 'Open.' }}", &known, TRIAL).is_ok());
         // Agents that only ever reply always have a message.
-        assert!(templates("", "{{ message.content }}", &known, false).is_ok());
+        assert!(
+            templates(
+                "",
+                "{{ message.content }}",
+                &known,
+                Trial {
+                    lockstep: true,
+                    unprompted: false
+                }
+            )
+            .is_ok()
+        );
         let e = variables(&toml::from_str("feed = 3").unwrap()).err().unwrap();
         assert!(e.message.contains("vars.feed"), "{}", e.message);
     }

@@ -167,6 +167,11 @@ impl<B: Backend> AgentCore<B> {
                 StepReply::Need { reads, completions } => {
                     match self.answer_needs(kind, &mut request, &reads, &completions, inputs) {
                         Ok(()) => {}
+                        // A need that cannot be met fails the batch it came with, as an
+                        // `error` without `at` does (and, with no messages, the step).
+                        Err(Attempt::Failed { at: None, error }) if !positions.is_empty() => {
+                            return Attempt::BatchFailed(error);
+                        }
                         Err(attempt) => return attempt,
                     }
                 }
