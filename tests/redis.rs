@@ -432,6 +432,30 @@ fn a_user_with_the_rights_the_readme_lists_can_run_inspect_and_clean_up() {
             .unwrap();
         assert!(output.status.success(), "{command}: {}", text(&output.stderr));
     }
+    // LLM agents under requests_per_minute book their turns in a script that asks Redis's
+    // clock (TIME), which these rights leave out: it takes the process's own instead.
+    let model = common::llm_server::LlmServer::start(common::llm_server::Behaviour::default());
+    let base_url = format!("llm.base_url={}", model.base_url());
+    // A copy, away from its recording: its model is asked live.
+    let debate = out.path().join("debate.toml");
+    std::fs::copy("scenarios/llm-debate.toml", &debate).unwrap();
+    let (output, _) = run_on_redis(
+        debate.to_str().unwrap(),
+        out.path(),
+        &url,
+        &[
+            "--set",
+            &base_url,
+            "--set",
+            "llm.model=stub-model",
+            "--set",
+            "llm.requests_per_minute=6000",
+            "--set",
+            "scenario.ticks=3",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(model.answered() >= 3, "{} answered", model.answered());
     // Without the scripting commands no step can be committed: the check before the run
     // says what is missing (exit 3, the backend cannot be used), before anything is written.
     server.command(&["ACL", "SETUSER", "bob", "-@scripting"]);

@@ -219,8 +219,8 @@ pub trait RunStore {
     /// or when the last turn booked ends, whichever is later, and lasts `cost_ms`; returns how
     /// many milliseconds from now it starts. A request waits for its turn, so that requests
     /// and tokens per minute hold over any minute (the generic cell rate algorithm, without
-    /// bursts). "Now" is the backend's clock (Redis's `TIME`), so that processes on machines
-    /// whose clocks disagree book from one.
+    /// bursts). "Now" is the backend's clock where it has one (Redis's `TIME`), so that
+    /// processes on machines whose clocks disagree book from one.
     async fn book_model_turn(&self, cost_ms: u64) -> Result<u64, BackendError>;
 }
 

@@ -146,7 +146,6 @@ fn bookkeeping_commands(keys: &Keys) -> Vec<Vec<String>> {
     all.push(command(&["HVALS", &answers]));
     all.push(command(&["HGET", &model_use, "turns_end"]));
     all.push(command(&["HSET", &model_use, "turns_end", "0"]));
-    all.push(command(&["TIME"]));
     for key in [
         stream.as_str(),
         &dead,

@@ -391,20 +391,29 @@ impl RunStore for RedisBackend {
     }
 
     async fn book_model_turn(&self, cost_ms: u64) -> Result<u64, BackendError> {
-        // The server's clock, one for every process; milliseconds since the epoch are below
-        // 2^53, exact in Lua's numbers. The hash's field leaves room for what else the run
-        // may count about the model.
+        // The server's clock, one for every process, or this process's own (ARGV[2]) for a
+        // user whose ACL leaves TIME out; milliseconds since the epoch are below 2^53, exact
+        // in Lua's numbers. The hash's field leaves room for what else the run may count
+        // about the model.
         static BOOK: LazyLock<redis::Script> = LazyLock::new(|| {
             redis::Script::new(
-                "local t = redis.call('TIME')
-                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                "local t = redis.pcall('TIME')
+                 local now = tonumber(ARGV[2])
+                 if type(t) == 'table' and t[1] then
+                     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                 end
                  local start = math.max(tonumber(redis.call('HGET', KEYS[1], 'turns_end') or '0'), now)
                  redis.call('HSET', KEYS[1], 'turns_end', string.format('%d', start + tonumber(ARGV[1])))
                  return start - now",
             )
         });
+        let here = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let mut invocation = BOOK.key(self.inner.keys.model_use());
-        invocation.arg(cost_ms);
+        invocation
+            .arg(cost_ms)
+            .arg(u64::try_from(here.as_millis()).unwrap_or(u64::MAX));
         let mut con = self.inner.con.clone();
         invocation
             .invoke_async::<u64>(&mut con)
