@@ -298,7 +298,11 @@ impl<B: Backend> AgentCore<B> {
                 answered: &answered,
                 replies: &replies,
             };
-            match self.attempt(kind, handled, &skip, &inputs) {
+            let attempt = self.attempt(kind, handled, &skip, &inputs);
+            if matches!(attempt, Attempt::BatchFailed(_) | Attempt::Failed { .. }) {
+                replies.forget();
+            }
+            match attempt {
                 Attempt::Done(work) => {
                     return Ok((work, skip.len() as u64));
                 }
@@ -307,7 +311,6 @@ impl<B: Backend> AgentCore<B> {
                         .await?;
                 }
                 Attempt::BatchFailed(error) => {
-                    replies.forget();
                     batch_failures += 1;
                     if batch_failures > self.max_retries {
                         let list = handled.list();
@@ -319,7 +322,6 @@ impl<B: Backend> AgentCore<B> {
                     }
                 }
                 Attempt::Failed { at: Some(i), error } => {
-                    replies.forget();
                     if failures_at.is_empty() {
                         failures_at = vec![0; handled.len()];
                     }
@@ -330,7 +332,6 @@ impl<B: Backend> AgentCore<B> {
                     }
                 }
                 Attempt::Failed { at: None, error } => {
-                    replies.forget();
                     whole_step_failures += 1;
                     if whole_step_failures > self.max_retries {
                         let when = match kind {

@@ -117,6 +117,23 @@ impl<B: Backend> AgentCore<B> {
         inputs: &StepInputs<'_>,
     ) -> Attempt {
         let positions = skip.kept(handle.len());
+        match self.attempt_batch(program, kind, handle, &positions, inputs) {
+            // Failed on no message it named (an error without `at`, a crash, a reply or a
+            // need agora cannot take): the batch is what failed, or, with no messages, the step.
+            Attempt::Failed { at: None, error } if !positions.is_empty() => Attempt::BatchFailed(error),
+            attempt => attempt,
+        }
+    }
+
+    /// [`attempt_program`](Self::attempt_program) over the messages at `positions`.
+    fn attempt_batch(
+        &mut self,
+        program: &ProgramBehaviour,
+        kind: StepKind,
+        handle: &[(EntryId, &Message)],
+        positions: &[usize],
+        inputs: &StepInputs<'_>,
+    ) -> Attempt {
         let messages = positions.iter().map(|&i| wire(handle[i].1)).collect();
         let mut request = self.step_request(program, kind, messages);
         let failed_at = |at: Option<usize>| at.and_then(|k| positions.get(k).copied());
@@ -135,19 +152,12 @@ impl<B: Backend> AgentCore<B> {
                         ..Inputs::default()
                     });
                 }
-                // Which message it failed on, the program did not say.
-                Some(Err(words)) if !positions.is_empty() => return Attempt::BatchFailed(words.clone()),
                 Some(Err(words)) => return failure(None, words.clone()),
                 Some(Ok(reply)) => reply.clone(),
             };
             match reply {
                 StepReply::Error { message, at } => {
-                    return match failed_at(at) {
-                        Some(i) => failure(Some(i), message),
-                        // Failed on no message it named: the batch is what failed.
-                        None if !positions.is_empty() => Attempt::BatchFailed(message),
-                        None => failure(None, message),
-                    };
+                    return failure(failed_at(at), message);
                 }
                 StepReply::Done {
                     state,
@@ -165,14 +175,9 @@ impl<B: Backend> AgentCore<B> {
                     return self.done(kind, positions.len() as u64, state, publish, remember, reports);
                 }
                 StepReply::Need { reads, completions } => {
-                    match self.answer_needs(kind, &mut request, &reads, &completions, inputs) {
-                        Ok(()) => {}
-                        // A need that cannot be met fails the batch it came with, as an
-                        // `error` without `at` does (and, with no messages, the step).
-                        Err(Attempt::Failed { at: None, error }) if !positions.is_empty() => {
-                            return Attempt::BatchFailed(error);
-                        }
-                        Err(attempt) => return attempt,
+                    if let Err(attempt) = self.answer_needs(kind, &mut request, &reads, &completions, inputs)
+                    {
+                        return attempt;
                     }
                 }
             }
@@ -283,15 +288,7 @@ impl<B: Backend> AgentCore<B> {
         remember: Vec<serde_json::Value>,
         reports: Reports<'_>,
     ) -> Attempt {
-        // A reply that cannot be taken fails the batch it answered (or, with no messages, the
-        // step), as an `error` without `at` does.
-        let rejected = |message: String| {
-            if handled > 0 {
-                Attempt::BatchFailed(message)
-            } else {
-                failure(None, message)
-            }
-        };
+        // A reply that cannot be taken fails as an `error` without `at` does.
         let mut effects = Effects::new();
         for message in publish {
             let mut outgoing = Outgoing::broadcast(message.content);
@@ -304,16 +301,20 @@ impl<B: Backend> AgentCore<B> {
         }
         for (name, delta) in reports.metrics {
             let Some(delta) = delta.as_i64() else {
-                return rejected(format!(
-                    "the program's metric {name:?} is not a whole number: {delta}"
-                ));
+                return failure(
+                    None,
+                    format!("the program's metric {name:?} is not a whole number: {delta}"),
+                );
             };
             effects = effects.count(name.clone(), delta);
         }
         for (field, numbers) in [("levels", reports.levels), ("values", reports.values)] {
             for (name, value) in numbers {
                 let Some(value) = value.as_f64() else {
-                    return rejected(format!("the program's {field} {name:?} is not a number: {value}"));
+                    return failure(
+                        None,
+                        format!("the program's {field} {name:?} is not a number: {value}"),
+                    );
                 };
                 effects = if field == "levels" {
                     effects.set(name.clone(), value)
@@ -331,7 +332,7 @@ impl<B: Backend> AgentCore<B> {
             cache_n: &mut self.live.cache_n,
         };
         if let Err(error) = numbering.apply(effects, &mut work.out, &work.remember) {
-            return rejected(format!("the program {error}"));
+            return failure(None, format!("the program {error}"));
         }
         work.out.handled = handled;
         Attempt::Done(work)
