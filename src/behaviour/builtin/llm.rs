@@ -329,6 +329,30 @@ fn templates(
     Ok(env)
 }
 
+/// What a post's templates see besides `vars`: the variables of [`BUILT_IN_VARIABLES`].
+struct Seen<'a> {
+    agent: &'a str,
+    index: usize,
+    tick: serde_json::Value,
+    message: serde_json::Value,
+    feed: Vec<serde_json::Value>,
+    own: Vec<serde_json::Value>,
+}
+
+impl Seen<'_> {
+    /// The templates' context: `vars` with the built-in variables over them.
+    fn context(self, vars: &Map<String, serde_json::Value>) -> Value {
+        let mut variables = vars.clone();
+        variables.insert("agent".into(), json!(self.agent));
+        variables.insert("index".into(), json!(self.index));
+        variables.insert("tick".into(), self.tick);
+        variables.insert("message".into(), self.message);
+        variables.insert("feed".into(), serde_json::Value::Array(self.feed));
+        variables.insert("own".into(), serde_json::Value::Array(self.own));
+        Value::from_serialize(&variables)
+    }
+}
+
 /// What the templates' trial render is to try.
 #[derive(Clone, Copy)]
 struct Trial {
@@ -369,14 +393,15 @@ fn trial_render(
     ];
     let tried = if trial.unprompted { 2 } else { 1 };
     for (case, tick, message, feed, own) in cases.into_iter().take(tried) {
-        let mut variables = vars.clone();
-        variables.insert("agent".into(), json!("agent_1"));
-        variables.insert("index".into(), json!(0));
-        variables.insert("tick".into(), tick);
-        variables.insert("message".into(), message);
-        variables.insert("own".into(), serde_json::Value::Array(own));
-        variables.insert("feed".into(), serde_json::Value::Array(feed));
-        let context = Value::from_serialize(&variables);
+        let context = Seen {
+            agent: "agent_1",
+            index: 0,
+            tick,
+            message,
+            feed,
+            own,
+        }
+        .context(vars);
         for name in ["system", "prompt"] {
             if let Err(e) = env.get_template(name).and_then(|t| t.render(&context)) {
                 return Err(ParamError::at(
@@ -488,20 +513,18 @@ impl Llm {
             })
             .collect();
         let own: Vec<serde_json::Value> = ctx.own_last(self.own)?.iter().map(post_of).collect();
-        let mut variables = self.vars.clone();
-        variables.insert("agent".into(), json!(ctx.agent()));
-        variables.insert("index".into(), json!(self.index_of(ctx)));
-        variables.insert("tick".into(), json!(ctx.tick()));
-        variables.insert(
-            "message".into(),
-            message.map_or(
+        let context = Seen {
+            agent: ctx.agent(),
+            index: self.index_of(ctx),
+            tick: json!(ctx.tick()),
+            message: message.map_or(
                 serde_json::Value::Null,
                 |m| json!({ "sender_id": &*m.sender_id, "content": m.content }),
             ),
-        );
-        variables.insert("feed".into(), serde_json::Value::Array(feed));
-        variables.insert("own".into(), serde_json::Value::Array(own));
-        let context = Value::from_serialize(&variables);
+            feed,
+            own,
+        }
+        .context(&self.vars);
         let mut chat = Vec::with_capacity(2);
         for name in ["system", "prompt"] {
             let text = self
