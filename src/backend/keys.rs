@@ -249,6 +249,15 @@ pub const RUN_KEYS: [RunKey; 10] = [
     STREAM, DEAD, STATE, RECORD, CONTROL, REPORTS, WORKERS, ANSWERS, MODEL_USE, LEASE,
 ];
 
+/// The ending of a run's own key (`:dead`, `:run`, ...) that `name` ends in, if any: such a
+/// name is another run's key, never a stream.
+pub fn run_key_suffix(name: &str) -> Option<&'static str> {
+    RUN_KEYS
+        .iter()
+        .map(|k| k.suffix)
+        .find(|s| !s.is_empty() && name.ends_with(s))
+}
+
 /// What follows the stream's name in an agent's inbox key.
 pub const INBOX_MARK: &str = ":inbox:";
 /// What follows the stream's name in an agent's outbox key (on a cluster).

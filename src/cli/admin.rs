@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::args::{CleanupArgs, InspectArgs};
-use crate::backend::keys::RUN_KEYS;
+use crate::backend::keys::run_key_suffix;
 use crate::backend::redis::{RedisBackend, admin};
 use crate::backend::url::RedisUrl;
 use crate::backend::{Keys, RunStore};
@@ -30,11 +30,7 @@ fn connect_admin(
         return Err(Error::Usage("--stream: the stream key must not be empty".into()));
     }
     // `x:dead` is one of run x's keys, never a run's stream (`agora run` refuses such names).
-    if let Some(suffix) = RUN_KEYS
-        .iter()
-        .map(|k| k.suffix)
-        .find(|s| !s.is_empty() && stream.ends_with(s) && stream.len() > s.len())
-    {
+    if let Some(suffix) = run_key_suffix(stream).filter(|s| stream.len() > s.len()) {
         return Err(Error::Usage(format!(
             "--stream {stream:?} is not a run's stream but one of its keys (runs keep {suffix:?} beside their stream): give the stream itself, --stream {:?}",
             &stream[..stream.len() - suffix.len()]

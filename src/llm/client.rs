@@ -228,21 +228,14 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
     // A password in the URL (http://user:password@host) is never printed.
     let url = crate::backend::url::redact(url);
-    let (what, hint) = if e.is_timeout() {
-        (
-            "did not answer in time",
-            "check [llm] base_url and that the server is running; a slow server may need a longer [llm] timeout",
-        )
+    let mut hint = "check [llm] base_url, and that the server is running";
+    let what = if e.is_timeout() {
+        hint = "check [llm] base_url and that the server is running; a slow server may need a longer [llm] timeout";
+        "did not answer in time"
     } else if e.is_connect() {
-        (
-            "could not be reached (is it running, and the address right?)",
-            "check [llm] base_url, and that the server is running",
-        )
+        "could not be reached (is it running, and the address right?)"
     } else {
-        (
-            "broke off the exchange",
-            "check [llm] base_url, and that the server is running",
-        )
+        "broke off the exchange"
     };
     Failure {
         error: LlmError::new(

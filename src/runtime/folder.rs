@@ -48,6 +48,9 @@ pub(crate) struct Claim<'a> {
     pub resume: bool,
 }
 
+/// What to do about a `--resume` with other settings than the run's.
+pub(crate) const RESUME_THE_SAME: &str = "resume with the scenario (and --set, --seed, environment) the run started with, or start afresh without --resume";
+
 fn refused(message: String, hint: &str) -> RunError {
     RunError::Refused {
         message,
@@ -138,7 +141,7 @@ impl RunFolder {
                         "--resume: the folder {} holds a run with other settings than these (another scenario, --set or seed): this is not the run that was interrupted",
                         self.dir.display()
                     ),
-                    "resume with the scenario (and --set, --seed, environment) the run started with, or start afresh without --resume",
+                    RESUME_THE_SAME,
                 ));
             }
             return Err(refused(

@@ -38,21 +38,21 @@ impl Overrides {
     /// Adds a `KEY=VALUE` that `flag` gave (a sweep's `--vary`), read as `--set` reads it;
     /// errors name `flag`.
     pub fn set_from(&mut self, flag: &str, arg: &str) -> Result<(), ScenarioError> {
-        let origin = format!("{flag} {}", redact_arg(arg));
-        // `--set llm.api_key=sk-...` is a mistake (keys come from api_key_env's variable),
-        // and a secret: its value is never shown.
-        let origin = match arg.split_once('=') {
-            Some((key, _)) if is_secret(key) => format!("{flag} {}=***", key.trim()),
-            _ => origin,
-        };
         let Some((key, raw)) = arg.split_once('=') else {
             return Err(ScenarioError::new(
-                origin,
+                format!("{flag} {}", redact_arg(arg)),
                 None,
                 "expected KEY=VALUE, as in --set scenario.seed=7",
             ));
         };
         let key = key.trim();
+        // `--set llm.api_key=sk-...` is a mistake (keys come from api_key_env's variable),
+        // and a secret: its value is never shown.
+        let origin = if is_secret(key) {
+            format!("{flag} {key}=***")
+        } else {
+            format!("{flag} {}", redact_arg(arg))
+        };
         let path = parse_key(key).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
         let value = parse_value(raw.trim(), is_secret(key)).map_err(|m| {
             ScenarioError::new(origin.clone(), Some(key.to_string()), m).with_hint(
@@ -267,11 +267,11 @@ pub(super) fn environment_overrides(env: &[(String, String)]) -> Result<Vec<Over
             .with_hint("use --set agents.0.count=50 (tables are numbered from 0)"));
         }
         let origin = shorten(&crate::backend::url::redact(&origin));
-        let secret = is_secret(&lower.replace("__", "."));
-        let value =
-            parse_value(value.trim(), secret).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
+        let dotted = lower.replace("__", ".");
+        let value = parse_value(value.trim(), is_secret(&dotted))
+            .map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
         found.push(Override {
-            path: KeyPath::parse_dotted(&lower.replace("__", ".")),
+            path: KeyPath::parse_dotted(&dotted),
             value,
             origin,
         });

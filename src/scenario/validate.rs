@@ -13,7 +13,7 @@ use super::locate::{self, KeyPath};
 use super::program::{self, ProgramSpec};
 use super::spec::{AgentSpec, AgentTableSpec, BackendConfig, Limits, Scenario};
 use super::{ScenarioError, Source, duration};
-use crate::backend::keys::{Keys, RESERVED_MARKS, RUN_KEYS, TIMESTAMPS};
+use crate::backend::keys::{Keys, RESERVED_MARKS, TIMESTAMPS, run_key_suffix};
 use crate::backend::url::{self, RedisUrl};
 use crate::behaviour::{DynBehaviour, Registry, Setup};
 use crate::program::ProgramBehaviour;
@@ -277,15 +277,13 @@ fn validate_backend(file: &ScenarioFile, err: &Errors<'_>) -> Result<BackendConf
     }
     // A run's own keys end in these, and cleanup deletes everything under a cache prefix: a
     // stream named like them would be another run's key, and deleted with it.
-    for suffix in RUN_KEYS.iter().map(|k| k.suffix).filter(|s| !s.is_empty()) {
-        if stream.ends_with(suffix) {
-            return Err(err
-                .at(
-                    key("backend.stream"),
-                    format!("{stream:?} ends in {suffix:?}, which agora keeps for a run's own keys"),
-                )
-                .with_hint("choose a stream name without that ending"));
-        }
+    if let Some(suffix) = run_key_suffix(&stream) {
+        return Err(err
+            .at(
+                key("backend.stream"),
+                format!("{stream:?} ends in {suffix:?}, which agora keeps for a run's own keys"),
+            )
+            .with_hint("choose a stream name without that ending"));
     }
     for (mark, what) in RESERVED_MARKS {
         if stream.contains(mark) {

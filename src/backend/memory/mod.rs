@@ -401,10 +401,7 @@ impl RunStore for MemoryBackend {
     }
 
     async fn book_model_turn(&self, cost_ms: u64) -> Result<u64, BackendError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = crate::backend::cache::unix_millis();
         let mut store = self.store();
         let start = store.model_turns_end.max(now_ms);
         store.model_turns_end = start + cost_ms;

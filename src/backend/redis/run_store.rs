@@ -407,13 +407,8 @@ impl RunStore for RedisBackend {
                  return start - now",
             )
         });
-        let here = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
         let mut invocation = BOOK.key(self.inner.keys.model_use());
-        invocation
-            .arg(cost_ms)
-            .arg(u64::try_from(here.as_millis()).unwrap_or(u64::MAX));
+        invocation.arg(cost_ms).arg(crate::backend::cache::unix_millis());
         let mut con = self.inner.con.clone();
         invocation
             .invoke_async::<u64>(&mut con)

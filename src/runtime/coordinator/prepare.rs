@@ -114,7 +114,7 @@ impl<B: Backend> Coordinator<'_, B> {
                 format!(
                     "the scenario changed since the run of stream {stream:?} started; resuming it would not give the transcript of either"
                 ),
-                "resume with the scenario (and --set, --seed, environment) the run started with, or start afresh without --resume",
+                crate::runtime::folder::RESUME_THE_SAME,
             ));
         }
         if record.status == Some(RunStatus::Finished) {
