@@ -147,7 +147,7 @@ impl<B: Backend> ModelClient<B> {
                     return Err(asker.error(
                         LlmError::new(LlmErrorKind::NotRecorded, "the recording has no answer to its request")
                             .with_hint(format!(
-                                "{} is of another scenario, seed or agora version; record it again with a live run (without --replay)",
+                                "{} was recorded with other settings (scenario, seed, --set values such as llm.model, or agora version); replay with the recorded run's settings, or record again with a live run (without --replay)",
                                 recording.1.display()
                             )),
                     ));
