@@ -509,6 +509,18 @@ fn every_command_has_help() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_still_writes_the_outputs() {
+    stops_cleanly_on(libc::SIGINT);
+}
+
+/// `kill`, `timeout`, `docker stop` and batch schedulers end a job with SIGTERM: a run takes
+/// it as it takes Ctrl-C, where the default would end it with no outputs and its folder
+/// still locked.
+#[test]
+fn sigterm_stops_cleanly_and_still_writes_the_outputs() {
+    stops_cleanly_on(libc::SIGTERM);
+}
+
+fn stops_cleanly_on(signal: libc::c_int) {
     let out = tempfile::tempdir().unwrap();
     let child = agora()
         .args(["run", "scenarios/w1.toml", "--quiet", "--out"])
@@ -531,13 +543,21 @@ fn ctrl_c_stops_cleanly_and_still_writes_the_outputs() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     // SAFETY: sending a signal to the child we started.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     let output = child.wait_with_output().unwrap();
     // 130, as shells expect of Ctrl-C: a script or a sweep loop does not take it for done.
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     let summary = check_outputs(out.path(), &output);
     assert_eq!(summary["stop_reason"], "interrupted");
     assert!(summary["messages"].as_u64().unwrap() > 0);
+    // Nothing is left half-written or locked (the scenario's mark, `.agora.run`, stays by
+    // design): the folder can be run into again.
+    let left: Vec<_> = std::fs::read_dir(out.path().join("w1-0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name == ".agora.lock" || name.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]

@@ -270,3 +270,62 @@ fn a_backend_that_cannot_be_used_stops_the_sweep_with_exit_3() {
     let tried = body.iter().filter(|row| !row[error].is_empty()).count();
     assert_eq!(tried, 1, "one run tried: {body:?}");
 }
+
+#[test]
+fn sigterm_stops_the_sweep_and_its_runs_with_their_outputs_written() {
+    // SIGTERM (kill, systemd, a batch scheduler) reaches the sweep alone, unlike Ctrl-C at a
+    // terminal: the sweep passes it on, its runs stop with their outputs, and it exits 130.
+    let out = tempfile::tempdir().unwrap();
+    let mut child = agora()
+        .args(["sweep", "scenarios/w1.toml", "--quiet", "--no-plots", "--out"])
+        .arg(out.path())
+        .args([
+            "--set",
+            "agents.0.params.hops=1000000000",
+            "--set",
+            "scenario.max_messages=1000000000000",
+            "--seeds",
+            "1..4",
+            "--jobs",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = out.path().join("w1-sweep/run-001/w1-1/transcript.jsonl.partial");
+    let started = std::time::Instant::now();
+    while !partial.exists() && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: sending a signal to the child we started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    // A sweep that did not pass the signal on would wait for its runs for ever.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the sweep did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted:"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("w1-sweep/run-001/w1-1/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["stop_reason"], "interrupted");
+    let (header, body) = rows(out.path(), "w1");
+    let error = column(&header, "error");
+    assert!(
+        !body.is_empty() && body.len() <= 2,
+        "only the two running runs have rows: {body:?}"
+    );
+    for row in &body {
+        assert_eq!(row[error], "interrupted (exit 130)", "{body:?}");
+    }
+}

@@ -15,7 +15,7 @@ Examples:
   agora behaviours                                list behaviours and their parameters
 
 Exit codes: 0 success, 1 failure while running, 2 bad input, 3 backend unusable,
-130 interrupted (Ctrl-C; the outputs are written).
+130 interrupted (Ctrl-C or SIGTERM; the outputs are written).
 Warnings go to stderr; RUST_LOG=agora=debug asks for more, with timestamps.";
 
 #[derive(Parser)]
@@ -38,7 +38,7 @@ is `transcript sha256: <hex>`.
 
 Exit codes: 0 done, 1 a failure while running, 2 bad input (or the stream is in use by a run
 still going, or its folder by another run), 3 the backend cannot be used, 130 interrupted by
-Ctrl-C (the outputs are written; --resume continues a Redis run).")]
+Ctrl-C or SIGTERM (the outputs are written; --resume continues a Redis run).")]
     Run(RunArgs),
     /// Host one share of a scenario's agents, for runs spread over processes
     Worker(WorkerArgs),

@@ -148,30 +148,53 @@ pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
     Ok(exit::SUCCESS)
 }
 
-fn sigint_ignored() -> bool {
+/// Whether `signal` was ignored when agora started (`&` in a script ignores SIGINT; `nohup`
+/// and some batch systems ignore others): an ignored signal stays ignored, as Unix programs do.
+fn ignored(signal: libc::c_int) -> bool {
     // SAFETY: reads the disposition by setting it and putting it back, before any handler
-    // of ours is installed; nothing else in the process handles SIGINT.
+    // of ours is installed; nothing else in the process handles these signals.
     unsafe {
-        let old = libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, old);
+        let old = libc::signal(signal, libc::SIG_IGN);
+        libc::signal(signal, old);
         old == libc::SIG_IGN
     }
 }
 
-/// Completes at the first Ctrl-C, which asks the run to stop at its next safe point; a
-/// second Ctrl-C ends the process at once.
-async fn interrupted() {
-    // A process started with SIGINT ignored (`&` in a script, a sweep in the background)
-    // keeps it ignored, as Unix programs do.
-    if sigint_ignored() || tokio::signal::ctrl_c().await.is_err() {
-        // No signal handling here: never interrupted.
-        return std::future::pending().await;
+/// A handler for `signal`, or none when it was ignored or cannot be handled.
+fn listen(signal: libc::c_int) -> Option<tokio::signal::unix::Signal> {
+    if ignored(signal) {
+        return None;
     }
-    tracing::warn!("interrupted: stopping at the next safe point (Ctrl-C again to abort)");
-    actix::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(130);
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(signal)).ok()
+}
+
+/// The next delivery of a handled signal; never, for one not handled.
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes at the first Ctrl-C (SIGINT) or SIGTERM (`kill`, `timeout`, `docker stop`,
+/// a batch scheduler's end of job), which asks the run to stop at its next safe point with
+/// its outputs written; a second one ends the process at once.
+async fn interrupted() {
+    let mut sigint = listen(libc::SIGINT);
+    let mut sigterm = listen(libc::SIGTERM);
+    let what = tokio::select! {
+        () = next(&mut sigint) => "interrupted (Ctrl-C): stopping at the next safe point (Ctrl-C again to abort)",
+        () = next(&mut sigterm) => "terminated (SIGTERM): stopping at the next safe point (a second SIGTERM aborts)",
+    };
+    tracing::warn!("{what}");
+    actix::spawn(async move {
+        tokio::select! {
+            () = next(&mut sigint) => {}
+            () = next(&mut sigterm) => {}
+        }
+        std::process::exit(i32::from(exit::INTERRUPTED));
     });
 }
 

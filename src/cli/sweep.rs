@@ -17,30 +17,62 @@ use crate::error::{Error, exit};
 use crate::scenario::BackendKind;
 use crate::sweep::{self, PlannedRun, RunResult, Varied, table};
 
-/// Set by Ctrl-C: no more runs start; those running stop as Ctrl-C stops a run.
+/// Set by Ctrl-C or SIGTERM: no more runs start; those running stop as Ctrl-C stops a run.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Set by SIGTERM, which (unlike Ctrl-C at a terminal) reaches the sweep alone: the sweep
+/// passes it on to its running runs, then clears it.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_signal: libc::c_int) {
     // An atomic store is all a signal handler may safely do here.
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+extern "C" fn on_terminate(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    TERMINATED.store(true, Ordering::SeqCst);
+}
+
 /// Ctrl-C stops the sweep between runs: the terminal sends it to the runs too, which stop
 /// at their next safe point with their outputs written; sweep.csv is then written and the
-/// sweep exits with 130. (A sweep started with SIGINT ignored, as `&` in a script does,
-/// keeps it ignored.)
+/// sweep exits with 130. SIGTERM (from `kill`, systemd or a batch scheduler) does the same,
+/// the sweep passing it on to its runs. (A sweep started with a signal ignored, as `&` in a
+/// script does for SIGINT, keeps it ignored.)
 fn stop_on_interrupt() {
-    // SAFETY: installs a handler that only stores to an atomic, which is async-signal-safe;
-    // the old disposition is read first so that an ignored SIGINT stays ignored.
-    unsafe {
-        let old = libc::signal(libc::SIGINT, libc::SIG_IGN);
-        if old != libc::SIG_IGN {
-            libc::signal(
-                libc::SIGINT,
-                on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
+    for (signal, handler) in [
+        (libc::SIGINT, on_interrupt as extern "C" fn(libc::c_int)),
+        (libc::SIGTERM, on_terminate as extern "C" fn(libc::c_int)),
+    ] {
+        // SAFETY: installs a handler that only stores to atomics, which is
+        // async-signal-safe; the old disposition is read first so that an ignored signal
+        // stays ignored.
+        unsafe {
+            let old = libc::signal(signal, libc::SIG_IGN);
+            if old != libc::SIG_IGN {
+                libc::signal(signal, handler as libc::sighandler_t);
+            }
         }
     }
+}
+
+/// Passes a SIGTERM the sweep received on to its running runs until every worker thread is
+/// done; a run started just as it arrived is told by its own thread (see `run_jobs`).
+fn forward_terminations(running: &Mutex<Vec<u32>>, workers: &[std::thread::ScopedJoinHandle<'_, ()>]) {
+    while !workers.iter().all(std::thread::ScopedJoinHandle::is_finished) {
+        if TERMINATED.swap(false, Ordering::SeqCst) {
+            for &pid in running.lock().iter().flat_map(|pids| pids.iter()) {
+                terminate(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn terminate(pid: u32) {
+    // SAFETY: sends a signal to a run this sweep started and has not yet waited for, so the
+    // process id cannot have been reused.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
 }
 
 /// One run, ready to start.
@@ -299,41 +331,45 @@ fn run_jobs(
         let key = v.split('=').next().unwrap_or_default().trim();
         key.starts_with("llm.") || key.starts_with("backend.") || key.ends_with(".model")
     });
+    let running = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(total.max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let stop = unusable.lock().map_or(true, |u| u.is_some());
-                    if INTERRUPTED.load(Ordering::SeqCst) || stop {
-                        return;
+        let workers: Vec<_> = (0..jobs.min(total.max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let stop = unusable.lock().map_or(true, |u| u.is_some());
+                        if INTERRUPTED.load(Ordering::SeqCst) || stop {
+                            return;
+                        }
+                        let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                            return;
+                        };
+                        let (result, code) = run_one(&exe, args, &job, sweep_dir, &running);
+                        if code == Some(i32::from(exit::BACKEND_UNAVAILABLE))
+                            && !varies_server
+                            && let Ok(mut first) = unusable.lock()
+                        {
+                            let said = result.error.as_deref().unwrap_or_default();
+                            let said = said.strip_prefix("exit 3: ").unwrap_or(said);
+                            first.get_or_insert_with(|| said.to_string());
+                        }
+                        let Ok(mut guard) = shared.lock() else { return };
+                        let (results, failed) = &mut *guard;
+                        if result.error.is_some() {
+                            *failed += 1;
+                            bar.set_message(format!("{failed} failed"));
+                        }
+                        let at = result.planned.number - 1;
+                        results[at] = Some(result);
+                        if let Err(e) = write_csv(results) {
+                            tracing::warn!("{e}");
+                        }
+                        bar.inc(1);
                     }
-                    let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                        return;
-                    };
-                    let (result, code) = run_one(&exe, args, &job, sweep_dir);
-                    if code == Some(i32::from(exit::BACKEND_UNAVAILABLE))
-                        && !varies_server
-                        && let Ok(mut first) = unusable.lock()
-                    {
-                        let said = result.error.as_deref().unwrap_or_default();
-                        let said = said.strip_prefix("exit 3: ").unwrap_or(said);
-                        first.get_or_insert_with(|| said.to_string());
-                    }
-                    let Ok(mut guard) = shared.lock() else { return };
-                    let (results, failed) = &mut *guard;
-                    if result.error.is_some() {
-                        *failed += 1;
-                        bar.set_message(format!("{failed} failed"));
-                    }
-                    let at = result.planned.number - 1;
-                    results[at] = Some(result);
-                    if let Err(e) = write_csv(results) {
-                        tracing::warn!("{e}");
-                    }
-                    bar.inc(1);
-                }
-            });
-        }
+                })
+            })
+            .collect();
+        forward_terminations(&running, &workers);
     });
     bar.finish_and_clear();
     let panicked = || Error::Usage("a sweep thread panicked".into());
@@ -351,6 +387,7 @@ fn run_one(
     args: &SweepArgs,
     job: &Job,
     sweep_dir: &std::path::Path,
+    running: &Mutex<Vec<u32>>,
 ) -> (RunResult, Option<i32>) {
     let mut command = Command::new(exe);
     command
@@ -393,7 +430,8 @@ fn run_one(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output();
+        .spawn()
+        .and_then(|child| wait_for(child, running));
     let code = output.as_ref().ok().and_then(|o| o.status.code());
     let summary = std::fs::read_to_string(job.run_dir.join("summary.json"))
         .ok()
@@ -422,6 +460,44 @@ fn run_one(
         error,
     };
     (result, code)
+}
+
+/// Waits for a run to end, its process id in `running` meanwhile so that a SIGTERM can be
+/// passed on to it. The id leaves `running` before the process is reaped, so that it is
+/// never signalled after the system may have given the id to another process.
+fn wait_for(
+    mut child: std::process::Child,
+    running: &Mutex<Vec<u32>>,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    let pid = child.id();
+    if let Ok(mut pids) = running.lock() {
+        pids.push(pid);
+    }
+    // A SIGTERM that came between the check for it and the start: this run is told here.
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        terminate(pid);
+    }
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_end(&mut stderr)?;
+    }
+    // SAFETY: waits, without reaping, for the end of a child of this process.
+    while unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+    } != 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
+    if let Ok(mut pids) = running.lock() {
+        pids.retain(|&p| p != pid);
+    }
+    let status = child.wait()?;
+    Ok(std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    })
 }
 
 /// `path` relative to `base`, with `/` between parts.
