@@ -32,8 +32,9 @@ struct Mark {
 /// A run's hold on its folder, given back when dropped.
 pub(crate) struct RunFolder {
     dir: PathBuf,
-    /// Whether this run made the folder: a run refused before it started removes it again.
-    created: bool,
+    /// The folders this claim made, the run's own first and then its parents (`runs/` on a
+    /// first run): a run refused before it started removes them again.
+    created: Vec<PathBuf>,
     /// Set once the run has started: the folder then keeps what it wrote.
     kept: bool,
 }
@@ -67,7 +68,12 @@ impl RunFolder {
     /// `RunError::Refused` (exit code 2): the folder cannot be made, another run holds it, or
     /// it holds a run of another scenario.
     pub fn claim(dir: &Path, claim: &Claim<'_>) -> Result<RunFolder, RunError> {
-        let created = !dir.exists();
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .filter(|d| !d.as_os_str().is_empty())
+            .take_while(|d| !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
         std::fs::create_dir_all(dir).map_err(|e| {
             refused(
                 format!("cannot create the run's directory {}: {e}", dir.display()),
@@ -180,10 +186,15 @@ impl RunFolder {
 impl Drop for RunFolder {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.dir.join(LOCK));
-        if !self.kept && self.created {
+        if !self.kept && !self.created.is_empty() {
             let _ = std::fs::remove_file(self.dir.join(MARK));
-            // Only if empty: never anything but what this claim made.
-            let _ = std::fs::remove_dir(&self.dir);
+            // Only if empty: never anything but what this claim made (another run may have
+            // put its folder beside this one meanwhile).
+            for dir in &self.created {
+                if std::fs::remove_dir(dir).is_err() {
+                    break;
+                }
+            }
         }
     }
 }
@@ -240,5 +251,13 @@ mod tests {
         let fresh = out.path().join("s-2");
         drop(RunFolder::claim(&fresh, &claim("a", false)).unwrap());
         assert!(!fresh.exists());
+        // Nor the output folder it made for itself, unless something else is in it now.
+        let runs = out.path().join("runs");
+        drop(RunFolder::claim(&runs.join("s-1"), &claim("a", false)).unwrap());
+        assert!(!runs.exists());
+        let refused = RunFolder::claim(&runs.join("s-1"), &claim("a", false)).unwrap();
+        std::fs::create_dir(runs.join("s-2")).unwrap();
+        drop(refused);
+        assert!(!runs.join("s-1").exists() && runs.join("s-2").exists());
     }
 }
