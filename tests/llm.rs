@@ -225,7 +225,9 @@ fn the_key_never_appears_in_any_output() {
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused.stderr));
     let stderr = text(&refused.stderr);
     assert!(
-        stderr.starts_with("error: ") && stderr.contains("401") && stderr.contains("hint: "),
+        stderr.starts_with("error: ")
+            && stderr.contains("401")
+            && stderr.contains("hint: check the key in OPENAI_API_KEY"),
         "{stderr}"
     );
     assert!(!stderr.contains(wrong) && !text(&refused.stdout).contains(wrong));
@@ -283,7 +285,11 @@ fn servers_that_cannot_be_used_are_refused_before_any_agent_runs() {
         key: Some(KEY.to_string()),
         ..Behaviour::default()
     });
-    fails(&debate(&keyed.base_url(), 3, 2, 0.0, ""), &[], 3, &["401"]);
+    let unkeyed = fails(&debate(&keyed.base_url(), 3, 2, 0.0, ""), &[], 3, &["401"]);
+    assert!(
+        unkeyed.contains("hint: no key was sent: the environment variable OPENAI_API_KEY"),
+        "{unkeyed}"
+    );
 
     let server = LlmServer::start(Behaviour::default());
     let unknown = debate(&server.base_url(), 3, 2, 0.0, "").replace("\"stub-model\"", "\"no-such-model\"");

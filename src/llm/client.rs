@@ -23,6 +23,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(20);
 pub struct ClientConfig {
     pub base_urls: Vec<String>,
     pub api_key: Option<String>,
+    /// The environment variable the key was read from, for the hint when a server refuses.
+    pub api_key_env: String,
     pub timeout: Duration,
     pub max_attempts: u32,
 }
@@ -153,7 +155,9 @@ impl HttpClient {
         let text = response.text().await.map_err(|e| transport_failure(&url, &e))?;
         let text = self.redact(&text);
         if !(200..300).contains(&status) {
-            return Err(status_failure(&url, status, &text, &request.model, wait));
+            let mut failure = status_failure(&url, status, &text, &request.model, wait);
+            failure.error = self.explain_refusal(status, failure.error);
+            return Err(failure);
         }
         parse_completion(&text).map_err(|why| Failure {
             error: LlmError::new(LlmErrorKind::Unreadable, format!("{url} answered {why}")).with_hint(
@@ -162,6 +166,23 @@ impl HttpClient {
             retry: true,
             wait: None,
         })
+    }
+
+    /// A refused key's hint names the variable it comes from, and says when it is not set
+    /// (the usual cause of a 401 on a first run).
+    fn explain_refusal(&self, status: u16, error: LlmError) -> LlmError {
+        if !matches!(status, 401 | 403) {
+            return error;
+        }
+        let env = &self.config.api_key_env;
+        match self.config.api_key {
+            None => error.with_hint(format!(
+                "no key was sent: the environment variable {env} ([llm] api_key_env) is not set; export {env}=<your key>"
+            )),
+            Some(_) => error.with_hint(format!(
+                "check the key in {env} ([llm] api_key_env): is it this server's, and allowed this model?"
+            )),
+        }
     }
 
     /// `text` with the key, should a server echo it, masked.
@@ -191,7 +212,10 @@ impl HttpClient {
             let text = self.redact(&response.text().await.unwrap_or_default());
             match status {
                 200..=299 => check_models(base, &text, models)?,
-                401 | 403 => return Err(status_failure(&url, status, &text, "", None).error),
+                401 | 403 => {
+                    let error = status_failure(&url, status, &text, "", None).error;
+                    return Err(self.explain_refusal(status, error));
+                }
                 // No model list here (some servers have none): the first request will tell.
                 _ => tracing::debug!("{url} answered {status}; the models are not checked"),
             }
@@ -388,6 +412,7 @@ mod tests {
         let client = HttpClient::new(ClientConfig {
             base_urls: vec!["http://x/v1".into()],
             api_key: Some("sk-secret".into()),
+            api_key_env: "OPENAI_API_KEY".into(),
             timeout: Duration::from_secs(1),
             max_attempts: 1,
         })

@@ -32,6 +32,7 @@ impl LlmConfig {
         ClientConfig {
             base_urls: self.base_urls.clone(),
             api_key: std::env::var(&self.api_key_env).ok().filter(|k| !k.is_empty()),
+            api_key_env: self.api_key_env.clone(),
             timeout: self.timeout,
             max_attempts: self.max_attempts,
         }
