@@ -543,3 +543,28 @@ fn a_python_behaviour_reports_agent_values_as_the_built_in_does() {
     assert!(expected.lines().count() > 30 * 9, "{expected}");
     assert_eq!(agents(&python), expected);
 }
+
+#[test]
+fn a_script_beside_the_scenario_runs_from_any_folder() {
+    // `command = ["python3", "faulty.py"]` with faulty.py next to the scenario, and `cwd`
+    // naming a folder next to it too: agora is started from the repository, elsewhere.
+    let dir = tempfile::tempdir().unwrap();
+    program(dir.path(), "faulty", &faulty("pass"));
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let scenario = scenario(dir.path(), Path::new("faulty.py"), "cwd = \"work\"");
+    let out = dir.path().join("out");
+    let output = run(&scenario, &out, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(lines(&out, "transcript.jsonl").len() > 3);
+    // A path found nowhere is still the program's to report, with both places named.
+    let missing = self::scenario(dir.path(), Path::new("missing.py"), "");
+    let output = run(&missing, &dir.path().join("out2"), &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("or else beside the scenario file"), "{stderr}");
+    let gone = self::scenario(dir.path(), Path::new("faulty.py"), "cwd = \"nowhere\"");
+    let output = run(&gone, &dir.path().join("out3"), &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nowhere is not a directory (nor is "), "{stderr}");
+}

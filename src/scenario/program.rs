@@ -1,7 +1,7 @@
 //! `[behaviours.NAME]`, validated: how to start a behaviour's program.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::ProgramSection;
@@ -51,13 +51,57 @@ impl ProgramSpec {
     }
 }
 
+/// A command's part, as the program is to be given it. A part that names no file from the
+/// folder the program runs in (`runs_in`, relative to agora's) but a file in the scenario's
+/// folder (`beside`) becomes that file's absolute path: a scenario and the script beside it
+/// then run from any folder, as an edge list does. Anything else (`python3`, `-u`, a file
+/// found where the program runs) is left as written.
+fn beside_the_scenario(part: &str, runs_in: &Path, beside: &Path) -> String {
+    let given = Path::new(part);
+    if part.is_empty() || part.starts_with('-') || given.is_absolute() || runs_in.join(given).exists() {
+        return part.to_string();
+    }
+    let found = beside.join(given);
+    if found.is_file() {
+        absolute_if_moved(given, found).display().to_string()
+    } else {
+        part.to_string()
+    }
+}
+
+/// `found`, absolute when it is not `given` itself: worker processes load the scenario from
+/// elsewhere, so a path found beside the scenario must not depend on where that is. `..` is
+/// folded away, so that messages show `/home/me/agora/examples/x.py`, not
+/// `/home/me/agora/scenarios/../examples/x.py`.
+fn absolute_if_moved(given: &Path, found: PathBuf) -> PathBuf {
+    if found == given {
+        return found;
+    }
+    let Ok(absolute) = std::path::absolute(&found) else {
+        return found;
+    };
+    let mut folded = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                folded.pop();
+            }
+            other => folded.push(other),
+        }
+    }
+    folded
+}
+
 /// The most copies of one program an agora process starts.
 pub const MAX_PROCESSES: i64 = 256;
 
-/// `[behaviours.{name}]`; `at(key, message)` makes an error at one of its keys.
+/// `[behaviours.{name}]`; `at(key, message)` makes an error at one of its keys. Relative
+/// paths are the program's working directory's, else the scenario's folder's (`beside`):
+/// see [`beside_the_scenario`].
 pub(crate) fn validate(
     name: &str,
     section: &ProgramSection,
+    beside: &Path,
     at: impl Fn(KeyPath, String) -> ScenarioError,
 ) -> Result<ProgramSpec, ScenarioError> {
     let key = |k: &str| KeyPath::default().key("behaviours").key(name).key(k);
@@ -82,15 +126,33 @@ pub(crate) fn validate(
     if timeout.is_zero() {
         return Err(at(key("timeout"), "must be longer than zero".into()));
     }
-    let cwd = section.cwd.as_ref().map(PathBuf::from);
-    if let Some(dir) = &cwd
-        && !dir.is_dir()
-    {
-        return Err(at(key("cwd"), format!("{} is not a directory", dir.display())));
-    }
+    let cwd = match &section.cwd {
+        None => None,
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            let found = [dir.clone(), beside.join(&dir)].into_iter().find(|d| d.is_dir());
+            let Some(found) = found else {
+                return Err(at(
+                    key("cwd"),
+                    format!(
+                        "{} is not a directory (nor is {})",
+                        dir.display(),
+                        beside.join(&dir).display()
+                    ),
+                ));
+            };
+            Some(absolute_if_moved(&dir, found))
+        }
+    };
+    let runs_in = cwd.clone().unwrap_or_default();
+    let command = section
+        .command
+        .iter()
+        .map(|part| beside_the_scenario(part, &runs_in, beside))
+        .collect();
     Ok(ProgramSpec {
         name: name.to_string(),
-        command: section.command.clone(),
+        command,
         processes: section.processes as u32,
         timeout,
         env: section.env.clone(),

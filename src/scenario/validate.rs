@@ -125,7 +125,7 @@ pub(crate) fn validate(
     }
 
     let backend = validate_backend(&file, &err)?;
-    let programs = validate_programs(&file, &err, registry)?;
+    let programs = validate_programs(&file, &err, registry, source)?;
     let (tables, agents) = validate_agents(&file, &err, registry, &programs)?;
 
     if file.output.dir.trim().is_empty() {
@@ -394,7 +394,9 @@ fn validate_programs(
     file: &ScenarioFile,
     err: &Errors<'_>,
     registry: &Registry,
+    source: &Source,
 ) -> Result<BTreeMap<String, Arc<ProgramSpec>>, ScenarioError> {
+    let beside = source.path.parent().unwrap_or(std::path::Path::new(""));
     let mut programs = BTreeMap::new();
     for (name, section) in &file.behaviours {
         let at = KeyPath::default().key("behaviours").key(name);
@@ -409,7 +411,7 @@ fn validate_programs(
                 .at(at, format!("{name:?} is a built-in behaviour's name"))
                 .with_hint("give the program's behaviour another name"));
         }
-        let spec = program::validate(name, section, |path, message| err.at(path, message))?;
+        let spec = program::validate(name, section, beside, |path, message| err.at(path, message))?;
         programs.insert(name.clone(), Arc::new(spec));
     }
     Ok(programs)
@@ -484,8 +486,8 @@ fn greet_programs(
 /// Every agent, named and numbered in declaration order: its table's id, count and
 /// behaviour checked, its name unique.
 /// What to do about a program that did not answer its hello. Its relative paths are read
-/// from the folder it runs in, which is agora's own unless `cwd` says otherwise: the usual
-/// slip when agora is started from another folder.
+/// from the folder it runs in, which is agora's own unless `cwd` says otherwise, or else from
+/// the scenario's: the usual slip when agora is started from another folder.
 fn program_hint(spec: &ProgramSpec) -> String {
     let folder = match &spec.cwd {
         Some(dir) => format!("{} (its cwd)", dir.display()),
@@ -501,7 +503,7 @@ fn program_hint(spec: &ProgramSpec) -> String {
     };
     format!(
         "run the command by hand, and see docs/protocol.md for what it must answer; it runs in {folder}, \
-         and relative paths in it are read from there"
+         and relative paths in it are read from there (or else beside the scenario file)"
     )
 }
 
