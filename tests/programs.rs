@@ -218,7 +218,15 @@ fn run_faulty(failing: &str) -> (Output, Vec<Value>, Vec<Value>) {
 fn run_faulty_in(dir: &Path, failing: &str) -> (Output, Vec<Value>, Vec<Value>) {
     let script = program(dir, "faulty", &faulty(failing));
     let out = dir.join("out");
-    let output = run(&scenario(dir, &script, ""), &out, &[]);
+    // Every line the program writes, repeats included (by default they are shown once).
+    let output = agora()
+        .arg("run")
+        .arg(scenario(dir, &script, ""))
+        .args(["--quiet", "--out"])
+        .arg(&out)
+        .env("RUST_LOG", "warn,agora::program=debug")
+        .output()
+        .unwrap();
     (
         output,
         lines(&out, "dead_letters.jsonl"),
@@ -542,6 +550,29 @@ fn a_python_behaviour_reports_agent_values_as_the_built_in_does() {
     let expected = agents(&builtin);
     assert!(expected.lines().count() > 30 * 9, "{expected}");
     assert_eq!(agents(&python), expected);
+}
+
+#[test]
+fn a_failing_program_s_repeated_words_are_shown_once() {
+    // b_2 and b_3 fail on "boom", each twice (max_retries = 1): the same traceback four
+    // times, and the same dead-letter reason; shown once, with a note that repeats are held.
+    let dir = tempfile::tempdir().unwrap();
+    let script = program(dir.path(), "faulty", &faulty("raise ValueError('no boom here')"));
+    let output = run(&scenario(dir.path(), &script, ""), &dir.path().join("out"), &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("ValueError: no boom here\n").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches(": about to fail").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("faulty: lines its program wrote before are not shown again"),
+        "{stderr}"
+    );
+    // The warnings of the run itself, one per dead letter, name their agents: all shown.
+    assert_eq!(stderr.matches("dead-lettering it").count(), 2, "{stderr}");
 }
 
 #[test]

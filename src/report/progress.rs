@@ -150,9 +150,50 @@ impl Write for LogLine {
     }
 }
 
+/// How many times one warning, word for word, is written; then once more with a note, and
+/// no more. A failure that repeats on every step (a program answering garbage, a server
+/// refusing every request) is said three times, not a thousand. `RUST_LOG` shows them all:
+/// its lines carry the time, so no two are the same.
+const SAME_WARNING_SHOWN: u32 = 3;
+
+/// How often each warning has been written, by its text; at most 10 000 distinct warnings
+/// are counted, so that a long run's memory does not grow with them.
+static WARNINGS_SEEN: Mutex<Option<std::collections::HashMap<Vec<u8>, u32>>> = Mutex::new(None);
+
+/// `bytes` as it is to be written: itself, with a note on its last showing, or nothing.
+fn held_back(mut bytes: Vec<u8>) -> Option<Vec<u8>> {
+    if !bytes.starts_with(b"warning: ") {
+        return Some(bytes);
+    }
+    let Ok(mut seen) = WARNINGS_SEEN.lock() else {
+        return Some(bytes);
+    };
+    let seen = seen.get_or_insert_with(Default::default);
+    if seen.len() >= 10_000 && !seen.contains_key(&bytes) {
+        return Some(bytes);
+    }
+    let times = seen.entry(bytes.clone()).or_default();
+    *times += 1;
+    match (*times).cmp(&SAME_WARNING_SHOWN) {
+        std::cmp::Ordering::Less => Some(bytes),
+        std::cmp::Ordering::Equal => {
+            let end = bytes.len() - usize::from(bytes.ends_with(b"\n"));
+            bytes.truncate(end);
+            let note = format!(
+                " (said {SAME_WARNING_SHOWN} times: not shown again; RUST_LOG=warn shows every one)\n"
+            );
+            bytes.extend_from_slice(note.as_bytes());
+            Some(bytes)
+        }
+        std::cmp::Ordering::Greater => None,
+    }
+}
+
 impl Drop for LogLine {
     fn drop(&mut self) {
-        let bytes = std::mem::take(&mut self.0);
+        let Some(bytes) = held_back(std::mem::take(&mut self.0)) else {
+            return;
+        };
         let write = || {
             let _ = std::io::stderr().write_all(&bytes);
         };
@@ -195,5 +236,28 @@ where
         write!(writer, "{prefix}: ")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_said_word_for_word_again_is_held_back_after_three_times() {
+        let warning = b"warning: the same failure, on every step (progress.rs test)\n".to_vec();
+        let shown: Vec<Option<Vec<u8>>> = (0..5).map(|_| held_back(warning.clone())).collect();
+        assert_eq!(shown[0].as_deref(), Some(warning.as_slice()));
+        assert_eq!(shown[1].as_deref(), Some(warning.as_slice()));
+        let last = String::from_utf8(shown[2].clone().unwrap()).unwrap();
+        assert!(
+            last.starts_with("warning: the same failure, on every step (progress.rs test) (said 3 times"),
+            "{last}"
+        );
+        assert!(last.ends_with(")\n"), "{last:?}");
+        assert_eq!(shown[3..], [None, None]);
+        // Errors, and anything but plain warnings, are always written.
+        let error = b"error: once (progress.rs test)\n".to_vec();
+        assert!((0..5).all(|_| held_back(error.clone()).is_some()));
     }
 }

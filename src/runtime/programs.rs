@@ -35,6 +35,35 @@ struct Pool {
     places: Semaphore,
     /// Copies between steps.
     idle: Mutex<Vec<Copy>>,
+    /// What the copies have written to standard error, shared by them all.
+    said: Arc<Mutex<Said>>,
+}
+
+/// The standard-error lines a behaviour's copies have written: each is passed on once, as a
+/// warning; its repeats (the same traceback for every agent and every retry) only at debug
+/// level, so that one failing step does not bury the terminal.
+#[derive(Default)]
+struct Said {
+    lines: std::collections::HashSet<String>,
+    /// Whether the user has been told that repeats are held back.
+    told: bool,
+}
+
+impl Said {
+    /// At most this many distinct lines are remembered: a program that writes a new line for
+    /// every step has everything passed on, without agora's memory growing with the run.
+    const REMEMBERED: usize = 10_000;
+
+    /// Whether `line` is new (and is to be shown); remembers it.
+    fn is_new(&mut self, line: &str) -> bool {
+        if self.lines.contains(line) {
+            return false;
+        }
+        if self.lines.len() < Self::REMEMBERED {
+            self.lines.insert(line.to_string());
+        }
+        true
+    }
 }
 
 /// One running copy.
@@ -64,6 +93,7 @@ impl Programs {
                     hello: line,
                     places: Semaphore::new(spec.processes as usize),
                     idle: Mutex::new(Vec::new()),
+                    said: Arc::default(),
                 },
             );
         }
@@ -130,7 +160,7 @@ impl Pool {
             ));
         };
         let serving = Arc::new(Mutex::new(String::from("(starting)")));
-        pass_on(spec.name.clone(), stderr, serving.clone());
+        pass_on(spec.name.clone(), stderr, serving.clone(), self.said.clone());
         let mut copy = Copy {
             child,
             stdin,
@@ -219,13 +249,33 @@ async fn read_line(
 }
 
 /// Passes a copy's standard error on, line by line, prefixed with the behaviour and the
-/// agent it was serving.
-fn pass_on(name: String, stderr: tokio::process::ChildStderr, serving: Arc<Mutex<String>>) {
+/// agent it was serving; a line any copy wrote before goes to the debug log only.
+fn pass_on(
+    name: String,
+    stderr: tokio::process::ChildStderr,
+    serving: Arc<Mutex<String>>,
+    said: Arc<Mutex<Said>>,
+) {
     actix::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let agent = serving.lock().map(|a| a.clone()).unwrap_or_default();
-            tracing::warn!(target: "agora::program", "{name} {agent}: {line}");
+            let (new, tell) = said.lock().map_or((true, false), |mut said| {
+                let new = said.is_new(&line);
+                let tell = !new && !std::mem::replace(&mut said.told, true);
+                (new, tell)
+            });
+            if new {
+                tracing::warn!(target: "agora::program", "{name} {agent}: {line}");
+            } else {
+                if tell {
+                    tracing::warn!(
+                        target: "agora::program",
+                        "{name}: lines its program wrote before are not shown again (RUST_LOG=warn,agora::program=debug shows them)"
+                    );
+                }
+                tracing::debug!(target: "agora::program", "{name} {agent}: {line}");
+            }
         }
     });
 }
