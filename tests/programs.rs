@@ -412,6 +412,17 @@ run(Voter())
         "{stderr}"
     );
     assert!(stderr.contains("no such program"), "{stderr}");
+    // A folder where the program should be: said so, not "not executable".
+    std::fs::write(
+        &missing,
+        "[scenario]\nname = \"m\"\nticks = 1\n[behaviours.ghost]\ncommand = [\"/tmp\"]\n\
+         [[agents]]\nid = \"g\"\nbehaviour = \"ghost\"\n",
+    )
+    .unwrap();
+    let output = agora().arg("check").arg(&missing).output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`/tmp`: it is a directory"), "{stderr}");
     let (code, stderr) = check("raise SystemExit('cannot load the model')", "", "");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(

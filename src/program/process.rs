@@ -29,6 +29,10 @@ pub fn command(spec: &ProgramSpec) -> std::process::Command {
 pub fn start_failure(spec: &ProgramSpec, e: &std::io::Error) -> ProgramError {
     let what = match e.kind() {
         std::io::ErrorKind::NotFound => "no such program (is it installed, and on the PATH?)".to_string(),
+        std::io::ErrorKind::PermissionDenied if program_is_a_directory(spec) => {
+            "it is a directory: command's first part is the program to start, as in [\"python3\", \"voter.py\"]"
+                .to_string()
+        }
         std::io::ErrorKind::PermissionDenied => "it is not executable (chmod +x?)".to_string(),
         _ => e.to_string(),
     };
@@ -37,6 +41,16 @@ pub fn start_failure(spec: &ProgramSpec, e: &std::io::Error) -> ProgramError {
         spec.name,
         spec.shown()
     ))
+}
+
+/// Whether the program named is a folder, which the system refuses to start as it refuses a
+/// file without the right to run it.
+fn program_is_a_directory(spec: &ProgramSpec) -> bool {
+    let program = std::path::Path::new(&spec.command[0]);
+    match &spec.cwd {
+        Some(dir) if program.is_relative() => dir.join(program).is_dir(),
+        _ => program.is_dir(),
+    }
 }
 
 /// Appends to `line` what `reader` holds up to the next newline; returns whether a whole line
