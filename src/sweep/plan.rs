@@ -71,9 +71,21 @@ fn split_top_level(text: &str) -> Vec<String> {
 /// Not a range or a list of whole numbers, or an empty or huge range.
 pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
     let number = |s: &str| {
-        s.trim()
-            .parse::<u64>()
-            .map_err(|_| format!("--seeds {text}: {:?} is not a whole number from 0", s.trim()))
+        s.trim().parse::<u64>().map_err(|_| {
+            let s = s.trim();
+            // `1-3` and `1:3` are ranges in other tools' spelling.
+            let range = s
+                .split_once(['-', ':'])
+                .filter(|(a, b)| a.trim().parse::<u64>().is_ok() && b.trim().parse::<u64>().is_ok());
+            match range {
+                Some((a, b)) => format!(
+                    "--seeds {text}: {s:?} is not a whole number from 0; a range is written {}..{} (both ends included)",
+                    a.trim(),
+                    b.trim()
+                ),
+                None => format!("--seeds {text}: {s:?} is not a whole number from 0"),
+            }
+        })
     };
     if let Some((a, b)) = text.split_once("..") {
         let (a, b) = (number(a)?, number(b.strip_prefix('=').unwrap_or(b))?);
@@ -168,6 +180,11 @@ mod tests {
         assert!(parse_seeds("3..1").is_err());
         assert!(parse_seeds("1,x").is_err());
         assert!(parse_seeds("1,1").is_err());
+        let other_spelling = parse_seeds("1-3").unwrap_err();
+        assert!(
+            other_spelling.ends_with("a range is written 1..3 (both ends included)"),
+            "{other_spelling}"
+        );
     }
 
     #[test]
