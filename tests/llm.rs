@@ -507,7 +507,7 @@ fn on_redis_a_debate_killed_mid_tick_resumes_without_asking_twice() {
 }
 
 /// `agora check` of `scenario`: exit 2, its error line containing every word of `says`.
-fn refused_at_check(scenario: &str, says: &[&str]) {
+fn refused_at_check(scenario: &str, says: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), scenario);
     let output = agora().arg("check").arg(&path).output().unwrap();
@@ -517,6 +517,7 @@ fn refused_at_check(scenario: &str, says: &[&str]) {
     for word in says {
         assert!(error.contains(word), "{word:?} is not in {error:?}");
     }
+    stderr
 }
 
 #[test]
@@ -639,10 +640,12 @@ fn bad_llm_settings_are_refused_at_check() {
         &good.replace("'open'", "persona"),
         &["agents[0].params.prompt", "`persona`"],
     );
-    refused_at_check(
+    let unparsed = refused_at_check(
         &good.replace("{% for p in feed %}", "{% for p in feed"),
         &["agents[0].params.prompt", "does not parse"],
     );
+    // The template's own hint, not the list of the behaviour's parameters.
+    assert!(unparsed.contains("\nhint: templates are Jinja2"), "{unparsed}");
     refused_at_check(
         &good.replace("model = \"stub-model\"", ""),
         &["runs `llm`, and no model is named"],

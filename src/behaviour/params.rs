@@ -10,6 +10,9 @@ pub struct ParamError {
     /// The parameter at fault, when one is.
     pub key: Option<String>,
     pub message: String,
+    /// What to do about it, when the behaviour knows better than the usual hint (`agora
+    /// behaviours` lists the parameters).
+    pub hint: Option<String>,
 }
 
 impl ParamError {
@@ -18,6 +21,7 @@ impl ParamError {
         ParamError {
             key: Some(key.into()),
             message: message.into(),
+            hint: None,
         }
     }
 
@@ -26,7 +30,15 @@ impl ParamError {
         ParamError {
             key: None,
             message: message.into(),
+            hint: None,
         }
+    }
+
+    /// The same error, with what to do about it.
+    #[must_use]
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
     }
 }
 

@@ -186,7 +186,11 @@ fn parse_params<P: DeserializeOwned>(table: &toml::Table) -> Result<P, BuildErro
                 .and_then(|rest| rest.split('`').next())
                 .map(str::to_string)
         };
-        ParamError { key, message }
+        ParamError {
+            key,
+            message,
+            hint: None,
+        }
     })
 }
 

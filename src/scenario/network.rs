@@ -357,7 +357,12 @@ fn edge_list_path(section: &NetworkSection, source: &Source) -> Result<PathBuf, 
         Some(found) => Ok(std::path::absolute(found).unwrap_or_else(|_| found.clone())),
         None => Err(candidates
             .iter()
-            .map(|c| std::path::absolute(c).unwrap_or_else(|_| c.clone()).display().to_string())
+            .map(|c| {
+                std::path::absolute(c)
+                    .unwrap_or_else(|_| c.clone())
+                    .display()
+                    .to_string()
+            })
             .collect::<Vec<_>>()
             .join(", nor ")),
     }

@@ -626,10 +626,10 @@ fn build_behaviours(
                         if let Some(k) = &e.key {
                             path = path.key(k.clone());
                         }
-                        err.at(path, e.message).with_hint(format!(
-                            "`agora behaviours` lists the parameters of {:?}",
-                            table.behaviour
-                        ))
+                        let hint = e.hint.unwrap_or_else(|| {
+                            format!("`agora behaviours` lists the parameters of {:?}", table.behaviour)
+                        });
+                        err.at(path, e.message).with_hint(hint)
                     })?;
                 (behaviour, table.params.clone())
             }

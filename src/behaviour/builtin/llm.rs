@@ -274,6 +274,12 @@ fn build(p: LlmParams, setup: &Setup<'_>) -> Result<Llm, ParamError> {
 }
 
 /// `vars` as the templates see them; a name that hides a built-in variable is refused.
+/// The hint for a template that does not parse.
+const SYNTAX: &str = "templates are Jinja2 (minijinja): {{ variable }}, {% if x %}...{% endif %}, {% for p in feed %}...{% endfor %}";
+
+/// The hint for a template that uses what is not a variable.
+const VARIABLES: &str = "the README's \"LLM agents\" section says what each variable holds; a value of your own goes in params.vars";
+
 fn variables(vars: &toml::Table) -> Result<Map<String, serde_json::Value>, ParamError> {
     if let Some(taken) = vars.keys().find(|k| BUILT_IN_VARIABLES.contains(&k.as_str())) {
         return Err(ParamError::at(
@@ -300,11 +306,12 @@ fn templates(
     env.set_lstrip_blocks(true);
     let globals: HashSet<String> = env.globals().map(|(name, _)| name.to_string()).collect();
     for (name, source) in [("system", system), ("prompt", prompt)] {
-        env.add_template_owned(name, source.to_string())
-            .map_err(|e| ParamError::at(name, format!("the `{name}` template does not parse: {e}")))?;
+        env.add_template_owned(name, source.to_string()).map_err(|e| {
+            ParamError::at(name, format!("the `{name}` template does not parse: {e}")).with_hint(SYNTAX)
+        })?;
         let template = env
             .get_template(name)
-            .map_err(|e| ParamError::at(name, format!("the `{name}` template: {e}")))?;
+            .map_err(|e| ParamError::at(name, format!("the `{name}` template: {e}")).with_hint(SYNTAX))?;
         let mut unknown: Vec<String> = template
             .undeclared_variables(false)
             .into_iter()
@@ -322,7 +329,8 @@ fn templates(
                     "the `{name}` template uses `{first}`, which is not a variable; the variables are {} (add yours under vars)",
                     known.join(", ")
                 ),
-            ));
+            )
+            .with_hint(VARIABLES));
         }
     }
     trial_render(&env, vars, trial)?;
@@ -404,10 +412,11 @@ fn trial_render(
         .context(vars);
         for name in ["system", "prompt"] {
             if let Err(e) = env.get_template(name).and_then(|t| t.render(&context)) {
-                return Err(ParamError::at(
-                    name,
-                    format!("the `{name}` template fails {case}: {e}"),
-                ));
+                return Err(
+                    ParamError::at(name, format!("the `{name}` template fails {case}: {e}")).with_hint(
+                        "guard what may be missing, as in {% if message %}...{% endif %}; the README's \"LLM agents\" section says what each variable holds",
+                    ),
+                );
             }
         }
     }
