@@ -475,6 +475,8 @@ fn check_prints_the_resolved_scenario() {
     assert_eq!(parsed["backend"]["stream"].as_str(), Some("gossip"));
     assert_eq!(parsed["backend"]["cache_prefix"].as_str(), Some("gossip:cache:"));
     assert_eq!(parsed["agents"][0]["params"]["p_forward"].as_float(), Some(0.9));
+    // Every default filled in, off switches included.
+    assert_eq!(parsed["backend"]["cluster"].as_bool(), Some(false));
     let hidden = agora()
         .args([
             "check",

@@ -212,7 +212,7 @@ pub struct BackendSection {
     pub reconnect_timeout: String,
     /// Run on a Redis Cluster: `url` names one of its nodes, and the run's keys spread over
     /// its hash slots.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub cluster: bool,
 }
 
