@@ -189,12 +189,14 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
         .args(["inspect", "--redis-url", &server.url(), "--stream", "mixed"])
         .output()
         .unwrap();
+    let shown = text(&inspect.stdout);
     assert!(
-        text(&inspect.stdout).contains("lease         held by {\"host\""),
-        "{}",
-        text(&inspect.stdout)
+        shown.contains(&format!("lease         held by process {} on ", again.id())),
+        "{shown}"
     );
-    assert!(text(&inspect.stdout).contains(&format!("\"pid\":{}", again.id())));
+    // The run's record, a field a line, its checkpoint in words.
+    assert!(shown.contains("\nrun           scenario    mixed\n"), "{shown}");
+    assert!(shown.contains(" published, "), "{shown}");
     // `agora cleanup` does what it is told, but says what it is doing to a live run.
     let cleanup = agora()
         .args(["cleanup", "--redis-url", &server.url(), "--stream", "mixed"])

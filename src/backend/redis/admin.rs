@@ -405,22 +405,42 @@ impl From<GroupInfo> for GroupView {
 /// A field of the run's record as `agora inspect` shows it: the checkpoint without its
 /// routes (one per message of the last tick on a sparse network: too long to read).
 fn shown_record_value(key: &str, value: &str) -> String {
-    if key != "checkpoint" {
-        return value.to_string();
-    }
-    match serde_json::from_str::<serde_json::Value>(value) {
-        Ok(serde_json::Value::Object(mut fields)) => {
-            if let Some(routes) = fields.remove("routes") {
-                let n = routes.as_array().map_or(0, Vec::len);
-                fields.insert(
-                    "routes".into(),
-                    serde_json::Value::String(format!("({n} messages)")),
-                );
-            }
-            serde_json::Value::Object(fields).to_string()
-        }
+    match key {
+        "checkpoint" => shown_checkpoint(value).unwrap_or_else(|| value.to_string()),
+        "holder" => crate::runtime::liveness::describe(value),
         _ => value.to_string(),
     }
+}
+
+/// A checkpoint in words: where the run was and what it had done, without the per-tick
+/// figures (`--json` shows everything).
+fn shown_checkpoint(value: &str) -> Option<String> {
+    let fields: serde_json::Value = serde_json::from_str(value).ok()?;
+    let number = |v: &serde_json::Value| v.as_u64().map_or_else(|| "?".to_string(), |n| n.to_string());
+    let tally = &fields["totals"]["tally"];
+    let mut shown = format!(
+        "{} published, {} deliveries, {} handled, {} dead letters",
+        number(&tally["published"]),
+        number(&tally["deliveries"]),
+        number(&tally["handled"]),
+        number(&tally["dead_letters"]),
+    );
+    if let Some(tick) = fields["tick"].as_u64() {
+        shown = format!("at tick {tick}: {shown}");
+    }
+    if let Some(lines) = fields["transcript_lines"].as_u64() {
+        shown.push_str(&format!(
+            "; transcript {lines} lines ({} bytes)",
+            number(&fields["transcript_bytes"])
+        ));
+    }
+    if let Some(routes) = fields["routes"].as_array() {
+        shown.push_str(&format!("; {} messages in flight", routes.len()));
+    }
+    if let Some(last) = fields["last_id"].as_str() {
+        shown.push_str(&format!("; last entry {last}"));
+    }
+    Some(shown)
 }
 
 pub async fn inspect(b: &RedisBackend) -> Result<Inspection, BackendError> {
@@ -505,13 +525,16 @@ impl Inspection {
             self.cache_list_entries,
             self.cache_timestamps,
         );
-        if !self.checkpoint.is_empty() {
-            let shown: Vec<String> = self
-                .checkpoint
-                .iter()
-                .map(|(k, v)| format!("{k}={}", shown_record_value(k, v)))
-                .collect();
-            out.push_str(&format!("run           {}\n", shown.join(" ")));
+        // The run's record, a field a line: who, then where it stands, then the rest.
+        const FIRST: [&str; 5] = ["scenario", "seed", "mode", "status", "tick"];
+        let mut record: Vec<&(String, String)> = self.checkpoint.iter().collect();
+        record.sort_by_key(|(k, _)| FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()));
+        for (i, (key, value)) in record.into_iter().enumerate() {
+            let label = if i == 0 { "run" } else { "" };
+            out.push_str(&format!(
+                "{label:<14}{key:<12}{}\n",
+                shown_record_value(key, value)
+            ));
         }
         if let Some(used) = &self.llm {
             out.push_str(&format!(
@@ -537,7 +560,7 @@ impl Inspection {
         if let Some(lease) = &self.lease {
             out.push_str(&format!(
                 "lease         held by {} (lapses in {:.1} s unless renewed)\n",
-                lease.holder,
+                crate::runtime::liveness::describe(&lease.holder),
                 lease.lapses_in_ms as f64 / 1000.0
             ));
         }
@@ -550,7 +573,14 @@ impl Inspection {
             "\n{:<width$}  {:>9}  {:>9}  {:>9}  last delivered\n",
             "group", "consumers", "pending", "lag"
         ));
-        for g in &self.groups {
+        // In agent order (group_x_2 before group_x_10), not the order of the letters.
+        let mut groups: Vec<&GroupView> = self.groups.iter().collect();
+        groups.sort_by_cached_key(|g| {
+            let digits = g.name.len() - g.name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+            let (stem, number) = g.name.split_at(g.name.len() - digits);
+            (stem.to_string(), number.parse::<u64>().ok(), g.name.clone())
+        });
+        for g in groups {
             let lag = g.lag.map_or_else(|| "?".to_string(), |l| l.to_string());
             out.push_str(&format!(
                 "{:<width$}  {:>9}  {:>9}  {:>9}  {}\n",
