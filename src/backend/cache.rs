@@ -75,14 +75,6 @@ impl ScoreBound {
     }
 }
 
-/// The wall clock in milliseconds since the Unix epoch.
-pub fn unix_millis() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// The wall clock as a free-mode cache score.
 pub fn wall_clock_score() -> f64 {
     std::time::SystemTime::now()

@@ -302,3 +302,12 @@ pub async fn open<W: WithBackend>(config: &BackendConfig, task: W) -> Result<W::
         }
     }
 }
+
+/// The wall clock in milliseconds since the Unix epoch: "now" for [`RunStore::book_model_turn`]
+/// where the backend has no clock of its own.
+pub(crate) fn unix_millis() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+}

@@ -252,14 +252,19 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
     // A password in the URL (http://user:password@host) is never printed.
     let url = crate::backend::url::redact(url);
-    let mut hint = "check [llm] base_url, and that the server is running";
-    let what = if e.is_timeout() {
-        hint = "check [llm] base_url and that the server is running; a slow server may need a longer [llm] timeout";
-        "did not answer in time"
+    const CHECK: &str = "check [llm] base_url, and that the server is running";
+    let (what, hint) = if e.is_timeout() {
+        (
+            "did not answer in time",
+            "check [llm] base_url and that the server is running; a slow server may need a longer [llm] timeout",
+        )
     } else if e.is_connect() {
-        "could not be reached (is it running, and the address right?)"
+        (
+            "could not be reached (is it running, and the address right?)",
+            CHECK,
+        )
     } else {
-        "broke off the exchange"
+        ("broke off the exchange", CHECK)
     };
     Failure {
         error: LlmError::new(

@@ -48,13 +48,14 @@ impl Overrides {
         let key = key.trim();
         // `--set llm.api_key=sk-...` is a mistake (keys come from api_key_env's variable),
         // and a secret: its value is never shown.
-        let origin = if is_secret(key) {
+        let secret = is_secret(key);
+        let origin = if secret {
             format!("{flag} {key}=***")
         } else {
             format!("{flag} {}", redact_arg(arg))
         };
         let path = parse_key(key).map_err(|m| ScenarioError::new(origin.clone(), None, m))?;
-        let value = parse_value(raw.trim(), is_secret(key)).map_err(|m| {
+        let value = parse_value(raw.trim(), secret).map_err(|m| {
             ScenarioError::new(origin.clone(), Some(key.to_string()), m).with_hint(
                 "close arrays, tables and quotes, and quote the whole argument for the shell: --set 'agents.0.params.topics=[\"a\", \"b\"]'",
             )

@@ -401,7 +401,7 @@ impl RunStore for MemoryBackend {
     }
 
     async fn book_model_turn(&self, cost_ms: u64) -> Result<u64, BackendError> {
-        let now_ms = crate::backend::cache::unix_millis();
+        let now_ms = crate::backend::unix_millis();
         let mut store = self.store();
         let start = store.model_turns_end.max(now_ms);
         store.model_turns_end = start + cost_ms;

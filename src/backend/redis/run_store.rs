@@ -408,7 +408,7 @@ impl RunStore for RedisBackend {
             )
         });
         let mut invocation = BOOK.key(self.inner.keys.model_use());
-        invocation.arg(cost_ms).arg(crate::backend::cache::unix_millis());
+        invocation.arg(cost_ms).arg(crate::backend::unix_millis());
         let mut con = self.inner.con.clone();
         invocation
             .invoke_async::<u64>(&mut con)
