@@ -329,3 +329,27 @@ fn sigterm_stops_the_sweep_and_its_runs_with_their_outputs_written() {
         assert_eq!(row[error], "interrupted (exit 130)", "{body:?}");
     }
 }
+
+#[test]
+fn agora_plot_draws_a_sweep_again_from_its_csv() {
+    let out = tempfile::tempdir().unwrap();
+    let output = sweep(
+        out.path(),
+        &["--vary", "agents.0.params.epsilon=0.1,0.3", "--seeds", "1..2"],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let sweep_dir = out.path().join("opinion-sweep");
+    assert!(!sweep_dir.join("plots").exists(), "--no-plots drew none");
+    let plot = agora().arg("plot").arg(&sweep_dir).output().unwrap();
+    assert!(plot.status.success(), "{}", text(&plot.stderr));
+    let listed = text(&plot.stdout);
+    let files: Vec<&str> = listed.lines().collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("clusters.svg"))
+            && files.iter().any(|f| f.ends_with("clusters.png")),
+        "{listed}"
+    );
+    for file in files {
+        assert!(std::fs::metadata(file).unwrap().len() > 1000, "{file}");
+    }
+}

@@ -77,7 +77,8 @@ Examples:
 
 Exit codes: 0 shown, 2 no such stream (or its keys are not a run's), 3 Redis cannot be used.")]
     Inspect(InspectArgs),
-    /// Draw a run's plots again from its folder (metrics.csv and agents.csv) into RUN_DIR/plots
+    /// Draw a run's plots again from its folder (metrics.csv and agents.csv) into RUN_DIR/plots,
+    /// or a sweep's from its sweep.csv
     #[command(after_help = "\
 Each model-level metric over time (counters as running totals), and each agent-level value as
 one line per agent (every k-th agent beyond 2000), as SVG and PNG of 1200 x 750 pixels. The
@@ -139,7 +140,7 @@ pub(super) struct SweepArgs {
 
 #[derive(Args)]
 pub(super) struct PlotArgs {
-    /// A run's folder, such as runs/opinion-7
+    /// A run's folder, such as runs/opinion-7, or a sweep's, such as runs/opinion-sweep
     pub run_dir: PathBuf,
 }
 

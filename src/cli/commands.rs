@@ -130,7 +130,26 @@ pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
     use crate::plot::PlotError;
     // A folder or a file that is not what agora wrote is bad input; a plot that cannot be
     // drawn is not.
-    let written = crate::plot::draw_run(&args.run_dir).map_err(|e| match e {
+    let sweep_csv = args.run_dir.join(crate::sweep::SWEEP_FILE);
+    let drawn = if sweep_csv.is_file() {
+        crate::sweep::table::read(&sweep_csv)
+            .map_err(PlotError::Data)
+            .and_then(|rows| {
+                let folder = args
+                    .run_dir
+                    .canonicalize()
+                    .unwrap_or_else(|_| args.run_dir.clone());
+                let name = folder
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let title = format!("{} sweep", name.strip_suffix("-sweep").unwrap_or(&name));
+                crate::plot::sweep::draw_sweep(&args.run_dir.join(crate::plot::PLOTS_DIR), &title, &rows)
+            })
+    } else {
+        crate::plot::draw_run(&args.run_dir)
+    };
+    let written = drawn.map_err(|e| match e {
         PlotError::Data(message) => Error::Usage(message),
         // The user named the font: a file that is not one is bad input.
         PlotError::NoFont(message) if std::env::var_os("AGORA_FONT").is_some() => {
@@ -142,6 +161,11 @@ pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
         },
         PlotError::Draw(message) => Error::Failed { message, hint: None },
     })?;
+    if written.is_empty() && sweep_csv.is_file() {
+        eprintln!(
+            "no plots: a sweep's plots need a first varied key with numbers for values, and runs that finished with metrics"
+        );
+    }
     for path in &written {
         println!("{}", path.display());
     }

@@ -119,6 +119,60 @@ pub fn write(path: &Path, keys: &[String], results: &[RunResult]) -> std::io::Re
     std::fs::rename(&partial, path)
 }
 
+/// `sweep.csv` read back into the sweep's results, each with its run's `summary.json` (read
+/// from beside the file) where there is one: for drawing a sweep's plots again.
+///
+/// # Errors
+///
+/// The file cannot be read, or is not a `sweep.csv` agora wrote: in words for the user.
+pub fn read(path: &Path) -> Result<Vec<RunResult>, String> {
+    let sweep_dir = path.parent().unwrap_or(Path::new(""));
+    let not_ours = |why: String| format!("{} is not a sweep.csv agora wrote: {why}", path.display());
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| not_ours(e.to_string()))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let at = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| not_ours(format!("it has no column {name:?}")))
+    };
+    let (values_end, dir, error) = (at(SUMMARY_COLUMNS[0])?, at("dir")?, at("error")?);
+    if header.get(..2) != Some(&["run".to_string(), "seed".to_string()][..]) {
+        return Err(not_ours("its first columns are not run and seed".into()));
+    }
+    let mut results = Vec::new();
+    for (line, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| not_ours(e.to_string()))?;
+        let field = |i: usize| record.get(i).unwrap_or_default().to_string();
+        let number = |i: usize| {
+            field(i)
+                .parse::<u64>()
+                .map_err(|_| not_ours(format!("row {}: {:?} is not a number", line + 1, field(i))))
+        };
+        let run_dir = field(dir);
+        let summary = std::fs::read_to_string(sweep_dir.join(&run_dir).join("summary.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
+        results.push(RunResult {
+            planned: PlannedRun {
+                number: number(0)? as usize,
+                values: (2..values_end).map(|i| (header[i].clone(), field(i))).collect(),
+                seed: number(1)?,
+            },
+            dir: run_dir,
+            summary,
+            error: Some(field(error)).filter(|e| !e.is_empty()),
+        });
+    }
+    Ok(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +211,27 @@ mod tests {
         assert_eq!(
             lines[2],
             "2,4,0.1,,,,,,,,,run-002/opinion-4,\"exit 2: bad, really\""
+        );
+        // Read back (for `agora plot`): the plan, the folders, the errors; each summary from
+        // its run's folder, which the first run has.
+        std::fs::create_dir_all(dir.path().join("run-001/opinion-3")).unwrap();
+        std::fs::write(
+            dir.path().join("run-001/opinion-3/summary.json"),
+            results[0].summary.as_ref().unwrap().to_string(),
+        )
+        .unwrap();
+        let read = read(&path).unwrap();
+        assert_eq!(read.len(), 2);
+        for (read, written) in read.iter().zip(&results) {
+            assert_eq!(read.planned, written.planned);
+            assert_eq!((&read.dir, &read.error), (&written.dir, &written.error));
+            assert_eq!(read.summary, written.summary);
+        }
+        std::fs::write(&path, "a,b\n1,2\n").unwrap();
+        assert!(
+            super::read(&path)
+                .unwrap_err()
+                .contains("is not a sweep.csv agora wrote")
         );
     }
 
