@@ -275,6 +275,11 @@ fn a_program_that_fails_a_step_is_retried_restarted_and_its_messages_dead_letter
         assert!(reasons.iter().all(|r| r.contains(reason)), "{how}: {reasons:?}");
         let contents: Vec<&str> = dead.iter().filter_map(|d| d["content"].as_str()).collect();
         assert_eq!(contents, vec!["boom", "boom"], "{how}: b_2 and b_3 gave up on it");
+        // Numbers as numbers, as in the transcript.
+        assert!(
+            dead.iter().all(|d| d["seq"] == 1 && d["tick"] == 0),
+            "{how}: {dead:?}"
+        );
         // The run went on: the restarted program answered the next message.
         let replies = transcript.iter().filter(|l| l["content"] == "re: hello").count();
         assert_eq!(replies, 2, "{how}: {transcript:?}");

@@ -491,12 +491,26 @@ impl<B: Backend> Coordinator<'_, B> {
 }
 
 /// Entries' fields as one JSON object a line.
+/// Dead letters as JSON lines: the stream entry's fields, with `seq` and `tick` as numbers
+/// and `data` as the object it holds, as the transcript has them (the stream keeps text).
 fn write_jsonl(path: &Path, entries: &[Vec<(String, String)>]) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for fields in entries {
         let object: serde_json::Map<String, serde_json::Value> = fields
             .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .map(|(k, v)| {
+                let typed = match k.as_str() {
+                    "seq" | "tick" => v.parse::<u64>().ok().map(serde_json::Value::from),
+                    "data" => serde_json::from_str::<serde_json::Value>(v)
+                        .ok()
+                        .filter(serde_json::Value::is_object),
+                    _ => None,
+                };
+                (
+                    k.clone(),
+                    typed.unwrap_or_else(|| serde_json::Value::String(v.clone())),
+                )
+            })
             .collect();
         writeln!(out, "{}", serde_json::Value::Object(object))?;
     }
