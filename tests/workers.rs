@@ -215,6 +215,47 @@ fn workers_started_by_hand_are_waited_for() {
 }
 
 #[test]
+fn a_signal_while_waiting_for_workers_stops_the_run_at_once_and_resume_finishes_it() {
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let scenario = Path::new("scenarios/gossip.toml");
+    let mut coordinator = start(scenario, out.path(), &server, &["--workers", "0"]);
+    // Waiting: its lease is taken, and no worker will come.
+    wait_until("the run's lease", || {
+        server.command(&["EXISTS", "gossip:lease"]).trim() == ":1"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending a signal to the child we started.
+    unsafe { libc::kill(coordinator.id() as libc::pid_t, libc::SIGTERM) };
+    let stopped = Instant::now();
+    while coordinator.try_wait().unwrap().is_none() {
+        if stopped.elapsed() > Duration::from_secs(30) {
+            coordinator.kill().unwrap();
+            panic!("the first SIGTERM did not stop a run waiting for its workers");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = coordinator.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir_under(out.path()).join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["stop_reason"], "interrupted");
+    // The folder is not locked and the run is resumable, here without workers.
+    let resumed = run(
+        agora(),
+        scenario,
+        out.path(),
+        &["--redis-url", &server.url(), "--resume"],
+    );
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let reference = tempfile::tempdir().unwrap();
+    assert!(run(agora(), scenario, reference.path(), &[]).status.success());
+    assert!(transcript(out.path()) == transcript(reference.path()));
+}
+
+#[test]
 fn a_worker_with_another_scenario_is_refused() {
     let server = RedisServer::start();
     let out = tempfile::tempdir().unwrap();

@@ -220,7 +220,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         } else {
             Launch::Local(n)
         };
-        let mut workers = Workers::launch(
+        let launching = Workers::launch(
             self.backend.clone(),
             transport,
             self.reconnect.clone(),
@@ -228,8 +228,14 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             launch,
             self.options.resume,
             self.options.replay.as_deref(),
-        )
-        .await?;
+        );
+        // Ctrl-C while the run waits for its workers stops it there: no agent has stepped,
+        // and the workers started here go when this process does.
+        let mut asked = stopping.clone();
+        let mut workers = tokio::select! {
+            launched = launching => launched?,
+            Ok(_) = asked.wait_for(|stop| *stop) => return Ok(StopReason::Interrupted),
+        };
         let outcome = self.drive(&mut workers, checkpoint, transcript, stopping).await;
         workers.finish().await;
         outcome
