@@ -536,3 +536,31 @@ mod panics {
         assert!(outcome.dead_letters_path.is_some());
     }
 }
+
+#[test]
+fn elapsed_time_counts_the_whole_run_across_a_resume() {
+    // The README: after a resume every figure of summary.json describes the whole run, its
+    // elapsed time and rates included.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_file(dir.path());
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let endless = ["--set", "scenario.ticks=1000000"];
+    let mut elapsed = Vec::new();
+    for (resume, until) in [(false, 10), (true, 13)] {
+        let extra = if resume {
+            [&endless[..], &["--resume"]].concat()
+        } else {
+            endless.to_vec()
+        };
+        let mut child = start(&scenario, out.path(), &server.url(), &extra);
+        wait_for_tick(&server, until, &mut child);
+        // SAFETY: sending a signal to the child we started.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+        elapsed.push(summary(out.path())["elapsed_s"].as_f64().unwrap());
+    }
+    // Three ticks more than the first part: longer than it, not a fraction of it.
+    assert!(elapsed[1] > elapsed[0], "{elapsed:?}");
+}

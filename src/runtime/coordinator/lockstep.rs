@@ -135,7 +135,7 @@ impl<B: Backend> Coordinator<'_, B> {
             transcript_lines: transcript.lines(),
             totals: self.totals.clone(),
         };
-        let fields = checkpoint.fields().map_err(RunError::Internal)?;
+        let fields = checkpoint.fields(self.elapsed()).map_err(RunError::Internal)?;
         if let Some(displaced) = self.displaced() {
             return Err(displaced);
         }

@@ -14,7 +14,7 @@ mod prepare;
 mod record;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -58,6 +58,8 @@ pub(crate) struct Coordinator<'a, B> {
     free_offset: u64,
     /// When the agents started, for rates and elapsed time.
     started: Instant,
+    /// How long the run had run before this process resumed it.
+    elapsed_before: Duration,
     /// This run, as the stream's lease names it.
     holder: Holder,
     /// How this run lost its lease, if it did: then the keys are no longer its own.
@@ -90,6 +92,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             last_values: Tally::default(),
             free_offset: 0,
             started: Instant::now(),
+            elapsed_before: Duration::ZERO,
             holder: Holder::me(),
             lost_to: LostTo::default(),
             shadowing: std::collections::BTreeSet::new(),
@@ -166,7 +169,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         let outcome = self
             .host_and_drive(checkpoint, recording, &mut transcript, &signal.stopping)
             .await;
-        let elapsed = self.started.elapsed();
+        let elapsed = self.elapsed();
         if let Err(e) = self.write_free_transcript(&mut transcript) {
             drop(heartbeat);
             self.give_up_lease().await;
@@ -260,7 +263,12 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             tick,
             messages: self.totals.tally.published,
             deliveries: self.totals.tally.deliveries,
-            elapsed: self.started.elapsed(),
+            elapsed: self.elapsed(),
         });
+    }
+
+    /// How long the run has run: in this process, and before it was resumed.
+    fn elapsed(&self) -> Duration {
+        self.elapsed_before + self.started.elapsed()
     }
 }

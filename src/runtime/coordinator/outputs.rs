@@ -465,11 +465,9 @@ impl<B: Backend> Coordinator<'_, B> {
 
     /// Marks the run's end in its keys and deletes them if the scenario says so.
     async fn record_end(&self, stop_reason: StopReason, error: Option<&RunError>) -> Result<(), RunError> {
-        if let Err(e) = self
-            .backend
-            .write_record(&RunStatus::after(stop_reason).field())
-            .await
-        {
+        let [status] = RunStatus::after(stop_reason).field();
+        let fields = [status, super::record::elapsed_field(self.elapsed())];
+        if let Err(e) = self.backend.write_record(&fields).await {
             // After losing the backend this is expected, and the run's error says it all.
             if error.is_some_and(RunError::backend_unavailable) {
                 tracing::debug!("could not record the run's end: {e}");

@@ -81,6 +81,7 @@ impl<B: Backend> Coordinator<'_, B> {
             .map(RunRecord::from_fields)?;
         let checkpoint = if self.options.resume {
             let checkpoint = self.resumable(&record)?;
+            self.elapsed_before = std::time::Duration::from_secs_f64(record.elapsed_s.unwrap_or(0.0));
             if let Some(c) = &checkpoint {
                 self.check_cut_tick_whole(c).await?;
             }

@@ -138,14 +138,20 @@ mod entry_id_text {
 }
 
 impl Checkpoint {
-    /// The record's fields for this checkpoint.
-    pub fn fields(&self) -> Result<[(&'static str, String); 2], String> {
+    /// The record's fields for this checkpoint, taken `elapsed` into the run.
+    pub fn fields(&self, elapsed: std::time::Duration) -> Result<[(&'static str, String); 3], String> {
         let json = serde_json::to_string(self).map_err(|e| e.to_string())?;
         Ok([
             ("tick", self.tick.map_or_else(String::new, |t| t.to_string())),
             ("checkpoint", json),
+            elapsed_field(elapsed),
         ])
     }
+}
+
+/// The record's field for how long the run has run, across resumes.
+pub(crate) fn elapsed_field(elapsed: std::time::Duration) -> (&'static str, String) {
+    ("elapsed_s", format!("{:.6}", elapsed.as_secs_f64()))
 }
 
 /// A run's record, as read back.
@@ -160,6 +166,8 @@ pub(crate) struct RunRecord {
     pub exists: bool,
     /// The status as written, for messages.
     pub status_text: Option<String>,
+    /// How long the run has run, in seconds, across resumes: at its last checkpoint or end.
+    pub elapsed_s: Option<f64>,
 }
 
 impl RunRecord {
@@ -176,6 +184,9 @@ impl RunRecord {
                 }
                 "fingerprint" => record.fingerprint = Some(value),
                 "checkpoint" => record.checkpoint = Some(value),
+                "elapsed_s" => {
+                    record.elapsed_s = value.parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                }
                 _ => {}
             }
         }
@@ -233,7 +244,7 @@ mod tests {
             totals: RunTotals::default(),
         };
         let fields: Vec<(String, String)> = checkpoint
-            .fields()
+            .fields(std::time::Duration::from_millis(2500))
             .unwrap()
             .into_iter()
             .chain(RunStatus::Interrupted.field())
@@ -248,6 +259,7 @@ mod tests {
             (Some(4), 7, EntryId::new(17, 2))
         );
         assert_eq!(back.expected, checkpoint.expected);
+        assert_eq!(record.elapsed_s, Some(2.5));
         let garbled = RunRecord::from_fields(vec![
             ("status".into(), "sideways".into()),
             ("checkpoint".into(), "{".into()),
