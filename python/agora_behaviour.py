@@ -147,8 +147,16 @@ class Effects:
         return self
 
     def count(self, metric: str, delta: int = 1) -> "Effects":
-        """Adds a whole number to a counter the summary reports, summed over agents."""
-        self.metrics[metric] = self.metrics.get(metric, 0) + int(delta)
+        """Adds a whole number to a counter the summary reports, summed over agents. A
+        fraction is an error (``set`` or ``report`` take any number): it is never rounded."""
+        if isinstance(delta, float) and delta.is_integer():
+            delta = int(delta)
+        if not isinstance(delta, int) or isinstance(delta, bool):
+            raise TypeError(
+                f"count({metric!r}, {delta!r}): a counter adds whole numbers; "
+                "use set() or report() for a number that is not one"
+            )
+        self.metrics[metric] = self.metrics.get(metric, 0) + delta
         return self
 
     def set(self, metric: str, value: float) -> "Effects":
@@ -446,7 +454,20 @@ def serve(behaviour: Behaviour, lines: Iterable[str], write: Callable[[str], Non
             reply = server.step(message)
         else:
             reply = {"type": "error", "message": f"unknown request type {kind!r}"}
-        write(json.dumps(reply, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n")
+        try:
+            line = json.dumps(reply, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            # A state, message or remembered value that JSON cannot hold (a set, an object, a
+            # NaN) fails the step, in words, instead of ending the program.
+            line = json.dumps(
+                {
+                    "type": "error",
+                    "message": f"the step's answer is not JSON ({e}): states, messages' data and remembered "
+                    "values are made of dicts, lists, str, int, float (not NaN), bool and None",
+                },
+                separators=(",", ":"),
+            )
+        write(line + "\n")
 
 
 def run(behaviour: Behaviour) -> None:

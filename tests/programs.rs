@@ -250,6 +250,16 @@ fn a_program_that_fails_a_step_is_retried_restarted_and_its_messages_dead_letter
         ),
         ("hanging", "time.sleep(30)", "did not answer within 2s"),
         (
+            "a fraction counted",
+            "return Effects().count('n', 0.5)",
+            "a counter adds whole numbers",
+        ),
+        (
+            "an answer JSON cannot hold",
+            "return Effects().remember({1, 2})",
+            "the step's answer is not JSON (Object of type set",
+        ),
+        (
             "garbage",
             "sys.__stdout__.write('not json\\n'); sys.__stdout__.flush()",
             "not a reply of the protocol",
