@@ -137,6 +137,60 @@ fn a_sweep_runs_the_product_and_its_rows_match_single_runs() {
         "the run done again gives the same transcript"
     );
 
+    // More values and seeds: the runs done keep their results under their new numbers; a
+    // smaller plan then sets aside what it no longer has.
+    let wider = [
+        "--vary",
+        "agents.0.params.epsilon=0.05,0.1,0.3",
+        "--seeds",
+        "4..6",
+    ];
+    let again = sweep(out.path(), &wider);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("(5 run now, 4 done before, 0 failed)"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert!(
+        text(&again.stderr).contains("moved 4 completed runs to their numbers in this plan"),
+        "{}",
+        text(&again.stderr)
+    );
+    let (header, wide) = rows(out.path(), "opinion");
+    let kept: Vec<String> = wide
+        .iter()
+        .filter(|r| r[2] != "0.05" && r[1] != "6")
+        .map(|r| r[column(&header, "transcript_sha256")].clone())
+        .collect();
+    assert_eq!(kept, before, "the runs done before, moved, not run again");
+    let folders = |out: &Path| -> usize {
+        std::fs::read_dir(out.join("opinion-sweep"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("run-")
+            })
+            .count()
+    };
+    assert_eq!(folders(out.path()), 9);
+    let narrow = sweep(out.path(), &vary);
+    assert!(
+        text(&narrow.stdout).contains("(0 run now, 4 done before, 0 failed)"),
+        "{}",
+        text(&narrow.stdout)
+    );
+    assert!(
+        text(&narrow.stderr).contains("moved 5 run folders that are not in this plan"),
+        "{}",
+        text(&narrow.stderr)
+    );
+    assert_eq!(folders(out.path()), 4, "run-*/ holds this plan's runs only");
+    assert_eq!(hashes(out.path()), before);
+
     // Another sweep into the same folder is refused, not mixed in.
     let other = sweep(out.path(), &["--vary", "agents.0.params.mu=0.2,0.3"]);
     assert_eq!(other.status.code(), Some(2), "{}", text(&other.stderr));

@@ -15,7 +15,7 @@ use super::commands::load;
 use crate::behaviour::Registry;
 use crate::error::{Error, exit};
 use crate::scenario::BackendKind;
-use crate::sweep::{self, PlannedRun, RunResult, Varied, table};
+use crate::sweep::{self, PlannedRun, RunResult, Varied, relocate, table};
 
 /// Set by Ctrl-C or SIGTERM: no more runs start; those running stop as Ctrl-C stops a run.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -239,8 +239,9 @@ fn scenario_args(
     }
 }
 
-/// Loads (and so checks) every run's scenario before anything runs; returns the results of
-/// the runs that completed before, and the jobs left to run.
+/// Loads (and so checks) every run's scenario before anything runs; moves the runs that
+/// completed under other numbers to this plan's (see `sweep::relocate`); returns the results
+/// of the runs that completed before, and the jobs left to run.
 fn prepare(
     args: &SweepArgs,
     registry: &Registry,
@@ -249,50 +250,92 @@ fn prepare(
     planned: Vec<PlannedRun>,
 ) -> Result<(Vec<Option<RunResult>>, VecDeque<Job>), Error> {
     let total = planned.len();
+    let mut loaded = Vec::with_capacity(total);
+    for run in planned {
+        let (job, fingerprint) = load_job(args, registry, base, sweep_dir, run, total)?;
+        loaded.push((job, fingerprint));
+    }
+    // On Redis each run's stream is named by its number, so a run under another number is
+    // another run (its fingerprint says so): there is nothing to move.
+    let folders: Vec<relocate::PlannedFolder> = loaded
+        .iter()
+        .map(|(job, fingerprint)| relocate::PlannedFolder {
+            fingerprint: fingerprint.clone(),
+            run_dir: job.run_dir.clone(),
+        })
+        .collect();
+    let relocated = relocate::relocate(sweep_dir, &folders).map_err(|e| Error::Output {
+        path: sweep_dir.to_path_buf(),
+        source: e,
+    })?;
+    if relocated.moved > 0 {
+        eprintln!(
+            "moved {} completed runs to their numbers in this plan",
+            relocated.moved
+        );
+    }
+    if relocated.set_aside > 0 {
+        eprintln!(
+            "moved {} run folders that are not in this plan to {}",
+            relocated.set_aside,
+            sweep_dir.join(relocate::UNPLANNED).display()
+        );
+    }
     let mut results: Vec<Option<RunResult>> = vec![None; total];
     let mut todo = VecDeque::new();
-    for run in planned {
-        let out = sweep_dir.join(run.folder(total));
-        // After --set: the run's values, then its own stream on Redis.
-        let mut sets_from: Vec<(&'static str, String)> =
-            run.sets().into_iter().map(|s| ("--vary", s)).collect();
-        if base.backend.kind == BackendKind::Redis {
-            let stream = format!("{}-sweep-{:03}", base.name, run.number);
-            sets_from.push(("--set", format!("backend.stream={stream}")));
-            sets_from.push(("--set", format!("backend.cache_prefix={stream}:cache:")));
-        }
-        let scenario_args = scenario_args(args, sets_from, Some(run.seed), Some(out.clone()));
-        let scenario = load(&scenario_args, registry)?;
-        // The run's process gets them all as --set, in the same order.
-        let sets = scenario_args
-            .sets
-            .into_iter()
-            .chain(scenario_args.sets_from.into_iter().map(|(_, s)| s))
-            .collect();
-        let run_dir = scenario.run_dir();
-        let done = std::fs::read_to_string(run_dir.join("summary.json"))
+    for (job, fingerprint) in loaded {
+        let done = std::fs::read_to_string(job.run_dir.join("summary.json"))
             .ok()
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .filter(|s| table::completed(s, &scenario.fingerprint()));
+            .filter(|s| table::completed(s, &fingerprint));
         match done {
             Some(summary) => {
-                let at = run.number - 1;
+                let at = job.planned.number - 1;
                 results[at] = Some(RunResult {
-                    planned: run,
-                    dir: relative(&run_dir, sweep_dir),
+                    dir: relative(&job.run_dir, sweep_dir),
+                    planned: job.planned,
                     summary: Some(summary),
                     error: None,
                 });
             }
-            None => todo.push_back(Job {
-                planned: run,
-                out,
-                run_dir,
-                sets,
-            }),
+            None => todo.push_back(job),
         }
     }
     Ok((results, todo))
+}
+
+/// One planned run as a job, its scenario loaded; and that scenario's fingerprint.
+fn load_job(
+    args: &SweepArgs,
+    registry: &Registry,
+    base: &crate::scenario::Scenario,
+    sweep_dir: &std::path::Path,
+    run: PlannedRun,
+    total: usize,
+) -> Result<(Job, String), Error> {
+    let out = sweep_dir.join(run.folder(total));
+    // After --set: the run's values, then its own stream on Redis.
+    let mut sets_from: Vec<(&'static str, String)> = run.sets().into_iter().map(|s| ("--vary", s)).collect();
+    if base.backend.kind == BackendKind::Redis {
+        let stream = format!("{}-sweep-{:03}", base.name, run.number);
+        sets_from.push(("--set", format!("backend.stream={stream}")));
+        sets_from.push(("--set", format!("backend.cache_prefix={stream}:cache:")));
+    }
+    let scenario_args = scenario_args(args, sets_from, Some(run.seed), Some(out.clone()));
+    let scenario = load(&scenario_args, registry)?;
+    // The run's process gets them all as --set, in the same order.
+    let sets = scenario_args
+        .sets
+        .into_iter()
+        .chain(scenario_args.sets_from.into_iter().map(|(_, s)| s))
+        .collect();
+    let job = Job {
+        planned: run,
+        out,
+        run_dir: scenario.run_dir(),
+        sets,
+    };
+    Ok((job, scenario.fingerprint()))
 }
 
 /// Writes `sweep.csv` from the results so far.

@@ -11,6 +11,7 @@
 //! others with it, and its transcript cannot depend on how many ran beside it.
 
 pub mod plan;
+pub mod relocate;
 pub mod stats;
 pub mod table;
 

@@ -1,0 +1,205 @@
+//! A sweep run again with more (or other) values or seeds numbers its runs anew, in plan
+//! order: a run that completed under an old number is moved to its new number's folder
+//! instead of being run again, and run folders that are none of the plan's runs are set aside
+//! in `unplanned/`, so that `run-*/*/` holds this plan's runs and nothing else.
+//!
+//! A run is recognised by its scenario's fingerprint (what decides its transcript: the
+//! scenario, the `--set` and varied values, the seed), which `summary.json` keeps.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::table;
+
+/// Where the run folders that are none of a plan's runs go, under the sweep's folder.
+pub const UNPLANNED: &str = "unplanned";
+
+/// What [`relocate`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Relocated {
+    /// Completed runs moved to their new number's folder.
+    pub moved: usize,
+    /// Run folders moved into `unplanned/`.
+    pub set_aside: usize,
+}
+
+/// One planned run: its scenario's fingerprint and the folder it is to be in
+/// (`{sweep}/run-NNN/{name}-{seed}`).
+pub struct PlannedFolder {
+    pub fingerprint: String,
+    pub run_dir: PathBuf,
+}
+
+/// Moves completed runs to the folders `planned` gives them, and sets aside the run folders
+/// under `sweep_dir/run-*/` that are none of them.
+///
+/// # Errors
+///
+/// A folder that cannot be read or renamed.
+pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<Relocated> {
+    let existing = run_folders(sweep_dir)?;
+    let done: HashMap<&PathBuf, String> = existing
+        .iter()
+        .filter_map(|dir| completed_fingerprint(dir).map(|fp| (dir, fp)))
+        .collect();
+    let targets: HashSet<&PathBuf> = planned.iter().map(|p| &p.run_dir).collect();
+    let in_place: HashSet<&PathBuf> = planned
+        .iter()
+        .filter(|p| done.get(&p.run_dir) == Some(&p.fingerprint))
+        .map(|p| &p.run_dir)
+        .collect();
+    // Completed runs that are not where the plan wants them, by fingerprint (the first found
+    // of two alike).
+    let mut movable: HashMap<&str, &PathBuf> = HashMap::new();
+    for (dir, fingerprint) in &done {
+        if !in_place.contains(dir) {
+            movable.entry(fingerprint.as_str()).or_insert(dir);
+        }
+    }
+    let moves: Vec<(&PathBuf, &PathBuf)> = planned
+        .iter()
+        .filter(|p| !in_place.contains(&p.run_dir))
+        .filter_map(|p| {
+            movable
+                .remove(p.fingerprint.as_str())
+                .map(|from| (from, &p.run_dir))
+        })
+        .collect();
+    let mut report = Relocated::default();
+    if moves.is_empty() && existing.iter().all(|dir| targets.contains(dir)) {
+        return Ok(report);
+    }
+    // First out of the way, then into place: a run may move into a folder another leaves.
+    let staging = sweep_dir.join(".relocating");
+    std::fs::create_dir_all(&staging)?;
+    let mut staged = Vec::new();
+    for (i, (from, to)) in moves.iter().enumerate() {
+        let held = staging.join(i.to_string());
+        std::fs::rename(from, &held)?;
+        staged.push((held, *to));
+    }
+    let arriving: HashSet<&PathBuf> = moves.iter().map(|(_, to)| *to).collect();
+    for dir in &existing {
+        if dir.exists() && (!targets.contains(dir) || arriving.contains(dir)) {
+            set_aside(sweep_dir, dir)?;
+            report.set_aside += 1;
+        }
+    }
+    for (held, to) in staged {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(held, to)?;
+        report.moved += 1;
+    }
+    let _ = std::fs::remove_dir(&staging);
+    for dir in existing.iter().filter_map(|d| d.parent()) {
+        // Only if empty.
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(report)
+}
+
+/// Every run folder under `sweep_dir/run-*/`.
+fn run_folders(sweep_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(sweep_dir) else {
+        return Ok(found);
+    };
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with("run-") || !entry.path().is_dir() {
+            continue;
+        }
+        for run in std::fs::read_dir(entry.path())? {
+            let run = run?.path();
+            if run.is_dir() {
+                found.push(run);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The fingerprint of the run in `dir`, when it completed.
+fn completed_fingerprint(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+    let summary: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let fingerprint = summary["fingerprint"].as_str()?.to_string();
+    table::completed(&summary, &fingerprint).then_some(fingerprint)
+}
+
+/// Moves `dir` (`run-NNN/{name}-{seed}`) to `unplanned/run-NNN/{name}-{seed}` (with `-2`,
+/// `-3`... when an earlier one is there).
+fn set_aside(sweep_dir: &Path, dir: &Path) -> std::io::Result<()> {
+    let number = dir.parent().and_then(Path::file_name).unwrap_or_default();
+    let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let under = sweep_dir.join(UNPLANNED).join(number);
+    std::fs::create_dir_all(&under)?;
+    let mut to = under.join(&name);
+    let mut k = 2;
+    while to.exists() {
+        to = under.join(format!("{name}-{k}"));
+        k += 1;
+    }
+    std::fs::rename(dir, to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completed_run(dir: &Path, fingerprint: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        let summary = serde_json::json!({ "fingerprint": fingerprint, "stop_reason": "ticks" });
+        std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    }
+
+    #[test]
+    fn completed_runs_follow_their_new_numbers_and_the_rest_is_set_aside() {
+        let sweep = tempfile::tempdir().unwrap();
+        let s = sweep.path();
+        // The first sweep: a (run-001), b (run-002), c (run-003, cut short), d (run-004).
+        completed_run(&s.join("run-001/m-1"), "a");
+        completed_run(&s.join("run-002/m-2"), "b");
+        std::fs::create_dir_all(s.join("run-003/m-1")).unwrap();
+        completed_run(&s.join("run-004/m-2"), "d");
+        // The second: b, a, then a new one; d is no longer planned, c's folder now e's.
+        let plan = |fingerprint: &str, dir: &str| PlannedFolder {
+            fingerprint: fingerprint.into(),
+            run_dir: s.join(dir),
+        };
+        let planned = [
+            plan("b", "run-001/m-2"),
+            plan("a", "run-002/m-1"),
+            plan("e", "run-003/m-1"),
+        ];
+        let report = relocate(s, &planned).unwrap();
+        assert_eq!(
+            report,
+            Relocated {
+                moved: 2,
+                set_aside: 1
+            }
+        );
+        assert_eq!(
+            completed_fingerprint(&s.join("run-001/m-2")).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            completed_fingerprint(&s.join("run-002/m-1")).as_deref(),
+            Some("a")
+        );
+        // c's unfinished folder stays where e will run (and overwrite it); d is set aside.
+        assert!(s.join("run-003/m-1").is_dir());
+        assert_eq!(
+            completed_fingerprint(&s.join("unplanned/run-004/m-2")).as_deref(),
+            Some("d")
+        );
+        assert!(!s.join("run-004").exists() && !s.join(".relocating").exists());
+        assert!(!s.join("run-001/m-1").exists() && !s.join("run-002/m-2").exists());
+        // Run again with the same plan: nothing moves.
+        assert_eq!(relocate(s, &planned).unwrap(), Relocated::default());
+    }
+}
