@@ -208,8 +208,16 @@ fn a_second_run_of_a_stream_still_going_is_refused_and_leaves_it_alone() {
         "{}",
         text(&cleanup.stderr)
     );
-    again.kill().unwrap();
-    again.wait().unwrap();
+    // The run stops, and says why: its groups or its messages were deleted, whichever it
+    // meets first.
+    let stopped = again.wait_with_output().unwrap();
+    let said = text(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("hint: the run's keys were deleted while it ran")
+            || said.contains("hint: something deleted or trimmed the run's stream while it ran"),
+        "{said}"
+    );
     // A run whose lease another run took (it was stopped for longer than the lease lasts, and
     // the other started meanwhile) stops rather than share the keys.
     let mut displaced = start(&scenario, out.path(), &server.url(), &endless);

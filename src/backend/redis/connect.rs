@@ -191,6 +191,9 @@ pub(crate) fn is_no_such_key(e: &RedisError) -> bool {
     e.code() == Some("ERR") && e.detail().is_some_and(|d| d.starts_with("no such key"))
 }
 
+/// The hint when a run's consumer groups have gone from under it.
+pub(crate) const KEYS_DELETED: &str = "the run's keys were deleted while it ran (by agora cleanup, FLUSHDB or another program): start it afresh";
+
 /// An error from a command on a connection that worked.
 pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> BackendError {
     let detail = scrubber.scrub(&e.to_string());
@@ -216,7 +219,13 @@ pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> 
             "another program or run uses the same keys: choose another backend.stream or backend.cache_prefix",
         );
     }
-    BackendError::command(format!("Redis {what} failed: {detail}"))
+    if e.code() == Some("NOGROUP") || detail.contains("NOGROUP") {
+        return BackendError::conflict(
+            format!("{what}: the run's consumer groups are gone from Redis ({detail})"),
+            KEYS_DELETED,
+        );
+    }
+    BackendError::command(format!("{what} failed on Redis: {detail}"))
 }
 
 /// What makes connections: to one server, or to a Redis Cluster.

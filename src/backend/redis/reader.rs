@@ -229,9 +229,16 @@ impl GroupReader {
                 Ok(deliveries) => answers.push(deliveries),
                 // Read the other replies all the same, to keep the connection in step.
                 Err(Stop::Server(message)) => {
-                    failure.get_or_insert(BackendError::command(format!(
-                        "Redis XREADGROUP failed: {message}"
-                    )));
+                    failure.get_or_insert_with(|| {
+                        if message.contains("NOGROUP") {
+                            BackendError::conflict(
+                                format!("reading the stream: the run's consumer groups are gone from Redis ({message})"),
+                                super::connect::KEYS_DELETED,
+                            )
+                        } else {
+                            BackendError::command(format!("XREADGROUP failed on Redis: {message}"))
+                        }
+                    });
                     answers.push(Vec::new());
                 }
                 Err(Stop::Protocol(message)) => {
