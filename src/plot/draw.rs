@@ -120,6 +120,13 @@ impl Picture for Chart {
         let mut labelled = false;
         for line in &self.lines {
             let style = ShapeStyle::from(line.color).stroke_width(line.width);
+            // A line of one point draws nothing: a run of less than a second in free mode,
+            // or of one tick, would get an empty frame. A dot shows the value.
+            if let [only] = line.points.as_slice() {
+                chart
+                    .draw_series(std::iter::once(Circle::new(*only, 6, style.filled())))
+                    .map_err(e)?;
+            }
             let series = chart
                 .draw_series(LineSeries::new(line.points.iter().copied(), style))
                 .map_err(e)?;
@@ -247,5 +254,33 @@ mod tests {
         assert_eq!(trim(-0.00001), "0");
         assert_eq!(scale_color(0.0), RGBColor(68, 1, 84));
         assert_eq!(scale_color(1.0), RGBColor(253, 231, 37));
+    }
+
+    #[test]
+    fn a_line_of_one_point_is_drawn_as_a_dot() {
+        let chart = |points: Vec<(f64, f64)>| Chart {
+            title: "t".into(),
+            subtitle: String::new(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            lines: vec![Line {
+                points,
+                color: RGBColor(0, 0, 0).to_rgba(),
+                width: 2,
+                label: None,
+            }],
+            intervals: Vec::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let circles = |points, name: &str| {
+            let written = chart(points).write(&dir.path().join(name)).unwrap();
+            let svg = written
+                .iter()
+                .find(|p| p.extension().is_some_and(|e| e == "svg"))
+                .unwrap();
+            std::fs::read_to_string(svg).unwrap().matches("<circle").count()
+        };
+        assert_eq!(circles(vec![(0.0, 100_000.0)], "one"), 1);
+        assert_eq!(circles(vec![(0.0, 1.0), (1.0, 2.0)], "two"), 0);
     }
 }
