@@ -299,6 +299,18 @@ fn plots_are_drawn_with_the_run_and_again_by_agora_plot() {
         "{}",
         text(&output.stderr)
     );
+    // A file of the run given for the run: its folder is named.
+    let summary = run_dir_under(bare.path()).join("summary.json");
+    let output = agora().arg("plot").arg(&summary).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains(&format!(
+            "is a file: give the run's folder, such as {}",
+            run_dir_under(bare.path()).display()
+        )),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]

@@ -28,6 +28,34 @@ pub struct RunData {
     pub last_tick: u64,
 }
 
+/// That `run_dir` is a run's folder, or what the user gave instead.
+fn check_run_folder(run_dir: &Path) -> Result<(), String> {
+    if run_dir.is_file() {
+        let folder = run_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        return Err(format!(
+            "{} is a file: give the run's folder, such as {}",
+            run_dir.display(),
+            folder.display()
+        ));
+    }
+    if !run_dir.is_dir() {
+        return Err(format!(
+            "{} does not exist (give a run's folder, such as runs/opinion-7)",
+            run_dir.display()
+        ));
+    }
+    if !run_dir.join(METRICS_FILE).is_file() {
+        return Err(format!(
+            "{} is not a run's folder (it has no {METRICS_FILE}): give one such as runs/opinion-7",
+            run_dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Reads what `run_dir` recorded.
 ///
 /// # Errors
@@ -35,26 +63,8 @@ pub struct RunData {
 /// No `metrics.csv` (not a run folder, or a run from before agora wrote one), or a file that
 /// is not agora's CSV.
 pub fn read(run_dir: &Path) -> Result<RunData, String> {
+    check_run_folder(run_dir)?;
     let metrics_path = run_dir.join(METRICS_FILE);
-    if !run_dir.is_dir() {
-        return Err(format!(
-            "{} does not exist, or is not a folder (give a run's folder, such as runs/opinion-7)",
-            run_dir.display()
-        ));
-    }
-    if run_dir.join("sweep.csv").is_file() {
-        return Err(format!(
-            "{} is a sweep's folder: `agora plot` draws one run's plots (give one of its runs, such as {}/run-001/NAME-SEED); the sweep's own plots are drawn again by running the same `agora sweep`, which skips the runs that completed",
-            run_dir.display(),
-            run_dir.display()
-        ));
-    }
-    if !metrics_path.is_file() {
-        return Err(format!(
-            "{} is not a run's folder (it has no {METRICS_FILE}): give one such as runs/opinion-7",
-            run_dir.display()
-        ));
-    }
     let mut data = RunData {
         title: run_dir
             .file_name()

@@ -213,6 +213,11 @@ fn run_length(
     if s.mode == Mode::Lockstep && duration.is_some() {
         tracing::warn!("scenario.duration applies only to free mode; lockstep runs for `ticks`");
     }
+    if s.mode == Mode::Free && s.ticks.is_some() {
+        tracing::warn!(
+            "scenario.ticks applies only to lockstep mode; a free-mode run stops at `duration`, `max_messages` or when nothing is left to handle"
+        );
+    }
     Ok((ticks, duration))
 }
 

@@ -179,8 +179,8 @@ impl<B: Backend> Coordinator<'_, B> {
                     record.status_text.as_deref().unwrap_or("unknown")
                 ),
                 hint: format!(
-                    "continue it with --resume, or discard it first with `agora cleanup --redis-url <URL> --stream {}`",
-                    backend.keys.stream
+                    "continue it with --resume, or discard it first with `agora cleanup --redis-url {} --stream {}`",
+                    backend.url, backend.keys.stream
                 ),
             });
         }
@@ -203,8 +203,8 @@ impl<B: Backend> Coordinator<'_, B> {
                 format!("{:?}", backend.cleanup).to_lowercase()
             ),
             hint: format!(
-                "continue it with --resume, delete it with `agora cleanup --stream {}`, or set backend.cleanup = \"before\"",
-                backend.keys.stream
+                "continue it with --resume, delete it with `agora cleanup --redis-url {} --stream {}`, or set backend.cleanup = \"before\"",
+                backend.url, backend.keys.stream
             ),
         }
     }
