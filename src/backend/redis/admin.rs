@@ -407,7 +407,10 @@ impl From<GroupInfo> for GroupView {
 fn shown_record_value(key: &str, value: &str) -> String {
     match key {
         "checkpoint" => shown_checkpoint(value).unwrap_or_else(|| value.to_string()),
-        "holder" => crate::runtime::liveness::describe(value),
+        "holder" => format!(
+            "{} (the process that started or resumed the run last)",
+            crate::runtime::liveness::describe(value)
+        ),
         _ => value.to_string(),
     }
 }
@@ -568,6 +571,13 @@ impl Inspection {
             out.push_str("groups        none\n");
             return out;
         }
+        out.push_str(&self.groups_table());
+        out
+    }
+
+    /// The groups, one a line, in agent order; and what a finished run's lag means.
+    fn groups_table(&self) -> String {
+        let mut out = String::new();
         let width = self.groups.iter().map(|g| g.name.len()).max().unwrap_or(5).max(5);
         out.push_str(&format!(
             "\n{:<width$}  {:>9}  {:>9}  {:>9}  last delivered\n",
@@ -586,6 +596,20 @@ impl Inspection {
                 "{:<width$}  {:>9}  {:>9}  {:>9}  {}\n",
                 g.name, g.consumers, g.pending, lag, g.last_delivered
             ));
+        }
+        let record = |key: &str| {
+            self.checkpoint
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        if record("status") == Some("finished")
+            && record("mode") == Some("lockstep")
+            && self.groups.iter().any(|g| g.lag.is_some_and(|l| l > 0))
+        {
+            out.push_str(
+                "\n(the lag of a finished lockstep run is its last tick's messages, which no tick reads)\n",
+            );
         }
         out
     }
