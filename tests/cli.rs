@@ -527,22 +527,13 @@ fn stops_cleanly_on(signal: libc::c_int) {
     let child = agora()
         .args(["run", "scenarios/w1.toml", "--quiet", "--out"])
         .arg(out.path())
-        .args([
-            "--set",
-            "agents.0.params.hops=1000000000",
-            "--set",
-            "scenario.max_messages=1000000000000",
-        ])
+        .args(common::ENDLESS_W1)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the run is under way (its transcript file exists), then interrupt it.
-    let partial = out.path().join("w1-0").join("transcript.jsonl.partial");
-    let started = std::time::Instant::now();
-    while !partial.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_for_file(&out.path().join("w1-0").join("transcript.jsonl.partial"));
     std::thread::sleep(std::time::Duration::from_millis(300));
     // SAFETY: sending a signal to the child we started.
     unsafe { libc::kill(child.id() as libc::pid_t, signal) };

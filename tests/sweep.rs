@@ -333,25 +333,13 @@ fn sigterm_stops_the_sweep_and_its_runs_with_their_outputs_written() {
     let mut child = agora()
         .args(["sweep", "scenarios/w1.toml", "--quiet", "--no-plots", "--out"])
         .arg(out.path())
-        .args([
-            "--set",
-            "agents.0.params.hops=1000000000",
-            "--set",
-            "scenario.max_messages=1000000000000",
-            "--seeds",
-            "1..4",
-            "--jobs",
-            "2",
-        ])
+        .args(common::ENDLESS_W1)
+        .args(["--seeds", "1..4", "--jobs", "2"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let partial = out.path().join("w1-sweep/run-001/w1-1/transcript.jsonl.partial");
-    let started = std::time::Instant::now();
-    while !partial.exists() && started.elapsed() < std::time::Duration::from_secs(60) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_for_file(&out.path().join("w1-sweep/run-001/w1-1/transcript.jsonl.partial"));
     std::thread::sleep(std::time::Duration::from_millis(300));
     // SAFETY: sending a signal to the child we started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

@@ -489,3 +489,22 @@ pub fn run_with_kills(
     resume.push("--resume");
     run_quietly_ok(scenario, out, &resume)
 }
+
+/// W1 made endless (a billion hops, no budget): a run or sweep that goes on until a signal.
+#[allow(dead_code)]
+pub const ENDLESS_W1: [&str; 4] = [
+    "--set",
+    "agents.0.params.hops=1000000000",
+    "--set",
+    "scenario.max_messages=1000000000000",
+];
+
+/// Waits (up to a minute) until `path` exists: a run under way has its transcript's
+/// `.partial` file.
+#[allow(dead_code)]
+pub fn wait_for_file(path: &std::path::Path) {
+    let started = std::time::Instant::now();
+    while !path.exists() && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
