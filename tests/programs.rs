@@ -394,6 +394,13 @@ run(Voter())
     let (code, stderr) = check(declared, "", "params = { q = 1 }\n");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("unknown parameter 'q'"), "{stderr}");
+    // JSON has no NaN: refused by agora, not handed over as null.
+    let (code, stderr) = check(declared, "", "params = { p = nan }\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("agents[0].params.p: a NaN or an infinity cannot be sent to a program"),
+        "{stderr}"
+    );
 
     // Another version of the protocol.
     let future = "import json\nfor line in sys.stdin:\n    print(json.dumps({'type': 'ready', 'protocol': 2}), flush=True)\n";

@@ -138,6 +138,11 @@ fn parse_key(key: &str) -> Result<KeyPath, String> {
 /// A Jinja template (`{{ message.content }}`, `{% if ... %}`) is a word: prompts are set so.
 /// The error names the value only when it is not `secret`, and with any URL's password hidden.
 fn parse_value(raw: &str, secret: bool) -> Result<toml::Value, String> {
+    // TOML reads these words as floats; on a command line they are words (`mode=nan`), and
+    // no scenario value wants a NaN or an infinity.
+    if matches!(raw, "nan" | "+nan" | "-nan" | "inf" | "+inf" | "-inf") {
+        return Ok(toml::Value::String(raw.to_string()));
+    }
     let doc = format!("v = {raw}");
     let template = raw.starts_with("{{") || raw.starts_with("{%") || raw.starts_with("{#");
     match toml::from_str::<toml::Table>(&doc) {
@@ -293,6 +298,10 @@ mod tests {
         assert_eq!(value("\"redis\""), toml::Value::String("redis".into()));
         assert_eq!(value("redis"), toml::Value::String("redis".into()));
         assert_eq!(value("two words"), toml::Value::String("two words".into()));
+        assert_eq!(value("true"), toml::Value::Boolean(true));
+        // TOML's float words are words here.
+        assert_eq!(value("nan"), toml::Value::String("nan".into()));
+        assert_eq!(value("-inf"), toml::Value::String("-inf".into()));
         assert_eq!(
             value("redis://[::1]:6379"),
             toml::Value::String("redis://[::1]:6379".into())

@@ -439,6 +439,17 @@ fn greet_programs(
             tracing::warn!("behaviours.{name}: no agents use it, so its program is not started");
             continue;
         }
+        for &t in &using {
+            if let Some(at) = non_finite(&file.agents[t].params) {
+                let path = KeyPath::default().key("agents").index(t).key("params").key(at);
+                return Err(err
+                    .at(
+                        path,
+                        "a NaN or an infinity cannot be sent to a program: JSON has neither",
+                    )
+                    .with_hint("give a number, or a string in quotes (\"nan\")"));
+            }
+        }
         let names = |t: usize| {
             agents
                 .iter()
@@ -488,8 +499,19 @@ fn greet_programs(
     Ok(greetings)
 }
 
-/// Every agent, named and numbered in declaration order: its table's id, count and
-/// behaviour checked, its name unique.
+/// The first parameter (by its top-level key) that holds a NaN or an infinity, at any depth.
+fn non_finite(params: &toml::Table) -> Option<String> {
+    fn bad(value: &toml::Value) -> bool {
+        match value {
+            toml::Value::Float(f) => !f.is_finite(),
+            toml::Value::Array(items) => items.iter().any(bad),
+            toml::Value::Table(table) => table.values().any(bad),
+            _ => false,
+        }
+    }
+    params.iter().find(|(_, v)| bad(v)).map(|(k, _)| k.clone())
+}
+
 /// What to do about a program that did not answer its hello. Its relative paths are read
 /// from the folder it runs in, which is agora's own unless `cwd` says otherwise, or else from
 /// the scenario's: the usual slip when agora is started from another folder.
@@ -512,6 +534,8 @@ fn program_hint(spec: &ProgramSpec) -> String {
     )
 }
 
+/// Every agent, named and numbered in declaration order: its table's id, count and
+/// behaviour checked, its name unique.
 fn name_agents(
     file: &ScenarioFile,
     err: &Errors<'_>,
