@@ -37,6 +37,9 @@ pub(crate) struct RunFolder {
     created: Vec<PathBuf>,
     /// Set once the run has started: the folder then keeps what it wrote.
     kept: bool,
+    /// Whether this run took `.agora.lock`: a claim refused because another run holds it
+    /// must leave that run's lock alone.
+    locked: bool,
 }
 
 /// How a run claims its folder.
@@ -84,6 +87,7 @@ impl RunFolder {
             dir: dir.to_path_buf(),
             created,
             kept: false,
+            locked: false,
         };
         folder.lock()?;
         folder.check_mark(claim)?;
@@ -101,6 +105,7 @@ impl RunFolder {
                 .open(&path)
             {
                 Ok(mut file) => {
+                    self.locked = true;
                     return file
                         .write_all(me.as_bytes())
                         .map_err(|e| RunError::output(&path, e));
@@ -185,7 +190,9 @@ impl RunFolder {
 
 impl Drop for RunFolder {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.dir.join(LOCK));
+        if self.locked {
+            let _ = std::fs::remove_file(self.dir.join(LOCK));
+        }
         if !self.kept && !self.created.is_empty() {
             let _ = std::fs::remove_file(self.dir.join(MARK));
             // Only if empty: never anything but what this claim made (another run may have
@@ -222,6 +229,8 @@ mod tests {
             busy.to_string().contains("being written by another run"),
             "{busy}"
         );
+        // The refused claim left the first run's lock in place: a third is refused too.
+        assert!(RunFolder::claim(&dir, &claim("a", false)).is_err());
         first.keep(true);
         drop(first);
         let other = RunFolder::claim(&dir, &claim("b", false)).err().unwrap();
