@@ -511,7 +511,7 @@ fn every_command_has_help() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_still_writes_the_outputs() {
-    stops_cleanly_on(libc::SIGINT);
+    stops_cleanly_on(libc::SIGINT, 1);
 }
 
 /// `kill`, `timeout`, `docker stop` and batch schedulers end a job with SIGTERM: a run takes
@@ -519,10 +519,17 @@ fn ctrl_c_stops_cleanly_and_still_writes_the_outputs() {
 /// still locked.
 #[test]
 fn sigterm_stops_cleanly_and_still_writes_the_outputs() {
-    stops_cleanly_on(libc::SIGTERM);
+    stops_cleanly_on(libc::SIGTERM, 1);
 }
 
-fn stops_cleanly_on(signal: libc::c_int) {
+#[test]
+fn sigterm_sent_twice_as_supervisors_do_still_stops_cleanly() {
+    // systemd, Slurm and `timeout` signal every process of a job, and a sweep passes the
+    // signal on too: the second is the same request, not an abort.
+    stops_cleanly_on(libc::SIGTERM, 2);
+}
+
+fn stops_cleanly_on(signal: libc::c_int, times: usize) {
     let out = tempfile::tempdir().unwrap();
     let child = agora()
         .args(["run", "scenarios/w1.toml", "--quiet", "--out"])
@@ -535,8 +542,11 @@ fn stops_cleanly_on(signal: libc::c_int) {
     // Wait until the run is under way (its transcript file exists), then interrupt it.
     common::wait_for_file(&out.path().join("w1-0").join("transcript.jsonl.partial"));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // SAFETY: sending a signal to the child we started.
-    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    for _ in 0..times {
+        // SAFETY: sending a signal to the child we started.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let output = child.wait_with_output().unwrap();
     // 130, as shells expect of Ctrl-C: a script or a sweep loop does not take it for done.
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));

@@ -204,23 +204,36 @@ async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
 
 /// Completes at the first Ctrl-C (SIGINT) or SIGTERM (`kill`, `timeout`, `docker stop`,
 /// a batch scheduler's end of job), which asks the run to stop at its next safe point with
-/// its outputs written; a second one ends the process at once.
+/// its outputs written. A second Ctrl-C, a second or more after the first, ends the process
+/// at once. Further SIGTERMs do not: supervisors (systemd, Slurm, `timeout`) send it to every
+/// process of a job, and a sweep passes it on as well, so one stop request often arrives
+/// twice; they follow it with SIGKILL when they mean it.
 async fn interrupted() {
     let mut sigint = listen(libc::SIGINT);
     let mut sigterm = listen(libc::SIGTERM);
     let what = tokio::select! {
         () = next(&mut sigint) => "interrupted (Ctrl-C): stopping at the next safe point (Ctrl-C again to abort)",
-        () = next(&mut sigterm) => "terminated (SIGTERM): stopping at the next safe point (a second SIGTERM aborts)",
+        () = next(&mut sigterm) => "terminated (SIGTERM): stopping at the next safe point (Ctrl-C to abort)",
     };
     tracing::warn!("{what}");
+    let first = std::time::Instant::now();
     actix::spawn(async move {
-        tokio::select! {
-            () = next(&mut sigint) => {}
-            () = next(&mut sigterm) => {}
+        loop {
+            tokio::select! {
+                // A second Ctrl-C in the same instant is the same request, delivered twice
+                // (to the process group and to the process).
+                () = next(&mut sigint) => if first.elapsed() >= REPEAT_GRACE {
+                    break;
+                },
+                () = next(&mut sigterm) => {}
+            }
         }
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
 }
+
+/// How soon after the first a second Ctrl-C is taken for the same one.
+const REPEAT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A run on a Redis that cannot be reached could run on the embedded backend instead.
 fn or_in_memory(error: RunError) -> RunError {

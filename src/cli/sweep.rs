@@ -20,8 +20,9 @@ use crate::sweep::{self, PlannedRun, RunResult, Varied, relocate, table};
 /// Set by Ctrl-C or SIGTERM: no more runs start; those running stop as Ctrl-C stops a run.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Set by SIGTERM, which (unlike Ctrl-C at a terminal) reaches the sweep alone: the sweep
-/// passes it on to its running runs, then clears it.
+/// Set by SIGTERM, which (unlike Ctrl-C at a terminal) may reach the sweep alone (`kill`):
+/// the sweep passes it on to its running runs, then clears it. A run that gets it from a
+/// supervisor too takes the second as the same request.
 static TERMINATED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_signal: libc::c_int) {
@@ -57,7 +58,7 @@ fn stop_on_interrupt() {
 }
 
 /// Passes a SIGTERM the sweep received on to its running runs until every worker thread is
-/// done; a run started just as it arrived is told by its own thread (see `run_jobs`).
+/// done; a run started just as it arrived is told by its own thread (see `wait_for`).
 fn forward_terminations(running: &Mutex<Vec<u32>>, workers: &[std::thread::ScopedJoinHandle<'_, ()>]) {
     while !workers.iter().all(std::thread::ScopedJoinHandle::is_finished) {
         if TERMINATED.swap(false, Ordering::SeqCst) {
