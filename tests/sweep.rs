@@ -199,6 +199,7 @@ fn a_sweep_runs_the_product_and_its_rows_match_single_runs() {
         "{}",
         text(&other.stderr)
     );
+    assert_eq!(folders(out.path()), 4, "the refused sweep moved nothing");
 
     // --jobs 1: the same transcripts.
     let one = tempfile::tempdir().unwrap();

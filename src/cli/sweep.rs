@@ -105,8 +105,10 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
     let sweep_dir = base.output_dir.join(format!("{}-sweep", base.name));
     let planned = sweep::plan(&varied, &seeds);
     let total = planned.len();
+    let mark = sweep_mark(&args, &varied);
+    refuse_another_sweep(&sweep_dir, &mark)?;
     let (results, todo) = prepare(&args, registry, &base, &sweep_dir, planned)?;
-    claim_folder(&args, &varied, &sweep_dir)?;
+    claim_folder(&sweep_dir, mark)?;
     let skipped = total - todo.len();
     let keys: Vec<String> = varied.iter().map(|v| v.key.clone()).collect();
     let csv_path = sweep_dir.join(sweep::SWEEP_FILE);
@@ -170,21 +172,22 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
 /// The file in a sweep's folder that says which sweep it holds.
 const MARK: &str = ".agora.sweep";
 
-/// Makes the sweep's folder, or checks that it holds this sweep: the same scenario file, the
-/// same `--set` values and the same varied keys (their values and the seeds may change: a
-/// run already done with the same values is kept, the others run). Another sweep's folder is
-/// refused rather than mixed with this one's runs.
-fn claim_folder(args: &SweepArgs, varied: &[Varied], sweep_dir: &std::path::Path) -> Result<(), Error> {
+/// What a sweep's folder records of the sweep (`.agora.sweep`): its scenario, its `--set`
+/// values and its varied keys. Another sweep into the same folder is refused.
+fn sweep_mark(args: &SweepArgs, varied: &[Varied]) -> String {
     let scenario = std::fs::canonicalize(&args.scenario).unwrap_or_else(|_| args.scenario.clone());
     let keys: Vec<&str> = varied.iter().map(|v| v.key.as_str()).collect();
-    let mark = serde_json::json!({
+    serde_json::json!({
         "scenario": scenario.display().to_string(),
         "set": args.sets,
         "vary": keys,
     })
-    .to_string();
-    let path = sweep_dir.join(MARK);
-    if let Ok(found) = std::fs::read_to_string(&path)
+    .to_string()
+}
+
+/// Refuses a folder that holds another sweep, before anything in it is touched.
+fn refuse_another_sweep(sweep_dir: &std::path::Path, mark: &str) -> Result<(), Error> {
+    if let Ok(found) = std::fs::read_to_string(sweep_dir.join(MARK))
         && found.trim() != mark
     {
         let described = serde_json::from_str::<serde_json::Value>(&found)
@@ -195,10 +198,16 @@ fn claim_folder(args: &SweepArgs, varied: &[Varied], sweep_dir: &std::path::Path
             sweep_dir.display()
         )));
     }
+    Ok(())
+}
+
+/// Makes the sweep's folder, marked as this sweep's.
+fn claim_folder(sweep_dir: &std::path::Path, mark: String) -> Result<(), Error> {
     std::fs::create_dir_all(sweep_dir).map_err(|e| Error::Output {
         path: sweep_dir.to_path_buf(),
         source: e,
     })?;
+    let path = sweep_dir.join(MARK);
     std::fs::write(&path, mark + "\n").map_err(|e| Error::Output { path, source: e })
 }
 

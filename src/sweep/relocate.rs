@@ -48,8 +48,8 @@ pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<
         .filter(|p| done.get(&p.run_dir) == Some(&p.fingerprint))
         .map(|p| &p.run_dir)
         .collect();
-    // Completed runs that are not where the plan wants them, by fingerprint (the first found
-    // of two alike).
+    // Completed runs that are not where the plan wants them, by fingerprint (one of two
+    // alike, either).
     let mut movable: HashMap<&str, &PathBuf> = HashMap::new();
     for (dir, fingerprint) in &done {
         if !in_place.contains(dir) {
@@ -65,22 +65,35 @@ pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<
                 .map(|from| (from, &p.run_dir))
         })
         .collect();
+    let arriving: HashSet<&PathBuf> = moves.iter().map(|(_, to)| *to).collect();
+    // Not planned; or planned for another run, which arrives or which will run here over a
+    // completed run of other values (an unfinished one is only run again).
+    let out_of_plan = |dir: &PathBuf| {
+        !targets.contains(dir)
+            || arriving.contains(dir)
+            || (done.contains_key(dir) && !in_place.contains(dir))
+    };
     let mut report = Relocated::default();
-    if moves.is_empty() && existing.iter().all(|dir| targets.contains(dir)) {
+    if moves.is_empty() && !existing.iter().any(out_of_plan) {
         return Ok(report);
     }
     // First out of the way, then into place: a run may move into a folder another leaves.
-    let staging = sweep_dir.join(".relocating");
+    // A relocation cut short leaves its staging folder, whose runs the next one finds (see
+    // `run_folders`); each uses its own.
+    let staging = sweep_dir.join(format!("{STAGING}{}", std::process::id()));
     std::fs::create_dir_all(&staging)?;
     let mut staged = Vec::new();
     for (i, (from, to)) in moves.iter().enumerate() {
+        // Under its own name, so that a relocation cut short leaves runs one can recognise.
         let held = staging.join(i.to_string());
+        std::fs::create_dir_all(&held)?;
+        let held = held.join(from.file_name().unwrap_or_default());
         std::fs::rename(from, &held)?;
         staged.push((held, *to));
     }
-    let arriving: HashSet<&PathBuf> = moves.iter().map(|(_, to)| *to).collect();
     for dir in &existing {
-        if dir.exists() && (!targets.contains(dir) || arriving.contains(dir)) {
+        // The runs being moved are out of the way already.
+        if dir.exists() && out_of_plan(dir) {
             set_aside(sweep_dir, dir)?;
             report.set_aside += 1;
         }
@@ -92,26 +105,66 @@ pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<
         std::fs::rename(held, to)?;
         report.moved += 1;
     }
-    let _ = std::fs::remove_dir(&staging);
-    for dir in existing.iter().filter_map(|d| d.parent()) {
-        // Only if empty.
-        let _ = std::fs::remove_dir(dir);
+    // Only what is empty: the run-NNN folders left, the staging folders and their slots.
+    let mut emptied: Vec<PathBuf> = existing
+        .iter()
+        .filter_map(|d| d.parent())
+        .map(Path::to_path_buf)
+        .collect();
+    emptied.extend(staged_slots(sweep_dir));
+    for dir in emptied {
+        let _ = std::fs::remove_dir(&dir);
+        if let Some(parent) = dir.parent().filter(|p| is_staging(p)) {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
+    let _ = std::fs::remove_dir(&staging);
     Ok(report)
 }
 
-/// Every run folder under `sweep_dir/run-*/`.
+/// Where a relocation holds the runs it moves (`.relocating-{pid}/{k}/{run}`).
+const STAGING: &str = ".relocating-";
+
+fn is_staging(dir: &Path) -> bool {
+    dir.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(STAGING))
+}
+
+/// The slots of every staging folder (`.relocating-{pid}/{k}`).
+fn staged_slots(sweep_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(sweep_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_staging(p) && p.is_dir())
+        .flat_map(|p| {
+            std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+        })
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Every run folder under `sweep_dir/run-*/`, and any a relocation cut short left staged.
 fn run_folders(sweep_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(sweep_dir) else {
         return Ok(found);
     };
+    let mut holders = staged_slots(sweep_dir);
     for entry in entries {
         let entry = entry?;
-        if !entry.file_name().to_string_lossy().starts_with("run-") || !entry.path().is_dir() {
-            continue;
+        if entry.file_name().to_string_lossy().starts_with("run-") && entry.path().is_dir() {
+            holders.push(entry.path());
         }
-        for run in std::fs::read_dir(entry.path())? {
+    }
+    for holder in holders {
+        for run in std::fs::read_dir(holder)? {
             let run = run?.path();
             if run.is_dir() {
                 found.push(run);
@@ -160,12 +213,16 @@ mod tests {
     fn completed_runs_follow_their_new_numbers_and_the_rest_is_set_aside() {
         let sweep = tempfile::tempdir().unwrap();
         let s = sweep.path();
-        // The first sweep: a (run-001), b (run-002), c (run-003, cut short), d (run-004).
+        // The first sweep: a (run-001), b (run-002), c (run-003, cut short), d (run-004),
+        // f (run-005); and h, staged by a relocation that was cut short.
         completed_run(&s.join("run-001/m-1"), "a");
         completed_run(&s.join("run-002/m-2"), "b");
         std::fs::create_dir_all(s.join("run-003/m-1")).unwrap();
         completed_run(&s.join("run-004/m-2"), "d");
-        // The second: b, a, then a new one; d is no longer planned, c's folder now e's.
+        completed_run(&s.join("run-005/m-1"), "f");
+        completed_run(&s.join(".relocating-99/0/m-9"), "h");
+        // The second: b, a, a new one where c was, h, and a new one where f is; d and f are
+        // no longer planned.
         let plan = |fingerprint: &str, dir: &str| PlannedFolder {
             fingerprint: fingerprint.into(),
             run_dir: s.join(dir),
@@ -174,31 +231,34 @@ mod tests {
             plan("b", "run-001/m-2"),
             plan("a", "run-002/m-1"),
             plan("e", "run-003/m-1"),
+            plan("h", "run-004/m-9"),
+            plan("g", "run-005/m-1"),
         ];
         let report = relocate(s, &planned).unwrap();
         assert_eq!(
             report,
             Relocated {
-                moved: 2,
-                set_aside: 1
+                moved: 3,
+                set_aside: 2
             }
         );
-        assert_eq!(
-            completed_fingerprint(&s.join("run-001/m-2")).as_deref(),
-            Some("b")
-        );
-        assert_eq!(
-            completed_fingerprint(&s.join("run-002/m-1")).as_deref(),
-            Some("a")
-        );
-        // c's unfinished folder stays where e will run (and overwrite it); d is set aside.
+        let at = |dir: &str| completed_fingerprint(&s.join(dir));
+        assert_eq!(at("run-001/m-2").as_deref(), Some("b"));
+        assert_eq!(at("run-002/m-1").as_deref(), Some("a"));
+        assert_eq!(at("run-004/m-9").as_deref(), Some("h"));
+        // c's unfinished folder stays where e will run (and overwrite it); d is set aside,
+        // and so is f, which g would have overwritten.
         assert!(s.join("run-003/m-1").is_dir());
-        assert_eq!(
-            completed_fingerprint(&s.join("unplanned/run-004/m-2")).as_deref(),
-            Some("d")
-        );
-        assert!(!s.join("run-004").exists() && !s.join(".relocating").exists());
+        assert_eq!(at("unplanned/run-004/m-2").as_deref(), Some("d"));
+        assert_eq!(at("unplanned/run-005/m-1").as_deref(), Some("f"));
+        assert!(!s.join("run-005/m-1").exists());
         assert!(!s.join("run-001/m-1").exists() && !s.join("run-002/m-2").exists());
+        let left: Vec<String> = std::fs::read_dir(s)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "staging folders left: {left:?}");
         // Run again with the same plan: nothing moves.
         assert_eq!(relocate(s, &planned).unwrap(), Relocated::default());
     }
