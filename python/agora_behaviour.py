@@ -50,6 +50,7 @@ with ``pip install ./python``.
 from __future__ import annotations
 
 import json
+import operator
 import random
 import sys
 import traceback
@@ -149,14 +150,16 @@ class Effects:
     def count(self, metric: str, delta: int = 1) -> "Effects":
         """Adds a whole number to a counter the summary reports, summed over agents. A
         fraction is an error (``set`` or ``report`` take any number): it is never rounded."""
-        if isinstance(delta, float) and delta.is_integer():
-            delta = int(delta)
-        if not isinstance(delta, int) or isinstance(delta, bool):
-            raise TypeError(
-                f"count({metric!r}, {delta!r}): a counter adds whole numbers; "
-                "use set() or report() for a number that is not one"
-            )
-        self.metrics[metric] = self.metrics.get(metric, 0) + delta
+        try:
+            whole = operator.index(delta)  # int, and numpy's integers
+        except TypeError:
+            if not (isinstance(delta, float) and delta.is_integer()):
+                raise TypeError(
+                    f"count({metric!r}, {delta!r}): a counter adds whole numbers; "
+                    "use set() or report() for a number that is not one"
+                ) from None
+            whole = int(delta)
+        self.metrics[metric] = self.metrics.get(metric, 0) + whole
         return self
 
     def set(self, metric: str, value: float) -> "Effects":

@@ -620,6 +620,23 @@ fn a_script_beside_the_scenario_runs_from_any_folder() {
     let output = run(&scenario, &out, &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(lines(&out, "transcript.jsonl").len() > 3);
+    // The scenario named bare, from its own folder: the script is given in full, since the
+    // program runs in `work`.
+    let checked = agora()
+        .current_dir(dir.path())
+        .args(["check", "s.toml"])
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    let script = dir.path().join("faulty.py").canonicalize().unwrap();
+    assert!(
+        text(&checked.stdout).contains(&format!(
+            "command = [\"python3\", {:?}]",
+            script.display().to_string()
+        )),
+        "{}",
+        text(&checked.stdout)
+    );
     // A path found nowhere is still the program's to report, with both places named.
     let missing = self::scenario(dir.path(), Path::new("missing.py"), "");
     let output = run(&missing, &dir.path().join("out2"), &[]);

@@ -63,33 +63,18 @@ fn beside_the_scenario(part: &str, runs_in: &Path, beside: &Path) -> String {
     }
     let found = beside.join(given);
     if found.is_file() {
-        absolute_if_moved(given, found).display().to_string()
+        // Always in full: the program may run in another folder (`cwd`), or in a worker
+        // that loads the scenario from elsewhere.
+        real(found).display().to_string()
     } else {
         part.to_string()
     }
 }
 
-/// `found`, absolute when it is not `given` itself: worker processes load the scenario from
-/// elsewhere, so a path found beside the scenario must not depend on where that is. `..` is
-/// folded away, so that messages show `/home/me/agora/examples/x.py`, not
-/// `/home/me/agora/scenarios/../examples/x.py`.
-fn absolute_if_moved(given: &Path, found: PathBuf) -> PathBuf {
-    if found == given {
-        return found;
-    }
-    let Ok(absolute) = std::path::absolute(&found) else {
-        return found;
-    };
-    let mut folded = PathBuf::new();
-    for part in absolute.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                folded.pop();
-            }
-            other => folded.push(other),
-        }
-    }
-    folded
+/// `found` (which exists) as the system names it: absolute, without `..`, so that messages
+/// show `/home/me/agora/examples/x.py`, not `/home/me/agora/scenarios/../examples/x.py`.
+fn real(found: PathBuf) -> PathBuf {
+    std::fs::canonicalize(&found).unwrap_or(found)
 }
 
 /// The most copies of one program an agora process starts.
@@ -141,7 +126,8 @@ pub(crate) fn validate(
                     ),
                 ));
             };
-            Some(absolute_if_moved(&dir, found))
+            // As given when found from agora's folder; in full when found beside the scenario.
+            Some(if found == dir { found } else { real(found) })
         }
     };
     let runs_in = cwd.clone().unwrap_or_default();

@@ -273,13 +273,13 @@ fn build(p: LlmParams, setup: &Setup<'_>) -> Result<Llm, ParamError> {
     })
 }
 
-/// `vars` as the templates see them; a name that hides a built-in variable is refused.
 /// The hint for a template that does not parse.
 const SYNTAX: &str = "templates are Jinja2 (minijinja): {{ variable }}, {% if x %}...{% endif %}, {% for p in feed %}...{% endfor %}";
 
 /// The hint for a template that uses what is not a variable.
 const VARIABLES: &str = "the README's \"LLM agents\" section says what each variable holds; a value of your own goes in params.vars";
 
+/// `vars` as the templates see them; a name that hides a built-in variable is refused.
 fn variables(vars: &toml::Table) -> Result<Map<String, serde_json::Value>, ParamError> {
     if let Some(taken) = vars.keys().find(|k| BUILT_IN_VARIABLES.contains(&k.as_str())) {
         return Err(ParamError::at(

@@ -488,7 +488,6 @@ impl<B: Backend> Coordinator<'_, B> {
     }
 }
 
-/// Entries' fields as one JSON object a line.
 /// Dead letters as JSON lines: the stream entry's fields, with `seq` and `tick` as numbers
 /// and `data` as the object it holds, as the transcript has them (the stream keeps text).
 fn write_jsonl(path: &Path, entries: &[Vec<(String, String)>]) -> std::io::Result<()> {
