@@ -274,9 +274,13 @@ fn prepare(
             run_dir: job.run_dir.clone(),
         })
         .collect();
-    let relocated = relocate::relocate(sweep_dir, &folders).map_err(|e| Error::Output {
-        path: sweep_dir.to_path_buf(),
-        source: e,
+    let relocated = relocate::relocate(sweep_dir, &folders).map_err(|e| match e.kind() {
+        // A run still going in the folder: bad input, as for `agora run` into a busy folder.
+        std::io::ErrorKind::Other => Error::Usage(e.to_string()),
+        _ => Error::Output {
+            path: sweep_dir.to_path_buf(),
+            source: e,
+        },
     })?;
     if relocated.moved > 0 {
         eprintln!(

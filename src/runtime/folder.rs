@@ -22,6 +22,14 @@ const MARK: &str = ".agora.run";
 /// taken for this run's.
 const OCCASIONAL_OUTPUTS: [&str; 1] = ["dead_letters.jsonl"];
 
+/// Who is writing into the run folder `dir`, when a run still going holds its lock.
+pub(crate) fn written_by(dir: &Path) -> Option<String> {
+    let holder = std::fs::read_to_string(dir.join(LOCK)).ok()?;
+    serde_json::from_str::<Holder>(&holder)
+        .is_ok_and(|h| !h.is_gone())
+        .then(|| liveness::describe(&holder))
+}
+
 /// What `.agora.run` holds.
 #[derive(Serialize, Deserialize)]
 struct Mark {
@@ -111,13 +119,11 @@ impl RunFolder {
                         .map_err(|e| RunError::output(&path, e));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    if serde_json::from_str::<Holder>(&holder).is_ok_and(|h| !h.is_gone()) {
+                    if let Some(holder) = written_by(&self.dir) {
                         return Err(refused(
                             format!(
-                                "the folder {} is being written by another run ({})",
+                                "the folder {} is being written by another run ({holder})",
                                 self.dir.display(),
-                                liveness::describe(&holder)
                             ),
                             "wait for it to end, or give this run its own folder with --out DIR",
                         ));

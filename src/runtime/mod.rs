@@ -21,7 +21,7 @@ mod agent;
 mod coordinator;
 mod distributed;
 mod error;
-mod folder;
+pub(crate) mod folder;
 mod hosting;
 pub(crate) mod liveness;
 mod model;

@@ -35,9 +35,10 @@ pub struct PlannedFolder {
 ///
 /// # Errors
 ///
-/// A folder that cannot be read or renamed.
+/// A folder that cannot be read or renamed, or a run folder a run still going writes into.
 pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<Relocated> {
     let existing = run_folders(sweep_dir)?;
+    refuse_live_runs(&existing)?;
     let done: HashMap<&PathBuf, String> = existing
         .iter()
         .filter_map(|dir| completed_fingerprint(dir).map(|fp| (dir, fp)))
@@ -105,7 +106,27 @@ pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<
         std::fs::rename(held, to)?;
         report.moved += 1;
     }
-    // Only what is empty: the run-NNN folders left, the staging folders and their slots.
+    remove_emptied(sweep_dir, &existing, &staging);
+    Ok(report)
+}
+
+/// A run still going (the same sweep in another terminal) keeps its folder where it is: the
+/// error says which.
+fn refuse_live_runs(existing: &[PathBuf]) -> std::io::Result<()> {
+    match existing
+        .iter()
+        .find_map(|dir| crate::runtime::folder::written_by(dir).map(|h| (dir, h)))
+    {
+        Some((dir, holder)) => Err(std::io::Error::other(format!(
+            "{} is being written by a run still going ({holder}): wait for it (another agora sweep into this folder?), or give this sweep --out ANOTHER_DIR",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Removes what the moves left empty: run-NNN folders, staging folders and their slots.
+fn remove_emptied(sweep_dir: &Path, existing: &[PathBuf], staging: &Path) {
     let mut emptied: Vec<PathBuf> = existing
         .iter()
         .filter_map(|d| d.parent())
@@ -113,13 +134,13 @@ pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<
         .collect();
     emptied.extend(staged_slots(sweep_dir));
     for dir in emptied {
+        // Only if empty.
         let _ = std::fs::remove_dir(&dir);
         if let Some(parent) = dir.parent().filter(|p| is_staging(p)) {
             let _ = std::fs::remove_dir(parent);
         }
     }
-    let _ = std::fs::remove_dir(&staging);
-    Ok(report)
+    let _ = std::fs::remove_dir(staging);
 }
 
 /// Where a relocation holds the runs it moves (`.relocating-{pid}/{k}/{run}`).
@@ -261,5 +282,15 @@ mod tests {
         assert!(left.is_empty(), "staging folders left: {left:?}");
         // Run again with the same plan: nothing moves.
         assert_eq!(relocate(s, &planned).unwrap(), Relocated::default());
+        // A run still going in one of the folders (this process holds its lock): nothing
+        // is touched.
+        let lock = serde_json::to_string(&crate::runtime::liveness::Holder::me()).unwrap();
+        std::fs::write(s.join("run-003/m-1/.agora.lock"), lock).unwrap();
+        let busy = relocate(s, &[plan("e", "run-009/m-1")]).unwrap_err();
+        assert!(
+            busy.to_string().contains("being written by a run still going"),
+            "{busy}"
+        );
+        assert!(s.join("run-001/m-2").is_dir());
     }
 }
