@@ -138,6 +138,31 @@ fn a_lockstep_transcript_does_not_depend_on_concurrency_reply_order_or_retries()
         "the replay records the exchanges it used: the recording's"
     );
     let s = summary(&out);
+    // The summary says where the answers came from.
+    assert_eq!(
+        s["replayed_from"].as_str(),
+        Some(recording.canonicalize().unwrap().to_str().unwrap())
+    );
+    assert!(
+        summary(&recorded.path().join("runs"))
+            .get("replayed_from")
+            .is_none()
+    );
+    // Replaying a run's own llm.jsonl into its folder would write over the recording.
+    let own = run_dir(&out).join("llm.jsonl");
+    let before = std::fs::read(&own).unwrap();
+    let refused = run(
+        &scenario,
+        &out,
+        &["--replay", own.to_str().unwrap(), "--overwrite"],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("that is the llm.jsonl this run would write over"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(std::fs::read(&own).unwrap(), before, "the recording is intact");
     assert_eq!(s["llm_calls"], many.answered_requests().len());
     assert!(s["llm_tokens"]["prompt"].as_u64().unwrap() > 0);
     assert!(s["llm_latency_ms"]["p95"].as_u64().unwrap() >= s["llm_latency_ms"]["p50"].as_u64().unwrap());

@@ -108,6 +108,10 @@ pub struct Summary {
     pub llm_tokens: LlmTokens,
     /// How long the server took per call, retries included: the recorded figures on replay.
     pub llm_latency_ms: LlmLatency,
+    /// A replayed run: the recording its model answers came from (no server was asked, so
+    /// `parameters.llm.base_url` is not one the run used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed_from: Option<String>,
     /// Who followed whom, when the scenario has a `[network]`: its degree distributions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::network::NetworkSummary>,

@@ -119,14 +119,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             overwrite: self.options.overwrite,
             resume: self.options.resume,
         };
-        // A recording is read and checked before anything is written.
-        let recording = self
-            .options
-            .replay
-            .as_deref()
-            .map(Recording::read)
-            .transpose()?
-            .map(Arc::new);
+        let recording = self.read_recording(&run_dir)?;
         let mut folder = RunFolder::claim(&run_dir, &claim)?;
         self.preflight().await?;
         self.probe_models().await?;
@@ -188,6 +181,25 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             .await;
         drop(folder);
         outcome
+    }
+
+    /// The recording `--replay` names, read and checked before anything is written.
+    fn read_recording(&self, run_dir: &std::path::Path) -> Result<Option<Arc<Recording>>, RunError> {
+        let Some(replay) = self.options.replay.as_deref() else {
+            return Ok(None);
+        };
+        // The run writes its own llm.jsonl: replaying the one in its folder would write over
+        // the only copy of the recording, and a replay that fails would leave it empty.
+        if same_file(replay, &run_dir.join(outputs::LLM_FILE)) {
+            return Err(RunError::Refused {
+                message: format!(
+                    "--replay {}: that is the llm.jsonl this run would write over",
+                    replay.display()
+                ),
+                hint: "copy the recording elsewhere first (cp it to recorded.llm.jsonl, say) and replay that, or give the replay its own folder with --out DIR".into(),
+            });
+        }
+        Recording::read(replay).map(|r| Some(Arc::new(r)))
     }
 
     /// Starts the agents where they live (here, or in worker processes) and drives them.
@@ -270,5 +282,13 @@ impl<'a, B: Backend> Coordinator<'a, B> {
     /// How long the run has run: in this process, and before it was resumed.
     fn elapsed(&self) -> Duration {
         self.elapsed_before + self.started.elapsed()
+    }
+}
+
+/// Whether `a` and `b` name the same existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }

@@ -361,6 +361,12 @@ impl<B: Backend> Coordinator<'_, B> {
             llm_calls: 0,
             llm_tokens: LlmTokens::default(),
             llm_latency_ms: LlmLatency::default(),
+            replayed_from: self.options.replay.as_deref().map(|path| {
+                std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.to_path_buf())
+                    .display()
+                    .to_string()
+            }),
             network: scenario
                 .network_section
                 .as_ref()
