@@ -319,6 +319,15 @@ fn servers_that_cannot_be_used_are_refused_before_any_agent_runs() {
     let server = LlmServer::start(Behaviour::default());
     let unknown = debate(&server.base_url(), 3, 2, 0.0, "").replace("\"stub-model\"", "\"no-such-model\"");
     fails(&unknown, &[], 3, &["no model \"no-such-model\""]);
+    // The server's address without the API's root (/v1): found before any agent runs.
+    let root = server.base_url().trim_end_matches("/v1").to_string();
+    let stderr = fails(
+        &debate(&root, 3, 2, 0.0, ""),
+        &[],
+        3,
+        &["answered 404: no OpenAI API there"],
+    );
+    assert!(stderr.contains("hint: base_url is the API's root"), "{stderr}");
 
     let html = LlmServer::start(Behaviour {
         html: true,

@@ -216,7 +216,21 @@ impl HttpClient {
                     let error = status_failure(&url, status, &text, "", None).error;
                     return Err(self.explain_refusal(status, error));
                 }
-                // No model list here (some servers have none): the first request will tell.
+                // The usual slip with vLLM and others: the server's address without the API's
+                // root. (Some servers have no model list at all: those are taken at their
+                // word, and the first request will tell.)
+                404 if !base.trim_end_matches('/').ends_with("/v1") => {
+                    return Err(LlmError::new(
+                        LlmErrorKind::Unavailable,
+                        format!(
+                            "{} answered 404: no OpenAI API there",
+                            crate::backend::url::redact(&url)
+                        ),
+                    )
+                    .with_hint(
+                        "base_url is the API's root, which usually ends in /v1 (http://127.0.0.1:8000/v1 for vLLM)",
+                    ));
+                }
                 _ => tracing::debug!("{url} answered {status}; the models are not checked"),
             }
         }

@@ -353,7 +353,7 @@ fn reply_text(request: &Value, h: u64) -> String {
 }
 
 fn answer(request: &Request, seen: &Seen, b: &Behaviour) -> Reply {
-    if request.url.ends_with("/chat/completions") {
+    if request.url.ends_with("/v1/chat/completions") {
         seen.arrivals.lock().unwrap().push(std::time::Instant::now());
     }
     let n = seen.requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -383,7 +383,7 @@ fn answer(request: &Request, seen: &Seen, b: &Behaviour) -> Reply {
             retry_after: None,
         };
     }
-    if request.method == "GET" && request.url.ends_with("/models") {
+    if request.method == "GET" && request.url.ends_with("/v1/models") {
         let data: Vec<Value> = b
             .models
             .iter()
@@ -391,7 +391,7 @@ fn answer(request: &Request, seen: &Seen, b: &Behaviour) -> Reply {
             .collect();
         return Reply::json(200, json!({"object": "list", "data": data}));
     }
-    if !request.url.ends_with("/chat/completions") {
+    if !request.url.ends_with("/v1/chat/completions") {
         return Reply::error(404, "no such endpoint", "not_found");
     }
     if !seen.admit(b) {
