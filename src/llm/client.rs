@@ -159,10 +159,8 @@ impl HttpClient {
             failure.error = self.explain_refusal(status, failure.error);
             return Err(failure);
         }
-        parse_completion(&text).map_err(|why| Failure {
-            error: LlmError::new(LlmErrorKind::Unreadable, format!("{url} answered {why}")).with_hint(
-                "that is not an OpenAI chat completion: is base_url the API's root (usually ending in /v1)?",
-            ),
+        parse_completion(&text).map_err(|(why, hint)| Failure {
+            error: LlmError::new(LlmErrorKind::Unreadable, format!("{url} answered {why}")).with_hint(hint),
             retry: true,
             wait: None,
         })
@@ -345,14 +343,30 @@ fn status_failure(url: &str, status: u16, text: &str, model: &str, wait: Option<
 }
 
 /// The text and usage of a chat completion reply.
-fn parse_completion(text: &str) -> Result<Completion, String> {
+/// A chat completion's text and usage; or why the answer is not one, and what to do.
+fn parse_completion(text: &str) -> Result<Completion, (String, &'static str)> {
+    const NOT_OPENAI: &str =
+        "that is not an OpenAI chat completion: is base_url the API's root (usually ending in /v1)?";
     let v: Value = serde_json::from_str(text).map_err(|_| {
         let start: String = text.chars().take(40).collect();
-        format!("something that is not JSON ({start:?}...)")
+        (format!("something that is not JSON ({start:?}...)"), NOT_OPENAI)
     })?;
-    let content = v["choices"][0]["message"]["content"]
-        .as_str()
-        .ok_or("JSON without choices[0].message.content")?;
+    let message = &v["choices"][0]["message"];
+    let content = match message["content"].as_str() {
+        Some(content) => content,
+        // A completion, but without text: what a reasoning model answers when its thinking
+        // used up max_tokens.
+        None if message.is_object() => {
+            return Err((
+                format!(
+                    "a completion without text (content is null, finish_reason {})",
+                    v["choices"][0]["finish_reason"]
+                ),
+                "a reasoning model may have spent max_tokens on its reasoning: raise [llm] max_tokens (or the table's params.max_tokens)",
+            ));
+        }
+        None => return Err(("JSON without choices[0].message.content".into(), NOT_OPENAI)),
+    };
     let usage = Usage {
         prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
         completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
@@ -400,8 +414,18 @@ mod tests {
             r#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
         let c = parse_completion(ok).unwrap();
         assert_eq!((c.text.as_str(), c.usage.prompt_tokens), ("hi", 3));
-        assert!(parse_completion("<html>").unwrap_err().contains("not JSON"));
-        assert!(parse_completion("{}").unwrap_err().contains("without choices"));
+        assert!(parse_completion("<html>").unwrap_err().0.contains("not JSON"));
+        assert!(parse_completion("{}").unwrap_err().0.contains("without choices"));
+        // A reasoning model out of tokens: no text, and a hint about max_tokens, not base_url.
+        let (why, hint) = parse_completion(
+            r#"{"choices":[{"message":{"role":"assistant","content":null},"finish_reason":"length"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            why.contains("without text") && why.contains("\"length\""),
+            "{why}"
+        );
+        assert!(hint.contains("max_tokens"), "{hint}");
     }
 
     #[test]
