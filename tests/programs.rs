@@ -402,6 +402,18 @@ run(Voter())
         "{stderr}"
     );
 
+    // A default of None, natural in Python, that a scenario cannot hold: said so.
+    let (code, stderr) = check(
+        "class P(Behaviour):\n    params = {'model': (None, 'a model')}\nrun(P())\n",
+        "",
+        "",
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("its parameter \"model\" is None (null)"),
+        "{stderr}"
+    );
+
     // Another version of the protocol.
     let future = "import json\nfor line in sys.stdin:\n    print(json.dumps({'type': 'ready', 'protocol': 2}), flush=True)\n";
     let (code, stderr) = check(future, "", "");

@@ -126,8 +126,17 @@ fn greeted(spec: &ProgramSpec, greeting: Greeting) -> Result<Greeted, HelloFailu
                 let table_params = match toml::Value::try_from(&value) {
                     Ok(toml::Value::Table(t)) => t,
                     _ => {
+                        let null = value
+                            .as_object()
+                            .and_then(|o| o.iter().find(|(_, v)| v.is_null()).map(|(k, _)| k.clone()));
+                        let why = match null {
+                            Some(key) => format!(
+                                "its parameter {key:?} is None (null), which a scenario cannot hold: give it a default such as \"\" or 0"
+                            ),
+                            None => "they are not a table TOML can hold (no nulls)".to_string(),
+                        };
                         return Err(HelloFailure::Program(ProgramError(format!(
-                            "behaviour {:?}'s program gave params for table {table:?} that are not a table TOML can hold (no nulls)",
+                            "behaviour {:?}'s program gave params for table {table:?} that agora cannot take: {why}",
                             spec.name
                         ))));
                     }
