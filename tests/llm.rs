@@ -723,3 +723,26 @@ fn agents_that_post_unprompted_are_not_stopped_by_a_quiet_tick() {
     assert_eq!(s["messages"], 4 * 3);
     assert_eq!(server.answered(), 4 * 3);
 }
+
+#[test]
+fn a_run_a_failing_server_stops_says_how_to_go_on() {
+    // Every completion refused with 503: after the attempts, the run stops (exit 3), and
+    // the hint says what a resume needs on the backend it ran on.
+    let server = LlmServer::start(Behaviour {
+        fail_every: Some((1, 503)),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), &debate(&server.base_url(), 3, 2, 0.0, ""));
+    let output = run(
+        &scenario,
+        &dir.path().join("runs"),
+        &["--set", "llm.max_attempts=2"],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("on the embedded backend a stopped run starts over"),
+        "{stderr}"
+    );
+}

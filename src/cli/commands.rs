@@ -104,6 +104,7 @@ pub(super) fn run(args: RunArgs, registry: &Registry) -> Result<u8, Error> {
     println!("{}", s.table(&files).trim_end());
     println!("transcript sha256: {}", s.transcript_sha256);
     if let Some(error) = outcome.error.take() {
+        let error = after_server_trouble(error, scenario.backend.kind);
         let e = Error::from(offer(error));
         report_error(&e);
         return Ok(e.exit_code());
@@ -234,6 +235,34 @@ async fn interrupted() {
 
 /// How soon after the first a second Ctrl-C is taken for the same one.
 const REPEAT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A run that a model server stopped (down, refusing, rate-limiting past the retries) says
+/// how to go on: on Redis, `--resume` asks only for the answers it lacks; on the embedded
+/// backend nothing survives the process, so the next run starts over.
+fn after_server_trouble(error: RunError, backend: crate::scenario::BackendKind) -> RunError {
+    match error {
+        RunError::Completion { agent, tick, error } if error.cannot_be_used() => {
+            let then = match backend {
+                crate::scenario::BackendKind::Redis => {
+                    "then continue the run with --resume: it asks only for the answers it lacks"
+                }
+                _ => {
+                    "on the embedded backend a stopped run starts over (and asks again): run LLM scenarios with --backend redis to --resume them"
+                }
+            };
+            let hint = match &error.hint {
+                Some(hint) => format!("{hint}; {then}"),
+                None => then.to_string(),
+            };
+            RunError::Completion {
+                agent,
+                tick,
+                error: error.with_hint(hint),
+            }
+        }
+        other => other,
+    }
+}
 
 /// A run on a Redis that cannot be reached could run on the embedded backend instead.
 fn or_in_memory(error: RunError) -> RunError {
