@@ -396,3 +396,42 @@ fn agora_plot_draws_a_sweep_again_from_its_csv() {
         assert!(std::fs::metadata(file).unwrap().len() > 1000, "{file}");
     }
 }
+
+#[test]
+fn a_model_server_that_cannot_be_used_stops_a_sweep_over_the_temperature() {
+    // The temperature does not decide which server is asked: nothing listening there is the
+    // same for every run, and the sweep stops after the first (exit 3).
+    let out = tempfile::tempdir().unwrap();
+    let output = agora()
+        .args([
+            "sweep",
+            "scenarios/llm-debate.toml",
+            "--quiet",
+            "--no-plots",
+            "--jobs",
+            "1",
+            "--set",
+            "llm.base_url=http://127.0.0.1:9/v1",
+            "--vary",
+            "llm.temperature=0.1,0.2,0.3",
+            "--out",
+        ])
+        .arg(out.path())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("hint: the sweep stopped starting runs"),
+        "{stderr}"
+    );
+    let (header, body) = rows(out.path(), "llm-debate");
+    let error = column(&header, "error");
+    assert_eq!(
+        body.iter().filter(|r| !r[error].is_empty()).count(),
+        1,
+        "{body:?}"
+    );
+}

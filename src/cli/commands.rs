@@ -229,6 +229,7 @@ async fn interrupted() {
                 () = next(&mut sigterm) => {}
             }
         }
+        eprintln!("aborted: the run's outputs are not written; on Redis, --resume continues it");
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
 }

@@ -386,7 +386,11 @@ fn run_jobs(
     // sweep varies what decides that (a model, a server, a key): then it is one bad value.
     let varies_server = args.vary.iter().any(|v| {
         let key = v.split('=').next().unwrap_or_default().trim();
-        key.starts_with("llm.") || key.starts_with("backend.") || key.ends_with(".model")
+        // What decides which server is asked, and with which key and model; not the
+        // temperature or the token budget.
+        ["llm.base_url", "llm.model", "llm.api_key_env", "llm.timeout"].contains(&key)
+            || key.starts_with("backend.")
+            || key.ends_with(".model")
     });
     let running = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
