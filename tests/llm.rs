@@ -376,6 +376,16 @@ fn replies_a_run_cannot_use_stop_it_naming_the_agent_and_tick() {
         &["agent d_1 at tick 0", "the recording has no answer"],
     );
     assert!(stderr.contains("llm.jsonl"), "{stderr}");
+    // Another model: the error says which was recorded and which is asked for.
+    fails(
+        &debate(&server.base_url(), 3, 2, 0.0, "").replace("\"stub-model\"", "\"other-model\""),
+        &["--replay", recording.to_str().unwrap()],
+        1,
+        &[
+            "it asks with model \"other-model\"",
+            "the recording was made with model \"stub-model\"",
+        ],
+    );
 }
 
 #[test]

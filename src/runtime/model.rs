@@ -144,8 +144,18 @@ impl<B: Backend> ModelClient<B> {
             Source::Live(client) => client,
             Source::Recorded(recording) => {
                 let Some(line) = recording.0.get(&key) else {
+                    // Say what differs, when it is the settings.
+                    let asked = settings(&resolved);
+                    let what = if recording.2.is_empty() || recording.2.contains(&asked) {
+                        "the recording has no answer to its request".to_string()
+                    } else {
+                        format!(
+                            "the recording has no answer to its request: it asks with {asked}, and the recording was made with {}",
+                            recording.2.iter().cloned().collect::<Vec<_>>().join("; ")
+                        )
+                    };
                     return Err(asker.error(
-                        LlmError::new(LlmErrorKind::NotRecorded, "the recording has no answer to its request")
+                        LlmError::new(LlmErrorKind::NotRecorded, what)
                             .with_hint(format!(
                                 "{} was recorded with other settings (scenario, seed, --set values such as llm.model, or agora version); replay with the recorded run's settings, or record again with a live run (without --replay)",
                                 recording.1.display()
@@ -256,8 +266,21 @@ pub(crate) async fn exchanges<B: Backend>(
 }
 
 /// A recording (`--replay FILE`, an `llm.jsonl`), read and checked: each exchange's line by
-/// its key, and where it came from.
-pub(crate) struct Recording(HashMap<String, String>, PathBuf);
+/// its key, where it came from, and the settings it was asked with (to say what differs when
+/// a request is not in it).
+pub(crate) struct Recording(
+    HashMap<String, String>,
+    PathBuf,
+    std::collections::BTreeSet<String>,
+);
+
+/// A request's settings as a user would compare them.
+fn settings(request: &ResolvedRequest) -> String {
+    format!(
+        "model {:?}, temperature {}, max_tokens {}",
+        request.model, request.temperature, request.max_tokens
+    )
+}
 
 impl Recording {
     /// Reads and checks every line of `path`.
@@ -274,6 +297,7 @@ impl Recording {
         let text = std::fs::read_to_string(path)
             .map_err(|e| refused(format!("cannot read the recording {}: {e}", path.display())))?;
         let mut exchanges = HashMap::new();
+        let mut asked_with = std::collections::BTreeSet::new();
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let at = format!("{}:{}", path.display(), n + 1);
             let exchange: Exchange = serde_json::from_str(line)
@@ -285,8 +309,9 @@ impl Recording {
                 )));
             }
             exchanges.insert(key, line.to_string());
+            asked_with.insert(settings(&exchange.request));
         }
-        Ok(Recording(exchanges, path.to_path_buf()))
+        Ok(Recording(exchanges, path.to_path_buf(), asked_with))
     }
 
     pub fn len(&self) -> usize {
