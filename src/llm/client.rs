@@ -35,6 +35,10 @@ pub struct HttpClient {
     next: AtomicUsize,
     /// When a wait the server asked for was last said.
     told_to_wait: std::sync::Mutex<Option<Instant>>,
+    /// Whether the user was told that an answer was cut at max_tokens, or that the server
+    /// counts no tokens: once a run is enough.
+    told_cut: std::sync::atomic::AtomicBool,
+    told_no_usage: std::sync::atomic::AtomicBool,
 }
 
 /// Why one attempt failed, and whether another may succeed.
@@ -64,6 +68,8 @@ impl HttpClient {
             config,
             next: AtomicUsize::new(0),
             told_to_wait: std::sync::Mutex::new(None),
+            told_cut: std::sync::atomic::AtomicBool::new(false),
+            told_no_usage: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -159,11 +165,30 @@ impl HttpClient {
             failure.error = self.explain_refusal(status, failure.error);
             return Err(failure);
         }
-        parse_completion(&text).map_err(|(why, hint)| Failure {
+        let completion = parse_completion(&text).map_err(|(why, hint)| Failure {
             error: LlmError::new(LlmErrorKind::Unreadable, format!("{url} answered {why}")).with_hint(hint),
             retry: true,
             wait: None,
-        })
+        })?;
+        self.say_once_about(&text);
+        Ok(completion)
+    }
+
+    /// Warns, once a run, of answers cut at max_tokens and of a server that counts no tokens:
+    /// neither fails a step, and both change what a user reads in the results.
+    fn say_once_about(&self, text: &str) {
+        use std::sync::atomic::Ordering;
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        if v["choices"][0]["finish_reason"] == "length" && !self.told_cut.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a completion was cut off at max_tokens (finish_reason \"length\"); raise [llm] max_tokens for whole answers"
+            );
+        }
+        if v.get("usage").is_none_or(Value::is_null) && !self.told_no_usage.swap(true, Ordering::Relaxed) {
+            tracing::warn!("the model server's answers have no usage block: llm_tokens counts them as 0");
+        }
     }
 
     /// A refused key's hint names the variable it comes from, and says when it is not set
@@ -448,6 +473,26 @@ mod tests {
         assert!(e.kind == LlmErrorKind::NoModel && e.hint.unwrap().contains("a, b"));
         let e = check_models("u", "<html>", &[]).unwrap_err();
         assert!(e.cannot_be_used() && e.hint.unwrap().contains("/v1"));
+    }
+
+    #[test]
+    fn cut_answers_and_uncounted_tokens_are_said_once() {
+        use std::sync::atomic::Ordering;
+        let client = HttpClient::new(ClientConfig {
+            base_urls: vec!["http://x/v1".into()],
+            api_key: None,
+            api_key_env: "OPENAI_API_KEY".into(),
+            timeout: Duration::from_secs(1),
+            max_attempts: 1,
+        })
+        .unwrap();
+        let whole =
+            r#"{"choices":[{"message":{"content":"a"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
+        client.say_once_about(whole);
+        assert!(!client.told_cut.load(Ordering::Relaxed) && !client.told_no_usage.load(Ordering::Relaxed));
+        let cut = r#"{"choices":[{"message":{"content":"a"},"finish_reason":"length"}]}"#;
+        client.say_once_about(cut);
+        assert!(client.told_cut.load(Ordering::Relaxed) && client.told_no_usage.load(Ordering::Relaxed));
     }
 
     #[test]
