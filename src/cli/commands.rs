@@ -175,7 +175,7 @@ pub(super) fn plot(args: PlotArgs) -> Result<u8, Error> {
 
 /// Whether `signal` was ignored when agora started (`&` in a script ignores SIGINT; `nohup`
 /// and some batch systems ignore others): an ignored signal stays ignored, as Unix programs do.
-fn ignored(signal: libc::c_int) -> bool {
+pub(super) fn ignored(signal: libc::c_int) -> bool {
     // SAFETY: reads the disposition by setting it and putting it back, before any handler
     // of ours is installed; nothing else in the process handles these signals.
     unsafe {

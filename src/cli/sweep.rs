@@ -45,15 +45,11 @@ fn stop_on_interrupt() {
         (libc::SIGINT, on_interrupt as extern "C" fn(libc::c_int)),
         (libc::SIGTERM, on_terminate as extern "C" fn(libc::c_int)),
     ] {
-        // SAFETY: installs a handler that only stores to atomics, which is
-        // async-signal-safe; the old disposition is read first so that an ignored signal
-        // stays ignored.
-        unsafe {
-            let old = libc::signal(signal, libc::SIG_IGN);
-            if old != libc::SIG_IGN {
-                libc::signal(signal, handler as libc::sighandler_t);
-            }
+        if super::commands::ignored(signal) {
+            continue;
         }
+        // SAFETY: installs a handler that only stores to atomics, which is async-signal-safe.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
     }
 }
 
