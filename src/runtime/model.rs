@@ -143,22 +143,27 @@ impl<B: Backend> ModelClient<B> {
         let client = match &self.source {
             Source::Live(client) => client,
             Source::Recorded(recording) => {
-                let Some(line) = recording.0.get(&key) else {
+                let Some(line) = recording.exchanges.get(&key) else {
                     // Say what differs, when it is the settings.
                     let asked = settings(&resolved);
-                    let what = if recording.2.is_empty() || recording.2.contains(&asked) {
+                    let what = if recording.asked_with.is_empty() || recording.asked_with.contains(&asked) {
                         "the recording has no answer to its request".to_string()
                     } else {
                         format!(
                             "the recording has no answer to its request: it asks with {asked}, and the recording was made with {}",
-                            recording.2.iter().cloned().collect::<Vec<_>>().join("; ")
+                            recording
+                                .asked_with
+                                .iter()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join("; ")
                         )
                     };
                     return Err(asker.error(
                         LlmError::new(LlmErrorKind::NotRecorded, what)
                             .with_hint(format!(
                                 "{} was recorded with other settings (scenario, seed, --set values such as llm.model, or agora version); replay with the recorded run's settings, or record again with a live run (without --replay)",
-                                recording.1.display()
+                                recording.path.display()
                             )),
                     ));
                 };
@@ -268,11 +273,13 @@ pub(crate) async fn exchanges<B: Backend>(
 /// A recording (`--replay FILE`, an `llm.jsonl`), read and checked: each exchange's line by
 /// its key, where it came from, and the settings it was asked with (to say what differs when
 /// a request is not in it).
-pub(crate) struct Recording(
-    HashMap<String, String>,
-    PathBuf,
-    std::collections::BTreeSet<String>,
-);
+pub(crate) struct Recording {
+    /// Each exchange's line, by its request's key.
+    exchanges: HashMap<String, String>,
+    path: PathBuf,
+    /// The settings the requests were made with ([`settings`]).
+    asked_with: std::collections::BTreeSet<String>,
+}
 
 /// A request's settings as a user would compare them.
 fn settings(request: &ResolvedRequest) -> String {
@@ -311,11 +318,15 @@ impl Recording {
             exchanges.insert(key, line.to_string());
             asked_with.insert(settings(&exchange.request));
         }
-        Ok(Recording(exchanges, path.to_path_buf(), asked_with))
+        Ok(Recording {
+            exchanges,
+            path: path.to_path_buf(),
+            asked_with,
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.exchanges.len()
     }
 }
 
