@@ -270,12 +270,12 @@ fn prepare(
             run_dir: job.run_dir.clone(),
         })
         .collect();
-    let relocated = relocate::relocate(sweep_dir, &folders).map_err(|e| match e.kind() {
+    let relocated = relocate::relocate(sweep_dir, &folders).map_err(|e| match e {
         // A run still going in the folder: bad input, as for `agora run` into a busy folder.
-        std::io::ErrorKind::Other => Error::Usage(e.to_string()),
-        _ => Error::Output {
+        relocate::RelocateError::Busy(message) => Error::Usage(message),
+        relocate::RelocateError::Io(source) => Error::Output {
             path: sweep_dir.to_path_buf(),
-            source: e,
+            source,
         },
     })?;
     if relocated.moved > 0 {

@@ -23,6 +23,16 @@ pub struct Relocated {
     pub set_aside: usize,
 }
 
+/// Why runs could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub enum RelocateError {
+    /// A run still going writes into one of the folders: nothing was moved.
+    #[error("{0}")]
+    Busy(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// One planned run: its scenario's fingerprint and the folder it is to be in
 /// (`{sweep}/run-NNN/{name}-{seed}`).
 pub struct PlannedFolder {
@@ -36,7 +46,7 @@ pub struct PlannedFolder {
 /// # Errors
 ///
 /// A folder that cannot be read or renamed, or a run folder a run still going writes into.
-pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<Relocated> {
+pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> Result<Relocated, RelocateError> {
     let existing = run_folders(sweep_dir)?;
     refuse_live_runs(&existing)?;
     let done: HashMap<&PathBuf, String> = existing
@@ -112,12 +122,12 @@ pub fn relocate(sweep_dir: &Path, planned: &[PlannedFolder]) -> std::io::Result<
 
 /// A run still going (the same sweep in another terminal) keeps its folder where it is: the
 /// error says which.
-fn refuse_live_runs(existing: &[PathBuf]) -> std::io::Result<()> {
+fn refuse_live_runs(existing: &[PathBuf]) -> Result<(), RelocateError> {
     match existing
         .iter()
         .find_map(|dir| crate::runtime::folder::written_by(dir).map(|h| (dir, h)))
     {
-        Some((dir, holder)) => Err(std::io::Error::other(format!(
+        Some((dir, holder)) => Err(RelocateError::Busy(format!(
             "{} is being written by a run still going ({holder}): wait for it (another agora sweep into this folder?), or give this sweep --out ANOTHER_DIR",
             dir.display()
         ))),
