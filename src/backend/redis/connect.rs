@@ -219,6 +219,14 @@ pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> 
             "another program or run uses the same keys: choose another backend.stream or backend.cache_prefix",
         );
     }
+    // Only a command that has not said what a missing key means gets here (the others
+    // handle `is_no_such_key` themselves): the run's stream was deleted under it.
+    if is_no_such_key(e) {
+        return BackendError::conflict(
+            format!("{what}: the run's stream is gone from Redis ({detail})"),
+            KEYS_DELETED,
+        );
+    }
     if e.code() == Some("NOGROUP") || detail.contains("NOGROUP") {
         return BackendError::conflict(
             format!("{what}: the run's consumer groups are gone from Redis ({detail})"),
