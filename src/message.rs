@@ -75,7 +75,7 @@ pub struct Message {
 /// `Arc`, by every agent that reads it). Cloning a message does not clone it; it takes no
 /// part in comparisons.
 #[derive(Default)]
-pub struct DecodedData(std::sync::OnceLock<(std::any::TypeId, Box<dyn std::any::Any + Send + Sync>)>);
+pub struct DecodedData(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
 
 impl Clone for DecodedData {
     fn clone(&self) -> Self {
@@ -132,16 +132,12 @@ impl Message {
     where
         T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        let decode = || self.decode_data::<T>();
-        let wanted = std::any::TypeId::of::<T>();
-        let (kept, value) = self.decoded.0.get_or_init(|| (wanted, Box::new(decode())));
-        if *kept == wanted {
-            value
-                .downcast_ref::<Option<T>>()?
-                .as_ref()
-                .map(std::borrow::Cow::Borrowed)
-        } else {
-            decode().map(std::borrow::Cow::Owned)
+        // The kept value's own type tells which type it is (no `TypeId` beside it: every
+        // message carries this cell, and W1 keeps 100,000 of them).
+        let kept = self.decoded.0.get_or_init(|| Box::new(self.decode_data::<T>()));
+        match kept.downcast_ref::<Option<T>>() {
+            Some(value) => value.as_ref().map(std::borrow::Cow::Borrowed),
+            None => self.decode_data::<T>().map(std::borrow::Cow::Owned),
         }
     }
 

@@ -277,7 +277,16 @@ impl RunStore for MemoryBackend {
             store.cache.append(a);
         }
         if let Some((agent, state)) = c.state {
-            store.states.insert(agent.to_string(), state.to_string());
+            // Most steps overwrite a state that is there: into its own buffer.
+            match store.states.get_mut(agent) {
+                Some(saved) => {
+                    saved.clear();
+                    saved.push_str(state);
+                }
+                None => {
+                    store.states.insert(agent.to_string(), state.to_string());
+                }
+            }
         }
         for d in c.dead {
             store.dead.push(d.to_fields());
