@@ -27,7 +27,9 @@ impl CacheEntry {
     /// The stored form: compact JSON with fields in a fixed order, so that both backends order
     /// members with equal scores identically (by their bytes, as Redis does).
     pub fn encode(&self) -> String {
-        let mut out = Vec::with_capacity(64);
+        // Room for the fields and a small value, so that most entries are written without
+        // growing the buffer.
+        let mut out = Vec::with_capacity(96 + self.agent.len());
         out.extend_from_slice(b"{\"agent\":");
         crate::json::string(&mut out, &self.agent);
         out.extend_from_slice(b",\"n\":");

@@ -1,6 +1,7 @@
 //! What a behaviour returns: messages to publish, values to remember, numbers to report.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -8,7 +9,9 @@ use serde_json::{Map, Value};
 /// and the tick.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {
-    pub to: Option<String>,
+    /// The addressee; shared text, so that a behaviour addressing a peer by the name its
+    /// context holds (`ctx.peers()[i].clone()`) copies no text for each message.
+    pub to: Option<Arc<str>>,
     pub content: String,
     pub data: Option<Map<String, Value>>,
 }
@@ -25,7 +28,7 @@ impl Outgoing {
 
     /// A message addressed to one agent (every agent still reads it, as on the old project's
     /// stream; the `to` field says whom it is for).
-    pub fn to(agent: impl Into<String>, content: impl Into<String>) -> Self {
+    pub fn to(agent: impl Into<Arc<str>>, content: impl Into<String>) -> Self {
         Outgoing {
             to: Some(agent.into()),
             content: content.into(),

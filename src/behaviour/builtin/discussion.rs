@@ -153,7 +153,7 @@ impl Discussion {
         });
         Effects::new()
             .remember(json!({ "author": ctx.agent(), "stance": state.stance, "text": text }))
-            .publish(Outgoing::to(next_name.to_string(), text).with_data(data))
+            .publish(Outgoing::to(next_name, text).with_data(data))
             .report("stance", state.stance)
     }
 }

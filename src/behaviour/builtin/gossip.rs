@@ -102,9 +102,8 @@ impl Gossip {
     fn tell(&self, hop: u64, ctx: &mut Context<'_>) -> Effects {
         let mut effects = Effects::none();
         for peer in ctx.random_peers(self.fanout) {
-            effects = effects.publish(
-                Outgoing::to(peer.to_string(), self.rumor.clone()).with_data(json!({ "hop": hop + 1 })),
-            );
+            effects =
+                effects.publish(Outgoing::to(peer, self.rumor.clone()).with_data(json!({ "hop": hop + 1 })));
         }
         effects
     }

@@ -103,7 +103,7 @@ pub(crate) fn register(registry: &mut Registry) {
 impl Relay {
     fn pass(&self, token: u64, hop: u64, ctx: &mut Context<'_>) -> Outgoing {
         let peers = ctx.peers();
-        let next = peers[(ctx.peer_index() + 1) % peers.len()].to_string();
+        let next = peers[(ctx.peer_index() + 1) % peers.len()].clone();
         // `token 7 hop 12`, without the formatting machinery: W1 writes 100,000 of them.
         let mut content = String::with_capacity(24 + self.payload);
         content.push_str("token ");

@@ -106,7 +106,7 @@ impl Numbering<'_> {
                 tick: self.tick,
                 sender_id: self.agent.clone(),
                 seq: Some(*self.seq),
-                to: message.to.map(Arc::from),
+                to: message.to,
                 content: message.content,
                 data: message.data,
                 decoded: crate::message::DecodedData::default(),
@@ -117,7 +117,7 @@ impl Numbering<'_> {
             for value in effects.remember {
                 *self.cache_n += 1;
                 remember.push(CacheEntry {
-                    agent: self.agent.to_string(),
+                    agent: String::from(&**self.agent),
                     n: *self.cache_n,
                     tick: self.tick,
                     value,

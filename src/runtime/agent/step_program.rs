@@ -292,7 +292,7 @@ impl<B: Backend> AgentCore<B> {
         let mut effects = Effects::new();
         for message in publish {
             let mut outgoing = Outgoing::broadcast(message.content);
-            outgoing.to = message.to;
+            outgoing.to = message.to.map(Arc::from);
             outgoing.data = message.data;
             effects = effects.publish(outgoing);
         }
