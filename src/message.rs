@@ -48,6 +48,15 @@ impl FromStr for EntryId {
     }
 }
 
+/// Whether two agent names are the same. Most different names are told apart by their
+/// length or last byte, without a call to compare them whole: names are usually numbered
+/// (`agent_1`, `agent_2`), and every reader compares each message's sender or addressee
+/// with its own name (W1: two million comparisons, 5% of the run in `memcmp` calls).
+#[inline]
+pub fn same_agent(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().last() == b.as_bytes().last() && a == b
+}
+
 /// A message as a behaviour sees it, and as the transcript records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
@@ -167,7 +176,12 @@ impl Message {
 
     /// Whether the message is for `agent`: addressed to it, or broadcast.
     pub fn is_for(&self, agent: &str) -> bool {
-        self.to.as_deref().is_none_or(|to| to == agent)
+        self.to.as_deref().is_none_or(|to| same_agent(to, agent))
+    }
+
+    /// Whether the message is addressed to `agent` (not broadcast).
+    pub fn is_addressed_to(&self, agent: &str) -> bool {
+        self.to.as_deref().is_some_and(|to| same_agent(to, agent))
     }
 
     /// One line of `transcript.jsonl`.
@@ -396,6 +410,30 @@ fn parse_counter(name: &str, value: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_names_compare_whole() {
+        for (a, b) in [("agent_1", "agent_1"), ("", ""), ("é", "é")] {
+            assert!(same_agent(a, b), "{a} {b}");
+        }
+        // Same length and last byte, different elsewhere; and the usual differences.
+        for (a, b) in [
+            ("xgent_1", "agent_1"),
+            ("agent_1", "agent_2"),
+            ("agent_1", "agent_10"),
+            ("a", ""),
+        ] {
+            assert!(!same_agent(a, b), "{a} {b}");
+        }
+        let mut m = Message {
+            to: None,
+            ..message()
+        };
+        assert!(!m.is_addressed_to("b") && m.is_for("b"), "a broadcast");
+        m.to = Some("b".into());
+        assert!(m.is_addressed_to("b") && m.is_for("b"));
+        assert!(!m.is_addressed_to("c") && !m.is_for("c"));
+    }
 
     #[test]
     fn a_payload_is_decoded_once_and_shared() {

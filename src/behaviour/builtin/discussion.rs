@@ -204,7 +204,7 @@ impl Behaviour for Discussion {
         ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
         self.turns.hear(&mut state.heard, &msg.sender_id);
-        if msg.to.as_deref() != Some(ctx.agent()) {
+        if !msg.is_addressed_to(ctx.agent()) {
             return Ok(Effects::none());
         }
         let feed = ctx.last(self.feed)?;

@@ -141,7 +141,7 @@ impl Behaviour for Gossip {
         msg: &Message,
         ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
-        if state.informed || msg.to.as_deref() != Some(ctx.agent()) || msg.content != self.rumor {
+        if state.informed || !msg.is_addressed_to(ctx.agent()) || msg.content != self.rumor {
             return Ok(Effects::none());
         }
         state.informed = true;

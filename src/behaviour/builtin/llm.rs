@@ -681,7 +681,7 @@ impl Behaviour for Llm {
         if let Some(turns) = &self.turns {
             turns.hear(&mut state.heard, &msg.sender_id);
         }
-        if msg.to.as_deref() != Some(ctx.agent()) {
+        if !msg.is_addressed_to(ctx.agent()) {
             return Ok(Effects::none());
         }
         self.post(state, Some(msg), true, ctx)

@@ -157,7 +157,7 @@ impl Behaviour for Relay {
         msg: &Message,
         ctx: &mut Context<'_>,
     ) -> Result<Effects, BehaviourError> {
-        if msg.to.as_deref() != Some(ctx.agent()) {
+        if !msg.is_addressed_to(ctx.agent()) {
             return Ok(Effects::none());
         }
         let Some((token, hop)) = parse_token(&msg.content) else {

@@ -195,7 +195,7 @@ fn messages_for<'d>(
     let Some(plan) = plan else {
         let from_others = |d: &'d Delivery| {
             let msg = d.message()?;
-            (*msg.sender_id != *agent).then_some((d.id, &**msg))
+            (!crate::message::same_agent(&msg.sender_id, agent)).then_some((d.id, &**msg))
         };
         if !matches!(kind, StepKind::Tick(_)) {
             // Free mode: stream order, nothing to sort, in one pass.
