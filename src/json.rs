@@ -1,5 +1,5 @@
-//! Writing JSON by hand where one record per message is written: the transcript's lines and
-//! the cache's entries. Each function appends exactly what `serde_json` writes for the same
+//! Writing JSON by hand where one record per message or step is written: the transcript's
+//! lines, the cache's entries and the agents' records. Each function appends exactly what `serde_json` writes for the same
 //! value, so the files do not change; what it saves is serde's struct path, which escapes
 //! every field name of every record again (a tenth of W1's run).
 
@@ -12,6 +12,11 @@ pub(crate) fn string(out: &mut Vec<u8>, text: &str) {
 
 /// A whole number.
 pub(crate) fn u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A whole number that may be negative.
+pub(crate) fn i64(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
