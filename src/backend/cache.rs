@@ -30,15 +30,7 @@ impl CacheEntry {
         // Room for the fields and a small value, so that most entries are written without
         // growing the buffer.
         let mut out = Vec::with_capacity(96 + self.agent.len());
-        out.extend_from_slice(b"{\"agent\":");
-        crate::json::string(&mut out, &self.agent);
-        out.extend_from_slice(b",\"n\":");
-        crate::json::u64(&mut out, self.n);
-        out.extend_from_slice(b",\"tick\":");
-        crate::json::optional_u64(&mut out, self.tick);
-        out.extend_from_slice(b",\"value\":");
-        crate::json::value(&mut out, &self.value);
-        out.push(b'}');
+        write_entry(&mut out, &self.agent, self.n, self.tick, &self.value);
         // Only serde_json's escaped strings and ASCII went in.
         String::from_utf8(out).unwrap_or_default()
     }
@@ -46,6 +38,20 @@ impl CacheEntry {
     pub fn decode(text: &str) -> Result<Self, String> {
         serde_json::from_str(text).map_err(|e| format!("not a cache entry: {e}"))
     }
+}
+
+/// Appends the stored form of the entry `agent` wrote as its `n`th (see
+/// [`CacheEntry::encode`]), for writers that hold the fields apart.
+pub(crate) fn write_entry(out: &mut Vec<u8>, agent: &str, n: u64, tick: Option<u64>, value: &Value) {
+    out.extend_from_slice(b"{\"agent\":");
+    crate::json::string(out, agent);
+    out.extend_from_slice(b",\"n\":");
+    crate::json::u64(out, n);
+    out.extend_from_slice(b",\"tick\":");
+    crate::json::optional_u64(out, tick);
+    out.extend_from_slice(b",\"value\":");
+    crate::json::value(out, value);
+    out.push(b'}');
 }
 
 /// One write to the cache, ready for a backend: the list it goes to and its place in the

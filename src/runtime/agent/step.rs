@@ -436,14 +436,21 @@ impl<B: Backend> AgentCore<B> {
         let tick = kind.tick();
         self.live.tick = tick.or(self.live.tick);
         let score = tick.map_or_else(wall_clock_score, |t| t as f64);
+        // Each entry written into one buffer, then copied once into its shared member.
+        let mut member = Vec::with_capacity(128);
         let cache: Vec<CacheAppend> = work
             .remember
             .borrow()
             .iter()
-            .map(|e| CacheAppend {
-                agent: self.spec.name.clone(),
-                member: e.encode().into(),
-                score,
+            .map(|e| {
+                member.clear();
+                crate::backend::cache::write_entry(&mut member, &self.spec.name, e.n, e.tick, &e.value);
+                CacheAppend {
+                    agent: self.spec.name.clone(),
+                    // Only serde_json's escaped strings and ASCII went in.
+                    member: std::str::from_utf8(&member).unwrap_or_default().into(),
+                    score,
+                }
             })
             .collect();
         let publish = work.out.publish;

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 
+use super::call::Remembered;
 use crate::backend::{Backend, CacheAnswer, CacheEntry, CacheQuery, ScoreBound};
 use crate::behaviour::{BehaviourError, CacheReads};
 
@@ -32,7 +33,7 @@ pub(crate) struct StepCache<'a, B> {
     /// What this step may see of the global sorted set.
     pub bound: ScoreBound,
     /// This step's own writes so far, oldest first.
-    pub own: &'a RefCell<Vec<CacheEntry>>,
+    pub own: &'a RefCell<Vec<Remembered>>,
     /// Reads that could not be answered yet.
     pub misses: &'a RefCell<Vec<CacheQuery>>,
 }
@@ -59,7 +60,7 @@ impl<B: Backend> StepCache<'_, B> {
 
     /// The last `n` of `committed` followed by this step's own writes.
     fn with_own(&self, mut committed: Vec<CacheEntry>, n: usize) -> Vec<CacheEntry> {
-        committed.extend(self.own.borrow().iter().cloned());
+        committed.extend(self.own.borrow().iter().map(|own| own.entry(self.agent)));
         let from = committed.len().saturating_sub(n);
         committed.split_off(from)
     }
