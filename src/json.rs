@@ -28,6 +28,24 @@ pub(crate) fn optional_u64(out: &mut Vec<u8>, n: Option<u64>) {
     }
 }
 
+/// A map with text keys, as an object: each value written by `value`.
+pub(crate) fn object<K: AsRef<str>, V>(
+    out: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (K, V)>,
+    mut value: impl FnMut(&mut Vec<u8>, V),
+) {
+    out.push(b'{');
+    for (i, (key, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, key.as_ref());
+        out.push(b':');
+        value(out, v);
+    }
+    out.push(b'}');
+}
+
 /// Any value, compact, as `serde_json::to_writer` writes it.
 pub(crate) fn value(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
     // Writing into a Vec cannot fail, and strings, numbers and JSON values always serialise.

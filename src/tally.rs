@@ -118,36 +118,17 @@ impl Tally {
             out.extend_from_slice(name.as_bytes());
             json::u64(out, n);
         }
-        out.extend_from_slice(b",\"metrics\":{");
-        for (i, (name, n)) in self.metrics.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            json::string(out, name);
-            out.push(b':');
-            json::i64(out, *n);
-        }
-        out.push(b'}');
+        out.extend_from_slice(b",\"metrics\":");
+        json::object(out, &self.metrics, |out, n| json::i64(out, *n));
         if !self.levels.is_empty() {
-            out.extend_from_slice(b",\"levels\":{");
-            for (i, (name, value)) in self.levels.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json::string(out, name);
-                out.push(b':');
-                json::value(out, value);
-            }
-            out.push(b'}');
+            out.extend_from_slice(b",\"levels\":");
+            json::object(out, &self.levels, json::value);
         }
         if !self.agents.is_empty() {
-            out.extend_from_slice(b",\"agents\":{");
-            for (i, (agent, values)) in self.agents.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json::string(out, agent);
-                out.extend_from_slice(b":[");
+            out.extend_from_slice(b",\"agents\":");
+            json::object(out, &self.agents, |out, values| {
+                // `[["opinion",0.5],...]`: serde writes a pair as an array.
+                out.push(b'[');
                 for (j, (name, value)) in values.iter().enumerate() {
                     if j > 0 {
                         out.push(b',');
@@ -159,8 +140,7 @@ impl Tally {
                     out.push(b']');
                 }
                 out.push(b']');
-            }
-            out.push(b'}');
+            });
         }
         out.push(b'}');
     }
