@@ -165,28 +165,25 @@ impl HttpClient {
             failure.error = self.explain_refusal(status, failure.error);
             return Err(failure);
         }
-        let completion = parse_completion(&text).map_err(|(why, hint)| Failure {
+        let answer = parse_completion(&text).map_err(|(why, hint)| Failure {
             error: LlmError::new(LlmErrorKind::Unreadable, format!("{url} answered {why}")).with_hint(hint),
             retry: true,
             wait: None,
         })?;
-        self.say_once_about(&text);
-        Ok(completion)
+        self.say_once_about(&answer);
+        Ok(answer.completion)
     }
 
     /// Warns, once a run, of answers cut at max_tokens and of a server that counts no tokens:
     /// neither fails a step, and both change what a user reads in the results.
-    fn say_once_about(&self, text: &str) {
+    fn say_once_about(&self, answer: &Answer) {
         use std::sync::atomic::Ordering;
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
-            return;
-        };
-        if v["choices"][0]["finish_reason"] == "length" && !self.told_cut.swap(true, Ordering::Relaxed) {
+        if answer.cut && !self.told_cut.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "a completion was cut off at max_tokens (finish_reason \"length\"); raise [llm] max_tokens for whole answers"
             );
         }
-        if v.get("usage").is_none_or(Value::is_null) && !self.told_no_usage.swap(true, Ordering::Relaxed) {
+        if !answer.counted && !self.told_no_usage.swap(true, Ordering::Relaxed) {
             tracing::warn!("the model server's answers have no usage block: llm_tokens counts them as 0");
         }
     }
@@ -369,7 +366,17 @@ fn status_failure(url: &str, status: u16, text: &str, model: &str, wait: Option<
 
 /// The text and usage of a chat completion reply.
 /// A chat completion's text and usage; or why the answer is not one, and what to do.
-fn parse_completion(text: &str) -> Result<Completion, (String, &'static str)> {
+/// A completion, with what the answer said about it besides.
+#[derive(Debug)]
+struct Answer {
+    completion: Completion,
+    /// Cut off at max_tokens (finish_reason "length").
+    cut: bool,
+    /// The answer had a usage block (its tokens are counted).
+    counted: bool,
+}
+
+fn parse_completion(text: &str) -> Result<Answer, (String, &'static str)> {
     const NOT_OPENAI: &str =
         "that is not an OpenAI chat completion: is base_url the API's root (usually ending in /v1)?";
     let v: Value = serde_json::from_str(text).map_err(|_| {
@@ -396,9 +403,13 @@ fn parse_completion(text: &str) -> Result<Completion, (String, &'static str)> {
         prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
         completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
     };
-    Ok(Completion {
-        text: content.to_string(),
-        usage,
+    Ok(Answer {
+        completion: Completion {
+            text: content.to_string(),
+            usage,
+        },
+        cut: v["choices"][0]["finish_reason"] == "length",
+        counted: !v.get("usage").is_none_or(Value::is_null),
     })
 }
 
@@ -437,7 +448,7 @@ mod tests {
     fn replies_are_read_or_said_unreadable() {
         let ok =
             r#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
-        let c = parse_completion(ok).unwrap();
+        let c = parse_completion(ok).unwrap().completion;
         assert_eq!((c.text.as_str(), c.usage.prompt_tokens), ("hi", 3));
         assert!(parse_completion("<html>").unwrap_err().0.contains("not JSON"));
         assert!(parse_completion("{}").unwrap_err().0.contains("without choices"));
@@ -488,10 +499,10 @@ mod tests {
         .unwrap();
         let whole =
             r#"{"choices":[{"message":{"content":"a"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
-        client.say_once_about(whole);
+        client.say_once_about(&parse_completion(whole).unwrap());
         assert!(!client.told_cut.load(Ordering::Relaxed) && !client.told_no_usage.load(Ordering::Relaxed));
         let cut = r#"{"choices":[{"message":{"content":"a"},"finish_reason":"length"}]}"#;
-        client.say_once_about(cut);
+        client.say_once_about(&parse_completion(cut).unwrap());
         assert!(client.told_cut.load(Ordering::Relaxed) && client.told_no_usage.load(Ordering::Relaxed));
     }
 
