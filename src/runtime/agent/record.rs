@@ -44,11 +44,11 @@ impl AgentRecord<&Tally> {
         out.extend_from_slice(b"{\"tick\":");
         json::optional_u64(&mut out, self.tick);
         out.extend_from_slice(b",\"steps\":");
-        json::u64(&mut out, self.steps);
+        json::integer(&mut out, self.steps);
         out.extend_from_slice(b",\"seq\":");
-        json::u64(&mut out, self.seq);
+        json::integer(&mut out, self.seq);
         out.extend_from_slice(b",\"cache_n\":");
-        json::u64(&mut out, self.cache_n);
+        json::integer(&mut out, self.cache_n);
         out.extend_from_slice(b",\"rng\":");
         json::string(&mut out, &self.rng);
         out.extend_from_slice(b",\"state\":");
@@ -162,7 +162,7 @@ impl Live {
 
     /// The record to save: the live counters with a snapshot's state. Returns the record and
     /// the snapshot back.
-    pub fn record(&self, snapshot: Snapshot) -> Result<(String, Snapshot), String> {
+    pub fn record(&self, snapshot: Snapshot) -> (String, Snapshot) {
         let record = AgentRecord {
             tick: self.tick,
             steps: self.steps,
@@ -179,7 +179,7 @@ impl Live {
             rng: record.rng,
             ..snapshot
         };
-        Ok((json, snapshot))
+        (json, snapshot)
     }
 }
 

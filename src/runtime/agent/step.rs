@@ -482,7 +482,7 @@ impl<B: Backend> AgentCore<B> {
         self.live.steps += 1;
         self.live.total.add_counts(&tally);
         self.live.last = tally.clone();
-        let (record, snapshot) = self.live.record(snapshot).map_err(RunError::Internal)?;
+        let (record, snapshot) = self.live.record(snapshot);
         let commit = Commit {
             group: &self.group,
             acks: &acks,
