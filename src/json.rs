@@ -1,7 +1,8 @@
 //! Writing JSON by hand where one record per message or step is written: the transcript's
-//! lines, the cache's entries and the agents' records. Each function appends exactly what `serde_json` writes for the same
-//! value, so the files do not change; what it saves is serde's struct path, which escapes
-//! every field name of every record again (a tenth of W1's run).
+//! lines, the cache's entries and the agents' records. Each function appends exactly what
+//! `serde_json` writes for the same value, so the files do not change; what it saves is
+//! serde's struct path, which escapes every field name of every record again (a tenth of
+//! W1's run).
 
 use serde::Serialize;
 
@@ -11,19 +12,14 @@ pub(crate) fn string(out: &mut Vec<u8>, text: &str) {
 }
 
 /// A whole number.
-pub(crate) fn u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-/// A whole number that may be negative.
-pub(crate) fn i64(out: &mut Vec<u8>, n: i64) {
+pub(crate) fn integer(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// A whole number, or `null`.
 pub(crate) fn optional_u64(out: &mut Vec<u8>, n: Option<u64>) {
     match n {
-        Some(n) => u64(out, n),
+        Some(n) => integer(out, n),
         None => out.extend_from_slice(b"null"),
     }
 }

@@ -116,10 +116,10 @@ impl Tally {
             (",\"failures\":", self.failures),
         ] {
             out.extend_from_slice(name.as_bytes());
-            json::u64(out, n);
+            json::integer(out, n);
         }
         out.extend_from_slice(b",\"metrics\":");
-        json::object(out, &self.metrics, |out, n| json::i64(out, *n));
+        json::object(out, &self.metrics, |out, n| json::integer(out, *n));
         if !self.levels.is_empty() {
             out.extend_from_slice(b",\"levels\":");
             json::object(out, &self.levels, json::value);

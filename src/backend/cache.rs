@@ -46,7 +46,7 @@ pub(crate) fn write_entry(out: &mut Vec<u8>, agent: &str, n: u64, tick: Option<u
     out.extend_from_slice(b"{\"agent\":");
     crate::json::string(out, agent);
     out.extend_from_slice(b",\"n\":");
-    crate::json::u64(out, n);
+    crate::json::integer(out, n);
     out.extend_from_slice(b",\"tick\":");
     crate::json::optional_u64(out, tick);
     out.extend_from_slice(b",\"value\":");
