@@ -161,28 +161,36 @@ impl Heartbeat {
         let task = tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(BEAT).await;
-                match backend.renew_lease(&value, LEASE).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        let stream = &backend.keys().stream;
-                        let how = match backend.lease_holder().await.ok().flatten() {
-                            Some(holder) => {
-                                format!("another run took over stream {stream:?} ({})", describe(&holder))
-                            }
-                            None => format!(
-                                "the lease and the record of stream {stream:?} were deleted (by `agora cleanup`?)"
-                            ),
-                        };
-                        *lost.borrow_mut() = Some(how);
-                        let _ = stop.send(true);
-                        return;
-                    }
-                    // The run itself notices a lost backend and waits for it.
-                    Err(e) => tracing::debug!("could not renew the stream's lease: {e}"),
+                if !renew(&backend, &value, &lost).await {
+                    let _ = stop.send(true);
+                    return;
                 }
             }
         });
         Heartbeat { task }
+    }
+}
+
+/// Renews `holder`'s lease once; false when it was lost, with how recorded in `lost`. A
+/// backend that does not answer counts as kept: the run itself notices it and waits for it.
+pub(crate) async fn renew<B: Backend>(backend: &B, holder: &str, lost: &LostTo) -> bool {
+    match backend.renew_lease(holder, LEASE).await {
+        Ok(true) => true,
+        Ok(false) => {
+            let stream = &backend.keys().stream;
+            let how = match backend.lease_holder().await.ok().flatten() {
+                Some(other) => format!("another run took over stream {stream:?} ({})", describe(&other)),
+                None => format!(
+                    "the lease and the record of stream {stream:?} were deleted (by `agora cleanup`?)"
+                ),
+            };
+            *lost.borrow_mut() = Some(how);
+            false
+        }
+        Err(e) => {
+            tracing::debug!("could not renew the stream's lease: {e}");
+            true
+        }
     }
 }
 
@@ -195,6 +203,35 @@ impl Drop for Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_renewal_says_how_the_lease_was_lost() {
+        use crate::backend::RunStore;
+        use crate::backend::memory::MemoryBackend;
+        let backend = MemoryBackend::new(crate::backend::Keys::for_stream("s"));
+        let holder = Holder::me();
+        let me = holder.to_value();
+        let lost = LostTo::default();
+        assert_eq!(take(&backend, &holder).await.unwrap(), None);
+        assert!(renew(&backend, &me, &lost).await && lost.borrow().is_none());
+        // `agora cleanup` under the run: its lease and record deleted.
+        backend.release_lease(&me).await.unwrap();
+        assert!(!renew(&backend, &me, &lost).await);
+        assert!(
+            lost.borrow().as_deref().unwrap().contains("were deleted"),
+            "{lost:?}"
+        );
+        // Another run took it.
+        backend.take_lease("other", LEASE, None).await.unwrap();
+        assert!(!renew(&backend, &me, &lost).await);
+        assert!(
+            lost.borrow()
+                .as_deref()
+                .unwrap()
+                .contains("another run took over"),
+            "{lost:?}"
+        );
+    }
 
     #[test]
     fn a_holder_on_this_machine_is_gone_when_its_process_is() {

@@ -14,7 +14,7 @@ use crate::message::{EntryId, Message};
 use crate::network::NetworkSummary;
 use crate::report::tidy::{self, Number, TickRows};
 use crate::report::{LlmLatency, LlmTokens, StopReason, Summary, TidyWriter, TranscriptWriter};
-use crate::runtime::liveness::Heartbeat;
+use crate::runtime::liveness::{self, Heartbeat};
 use crate::runtime::model;
 use crate::runtime::{RunError, RunOutcome};
 use crate::scenario::Mode;
@@ -300,8 +300,16 @@ impl<B: Backend> Coordinator<'_, B> {
         std::fs::write(&summary_path, json + "\n").map_err(|e| RunError::output(&summary_path, e))?;
 
         // The lease is held (renewed) until the end is recorded and the keys perhaps deleted;
-        // a run displaced meanwhile leaves them alone.
-        if self.displaced().is_none() {
+        // a run displaced meanwhile leaves them alone. Renewed once more first: the heartbeat
+        // beats once a second, and a run that met its keys deleted (by `agora cleanup`) may
+        // get here before it; recording its end would bring back the record of a run that is
+        // gone, and the next run would be refused. (Not when the backend is what failed: the
+        // renewal would only wait for it in vain.)
+        let holder = self.holder.to_value();
+        let lost_backend = error.as_ref().is_some_and(RunError::backend_unavailable);
+        if self.displaced().is_none()
+            && (lost_backend || liveness::renew(&self.backend, &holder, &self.lost_to).await)
+        {
             self.record_end(stop_reason, error.as_ref()).await?;
             drop(heartbeat);
             self.give_up_lease().await;
