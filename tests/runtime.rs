@@ -709,3 +709,99 @@ fn free_mode_stops_at_its_duration() {
     assert!(s.messages > 0);
     assert_eq!(s.ticks, None);
 }
+
+/// Remembers who each message came from as its own type, and says what its own cache holds.
+struct Noting {
+    /// Remembers something serde_json cannot write for messages from this agent.
+    refuse_from: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Note {
+    from: String,
+}
+
+impl Behaviour for Noting {
+    type State = ();
+
+    fn init(&self, _ctx: &mut Context<'_>) -> Result<(), BehaviourError> {
+        Ok(())
+    }
+
+    fn on_start(&self, _state: &mut (), ctx: &mut Context<'_>) -> Result<Effects, BehaviourError> {
+        Ok(Effects::new().publish(Outgoing::broadcast(format!("hello from {}", ctx.agent()))))
+    }
+
+    fn on_message(
+        &self,
+        _state: &mut (),
+        msg: &Message,
+        ctx: &mut Context<'_>,
+    ) -> Result<Effects, BehaviourError> {
+        if self.refuse_from == Some(&*msg.sender_id) {
+            let keyed_by_lists = BTreeMap::from([(vec![1u8], 1u8)]);
+            return Ok(Effects::new().remember_as(&keyed_by_lists));
+        }
+        // A read in the same step sees the entries written before it, typed ones too.
+        let before = ctx.own_last(1)?;
+        let note = Note {
+            from: msg.sender_id.to_string(),
+        };
+        let effects = Effects::new().remember_as(&note);
+        match before.first() {
+            Some(e) => Ok(effects.publish(Outgoing::broadcast(format!("read {}", e.value)))),
+            None => Ok(effects),
+        }
+    }
+}
+
+#[test]
+fn values_remembered_as_a_behaviours_own_type_are_read_and_kept_as_json() {
+    let Run {
+        outcome, lines, _dir, ..
+    } = run_fragile(|| Noting { refuse_from: None });
+    assert_eq!(outcome.summary.dead_letters, 0);
+    let cache = std::fs::read_to_string(outcome.run_dir.join("cache.jsonl")).unwrap();
+    let values: Vec<Value> = cache
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["value"].clone())
+        .collect();
+    assert!(!values.is_empty());
+    assert!(
+        values
+            .iter()
+            .all(|v| v["from"].as_str().is_some_and(|f| f.starts_with("f_"))),
+        "{cache}"
+    );
+    assert!(cache.contains(r#""value":{"from":"f_"#), "{cache}");
+    // Each agent's second and third message of the first tick read back the note it wrote
+    // for the one before (in the same step), as JSON; later ones read committed notes.
+    let reads: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["content"].as_str())
+        .filter(|c| c.starts_with("read "))
+        .collect();
+    assert!(reads.len() >= 4 * 2, "{lines:?}");
+    assert!(
+        reads.iter().all(|c| c.starts_with(r#"read {"from":"f_"#)),
+        "{reads:?}"
+    );
+}
+
+#[test]
+fn a_value_that_cannot_be_written_as_json_fails_the_message_with_serde_jsons_words() {
+    let Run { outcome, _dir, .. } = run_fragile(|| Noting {
+        refuse_from: Some("f_2"),
+    });
+    assert!(outcome.summary.dead_letters >= 3, "{:?}", outcome.summary);
+    let dead = std::fs::read_to_string(outcome.dead_letters_path.unwrap()).unwrap();
+    for line in dead.lines() {
+        let d: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(d["sender_id"], "f_2", "{line}");
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("cannot be written as JSON: key must be a string"),
+            "{reason}"
+        );
+    }
+}

@@ -30,7 +30,9 @@ impl CacheEntry {
         // Room for the fields and a small value, so that most entries are written without
         // growing the buffer.
         let mut out = Vec::with_capacity(96 + self.agent.len());
-        write_entry(&mut out, &self.agent, self.n, self.tick, &self.value);
+        write_entry(&mut out, &self.agent, self.n, self.tick, |out| {
+            crate::json::value(out, &self.value)
+        });
         // Only serde_json's escaped strings and ASCII went in.
         String::from_utf8(out).unwrap_or_default()
     }
@@ -42,7 +44,13 @@ impl CacheEntry {
 
 /// Appends the stored form of the entry `agent` wrote as its `n`th (see
 /// [`CacheEntry::encode`]), for writers that hold the fields apart.
-pub(crate) fn write_entry(out: &mut Vec<u8>, agent: &str, n: u64, tick: Option<u64>, value: &Value) {
+pub(crate) fn write_entry(
+    out: &mut Vec<u8>,
+    agent: &str,
+    n: u64,
+    tick: Option<u64>,
+    write_value: impl FnOnce(&mut Vec<u8>),
+) {
     out.extend_from_slice(b"{\"agent\":");
     crate::json::string(out, agent);
     out.extend_from_slice(b",\"n\":");
@@ -50,7 +58,7 @@ pub(crate) fn write_entry(out: &mut Vec<u8>, agent: &str, n: u64, tick: Option<u
     out.extend_from_slice(b",\"tick\":");
     crate::json::optional_u64(out, tick);
     out.extend_from_slice(b",\"value\":");
-    crate::json::value(out, value);
+    write_value(out);
     out.push(b'}');
 }
 

@@ -76,8 +76,63 @@ impl PartialEq for Effects {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct EffectLists {
     pub publish: Vec<Outgoing>,
-    pub remember: Vec<Value>,
+    pub remember: Vec<CacheValue>,
     pub metrics: Vec<(Cow<'static, str>, Report)>,
+}
+
+/// A value for the cache as a behaviour gave it.
+#[derive(Debug, Clone)]
+pub(crate) enum CacheValue {
+    /// Given as a JSON value ([`Effects::remember`]).
+    Value(Value),
+    /// Given as the behaviour's own type and written as JSON at once
+    /// ([`Effects::remember_as`]): serde_json's output, so valid JSON.
+    Written(String),
+    /// Given as the behaviour's own type, which could not be written as JSON (a map with keys
+    /// that are not strings, say): the call fails with this error.
+    Unwritable(String),
+}
+
+impl CacheValue {
+    /// The value as cache reads see it.
+    pub fn to_value(&self) -> Value {
+        match self {
+            CacheValue::Value(value) => value.clone(),
+            // serde_json reads back what it wrote, unless it is nested deeper than its reader
+            // allows (128 levels); a value that deep reads as null within its own step.
+            CacheValue::Written(json) => serde_json::from_str(json).unwrap_or(Value::Null),
+            CacheValue::Unwritable(_) => Value::Null,
+        }
+    }
+
+    /// Appends the value's JSON to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            CacheValue::Value(value) => crate::json::value(out, value),
+            CacheValue::Written(json) => out.extend_from_slice(json.as_bytes()),
+            CacheValue::Unwritable(_) => out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// Why the behaviour's value could not be written, if it could not.
+    pub fn unwritable(&self) -> Option<&str> {
+        match self {
+            CacheValue::Unwritable(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for CacheValue {
+    /// Equal when they hold the same JSON, however it was given.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CacheValue::Written(a), CacheValue::Written(b)) => a == b,
+            (CacheValue::Unwritable(a), CacheValue::Unwritable(b)) => a == b,
+            (CacheValue::Unwritable(_), _) | (_, CacheValue::Unwritable(_)) => false,
+            _ => self.to_value() == other.to_value(),
+        }
+    }
 }
 
 /// A number a behaviour reports for the run's metrics.
@@ -109,7 +164,29 @@ impl Effects {
 
     /// Appends a value to the cache: to this agent's list and to the global sorted set.
     pub fn remember(mut self, value: impl Into<Value>) -> Self {
-        self.lists().remember.push(value.into());
+        self.lists().remember.push(CacheValue::Value(value.into()));
+        self
+    }
+
+    /// Appends a value of the behaviour's own type to the cache, as [`remember`](Self::remember)
+    /// does, writing its JSON here: no `serde_json::Value` is built, which for a small
+    /// `#[derive(Serialize)]` struct saves most of the work of remembering it (relay
+    /// remembers each of W1's 100,000 tokens this way; BENCHMARKS.md).
+    ///
+    /// The JSON is what `serde_json::to_string(value)` writes: a struct's fields in the order
+    /// they are declared, where a `json!` object's keys come out sorted. Declare them in
+    /// alphabetical order to write the same bytes as `remember(json!({...}))`.
+    ///
+    /// A value serde_json cannot write (a map whose keys are not strings) fails the call,
+    /// with serde_json's error.
+    pub fn remember_as<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
+        let written = match serde_json::to_string(value) {
+            Ok(json) => CacheValue::Written(json),
+            Err(e) => {
+                CacheValue::Unwritable(format!("remembered a value that cannot be written as JSON: {e}"))
+            }
+        };
+        self.lists().remember.push(written);
         self
     }
 
@@ -160,8 +237,21 @@ impl Effects {
         self.lists.as_ref().map_or(&[], |l| &l.publish)
     }
 
-    pub fn remembered(&self) -> &[Value] {
-        self.lists.as_ref().map_or(&[], |l| &l.remember)
+    /// What the effects append to the cache, oldest first.
+    pub fn remembered(&self) -> Vec<Value> {
+        self.lists.as_ref().map_or_else(Vec::new, |l| {
+            l.remember.iter().map(CacheValue::to_value).collect()
+        })
+    }
+
+    /// Why a value given to [`remember_as`](Self::remember_as) could not be written, if one
+    /// could not: the runtime fails the call with it.
+    pub(crate) fn unwritable(&self) -> Option<&str> {
+        self.lists
+            .as_ref()?
+            .remember
+            .iter()
+            .find_map(CacheValue::unwritable)
     }
 
     /// What the effects hold, taken apart.
@@ -171,5 +261,66 @@ impl Effects {
 
     fn lists(&mut self) -> &mut EffectLists {
         self.lists.get_or_insert_with(Box::default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Seen {
+        hop: u64,
+        text: &'static str,
+        token: u64,
+    }
+
+    fn written(effects: &Effects) -> Vec<String> {
+        let lists = effects.lists.as_deref().unwrap();
+        lists
+            .remember
+            .iter()
+            .map(|v| {
+                let mut out = Vec::new();
+                v.write(&mut out);
+                String::from_utf8(out).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_struct_with_fields_in_alphabetical_order_is_remembered_as_its_json_object_would_be() {
+        let seen = Seen {
+            hop: 3,
+            text: "a \"quoted\" word",
+            token: 7,
+        };
+        let typed = Effects::new().remember_as(&seen);
+        let object = Effects::new().remember(json!({ "token": 7, "text": "a \"quoted\" word", "hop": 3 }));
+        assert_eq!(written(&typed), written(&object));
+        assert_eq!(
+            written(&typed),
+            [r#"{"hop":3,"text":"a \"quoted\" word","token":7}"#]
+        );
+        assert_eq!(typed.remembered(), object.remembered());
+        assert_eq!(typed, object);
+        assert_ne!(typed, Effects::new().remember(json!({ "hop": 4 })));
+        assert!(typed.unwritable().is_none());
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_written_as_json_is_kept_as_the_error_the_call_fails_with() {
+        let mut keyed_by_lists = BTreeMap::new();
+        keyed_by_lists.insert(vec![1u8], 2u8);
+        let effects = Effects::new().remember_as(&1u8).remember_as(&keyed_by_lists);
+        let error = effects.unwritable().expect("the second value is refused");
+        assert!(error.contains("cannot be written as JSON"), "{error}");
+        assert!(error.contains("key must be a string"), "{error}");
+        // Values around it stay as they were given.
+        assert_eq!(effects.remembered()[0], json!(1));
     }
 }

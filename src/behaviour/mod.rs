@@ -65,7 +65,7 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
 pub use context::{CacheReads, Completions, Context, EmptyCache, Neighbours, NoModel};
-pub(crate) use effects::Report;
+pub(crate) use effects::{CacheValue, Report};
 pub use effects::{Effects, Outgoing};
 pub use erased::{DynBehaviour, StateBox};
 pub use error::{BehaviourError, Pending};

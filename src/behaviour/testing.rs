@@ -272,6 +272,9 @@ impl<B: Behaviour> Harness<B> {
         f: impl FnOnce(&B, &mut Context<'_>) -> Result<Effects, BehaviourError>,
     ) -> Result<Effects, BehaviourError> {
         let effects = self.call(f)?;
+        if let Some(error) = effects.unwritable() {
+            return Err(BehaviourError::new(error));
+        }
         for value in effects.remembered() {
             let own = self
                 .cache
@@ -283,7 +286,7 @@ impl<B: Behaviour> Harness<B> {
                 agent: self.cache.agent.clone(),
                 n: own as u64 + 1,
                 tick: self.tick,
-                value: value.clone(),
+                value,
             });
         }
         Ok(effects)

@@ -14,7 +14,6 @@
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::behaviour::{Behaviour, BehaviourError, Context, Effects, Outgoing, ParamError, Registry, Setup};
 use crate::message::Message;
@@ -123,6 +122,14 @@ impl Relay {
     }
 }
 
+/// What an agent remembers of each token it receives: `{"hop":3,"token":7}`, the fields in
+/// the order a `json!` object writes them, as the cache held them before `remember_as`.
+#[derive(Serialize)]
+struct Received {
+    hop: u64,
+    token: u64,
+}
+
 /// The metric relay agents report: tokens started, less tokens finished.
 pub const IN_FLIGHT: &str = "in_flight";
 
@@ -164,7 +171,7 @@ impl Behaviour for Relay {
             // Addressed to us but not a token: not ours to relay.
             return Ok(Effects::none());
         };
-        let effects = Effects::new().remember(json!({ "token": token, "hop": hop }));
+        let effects = Effects::new().remember_as(&Received { hop, token });
         if hop >= self.hops {
             return Ok(effects.count(IN_FLIGHT, -1));
         }

@@ -18,7 +18,8 @@ use super::step_completions::{StepCompletions, Wanted};
 use super::step_program::{ProgramCall, StepInputs};
 use crate::backend::{Backend, CacheEntry, CacheQuery, ScoreBound};
 use crate::behaviour::{
-    BehaviourError, Context as BehaviourContext, DynBehaviour, Effects, Messages, Report, StateBox,
+    BehaviourError, CacheValue, Context as BehaviourContext, DynBehaviour, Effects, Messages, Report,
+    StateBox,
 };
 use crate::message::Message;
 
@@ -35,7 +36,7 @@ pub(super) struct Work {
 pub(crate) struct Remembered {
     pub n: u64,
     pub tick: Option<u64>,
-    pub value: serde_json::Value,
+    pub value: CacheValue,
 }
 
 impl Remembered {
@@ -45,7 +46,7 @@ impl Remembered {
             agent: agent.to_string(),
             n: self.n,
             tick: self.tick,
-            value: self.value.clone(),
+            value: self.value.to_value(),
         }
     }
 }
@@ -119,6 +120,9 @@ impl Numbering<'_> {
                 "reported a metric named {name:?}, which every run records itself ({}): give it another name",
                 RUN_METRICS.join(", ")
             ));
+        }
+        if let Some(error) = effects.remember.iter().find_map(CacheValue::unwritable) {
+            return Err(error.to_owned());
         }
         for message in effects.publish {
             *self.seq += 1;

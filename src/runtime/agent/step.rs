@@ -444,7 +444,9 @@ impl<B: Backend> AgentCore<B> {
             .iter()
             .map(|e| {
                 member.clear();
-                crate::backend::cache::write_entry(&mut member, &self.spec.name, e.n, e.tick, &e.value);
+                crate::backend::cache::write_entry(&mut member, &self.spec.name, e.n, e.tick, |out| {
+                    e.value.write(out)
+                });
                 CacheAppend {
                     agent: self.spec.name.clone(),
                     // Only serde_json's escaped strings and ASCII went in.
