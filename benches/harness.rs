@@ -190,7 +190,7 @@ fn speed_benchmarks(opinion: &str, results: &mut Vec<Measured>, notes: &mut Vec<
         agora.elapsed_s,
         agora.elapsed_s / floor
     ));
-    let python = std::env::var("AGORA_MESA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python_with("AGORA_MESA_PYTHON", "mesa");
     match Command::new(&python)
         .arg(repo().join("benches/mesa_opinion.py"))
         .arg("single")
@@ -382,7 +382,7 @@ fn seed_python(port: u16, n: u32, k: u32, h: u32) -> Result<f64, String> {
     if !script.exists() {
         return Err(format!("{} not found (set AGORA_SEED_BENCH)", script.display()));
     }
-    let python = std::env::var("AGORA_SEED_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python_with("AGORA_SEED_PYTHON", "redis");
     let output = Command::new(&python)
         .arg(script.file_name().unwrap())
         .args([n.to_string(), k.to_string(), h.to_string(), port.to_string()])
@@ -634,7 +634,7 @@ fn sweep_benchmarks(opinion: &str, notes: &mut Vec<String>) {
     notes.push(format!(
         "sweep of 40 opinion runs (1000 agents, 20 ticks), 2 at a time: agora sweep {agora_s:.2}s"
     ));
-    let python = std::env::var("AGORA_MESA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python_with("AGORA_MESA_PYTHON", "mesa");
     let output = Command::new(&python)
         .arg(repo().join("benches/mesa_opinion.py"))
         .arg("2")
@@ -648,6 +648,50 @@ fn sweep_benchmarks(opinion: &str, notes: &mut Vec<String>) {
             "  mesa: skipped ({python} cannot import mesa; set AGORA_MESA_PYTHON)"
         )),
     }
+}
+
+/// The Python for a comparison that imports `module` (`mesa` for Mesa 3, `redis` for the old
+/// Python layer): the one `env` names; else `python3`, if it can import it; else a virtual
+/// environment the harness makes once, in `target/bench-python`, with both packages from PyPI.
+/// If that cannot be made, the Python it would have been, and the comparison says it skipped.
+fn python_with(env: &str, module: &str) -> String {
+    if let Ok(python) = std::env::var(env) {
+        return python;
+    }
+    let imports = |python: &str| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if imports("python3") {
+        return "python3".into();
+    }
+    let venv = repo().join("target/bench-python");
+    let python = venv.join("bin/python").display().to_string();
+    if imports(&python) {
+        return python;
+    }
+    eprintln!(
+        "harness: installing mesa 3 and redis into {} for the comparisons (once; {env} names another Python)",
+        venv.display()
+    );
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "mesa>=3,<4", "redis"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !made {
+        eprintln!(
+            "harness: could not make {} (python3 -m venv, then pip install from PyPI)",
+            venv.display()
+        );
+    }
+    python
 }
 
 fn repo() -> PathBuf {
