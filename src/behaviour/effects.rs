@@ -127,7 +127,7 @@ impl PartialEq for CacheValue {
     /// Equal when they hold the same JSON, however it was given.
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (CacheValue::Written(a), CacheValue::Written(b)) => a == b,
+            (CacheValue::Written(a), CacheValue::Written(b)) if a == b => true,
             (CacheValue::Unwritable(a), CacheValue::Unwritable(b)) => a == b,
             (CacheValue::Unwritable(_), _) | (_, CacheValue::Unwritable(_)) => false,
             _ => self.to_value() == other.to_value(),
@@ -175,12 +175,20 @@ impl Effects {
     ///
     /// The JSON is what `serde_json::to_string(value)` writes: a struct's fields in the order
     /// they are declared, where a `json!` object's keys come out sorted. Declare them in
-    /// alphabetical order to write the same bytes as `remember(json!({...}))`.
+    /// alphabetical order to write the same bytes as `remember(json!({...}))`. A `HashMap`
+    /// inside is written in its own (random) order, which changes `cache.jsonl` from run to
+    /// run: use a `BTreeMap`.
     ///
     /// A value serde_json cannot write (a map whose keys are not strings) fails the call,
     /// with serde_json's error.
     pub fn remember_as<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
         let written = match serde_json::to_string(value) {
+            // serde_json escapes line breaks in strings; only a `RawValue` inside can bring
+            // one, and a cache entry is one line of `cache.jsonl`: such a value is kept as a
+            // `Value`, written compact.
+            Ok(json) if json.bytes().any(|b| b == b'\n' || b == b'\r') => {
+                CacheValue::Value(serde_json::from_str(&json).unwrap_or(Value::Null))
+            }
             Ok(json) => CacheValue::Written(json),
             Err(e) => {
                 CacheValue::Unwritable(format!("remembered a value that cannot be written as JSON: {e}"))
@@ -310,6 +318,31 @@ mod tests {
         assert_eq!(typed, object);
         assert_ne!(typed, Effects::new().remember(json!({ "hop": 4 })));
         assert!(typed.unwritable().is_none());
+    }
+
+    #[test]
+    fn a_raw_value_with_line_breaks_is_remembered_compact() {
+        #[derive(serde::Serialize)]
+        struct Holder {
+            raw: Box<serde_json::value::RawValue>,
+        }
+        let raw = serde_json::value::RawValue::from_string("{\n  \"a\": [1,\r\n 2]\n}".into()).unwrap();
+        let effects = Effects::new().remember_as(&Holder { raw });
+        assert_eq!(written(&effects), [r#"{"raw":{"a":[1,2]}}"#]);
+    }
+
+    #[test]
+    fn values_written_with_their_fields_in_another_order_are_equal() {
+        #[derive(serde::Serialize)]
+        struct Backwards {
+            token: u64,
+            hop: u64,
+        }
+        let backwards = Effects::new().remember_as(&Backwards { token: 7, hop: 3 });
+        assert_eq!(written(&backwards), [r#"{"token":7,"hop":3}"#]);
+        let forwards = Effects::new().remember(json!({ "hop": 3, "token": 7 }));
+        assert_eq!(backwards, forwards);
+        assert_eq!(backwards.remembered(), forwards.remembered());
     }
 
     #[test]

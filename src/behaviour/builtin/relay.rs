@@ -198,4 +198,26 @@ mod tests {
         assert_eq!(parse_token("token 7 hop 1x"), None);
         assert_eq!(parse_token("token 7 hop "), None);
     }
+
+    #[test]
+    fn a_received_token_is_remembered_as_before_remember_as() {
+        use crate::backend::cache::write_entry;
+        let lists = crate::Effects::new()
+            .remember_as(&super::Received { hop: 1, token: 0 })
+            .into_lists();
+        let mut written = Vec::new();
+        write_entry(&mut written, "agent_1", 1, None, |out| {
+            lists.remember[0].write(out)
+        });
+        // The bytes W1's cache held when relay remembered `json!({"token": t, "hop": h})`.
+        let mut before = Vec::new();
+        write_entry(&mut before, "agent_1", 1, None, |out| {
+            crate::json::value(out, &serde_json::json!({ "token": 0, "hop": 1 }))
+        });
+        assert_eq!(written, before);
+        assert_eq!(
+            std::str::from_utf8(&written).unwrap(),
+            r#"{"agent":"agent_1","n":1,"tick":null,"value":{"hop":1,"token":0}}"#
+        );
+    }
 }

@@ -102,7 +102,8 @@ impl Numbering<'_> {
     ///
     /// # Errors
     ///
-    /// A model-level metric named like one of [`RUN_METRICS`]: the behaviour's failure, in
+    /// A model-level metric named like one of [`RUN_METRICS`], or a value given to
+    /// [`Effects::remember_as`] that serde_json cannot write: the behaviour's failure, in
     /// words for its author. Nothing is numbered then.
     pub fn apply(
         &mut self,
