@@ -156,9 +156,29 @@ impl Message {
         // Straight from the map, with no copy of it, for the structs and maps payloads
         // usually are; a type the map cannot drive directly (an `Option`, a newtype) from
         // the map made a JSON value.
-        T::deserialize(data)
-            .ok()
-            .or_else(|| serde_json::from_value(Value::Object(data.clone())).ok())
+        if let Ok(decoded) = T::deserialize(data) {
+            return Some(decoded);
+        }
+        match serde_json::from_value(Value::Object(data.clone())) {
+            Ok(decoded) => Some(decoded),
+            Err(e) => {
+                self.said_undecodable(std::any::type_name::<T>(), &e);
+                None
+            }
+        }
+    }
+
+    /// Says, once a process, that a message's `data` did not fit the type a behaviour read
+    /// it as: `payload` gives `None` for it, which a behaviour usually skips without a word,
+    /// and a misspelt field would otherwise leave every count at zero and nothing said.
+    fn said_undecodable(&self, type_name: &str, e: &serde_json::Error) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                "the data of a message from {} did not decode as {type_name}: {e}; `payload` and `payloads` give None for such messages (said once; if other messages carry other data, this may be expected)",
+                self.sender_id
+            );
+        });
     }
 
     /// `data[key]` as a number, for behaviours that read their own payloads.

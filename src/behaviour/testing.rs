@@ -251,6 +251,18 @@ impl<B: Behaviour> Harness<B> {
         }
     }
 
+    /// A message from `sender` carrying `data`, as `Outgoing::with_data` would publish it (an
+    /// object as it is; anything else as `{"value": ...}`): for behaviours that read
+    /// `msg.payload::<T>()`.
+    pub fn message_with_data(sender: &str, content: &str, data: serde_json::Value) -> Message {
+        Message {
+            data: crate::behaviour::Outgoing::broadcast(content)
+                .with_data(data)
+                .data,
+            ..Self::message_from(sender, content)
+        }
+    }
+
     fn call<T>(
         &mut self,
         f: impl FnOnce(&B, &mut Context<'_>) -> Result<T, BehaviourError>,

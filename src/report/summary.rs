@@ -289,7 +289,11 @@ impl Summary {
             let shown = if series.cumulative.is_empty() {
                 series.total.to_string()
             } else {
-                format!("{} (by tick: {})", series.total, abbreviate(&series.cumulative))
+                format!(
+                    "{} (running total by tick: {})",
+                    series.total,
+                    abbreviate(&series.cumulative)
+                )
             };
             rows.push((name.as_str(), shown));
         }

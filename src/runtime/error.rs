@@ -75,7 +75,7 @@ impl RunError {
             ),
             RunError::ModelServer(e) | RunError::Completion { error: e, .. } => e.hint.clone(),
             RunError::Behaviour { .. } => Some(
-                "fix the behaviour, or raise scenario.max_retries if its failures are transient".to_string(),
+                "fix the behaviour: a failure that comes back on every retry is in its code or its input (raise scenario.max_retries only for failures that pass)".to_string(),
             ),
             _ => None,
         }

@@ -189,44 +189,19 @@ pub(crate) fn register(registry: &mut Registry) {
 }
 
 fn build(p: LlmParams, setup: &Setup<'_>) -> Result<Llm, ParamError> {
-    check_probability("activity", p.activity)?;
-    if p.repetition_threshold != 0.0 {
-        check_probability("repetition_threshold", p.repetition_threshold)?;
-    }
-    for (name, n, most) in [
-        ("feed", p.feed, 1000),
-        ("recommended", p.recommended, 1000),
-        ("own", p.own, 1000),
-        ("repetition_window", p.repetition_window, 1000),
-        ("max_regenerations", p.max_regenerations, 10),
-    ] {
-        if n > most {
-            return Err(ParamError::at(
-                name,
-                format!("`{name}` is limited to {most}, got {n}"),
-            ));
-        }
-    }
-    if let Some(t) = p.temperature
-        && !(t.is_finite() && (0.0..=2.0).contains(&t))
-    {
-        return Err(ParamError::at(
-            "temperature",
-            format!("must be between 0 and 2, got {t}"),
-        ));
-    }
-    if p.max_tokens == Some(0) {
-        return Err(ParamError::at("max_tokens", "must be at least 1"));
-    }
-    if p.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
-        return Err(ParamError::at("model", "must name a model"));
-    }
+    check_alone(&p)?;
     let vars = variables(&p.vars)?;
     // Agents post with nobody to answer when they may post unprompted (lockstep's activity),
     // or open a debate (turn-taking's first agent).
     let lockstep = setup.mode == Mode::Lockstep;
     let unprompted = (lockstep && p.activity > 0.0) || p.turns.policy().is_some();
-    let templates = templates(&p.system, &p.prompt, &vars, Trial { lockstep, unprompted })?;
+    let agents = trial_agents(setup);
+    let trial = Trial {
+        lockstep,
+        unprompted,
+        agents: &agents,
+    };
+    let templates = templates(&p.system, &p.prompt, &vars, trial)?;
     let turns = p
         .turns
         .policy()
@@ -271,6 +246,44 @@ fn build(p: LlmParams, setup: &Setup<'_>) -> Result<Llm, ParamError> {
             max_regenerations: p.max_regenerations,
         }),
     })
+}
+
+/// The parameters that are checked each on its own: numbers within their bounds, a model
+/// that names one.
+fn check_alone(p: &LlmParams) -> Result<(), ParamError> {
+    check_probability("activity", p.activity)?;
+    if p.repetition_threshold != 0.0 {
+        check_probability("repetition_threshold", p.repetition_threshold)?;
+    }
+    for (name, n, most) in [
+        ("feed", p.feed, 1000),
+        ("recommended", p.recommended, 1000),
+        ("own", p.own, 1000),
+        ("repetition_window", p.repetition_window, 1000),
+        ("max_regenerations", p.max_regenerations, 10),
+    ] {
+        if n > most {
+            return Err(ParamError::at(
+                name,
+                format!("`{name}` is limited to {most}, got {n}"),
+            ));
+        }
+    }
+    if let Some(t) = p.temperature
+        && !(t.is_finite() && (0.0..=2.0).contains(&t))
+    {
+        return Err(ParamError::at(
+            "temperature",
+            format!("must be between 0 and 2, got {t}"),
+        ));
+    }
+    if p.max_tokens == Some(0) {
+        return Err(ParamError::at("max_tokens", "must be at least 1"));
+    }
+    if p.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        return Err(ParamError::at("model", "must name a model"));
+    }
+    Ok(())
 }
 
 /// The hint for a template that does not parse.
@@ -361,17 +374,31 @@ impl Seen<'_> {
     }
 }
 
+/// The agents the templates' trial render is for, by name and index in their table: the
+/// table's first and last. `index` picks from lists in `vars`, and a list shorter than the
+/// table fails only for the agents past its end.
+fn trial_agents<'a>(setup: &Setup<'a>) -> Vec<(&'a str, usize)> {
+    match setup.agents {
+        [] => vec![("agent_1", 0)],
+        [one] => vec![(&*one.name, one.table_index)],
+        [first, .., last] => vec![(&*first.name, first.table_index), (&*last.name, last.table_index)],
+    }
+}
+
 /// What the templates' trial render is to try.
 #[derive(Clone, Copy)]
-struct Trial {
+struct Trial<'a> {
     /// Ticks are numbers (lockstep) or null (free mode).
     lockstep: bool,
     /// Agents may post with nobody to answer.
     unprompted: bool,
+    /// The agents to render for (name, index in the table).
+    agents: &'a [(&'a str, usize)],
 }
 
-/// Renders both templates as a run will, before it: once for a reply, and, when agents may
-/// post unprompted, once for the first post of a run (nobody to answer, nothing in the feed).
+/// Renders both templates as a run will, before it, for each of the trial's agents: once for
+/// a reply, and, when agents may post unprompted, once for the first post of a run (nobody to
+/// answer, nothing in the feed).
 /// What parsing cannot find (a filter that does not exist, an attribute of null) fails here,
 /// at `agora check`, instead of every agent's step in the run.
 fn trial_render(
@@ -400,23 +427,27 @@ fn trial_render(
         ),
     ];
     let tried = if trial.unprompted { 2 } else { 1 };
-    for (case, tick, message, feed, own) in cases.into_iter().take(tried) {
-        let context = Seen {
-            agent: "agent_1",
-            index: 0,
-            tick,
-            message,
-            feed,
-            own,
-        }
-        .context(vars);
-        for name in ["system", "prompt"] {
-            if let Err(e) = env.get_template(name).and_then(|t| t.render(&context)) {
-                return Err(
-                    ParamError::at(name, format!("the `{name}` template fails {case}: {e}")).with_hint(
-                        "guard what may be missing, as in {% if message %}...{% endif %}; the README's \"LLM agents\" section says what each variable holds",
-                    ),
-                );
+    for &(agent, index) in trial.agents {
+        for (case, tick, message, feed, own) in cases.iter().take(tried).cloned() {
+            let context = Seen {
+                agent,
+                index,
+                tick,
+                message,
+                feed,
+                own,
+            }
+            .context(vars);
+            for name in ["system", "prompt"] {
+                if let Err(e) = env.get_template(name).and_then(|t| t.render(&context)) {
+                    return Err(ParamError::at(
+                        name,
+                        format!("the `{name}` template fails {case}, for agent {agent} (index {index}): {e}"),
+                    )
+                    .with_hint(
+                        "guard what may be missing, as in {% if message %}...{% endif %}, and give a list in vars one value for each agent of the table; the README's \"LLM agents\" section says what each variable holds",
+                    ));
+                }
             }
         }
     }
@@ -812,7 +843,24 @@ mod tests {
     const TRIAL: Trial = Trial {
         lockstep: true,
         unprompted: true,
+        agents: &[("agent_1", 0)],
     };
+
+    #[test]
+    fn a_list_in_vars_shorter_than_the_table_is_refused_before_the_run() {
+        let params = "prompt = 'You argue {{ stances[index] }}.'\nvars = { stances = ['for', 'against'] }";
+        assert!(built(params, 2).is_ok());
+        assert!(built(params, 1).is_ok());
+        let e = built(params, 3).err().unwrap();
+        assert_eq!(e.key.as_deref(), Some("prompt"));
+        assert!(e.message.contains("for agent a_3 (index 2)"), "{}", e.message);
+        assert!(
+            e.hint
+                .as_deref()
+                .is_some_and(|h| h.contains("one value for each agent")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn templates_may_use_only_known_variables() {
@@ -852,7 +900,8 @@ mod tests {
                 &known,
                 Trial {
                     lockstep: true,
-                    unprompted: false
+                    unprompted: false,
+                    agents: &[("agent_1", 0)],
                 }
             )
             .is_ok()
