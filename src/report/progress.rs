@@ -160,6 +160,18 @@ const SAME_WARNING_SHOWN: u32 = 3;
 /// are counted, so that a long run's memory does not grow with them.
 static WARNINGS_SEEN: Mutex<Option<std::collections::HashMap<Vec<u8>, u32>>> = Mutex::new(None);
 
+/// A warning's words without the agent and entry it names (the fields a dead letter's
+/// warning ends with), and whether it named them: a behaviour that fails on every message
+/// dead-letters thousands, each with its own agent and entry, and is said three times, not a
+/// thousand (`dead_letters.jsonl` has every one).
+fn apart_from_whose(line: &[u8]) -> (&[u8], bool) {
+    const WHOSE: &[u8] = b" agent=";
+    match line.windows(WHOSE.len()).rposition(|w| w == WHOSE) {
+        Some(at) => (&line[..at], true),
+        None => (line, false),
+    }
+}
+
 /// `bytes` as it is to be written: itself, with a note on its last showing, or nothing.
 fn held_back(mut bytes: Vec<u8>) -> Option<Vec<u8>> {
     if !bytes.starts_with(b"warning: ") {
@@ -169,18 +181,20 @@ fn held_back(mut bytes: Vec<u8>) -> Option<Vec<u8>> {
         return Some(bytes);
     };
     let seen = seen.get_or_insert_with(Default::default);
-    if seen.len() >= 10_000 && !seen.contains_key(&bytes) {
+    let (said, whose) = apart_from_whose(&bytes);
+    if seen.len() >= 10_000 && !seen.contains_key(said) {
         return Some(bytes);
     }
-    let times = seen.entry(bytes.clone()).or_default();
+    let times = seen.entry(said.to_vec()).or_default();
     *times += 1;
     match (*times).cmp(&SAME_WARNING_SHOWN) {
         std::cmp::Ordering::Less => Some(bytes),
         std::cmp::Ordering::Equal => {
             let end = bytes.len() - usize::from(bytes.ends_with(b"\n"));
             bytes.truncate(end);
+            let by_any = if whose { ", for any agent" } else { "" };
             let note = format!(
-                " (said {SAME_WARNING_SHOWN} times: not shown again; RUST_LOG=warn shows every one)\n"
+                " (said {SAME_WARNING_SHOWN} times{by_any}: not shown again; RUST_LOG=warn shows every one)\n"
             );
             bytes.extend_from_slice(note.as_bytes());
             Some(bytes)
@@ -256,6 +270,23 @@ mod tests {
         );
         assert!(last.ends_with(")\n"), "{last:?}");
         assert_eq!(shown[3..], [None, None]);
+        // The same words for another agent and entry count as the same warning.
+        let dead = |agent: &str| {
+            format!("warning: behaviour failed 3 times on a message (progress.rs test) agent={agent} entry=0-{agent}\n")
+                .into_bytes()
+        };
+        let shown: Vec<Option<Vec<u8>>> = ["a_1", "a_2", "a_3", "a_4"]
+            .map(dead)
+            .into_iter()
+            .map(held_back)
+            .collect();
+        assert_eq!(shown[0].as_deref(), Some(dead("a_1").as_slice()));
+        let last = String::from_utf8(shown[2].clone().unwrap()).unwrap();
+        assert!(
+            last.contains("agent=a_3 entry=0-a_3 (said 3 times, for any agent"),
+            "{last}"
+        );
+        assert_eq!(shown[3], None);
         // Errors, and anything but plain warnings, are always written.
         let error = b"error: once (progress.rs test)\n".to_vec();
         assert!((0..5).all(|_| held_back(error.clone()).is_some()));
