@@ -425,3 +425,59 @@ fn a_report_naming_a_shard_the_run_lacks_stops_the_run_cleanly() {
         let _ = worker.wait();
     }
 }
+
+#[test]
+fn ctrl_c_stops_a_worker_started_by_hand_and_the_run_says_so_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("mixed.toml");
+    std::fs::write(&scenario, MIXED).unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    assert!(run(agora(), &scenario, reference.path(), &[]).status.success());
+    let server = RedisServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let coordinator = start(&scenario, out.path(), &server, &["--workers", "0"]);
+    let mut workers: Vec<Child> = ["1/2", "2/2"]
+        .iter()
+        .map(|shard| {
+            agora()
+                .arg("worker")
+                .arg(&scenario)
+                .args(["--shard", shard, "--redis-url", &server.url()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_until("tick 3", || {
+        server.completed_tick("mixed").is_some_and(|t| t >= 3)
+    });
+    // SAFETY: a signal to a process this test started.
+    unsafe { libc::kill(workers[0].id() as libc::pid_t, libc::SIGINT) };
+    let output = coordinator.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // Said by the worker, not found by a heartbeat missing for five seconds ("stopped
+    // answering").
+    assert!(
+        stderr.contains("worker 1/2 failed: stopped by Ctrl-C"),
+        "{stderr}"
+    );
+    let worker = workers.remove(0).wait_with_output().unwrap();
+    assert_eq!(worker.status.code(), Some(130), "{}", text(&worker.stderr));
+    assert!(
+        text(&worker.stderr).contains("worker 1/2: stopped by Ctrl-C"),
+        "{}",
+        text(&worker.stderr)
+    );
+    for mut other in workers {
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+
+    let resumed = start(&scenario, out.path(), &server, &["--workers", "2", "--resume"])
+        .wait_with_output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(transcript(out.path()) == transcript(reference.path()));
+}

@@ -234,6 +234,16 @@ async fn interrupted() {
     });
 }
 
+/// Completes at the first Ctrl-C (SIGINT) or SIGTERM, with which it was.
+async fn signalled() -> &'static str {
+    let mut sigint = listen(libc::SIGINT);
+    let mut sigterm = listen(libc::SIGTERM);
+    tokio::select! {
+        () = next(&mut sigint) => "Ctrl-C",
+        () = next(&mut sigterm) => "SIGTERM",
+    }
+}
+
 /// How soon after the first a second Ctrl-C is taken for the same one.
 const REPEAT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -291,8 +301,18 @@ pub(super) fn worker(args: WorkerArgs, registry: &Registry) -> Result<u8, Error>
     let parent = std::env::var("AGORA_WORKER_PARENT")
         .ok()
         .and_then(|p| p.parse().ok());
-    runtime::run_worker(&scenario, &runtime::WorkerOptions { shard, parent })?;
-    Ok(exit::SUCCESS)
+    let options = runtime::WorkerOptions { shard, parent };
+    // Started by `agora run --workers N`, a worker leaves signals to that run, which stops it;
+    // started by hand, Ctrl-C or SIGTERM stops it.
+    let end = if parent.is_some() {
+        runtime::run_worker(&scenario, &options, std::future::pending())?
+    } else {
+        runtime::run_worker(&scenario, &options, signalled())?
+    };
+    Ok(match end {
+        runtime::WorkerEnd::RunOver => exit::SUCCESS,
+        runtime::WorkerEnd::Stopped => exit::INTERRUPTED,
+    })
 }
 
 pub(super) fn check(args: CheckArgs, registry: &Registry) -> Result<u8, Error> {

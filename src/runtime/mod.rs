@@ -31,7 +31,7 @@ mod programs;
 mod reconnect;
 mod shard;
 
-pub use distributed::{ShardId, WorkerOptions, run_worker};
+pub use distributed::{ShardId, WorkerEnd, WorkerOptions, run_worker};
 pub use error::RunError;
 pub use observer::{RunObserver, RunProgress, Unobserved};
 

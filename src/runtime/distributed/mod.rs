@@ -13,4 +13,4 @@ mod worker;
 
 pub use control::ShardId;
 pub(crate) use launch::{Launch, Workers};
-pub use worker::{WorkerOptions, run_worker};
+pub use worker::{WorkerEnd, WorkerOptions, run_worker};

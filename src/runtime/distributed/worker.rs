@@ -24,33 +24,59 @@ pub struct WorkerOptions {
     pub parent: Option<u32>,
 }
 
-/// Runs a worker until the coordinator ends the run.
+/// How a worker's service ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// The coordinator ended the run.
+    RunOver,
+    /// `stop` completed first (a signal, for a worker started by hand): the coordinator was
+    /// told, if a run had begun, and stops the run with its keys kept for `--resume`.
+    Stopped,
+}
+
+/// Runs a worker until the coordinator ends the run, or until `stop` completes with what
+/// stopped it (`"Ctrl-C"`, say).
 ///
 /// # Errors
 ///
 /// A backend that worker processes cannot share (`RunError::Usage`), a backend that cannot
 /// be used, a scenario that is not the coordinator's, a failure while running.
-pub fn run_worker(scenario: &Scenario, options: &WorkerOptions) -> Result<(), RunError> {
+pub fn run_worker(
+    scenario: &Scenario,
+    options: &WorkerOptions,
+    stop: impl Future<Output = &'static str>,
+) -> Result<WorkerEnd, RunError> {
     let system = actix_rt::System::new();
-    system.block_on(async { backend::open(&scenario.backend, WorkerTask { scenario, options }).await? })
+    system.block_on(async {
+        backend::open(
+            &scenario.backend,
+            WorkerTask {
+                scenario,
+                options,
+                stop,
+            },
+        )
+        .await?
+    })
 }
 
-struct WorkerTask<'a> {
+struct WorkerTask<'a, S> {
     scenario: &'a Scenario,
     options: &'a WorkerOptions,
+    stop: S,
 }
 
-impl WithBackend for WorkerTask<'_> {
-    type Output = Result<(), RunError>;
+impl<S: Future<Output = &'static str>> WithBackend for WorkerTask<'_, S> {
+    type Output = Result<WorkerEnd, RunError>;
 
-    async fn with<B: Backend>(self, backend: B) -> Result<(), RunError> {
+    async fn with<B: Backend>(self, backend: B) -> Result<WorkerEnd, RunError> {
         let Some(transport) = backend.transport() else {
             return Err(RunError::Usage(
                 "workers share the agents of a run through Redis: use --backend redis (and the same --redis-url as the coordinator)".into(),
             ));
         };
         Worker::new(backend, transport, self.scenario, self.options)
-            .serve()
+            .serve(self.stop)
             .await
     }
 }
@@ -96,7 +122,7 @@ impl<'a, B: Backend> Worker<'a, B> {
         }
     }
 
-    async fn serve(mut self) -> Result<(), RunError> {
+    async fn serve(mut self, stop: impl Future<Output = &'static str>) -> Result<WorkerEnd, RunError> {
         let keys = self.backend.keys().clone();
         let heartbeat = {
             let transport = self.transport.clone();
@@ -126,17 +152,38 @@ impl<'a, B: Backend> Worker<'a, B> {
                 "worker {shard}: waiting for the coordinator (`agora run <scenario> --workers 0` with the same scenario and Redis)"
             );
         }
-        let result = self.follow(&keys.control()).await;
+        // A signal ends the worker at once, as a crash would (the coordinator's `--resume`
+        // finishes what its agents were doing), but says so: the coordinator stops the run
+        // now, naming the signal, instead of after five seconds without a heartbeat.
+        let control = keys.control();
+        let (result, stopped_by) = tokio::select! {
+            result = self.follow(&control) => (result, None),
+            what = stop => (Ok(()), Some(what)),
+        };
         heartbeat.abort();
-        if let (Err(e), Some(run)) = (&result, &self.run) {
+        let failure = match (&result, stopped_by) {
+            (Err(e), _) => Some(e.to_string()),
+            (Ok(()), Some(what)) => {
+                eprintln!("worker {shard}: stopped by {what}");
+                Some(format!("stopped by {what}"))
+            }
+            (Ok(()), None) => None,
+        };
+        if let (Some(error), Some(run)) = (failure, &self.run) {
             let failed = Report::Failed {
                 run: run.clone(),
                 shard: shard.index(),
-                error: e.to_string(),
+                error,
             };
             let _ = self.report(&failed).await;
         }
-        result
+        result.map(|()| {
+            if stopped_by.is_some() {
+                WorkerEnd::Stopped
+            } else {
+                WorkerEnd::RunOver
+            }
+        })
     }
 
     async fn report(&self, report: &Report) -> Result<(), RunError> {
