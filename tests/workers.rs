@@ -6,7 +6,7 @@ mod common;
 use common::{agora, agora_for, lockstep_scenarios, run_dir_under, text};
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,17 @@ const MIXED: &str = "[scenario]\nname = \"mixed\"\nseed = 5\nticks = 40\n\
     [[agents]]\nid = \"gossip\"\ncount = 30\nbehaviour = \"gossip\"\nparams = { seeds = 2 }\n\
     [[agents]]\nid = \"speaker\"\ncount = 4\nbehaviour = \"discussion\"\n";
 
+/// MIXED written out (in the directory returned first, kept while it lives), and the outputs
+/// of its run in one process: the transcript a run with workers must give.
+fn mixed_with_reference() -> (tempfile::TempDir, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("mixed.toml");
+    std::fs::write(&scenario, MIXED).unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    assert!(run(agora(), &scenario, reference.path(), &[]).status.success());
+    (dir, scenario, reference)
+}
+
 /// The pid of the worker process for `shard` (`I/N`), from its registration.
 fn worker_pid(server: &RedisServer, stream: &str, shard: &str) -> Option<u32> {
     let reply = server.command(&["HGET", &format!("{stream}:workers"), shard]);
@@ -119,11 +130,7 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 
 #[test]
 fn a_killed_worker_is_reported_by_name_and_resume_finishes_the_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("mixed.toml");
-    std::fs::write(&scenario, MIXED).unwrap();
-    let reference = tempfile::tempdir().unwrap();
-    assert!(run(agora(), &scenario, reference.path(), &[]).status.success());
+    let (_dir, scenario, reference) = mixed_with_reference();
     let server = RedisServer::start();
     let out = tempfile::tempdir().unwrap();
     let child = start(&scenario, out.path(), &server, &["--workers", "3"]);
@@ -428,11 +435,7 @@ fn a_report_naming_a_shard_the_run_lacks_stops_the_run_cleanly() {
 
 #[test]
 fn ctrl_c_stops_a_worker_started_by_hand_and_the_run_says_so_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("mixed.toml");
-    std::fs::write(&scenario, MIXED).unwrap();
-    let reference = tempfile::tempdir().unwrap();
-    assert!(run(agora(), &scenario, reference.path(), &[]).status.success());
+    let (_dir, scenario, reference) = mixed_with_reference();
     let server = RedisServer::start();
     let out = tempfile::tempdir().unwrap();
     let coordinator = start(&scenario, out.path(), &server, &["--workers", "0"]);

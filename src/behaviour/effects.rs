@@ -80,6 +80,14 @@ pub(crate) struct EffectLists {
     pub metrics: Vec<(Cow<'static, str>, Report)>,
 }
 
+impl EffectLists {
+    /// Why a value given to [`Effects::remember_as`] could not be written, if one could not:
+    /// the call that gave it fails with this.
+    pub fn unwritable(&self) -> Option<&str> {
+        self.remember.iter().find_map(CacheValue::unwritable)
+    }
+}
+
 /// A value for the cache as a behaviour gave it.
 #[derive(Debug, Clone)]
 pub(crate) enum CacheValue {
@@ -255,11 +263,7 @@ impl Effects {
     /// Why a value given to [`remember_as`](Self::remember_as) could not be written, if one
     /// could not: the runtime fails the call with it.
     pub(crate) fn unwritable(&self) -> Option<&str> {
-        self.lists
-            .as_ref()?
-            .remember
-            .iter()
-            .find_map(CacheValue::unwritable)
+        self.lists.as_ref()?.unwritable()
     }
 
     /// What the effects hold, taken apart.

@@ -212,9 +212,9 @@ async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
 async fn interrupted() {
     let mut sigint = listen(libc::SIGINT);
     let mut sigterm = listen(libc::SIGTERM);
-    let what = tokio::select! {
-        () = next(&mut sigint) => "interrupted (Ctrl-C): stopping at the next safe point (Ctrl-C again to abort)",
-        () = next(&mut sigterm) => "terminated (SIGTERM): stopping at the next safe point (Ctrl-C to abort)",
+    let what = match first_stop_signal(&mut sigint, &mut sigterm).await {
+        StopSignal::CtrlC => "interrupted (Ctrl-C): stopping at the next safe point (Ctrl-C again to abort)",
+        StopSignal::Sigterm => "terminated (SIGTERM): stopping at the next safe point (Ctrl-C to abort)",
     };
     tracing::warn!("{what}");
     let first = std::time::Instant::now();
@@ -234,14 +234,39 @@ async fn interrupted() {
     });
 }
 
+/// A signal that asks agora to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    /// SIGINT.
+    CtrlC,
+    Sigterm,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::CtrlC => "Ctrl-C",
+            StopSignal::Sigterm => "SIGTERM",
+        }
+    }
+}
+
+/// The first of the signals handled that asks agora to stop.
+async fn first_stop_signal(
+    sigint: &mut Option<tokio::signal::unix::Signal>,
+    sigterm: &mut Option<tokio::signal::unix::Signal>,
+) -> StopSignal {
+    tokio::select! {
+        () = next(sigint) => StopSignal::CtrlC,
+        () = next(sigterm) => StopSignal::Sigterm,
+    }
+}
+
 /// Completes at the first Ctrl-C (SIGINT) or SIGTERM, with which it was.
 async fn signalled() -> &'static str {
     let mut sigint = listen(libc::SIGINT);
     let mut sigterm = listen(libc::SIGTERM);
-    tokio::select! {
-        () = next(&mut sigint) => "Ctrl-C",
-        () = next(&mut sigterm) => "SIGTERM",
-    }
+    first_stop_signal(&mut sigint, &mut sigterm).await.name()
 }
 
 /// How soon after the first a second Ctrl-C is taken for the same one.

@@ -364,8 +364,6 @@ fn status_failure(url: &str, status: u16, text: &str, model: &str, wait: Option<
     }
 }
 
-/// The text and usage of a chat completion reply.
-/// A chat completion's text and usage; or why the answer is not one, and what to do.
 /// A completion, with what the answer said about it besides.
 #[derive(Debug)]
 struct Answer {
@@ -376,6 +374,8 @@ struct Answer {
     counted: bool,
 }
 
+/// A chat completion reply's text and usage, and what it said besides; or why the answer is
+/// not one, and what to do.
 fn parse_completion(text: &str) -> Result<Answer, (String, &'static str)> {
     const NOT_OPENAI: &str =
         "that is not an OpenAI chat completion: is base_url the API's root (usually ending in /v1)?";

@@ -122,7 +122,7 @@ impl Numbering<'_> {
                 RUN_METRICS.join(", ")
             ));
         }
-        if let Some(error) = effects.remember.iter().find_map(CacheValue::unwritable) {
+        if let Some(error) = effects.unwritable() {
             return Err(error.to_owned());
         }
         for message in effects.publish {
