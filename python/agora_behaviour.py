@@ -406,21 +406,27 @@ class _Server:
         kind = request["kind"]
         state = request.get("state")
         at: Optional[int] = None
+        # Which hook runs: a failure in init, on_start or on_tick is the step's, and agora does
+        # not dead-letter the messages for it.
+        hook = "init"
         try:
             if kind == "start":
                 state = b.init(ctx)
-                effects.extend(self._remembering(ctx, b.on_start(state, ctx)))
+                hook = "on_start"
+                effects.extend(self._remembering(ctx, b.on_start(state, ctx), hook))
+            hook = "on_message"
             for k, wire in enumerate(request.get("messages", [])):
                 at = k
-                effects.extend(self._remembering(ctx, b.on_message(state, Message(wire), ctx)))
+                effects.extend(self._remembering(ctx, b.on_message(state, Message(wire), ctx), hook))
             at = None
             if kind == "tick":
-                effects.extend(self._remembering(ctx, b.on_tick(state, ctx)))
+                hook = "on_tick"
+                effects.extend(self._remembering(ctx, b.on_tick(state, ctx), hook))
         except _Pending:
             return {"type": "need", "reads": ctx._need_reads, "completions": ctx._need_completions}
         except Exception as e:  # the step fails: agora retries it, then dead-letters the message
             traceback.print_exc(file=sys.stderr)
-            reply: Dict[str, Any] = {"type": "error", "message": f"{type(e).__name__}: {e}"}
+            reply: Dict[str, Any] = {"type": "error", "message": f"{type(e).__name__}: {e}", "hook": hook}
             if at is not None:
                 reply["at"] = at
             return reply
@@ -435,7 +441,12 @@ class _Server:
         }
 
     @staticmethod
-    def _remembering(ctx: Context, effects: Optional[Effects]) -> Optional[Effects]:
+    def _remembering(ctx: Context, effects: Optional[Effects], hook: str) -> Optional[Effects]:
+        if effects is not None and not isinstance(effects, Effects):
+            raise TypeError(
+                f"{hook} returned a {type(effects).__name__}; it must return Effects "
+                "(for example Effects().publish(...)) or None"
+            )
         # What a call remembers, later calls of the same step read (as in agora's Rust context).
         if effects is not None:
             ctx._own.extend(Entry(ctx.agent, ctx.tick, value) for value in effects.remembered)

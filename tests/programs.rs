@@ -296,6 +296,64 @@ fn a_program_that_fails_a_step_is_retried_restarted_and_its_messages_dead_letter
     }
 }
 
+/// A behaviour whose agents all publish every tick and whose `on_tick` fails by `failing`
+/// in tick 2, after its messages were handled.
+fn failing_at_the_end_of_tick_2(failing: &str) -> String {
+    format!(
+        r#"
+class Ticking(Behaviour):
+    def on_start(self, state, ctx):
+        return Effects().publish("hi")
+
+    def on_message(self, state, msg, ctx):
+        return None
+
+    def on_tick(self, state, ctx):
+        if ctx.tick == 2 and ctx.peer_index == 1:
+            {failing}
+        return Effects().publish("hi")
+
+run(Ticking())
+"#
+    )
+}
+
+#[test]
+fn a_program_failing_in_on_tick_stops_the_run_without_dead_lettering_its_messages() {
+    for (how, failing, words) in [
+        ("an exception", "1 / 0", "ZeroDivisionError: division by zero"),
+        (
+            "a dict returned",
+            "return {'publish': 'hi'}",
+            "on_tick returned a dict; it must return Effects",
+        ),
+        (
+            "a value that is no number",
+            "return Effects().report('x', 'high')",
+            "could not convert string to float",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let script = program(dir.path(), "faulty", &failing_at_the_end_of_tick_2(failing));
+        let out = dir.path().join("out");
+        let output = run(&scenario(dir.path(), &script, ""), &out, &[]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{how}: {stderr}");
+        // The messages were handled; the end of the tick failed. Dead-lettering them would
+        // not mend that (before, three warnings said it did, and the summary said none).
+        assert!(!stderr.contains("dead-letter"), "{how}: {stderr}");
+        let error = stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_default();
+        assert!(
+            error.contains("agent b_2") && error.contains("at the end of a tick") && error.contains(words),
+            "{how}: {stderr}"
+        );
+        assert!(lines(&out, "dead_letters.jsonl").is_empty(), "{how}");
+    }
+}
+
 #[test]
 fn a_program_that_fails_once_is_asked_again_and_the_step_goes_through() {
     // Each agent's program crashes the first time it meets "boom" (a marker file per agent

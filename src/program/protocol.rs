@@ -216,12 +216,22 @@ pub enum StepReply {
         #[serde(default)]
         completions: Vec<CompletionRequest>,
     },
-    /// The step failed, on message `at` (its position in `messages`) if that is known.
+    /// The step failed, on message `at` (its position in `messages`) if that is known, in
+    /// the behaviour's `hook` if the program says (`init`, `on_start`, `on_message`,
+    /// `on_tick`; other words are ignored).
     Error {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook: Option<String>,
     },
+}
+
+/// Whether a failure in `hook` is the step's own, no message's: `init`, `on_start` and
+/// `on_tick` run apart from the messages.
+pub fn is_step_hook(hook: &str) -> bool {
+    matches!(hook, "init" | "on_start" | "on_tick")
 }
 
 #[cfg(test)]
@@ -250,7 +260,8 @@ mod tests {
             error,
             StepReply::Error {
                 message: "boom".into(),
-                at: Some(1)
+                at: Some(1),
+                hook: None
             }
         );
         assert!(serde_json::from_str::<StepReply>(r#"{"type":"dance"}"#).is_err());

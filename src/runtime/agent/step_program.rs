@@ -117,12 +117,7 @@ impl<B: Backend> AgentCore<B> {
         inputs: &StepInputs<'_>,
     ) -> Attempt {
         let positions = skip.kept(handle.len());
-        match self.attempt_batch(program, kind, handle, &positions, inputs) {
-            // Failed on no message it named (an error without `at`, a crash, a reply or a
-            // need agora cannot take): the batch is what failed, or, with no messages, the step.
-            Attempt::Failed { at: None, error } if !positions.is_empty() => Attempt::BatchFailed(error),
-            attempt => attempt,
-        }
+        self.attempt_batch(program, kind, handle, &positions, inputs)
     }
 
     /// [`attempt_program`](Self::attempt_program) over the messages at `positions`.
@@ -137,10 +132,16 @@ impl<B: Backend> AgentCore<B> {
         let messages = positions.iter().map(|&i| wire(handle[i].1)).collect();
         let mut request = self.step_request(program, kind, messages);
         let failed_at = |at: Option<usize>| at.and_then(|k| positions.get(k).copied());
+        // Failed on no message it named (an error without `at` or `hook`, a crash, a reply or
+        // a need agora cannot take): the batch is what failed, or, with no messages, the step.
+        let unblamed = |attempt: Attempt| match attempt {
+            Attempt::Failed { at: None, error } if !positions.is_empty() => Attempt::BatchFailed(error),
+            attempt => attempt,
+        };
         for _ in 0..MAX_ROUNDS {
             let line = match serde_json::to_string(&ToProgram::Step(request.clone())) {
                 Ok(line) => line,
-                Err(e) => return failure(None, format!("internal error: {e}")),
+                Err(e) => return unblamed(failure(None, format!("internal error: {e}"))),
             };
             let reply = match inputs.replies.get(&line) {
                 None => {
@@ -152,12 +153,18 @@ impl<B: Backend> AgentCore<B> {
                         ..Inputs::default()
                     });
                 }
-                Some(Err(words)) => return failure(None, words.clone()),
+                Some(Err(words)) => return unblamed(failure(None, words.clone())),
                 Some(Ok(reply)) => reply.clone(),
             };
             match reply {
-                StepReply::Error { message, at } => {
-                    return failure(failed_at(at), message);
+                StepReply::Error { message, at, hook } => {
+                    return match failed_at(at) {
+                        Some(i) => failure(Some(i), message),
+                        // In `init`, `on_start` or `on_tick`: the step's own failure, which
+                        // dead-lettering the messages would not mend (as for a Rust behaviour).
+                        None if hook.as_deref().is_some_and(protocol::is_step_hook) => failure(None, message),
+                        None => unblamed(failure(None, message)),
+                    };
                 }
                 StepReply::Done {
                     state,
@@ -172,12 +179,19 @@ impl<B: Backend> AgentCore<B> {
                         levels: &levels,
                         values: &values,
                     };
-                    return self.done(kind, positions.len() as u64, state, publish, remember, reports);
+                    return unblamed(self.done(
+                        kind,
+                        positions.len() as u64,
+                        state,
+                        publish,
+                        remember,
+                        reports,
+                    ));
                 }
                 StepReply::Need { reads, completions } => {
                     if let Err(attempt) = self.answer_needs(kind, &mut request, &reads, &completions, inputs)
                     {
-                        return attempt;
+                        return unblamed(attempt);
                     }
                 }
             }
