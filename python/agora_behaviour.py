@@ -297,6 +297,11 @@ class Behaviour:
     #: Whether ``on_tick`` may publish after a tick in which nothing was published: then a
     #: quiet lockstep tick does not end the run.
     acts_unprompted: bool = False
+    #: Model-level numbers agora works out each tick from the values the agents reported
+    #: (``Effects.report``), one row each in metrics.csv and a column in sweep.csv:
+    #: ``{"yes_share": ("mean", "yes")}``. Statistics: mean, sum, min, max, median, std
+    #: (population, as numpy's), count (how many agents reported the value).
+    model_reporters: Dict[str, Tuple[str, str]] = {}
 
     def check(self, table: str, params: Dict[str, Any]) -> Dict[str, Any]:
         """Validates one table's params and returns them with the defaults filled in. Raise
@@ -396,6 +401,9 @@ class _Server:
             "summary": self.behaviour.summary or (type(self.behaviour).__doc__ or "").strip().split("\n")[0],
             "declares": declares,
             "acts_unprompted": bool(self.behaviour.acts_unprompted),
+            "model_reporters": {
+                name: [statistic, value] for name, (statistic, value) in self.behaviour.model_reporters.items()
+            },
         }
 
     def step(self, request: Dict[str, Any]) -> Dict[str, Any]:

@@ -355,6 +355,54 @@ fn a_program_failing_in_on_tick_stops_the_run_without_dead_lettering_its_message
 }
 
 #[test]
+fn a_program_s_model_reporters_are_worked_out_from_its_agents_values_each_tick() {
+    // Agent b_k reports x = k * tick; the program declares the mean, the spread and the
+    // count of x, and a reporter of a value nobody reports.
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"
+class Reporting(Behaviour):
+    model_reporters = {"x_mean": ("mean", "x"), "x_std": ("std", "x"), "x_count": ("count", "x"),
+                       "y_max": ("max", "y")}
+    def on_start(self, state, ctx):
+        return Effects().publish("hi")
+    def on_tick(self, state, ctx):
+        return Effects().publish("hi").report("x", (ctx.peer_index + 1) * ctx.tick)
+run(Reporting())
+"#;
+    let script = program(dir.path(), "faulty", body);
+    let out = dir.path().join("out");
+    let output = run(&scenario(dir.path(), &script, ""), &out, &["--no-plots"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let metrics = std::fs::read_to_string(run_dir_under(&out).join("metrics.csv")).unwrap();
+    let row = |tick: u64, name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{tick},{name},")))
+            .and_then(|l| l.rsplit(',').next()?.parse::<f64>().ok())
+    };
+    // Tick 2: x is 2, 4 and 6.
+    assert_eq!(row(2, "x_mean"), Some(4.0), "{metrics}");
+    assert_eq!(row(2, "x_count"), Some(3.0), "{metrics}");
+    let std = row(2, "x_std").unwrap();
+    assert!((std - (8.0f64 / 3.0).sqrt()).abs() < 1e-12, "{metrics}");
+    assert_eq!(row(3, "x_mean"), Some(6.0), "{metrics}");
+    assert!(!metrics.contains("y_max"), "{metrics}");
+
+    // A statistic agora does not know is bad input before the run.
+    std::fs::write(
+        &script,
+        std::fs::read_to_string(&script)
+            .unwrap()
+            .replace("\"max\"", "\"maximum\""),
+    )
+    .unwrap();
+    let output = run(&scenario(dir.path(), &script, ""), &dir.path().join("out2"), &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown variant `maximum`"), "{stderr}");
+}
+
+#[test]
 fn a_program_that_fails_once_is_asked_again_and_the_step_goes_through() {
     // Each agent's program crashes the first time it meets "boom" (a marker file per agent
     // remembers), then answers: the retry gets the answer, and nothing is dead-lettered.

@@ -157,7 +157,7 @@ pub(super) fn sweep(args: SweepArgs, registry: &Registry) -> Result<u8, Error> {
     }
     if failed > 0 {
         eprintln!(
-            "error: {failed} of {total} runs failed (their rows in {} say why); run the sweep again to retry them",
+            "error: {failed} of {total} runs failed (their rows in {} say why, in the column `error`)\nhint: a run that failed on its own fault (a behaviour's error, a bad parameter) fails the same way again: fix that first; then run the sweep again, and it runs only the runs that failed",
             csv_path.display()
         );
         return Ok(exit::RUN_FAILED);

@@ -15,7 +15,9 @@ use crate::sweep::stats;
 type ByX = BTreeMap<u64, (f64, Vec<f64>)>;
 
 /// Draws the sweep's plots into `dir`; returns the files. Nothing when the first varied key's
-/// values are not numbers (there is no axis to put them on) or no run finished.
+/// values are not numbers (there is no axis to put them on) or no run finished. Failed runs
+/// are left out (their last values are where they stopped, not results), and each plot's
+/// subtitle says how many.
 ///
 /// # Errors
 ///
@@ -29,9 +31,10 @@ pub fn draw_sweep(dir: &Path, title: &str, results: &[RunResult]) -> Result<Vec<
     if results.iter().any(|r| x_of(r).is_none()) {
         return Ok(Vec::new());
     }
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
     // metric -> group (the other varied values) -> x -> final values over seeds.
     let mut by: BTreeMap<String, BTreeMap<String, ByX>> = BTreeMap::new();
-    for r in results {
+    for r in results.iter().filter(|r| r.error.is_none()) {
         let x = x_of(r).unwrap_or_default();
         let group = r.planned.values[1..]
             .iter()
@@ -76,7 +79,12 @@ pub fn draw_sweep(dir: &Path, title: &str, results: &[RunResult]) -> Result<Vec<
         }
         let chart = Chart {
             title: format!("{title}: final {name}"),
-            subtitle: format!("mean over {seeds} seeds, with 95% intervals (Student's t)"),
+            subtitle: match failed {
+                0 => format!("mean over {seeds} seeds, with 95% intervals (Student's t)"),
+                _ => format!(
+                    "mean over up to {seeds} seeds, with 95% intervals (Student's t); {failed} failed runs left out"
+                ),
+            },
             x_label: x_key.clone(),
             y_label: name.clone(),
             lines,
@@ -85,4 +93,59 @@ pub fn draw_sweep(dir: &Path, title: &str, results: &[RunResult]) -> Result<Vec<
         written.extend(chart.write(&dir.join(file_stem(name)))?);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::PlannedRun;
+
+    fn run(number: usize, epsilon: &str, clusters: f64, error: Option<&str>) -> RunResult {
+        RunResult {
+            planned: PlannedRun {
+                number,
+                values: vec![("agents.0.params.epsilon".into(), epsilon.into())],
+                seed: number as u64,
+            },
+            dir: format!("run-00{number}/opinion-{number}"),
+            summary: Some(serde_json::json!({ "levels": { "clusters": { "last": clusters } } })),
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn failed_runs_are_left_out_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = [
+            run(1, "0.1", 4.0, None),
+            run(2, "0.1", 6.0, None),
+            // Stopped at its second tick: its last value is no result.
+            run(3, "0.1", 9999.0, Some("exit 1: the behaviour failed")),
+            run(4, "0.2", 2.0, None),
+        ];
+        let written = draw_sweep(dir.path(), "opinion", &results).unwrap();
+        let svg = written
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == "svg"))
+            .unwrap();
+        let svg = std::fs::read_to_string(svg).unwrap();
+        assert!(svg.contains("1 failed runs left out"), "{svg}");
+        // The y axis spans the good runs' values (2 to 6), not the failed run's 9999, which
+        // put its labels at thousands.
+        assert!(!svg.lines().any(|l| l.trim() == "5000"), "{svg}");
+
+        let all_good = &results[..2];
+        let written = draw_sweep(dir.path(), "opinion", all_good).unwrap();
+        let svg = std::fs::read_to_string(
+            written
+                .iter()
+                .find(|p| p.extension().is_some_and(|e| e == "svg"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            svg.contains("mean over 2 seeds") && !svg.contains("left out"),
+            "{svg}"
+        );
+    }
 }

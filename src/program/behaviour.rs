@@ -3,7 +3,7 @@
 //! the agent's step), never through the trait's own calls.
 
 use super::handshake::Greeted;
-use super::protocol::ParamDeclaration;
+use super::protocol::{ParamDeclaration, Statistic};
 use crate::behaviour::ParamDoc;
 use crate::behaviour::{BehaviourError, Context, DynBehaviour, Effects, StateBox};
 use crate::message::Message;
@@ -21,6 +21,8 @@ pub struct ProgramBehaviour {
     pub summary: String,
     /// The parameters it declares.
     pub declares: Vec<ParamDeclaration>,
+    /// Model-level numbers from the table's agents' values: name, statistic, value.
+    model_reporters: Vec<(String, Statistic, String)>,
 }
 
 impl ProgramBehaviour {
@@ -38,6 +40,11 @@ impl ProgramBehaviour {
             acts_unprompted: greeted.acts_unprompted,
             summary: greeted.summary.clone(),
             declares: greeted.declares.clone(),
+            model_reporters: greeted
+                .model_reporters
+                .iter()
+                .map(|(name, (statistic, of))| (name.clone(), *statistic, of.clone()))
+                .collect(),
         }
     }
 
@@ -114,6 +121,18 @@ impl DynBehaviour for ProgramBehaviour {
 
     fn acts_unprompted(&self) -> bool {
         self.acts_unprompted
+    }
+
+    /// The statistics the program declared (`model_reporters` in its greeting), of the
+    /// values reported this tick; a value no agent reported gives no number.
+    fn model_reporters(&self, values: &std::collections::BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
+        self.model_reporters
+            .iter()
+            .filter_map(|(name, statistic, of)| {
+                let value = statistic.of(values.get(of)?)?;
+                Some((name.clone(), value))
+            })
+            .collect()
     }
 
     fn as_program(&self) -> Option<&ProgramBehaviour> {

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::process::{self, ProgramError};
-use super::protocol::{Greeting, Hello, ParamDeclaration, ToProgram, VERSION};
+use super::protocol::{Greeting, Hello, ParamDeclaration, Statistic, ToProgram, VERSION};
 use crate::scenario::ProgramSpec;
 
 /// What a program said of itself and of its tables.
@@ -19,6 +19,8 @@ pub struct Greeted {
     pub summary: String,
     pub declares: Vec<ParamDeclaration>,
     pub acts_unprompted: bool,
+    /// Model-level numbers from its agents' values, by name: the statistic and the value.
+    pub model_reporters: BTreeMap<String, (Statistic, String)>,
 }
 
 /// Why the hello failed.
@@ -119,6 +121,7 @@ fn greeted(spec: &ProgramSpec, greeting: Greeting) -> Result<Greeted, HelloFailu
             summary,
             declares,
             acts_unprompted,
+            model_reporters,
             ..
         } => {
             let mut tables = BTreeMap::new();
@@ -148,6 +151,7 @@ fn greeted(spec: &ProgramSpec, greeting: Greeting) -> Result<Greeted, HelloFailu
                 summary,
                 declares,
                 acts_unprompted,
+                model_reporters,
             })
         }
     }

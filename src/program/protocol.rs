@@ -3,6 +3,8 @@
 //! a line, each with a `type`. `docs/protocol.md` is its description for program authors;
 //! these types are its definition.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -75,6 +77,10 @@ pub enum Greeting {
         /// quiet lockstep tick does not end the run).
         #[serde(default)]
         acts_unprompted: bool,
+        /// Model-level numbers worked out each tick from its agents' values, by name:
+        /// `{"yes_share": ["mean", "yes"]}`.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        model_reporters: BTreeMap<String, (Statistic, String)>,
     },
     /// A table's params are not right: bad input, reported with these words.
     Refused {
@@ -83,6 +89,54 @@ pub enum Greeting {
         key: Option<String>,
         message: String,
     },
+}
+
+/// What a program's model reporter works out from the values its agents reported in a tick
+/// (`Effects.report`), over the agents of the table that reported one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Statistic {
+    Mean,
+    Sum,
+    Min,
+    Max,
+    Median,
+    /// The population standard deviation (divided by n, as numpy's `std`).
+    Std,
+    /// How many agents reported the value.
+    Count,
+}
+
+impl Statistic {
+    /// The statistic of `values`; `None` for none.
+    pub fn of(self, values: &[f64]) -> Option<f64> {
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len() as f64;
+        let mean = || values.iter().sum::<f64>() / n;
+        Some(match self {
+            Statistic::Mean => mean(),
+            Statistic::Sum => values.iter().sum(),
+            Statistic::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+            Statistic::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            Statistic::Median => {
+                let mut sorted = values.to_vec();
+                sorted.sort_by(f64::total_cmp);
+                let middle = sorted.len() / 2;
+                if sorted.len() % 2 == 1 {
+                    sorted[middle]
+                } else {
+                    f64::midpoint(sorted[middle - 1], sorted[middle])
+                }
+            }
+            Statistic::Std => {
+                let mean = mean();
+                (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt()
+            }
+            Statistic::Count => n,
+        })
+    }
 }
 
 /// Which step of the agent: `init` and `on_start`; a lockstep tick (its messages, then
@@ -265,5 +319,39 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<StepReply>(r#"{"type":"dance"}"#).is_err());
+    }
+
+    #[test]
+    fn model_reporters_read_and_work_out_as_documented() {
+        let ready: Greeting = serde_json::from_str(
+            r#"{"type":"ready","protocol":1,"model_reporters":{"share":["mean","yes"],"spread":["std","x"]}}"#,
+        )
+        .unwrap();
+        let Greeting::Ready { model_reporters, .. } = ready else {
+            panic!("not ready")
+        };
+        assert_eq!(model_reporters["share"], (Statistic::Mean, "yes".to_string()));
+        let unknown = serde_json::from_str::<Greeting>(
+            r#"{"type":"ready","protocol":1,"model_reporters":{"share":["avg","yes"]}}"#,
+        );
+        assert!(unknown.unwrap_err().to_string().contains("unknown variant `avg`"));
+        let values = [1.0, 0.0, 1.0, 1.0];
+        let of = |s: Statistic| s.of(&values).unwrap();
+        assert_eq!(
+            [
+                Statistic::Mean,
+                Statistic::Sum,
+                Statistic::Min,
+                Statistic::Max,
+                Statistic::Count
+            ]
+            .map(of),
+            [0.75, 3.0, 0.0, 1.0, 4.0]
+        );
+        assert_eq!(Statistic::Median.of(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(Statistic::Median.of(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        // numpy.std([1, 0, 1, 1]) = sqrt(3/16)
+        assert!((of(Statistic::Std) - (3.0f64 / 16.0).sqrt()).abs() < 1e-15);
+        assert_eq!(Statistic::Mean.of(&[]), None);
     }
 }
