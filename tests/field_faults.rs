@@ -390,7 +390,8 @@ fn a_runs_folder_and_exit_code_are_its_own() {
     let output = first.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     assert_eq!(summary(&folder)["stop_reason"], "interrupted");
-    // The folder belongs to that scenario: other parameters are refused unless asked.
+    // The folder belongs to that scenario: a run with other parameters sets it aside, whole,
+    // or replaces it when asked.
     let run_with = |extra: &[&str]| {
         agora()
             .args(["run", "scenarios/opinion.toml", "--quiet", "--out"])
@@ -400,13 +401,34 @@ fn a_runs_folder_and_exit_code_are_its_own() {
             .output()
             .unwrap()
     };
-    let stderr = bad_input(&run_with(&[]), "\u{1b}");
+    let interrupted = std::fs::read(folder.join("transcript.jsonl")).unwrap();
+    let other = run_with(&[]);
+    let stderr = text(&other.stderr);
+    assert!(other.status.success(), "{stderr}");
+    let aside = folder.with_file_name(format!(
+        "{}.previous-1",
+        folder.file_name().unwrap().to_string_lossy()
+    ));
     assert!(
-        stderr.contains("with other settings") && stderr.contains("--overwrite"),
+        stderr.contains("held a run with other settings") && stderr.contains(&*aside.to_string_lossy()),
         "{stderr}"
     );
-    let asked = run_with(&["--overwrite"]);
+    assert_eq!(summary(&aside)["stop_reason"], "interrupted");
+    assert_eq!(
+        std::fs::read(aside.join("transcript.jsonl")).unwrap(),
+        interrupted
+    );
+    assert_eq!(
+        summary(&folder)["parameters"]["agents"][0]["params"]["epsilon"],
+        0.3
+    );
+    let asked = run_with(&["--overwrite", "--set", "agents.0.params.mu=0.3"]);
     assert!(asked.status.success(), "{}", text(&asked.stderr));
+    assert!(
+        !text(&asked.stderr).contains("previous-2"),
+        "{}",
+        text(&asked.stderr)
+    );
     let s = summary(&folder);
     assert_eq!(s["parameters"]["agents"][0]["params"]["epsilon"], 0.3, "{s}");
     assert_eq!(s["fingerprint"].as_str().unwrap().len(), 64);

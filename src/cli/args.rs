@@ -183,7 +183,7 @@ pub(super) struct RunArgs {
     #[arg(long)]
     pub resume: bool,
     /// Replace the outputs of a run of another scenario (or other parameters) in the run's
-    /// folder; without it such a folder is refused
+    /// folder; without it such a run is moved to {name}-{seed}.previous-N beside it
     #[arg(long)]
     pub overwrite: bool,
     /// Run the agents in N worker processes sharing the Redis backend

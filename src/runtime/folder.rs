@@ -4,8 +4,9 @@
 //! A running run holds `.agora.lock` (naming its machine and process): a second run that
 //! would write into the same folder is refused instead of interleaving its transcript with
 //! the first's. `.agora.run` records the scenario's fingerprint: a run of another scenario,
-//! or of the same one with other parameters, does not replace the folder's outputs unless
-//! asked (`--overwrite`). A run refused before it started leaves no folder behind.
+//! or of the same one with other parameters, moves the folder's earlier run to
+//! `{name}-{seed}.previous-N` beside it instead of writing over it, unless asked to replace
+//! it (`--overwrite`). A run refused before it started leaves no folder behind.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,13 +49,18 @@ pub(crate) struct RunFolder {
     /// Whether this run took `.agora.lock`: a claim refused because another run holds it
     /// must leave that run's lock alone.
     locked: bool,
+    /// The folder holds a run with other settings, which [`take_over`](Self::take_over) moves
+    /// aside.
+    set_aside: bool,
+    /// This run's record, written by [`take_over`](Self::take_over).
+    mark: Mark,
 }
 
 /// How a run claims its folder.
 pub(crate) struct Claim<'a> {
     pub scenario: &'a str,
     pub fingerprint: String,
-    /// Replace the outputs of a run of another scenario.
+    /// Replace the outputs of a run of another scenario, instead of setting them aside.
     pub overwrite: bool,
     /// `--resume`: the folder should hold this very run.
     pub resume: bool,
@@ -71,13 +77,14 @@ fn refused(message: String, hint: &str) -> RunError {
 }
 
 impl RunFolder {
-    /// Claims `dir` for a run: makes it if needed, refuses it while another run writes there
-    /// or when it holds another scenario's run (unless `claim.overwrite`).
+    /// Claims `dir` for a run: makes it if needed, refuses it while another run writes there,
+    /// and to a `--resume` when it holds a run with other settings. Nothing in it changes
+    /// until [`take_over`](Self::take_over).
     ///
     /// # Errors
     ///
     /// `RunError::Refused` (exit code 2): the folder cannot be made, another run holds it, or
-    /// it holds a run of another scenario.
+    /// a `--resume` finds a run with other settings in it.
     pub fn claim(dir: &Path, claim: &Claim<'_>) -> Result<RunFolder, RunError> {
         let created: Vec<PathBuf> = dir
             .ancestors()
@@ -96,6 +103,11 @@ impl RunFolder {
             created,
             kept: false,
             locked: false,
+            set_aside: false,
+            mark: Mark {
+                scenario: claim.scenario.to_string(),
+                fingerprint: claim.fingerprint.clone(),
+            },
         };
         folder.lock()?;
         folder.check_mark(claim)?;
@@ -143,8 +155,8 @@ impl RunFolder {
         ))
     }
 
-    /// Refuses a folder that holds a run of another scenario, unless asked to overwrite it;
-    /// records this one's.
+    /// Refuses a `--resume` into a folder that holds a run with other settings; notes a fresh
+    /// run's need to set such a run aside (unless asked to overwrite it).
     fn check_mark(&mut self, claim: &Claim<'_>) -> Result<(), RunError> {
         let path = self.dir.join(MARK);
         if let Ok(text) = std::fs::read_to_string(&path)
@@ -161,25 +173,77 @@ impl RunFolder {
                     RESUME_THE_SAME,
                 ));
             }
+            self.set_aside = true;
+        }
+        self.mark = Mark {
+            scenario: claim.scenario.to_string(),
+            fingerprint: claim.fingerprint.clone(),
+        };
+        Ok(())
+    }
+
+    /// Makes the folder this run's, just before it writes anything: an earlier run with other
+    /// settings moves, whole, to `{name}-{seed}.previous-N` beside it (the first N free), so
+    /// that nothing it wrote is lost and the run still writes where it is expected to; then the
+    /// folder records this run's scenario. Left until now so that a run refused before it
+    /// starts (a backend that cannot be used) leaves the earlier run where it was.
+    ///
+    /// # Errors
+    ///
+    /// The earlier run cannot be moved, or the record cannot be written.
+    pub fn take_over(&mut self) -> Result<(), RunError> {
+        if self.set_aside {
+            let aside = self.move_earlier_run()?;
+            tracing::warn!(
+                "the folder {} held a run with other settings (another scenario, --set or seed); it is now in {} (--overwrite replaces such a run instead)",
+                self.dir.display(),
+                aside.display()
+            );
+            self.set_aside = false;
+        }
+        let path = self.dir.join(MARK);
+        let text = serde_json::to_string(&self.mark).map_err(|e| RunError::Internal(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| RunError::output(&path, e))
+    }
+
+    /// Moves everything in the folder but this run's lock into a new `.previous-N` folder
+    /// beside it; returns that folder.
+    fn move_earlier_run(&self) -> Result<PathBuf, RunError> {
+        let name = self
+            .dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        let aside = (1..)
+            .map(|n| parent.join(format!("{name}.previous-{n}")))
+            // `create_dir` fails on an existing folder: the first N it succeeds for is free,
+            // even with another run setting aside beside this one.
+            .find(|candidate| match std::fs::create_dir(candidate) {
+                Ok(()) => true,
+                Err(e) => e.kind() != std::io::ErrorKind::AlreadyExists,
+            })
+            .unwrap_or_default();
+        if !aside.is_dir() {
             return Err(refused(
                 format!(
-                    "the folder {} holds a run of {} with other settings (another scenario, --set or seed): this run would replace its outputs",
-                    self.dir.display(),
-                    if mark.scenario == claim.scenario {
-                        "this scenario".to_string()
-                    } else {
-                        format!("scenario {:?}", mark.scenario)
-                    }
+                    "cannot set aside the earlier run in {}: no folder could be made beside it",
+                    self.dir.display()
                 ),
                 "give this run its own folder with --out DIR, or pass --overwrite to replace that run's outputs",
             ));
         }
-        let mark = Mark {
-            scenario: claim.scenario.to_string(),
-            fingerprint: claim.fingerprint.clone(),
-        };
-        let text = serde_json::to_string(&mark).map_err(|e| RunError::Internal(e.to_string()))?;
-        std::fs::write(&path, text).map_err(|e| RunError::output(&path, e))
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| RunError::output(&self.dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| RunError::output(&self.dir, e))?;
+            if entry.file_name() == LOCK {
+                continue;
+            }
+            let to = aside.join(entry.file_name());
+            std::fs::rename(entry.path(), &to).map_err(|e| RunError::output(&to, e))?;
+        }
+        Ok(aside)
     }
 
     /// The run has started: the folder keeps what it writes. A fresh run first removes the
@@ -237,10 +301,10 @@ mod tests {
         );
         // The refused claim left the first run's lock in place: a third is refused too.
         assert!(RunFolder::claim(&dir, &claim("a", false)).is_err());
+        first.take_over().unwrap();
+        std::fs::write(dir.join("transcript.jsonl"), "a's\n").unwrap();
         first.keep(true);
         drop(first);
-        let other = RunFolder::claim(&dir, &claim("b", false)).err().unwrap();
-        assert!(other.to_string().contains("with other settings"), "{other}");
         let resumed = RunFolder::claim(
             &dir,
             &Claim {
@@ -258,10 +322,35 @@ mod tests {
             resumed.hint().unwrap().contains("the scenario (and --set"),
             "{resumed:?}"
         );
-        let mut asked = RunFolder::claim(&dir, &claim("b", true)).unwrap();
+        // Another scenario's run: a's moves aside, whole, when b takes the folder over.
+        let mut other = RunFolder::claim(&dir, &claim("b", false)).unwrap();
+        assert!(
+            dir.join("transcript.jsonl").exists(),
+            "nothing moves before take_over"
+        );
+        other.take_over().unwrap();
+        let aside = out.path().join("s-1.previous-1");
+        assert_eq!(
+            std::fs::read_to_string(aside.join("transcript.jsonl")).unwrap(),
+            "a's\n"
+        );
+        assert!(
+            std::fs::read_to_string(aside.join(MARK))
+                .unwrap()
+                .contains("\"a\"")
+        );
+        assert!(!aside.join(LOCK).exists() && dir.join(LOCK).exists());
+        assert!(!dir.join("transcript.jsonl").exists());
+        std::fs::write(dir.join("transcript.jsonl"), "b's\n").unwrap();
+        other.keep(true);
+        drop(other);
+        // Asked to overwrite: a's replaces b's, nothing more is set aside.
+        let mut asked = RunFolder::claim(&dir, &claim("a", true)).unwrap();
+        asked.take_over().unwrap();
         asked.keep(true);
         drop(asked);
-        assert!(dir.exists());
+        assert!(dir.join("transcript.jsonl").exists() && !out.path().join("s-1.previous-2").exists());
+        assert!(std::fs::read_to_string(dir.join(MARK)).unwrap().contains("\"a\""));
         // A refused run leaves no folder of its own behind.
         let fresh = out.path().join("s-2");
         drop(RunFolder::claim(&fresh, &claim("a", false)).unwrap());

@@ -133,6 +133,9 @@ impl<'a, B: Backend> Coordinator<'a, B> {
         );
         let prepared = async {
             let checkpoint = self.prepare().await?;
+            // The first write into the folder: nothing of an earlier run has moved before
+            // this run could start.
+            folder.take_over()?;
             let transcript = self.open_transcript(&run_dir, checkpoint.as_ref()).await?;
             self.open_tidy(&run_dir, checkpoint.as_ref())?;
             self.write_network(&run_dir)?;
