@@ -706,6 +706,13 @@ fn careless_inputs_are_told_in_the_users_words() {
         .output()
         .unwrap();
     bad_input(&output, "expected a whole number");
+    // Cleanup deletes keys: it never falls back to a default server.
+    let output = agora()
+        .args(["cleanup", "--stream", "s"])
+        .env_remove("AGORA_BACKEND__URL")
+        .output()
+        .unwrap();
+    bad_input(&output, "pass --redis-url URL");
     // A run's own key is not a stream to clean up or inspect (nothing listens on port 1).
     for command in ["cleanup", "inspect"] {
         let output = agora()

@@ -150,8 +150,12 @@ fn cleanup_after_removes_the_run_and_nothing_else() {
     );
     assert_eq!(refused.status.code(), Some(2));
     let stderr = text(&refused.stderr);
+    // It finished: the hint offers what can be done, and --resume is not (it would say
+    // there is nothing to resume).
     assert!(
-        stderr.contains("keys of an earlier run") && stderr.contains("--resume"),
+        stderr.contains("keys of an earlier run")
+            && stderr.contains("agora cleanup")
+            && !stderr.contains("--resume"),
         "{stderr}"
     );
     let cleaned = agora()

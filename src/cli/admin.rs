@@ -10,10 +10,19 @@ use crate::backend::{Keys, RunStore};
 use crate::error::{Error, exit};
 use crate::scenario::ScenarioError;
 
+/// What an admin command does with the run's keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Delete,
+}
+
 /// The URL and keys for `cleanup` and `inspect`. The URL comes as it does for `agora run`:
-/// `--redis-url`, else `AGORA_BACKEND__URL`, else the default.
+/// `--redis-url`, else `AGORA_BACKEND__URL`, else (to read only) the default. A command
+/// that deletes keys never falls back to the default: the server must be named.
 fn connect_admin(
     url: Option<&str>,
+    access: Access,
     stream: &str,
     group_prefix: &str,
     cache_prefix: Option<&str>,
@@ -22,6 +31,12 @@ fn connect_admin(
     let (origin, text) = match (url, from_env.as_deref()) {
         (Some(url), _) => ("--redis-url", url),
         (None, Some(url)) => ("environment variable AGORA_BACKEND__URL", url),
+        (None, None) if access == Access::Delete => {
+            return Err(Error::Usage(format!(
+                "agora cleanup deletes keys, so it needs to be told on which Redis: pass --redis-url URL (for example --redis-url {}) or set AGORA_BACKEND__URL",
+                crate::backend::url::DEFAULT
+            )));
+        }
         (None, None) => ("the default URL", crate::backend::url::DEFAULT),
     };
     let url = RedisUrl::parse(text)
@@ -43,6 +58,7 @@ fn connect_admin(
 pub(super) fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
     let (url, keys) = connect_admin(
         args.redis_url.as_deref(),
+        Access::Delete,
         &args.stream,
         &args.group_prefix,
         args.cache_prefix.as_deref(),
@@ -87,6 +103,7 @@ pub(super) fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
 pub(super) fn inspect(args: InspectArgs) -> Result<u8, Error> {
     let (url, keys) = connect_admin(
         args.redis_url.as_deref(),
+        Access::Read,
         &args.stream,
         "group_",
         args.cache_prefix.as_deref(),

@@ -231,7 +231,7 @@ pub(super) struct CheckArgs {
 
 #[derive(Args)]
 pub(super) struct CleanupArgs {
-    /// The Redis URL (default: $AGORA_BACKEND__URL, else redis://127.0.0.1:6379/0)
+    /// The Redis URL (default: $AGORA_BACKEND__URL; one of the two is needed)
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
     /// The stream key

@@ -203,8 +203,15 @@ impl<B: Backend> Coordinator<'_, B> {
                 format!("{:?}", backend.cleanup).to_lowercase()
             ),
             hint: format!(
-                "continue it with --resume, delete it with `agora cleanup --redis-url {} --stream {}`, or set backend.cleanup = \"before\"",
-                backend.url, backend.keys.stream
+                "{}delete it with `agora cleanup --redis-url {} --stream {}`, or set backend.cleanup = \"before\"",
+                // A finished run has nothing to resume: the hint names only what can be done.
+                if record.is_resumable() {
+                    "continue it with --resume, "
+                } else {
+                    ""
+                },
+                backend.url,
+                backend.keys.stream
             ),
         }
     }
