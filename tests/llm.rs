@@ -299,12 +299,13 @@ fn servers_that_cannot_be_used_are_refused_before_any_agent_runs() {
         .unwrap()
         .port();
     let nowhere = format!("http://127.0.0.1:{port}/v1");
-    fails(
+    let unreached = fails(
         &debate(&nowhere, 3, 2, 0.0, ""),
         &[],
         3,
         &[&nowhere, "could not be reached"],
     );
+    assert!(unreached.contains("--replay"), "{unreached}");
 
     let keyed = LlmServer::start(Behaviour {
         key: Some(KEY.to_string()),

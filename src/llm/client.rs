@@ -295,7 +295,9 @@ fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
     } else if e.is_connect() {
         (
             "could not be reached (is it running, and the address right?)",
-            CHECK,
+            // A new user without a server or network may have only the recording beside a
+            // shipped scenario.
+            "check [llm] base_url, and that the server is running; to run without a server, answer from a recorded run with --replay LLM.JSONL (scenarios/llm-debate.llm.jsonl, for one)",
         )
     } else {
         ("broke off the exchange", CHECK)
