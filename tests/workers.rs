@@ -137,6 +137,10 @@ fn a_killed_worker_is_reported_by_name_and_resume_finishes_the_run() {
     wait_until("tick 3", || {
         server.completed_tick("mixed").is_some_and(|t| t >= 3)
     });
+    // The resolved scenario the workers were started with is gone once they read it: a
+    // coordinator killed now leaves nothing in the temp folder.
+    let handed = std::env::temp_dir().join(format!("agora-mixed-{}.toml", child.id()));
+    assert!(!handed.exists(), "{} is still there", handed.display());
     let victim = worker_pid(&server, "mixed", "2/3").expect("worker 2/3 registered");
     // SAFETY: a signal to a process this test's run started.
     unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };

@@ -104,6 +104,9 @@ impl<B: Backend> Workers<B> {
         workers.send(&command).await?;
         tracing::info!(workers = ?instances, "workers joined the run");
         let ready = workers.gather(|r| matches!(r, Report::Ready { .. })).await?;
+        // Every worker has read the scenario and built its agents: the file has done its
+        // work, and a coordinator killed from now on leaves none in the temp folder.
+        workers.remove_scenario_file();
         let agents: u64 = ready
             .iter()
             .map(|r| match r {
@@ -135,6 +138,13 @@ impl<B: Backend> Workers<B> {
                 Some((id, _)) => self.cursor = *id,
                 None => return Ok(()),
             }
+        }
+    }
+
+    /// Removes the resolved scenario the local workers were started with, if there is one.
+    fn remove_scenario_file(&mut self) {
+        if let Some(file) = self.scenario_file.take() {
+            let _ = std::fs::remove_file(file);
         }
     }
 
@@ -315,8 +325,6 @@ impl<B: Backend> Drop for Workers<B> {
                 let _ = child.wait();
             }
         }
-        if let Some(file) = &self.scenario_file {
-            let _ = std::fs::remove_file(file);
-        }
+        self.remove_scenario_file();
     }
 }
