@@ -354,6 +354,14 @@ fn a_program_failing_in_on_tick_stops_the_run_without_dead_lettering_its_message
     }
 }
 
+/// The value of `name` in `tick` in a `metrics.csv`.
+fn metric_at(metrics: &str, tick: u64, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{tick},{name},")))
+        .and_then(|l| l.rsplit(',').next()?.parse::<f64>().ok())
+}
+
 #[test]
 fn a_program_s_model_reporters_are_worked_out_from_its_agents_values_each_tick() {
     // Agent b_k reports x = k * tick; the program declares the mean, the spread and the
@@ -374,12 +382,7 @@ run(Reporting())
     let output = run(&scenario(dir.path(), &script, ""), &out, &["--no-plots"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let metrics = std::fs::read_to_string(run_dir_under(&out).join("metrics.csv")).unwrap();
-    let row = |tick: u64, name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(&format!("{tick},{name},")))
-            .and_then(|l| l.rsplit(',').next()?.parse::<f64>().ok())
-    };
+    let row = |tick: u64, name: &str| metric_at(&metrics, tick, name);
     // Tick 2: x is 2, 4 and 6.
     assert_eq!(row(2, "x_mean"), Some(4.0), "{metrics}");
     assert_eq!(row(2, "x_count"), Some(3.0), "{metrics}");
@@ -387,6 +390,23 @@ run(Reporting())
     assert!((std - (8.0f64 / 3.0).sqrt()).abs() < 1e-12, "{metrics}");
     assert_eq!(row(3, "x_mean"), Some(6.0), "{metrics}");
     assert!(!metrics.contains("y_max"), "{metrics}");
+
+    // Two tables of the program: its reporters are over all its agents (x = 2, 4, 6, 8 in
+    // tick 2), not the largest of each table's (6 for b's, 8 for c's mean).
+    let two_tables = scenario(dir.path(), &script, "");
+    let text_of = std::fs::read_to_string(&two_tables).unwrap();
+    std::fs::write(
+        &two_tables,
+        format!("{text_of}\n[[agents]]\nid = \"c\"\nbehaviour = \"faulty\"\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("two");
+    let output = run(&two_tables, &out, &["--no-plots"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let metrics = std::fs::read_to_string(run_dir_under(&out).join("metrics.csv")).unwrap();
+    let row = |tick: u64, name: &str| metric_at(&metrics, tick, name);
+    assert_eq!(row(2, "x_mean"), Some(5.0), "{metrics}");
+    assert_eq!(row(2, "x_count"), Some(4.0), "{metrics}");
 
     // A statistic agora does not know is bad input before the run.
     std::fs::write(

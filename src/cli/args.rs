@@ -55,8 +55,8 @@ backend.stream (its name unless set; `agora check` shows it).
 
 Example: agora cleanup --redis-url redis://127.0.0.1:6379/0 --stream gossip
 
-Exit codes: 0 deleted (also when there was nothing to delete), 2 the keys are not a run's,
-3 Redis cannot be used.")]
+Exit codes: 0 deleted (also when there was nothing to delete), 2 no Redis named (neither
+--redis-url nor AGORA_BACKEND__URL) or the keys are not a run's, 3 Redis cannot be used.")]
     Cleanup(CleanupArgs),
     /// Show a run's keys on Redis: stream length, groups' pending and lag, dead letters, cache
     #[command(after_help = "\

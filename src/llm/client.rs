@@ -297,7 +297,7 @@ fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
             "could not be reached (is it running, and the address right?)",
             // A new user without a server or network may have only the recording beside a
             // shipped scenario.
-            "check [llm] base_url, and that the server is running; to run without a server, answer from a recorded run with --replay LLM.JSONL (scenarios/llm-debate.llm.jsonl, for one)",
+            "check [llm] base_url, and that the server is running; to run without a server, answer from a recording of this scenario with --replay FILE (a run's llm.jsonl; the shipped LLM scenarios have one beside them)",
         )
     } else {
         ("broke off the exchange", CHECK)

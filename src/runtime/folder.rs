@@ -23,6 +23,15 @@ const MARK: &str = ".agora.run";
 /// taken for this run's.
 const OCCASIONAL_OUTPUTS: [&str; 1] = ["dead_letters.jsonl"];
 
+/// Whether the run in `dir` finished: its summary says it stopped for a reason of its own
+/// (not `interrupted`, as a run stopped by Ctrl-C or an error is; a crashed run has none).
+fn finished(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("summary.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|s| s["stop_reason"].as_str().is_some_and(|r| r != "interrupted"))
+}
+
 /// Who is writing into the run folder `dir`, when a run still going holds its lock.
 pub(crate) fn written_by(dir: &Path) -> Option<String> {
     let holder = std::fs::read_to_string(dir.join(LOCK)).ok()?;
@@ -36,6 +45,10 @@ pub(crate) fn written_by(dir: &Path) -> Option<String> {
 struct Mark {
     scenario: String,
     fingerprint: String,
+    /// The run's backend keeps its state (Redis): if it did not finish, `--resume` may
+    /// still continue it, in this folder.
+    #[serde(default)]
+    resumable: bool,
 }
 
 /// A run's hold on its folder, given back when dropped.
@@ -64,6 +77,8 @@ pub(crate) struct Claim<'a> {
     pub overwrite: bool,
     /// `--resume`: the folder should hold this very run.
     pub resume: bool,
+    /// The run's backend keeps its state (Redis), so that an unfinished run may be resumed.
+    pub resumable: bool,
 }
 
 /// What to do about a `--resume` with other settings than the run's.
@@ -107,6 +122,7 @@ impl RunFolder {
             mark: Mark {
                 scenario: claim.scenario.to_string(),
                 fingerprint: claim.fingerprint.clone(),
+                resumable: claim.resumable,
             },
         };
         folder.lock()?;
@@ -173,12 +189,18 @@ impl RunFolder {
                     RESUME_THE_SAME,
                 ));
             }
+            if mark.resumable && !finished(&self.dir) {
+                // Its `--resume` looks for it here: moved aside, it could not be continued.
+                return Err(refused(
+                    format!(
+                        "the folder {} holds a Redis run with other settings (another scenario, --set or seed) that did not finish, which --resume can still continue here",
+                        self.dir.display()
+                    ),
+                    "give this run its own folder with --out DIR; or continue that run first (--resume, with its own settings), or pass --overwrite to replace its outputs",
+                ));
+            }
             self.set_aside = true;
         }
-        self.mark = Mark {
-            scenario: claim.scenario.to_string(),
-            fingerprint: claim.fingerprint.clone(),
-        };
         Ok(())
     }
 
@@ -206,9 +228,10 @@ impl RunFolder {
         std::fs::write(&path, text).map_err(|e| RunError::output(&path, e))
     }
 
-    /// Moves everything in the folder but this run's lock into a new `.previous-N` folder
-    /// beside it; returns that folder.
-    fn move_earlier_run(&self) -> Result<PathBuf, RunError> {
+    /// Moves the folder, whole, to a new `.previous-N` beside it (one rename: the earlier run
+    /// is never split), then makes the folder again and brings this run's lock back into it;
+    /// returns where the earlier run went.
+    fn move_earlier_run(&mut self) -> Result<PathBuf, RunError> {
         let name = self
             .dir
             .file_name()
@@ -216,33 +239,37 @@ impl RunFolder {
             .to_string_lossy()
             .into_owned();
         let parent = self.dir.parent().unwrap_or(Path::new("."));
-        let aside = (1..)
-            .map(|n| parent.join(format!("{name}.previous-{n}")))
-            // `create_dir` fails on an existing folder: the first N it succeeds for is free,
-            // even with another run setting aside beside this one.
-            .find(|candidate| match std::fs::create_dir(candidate) {
-                Ok(()) => true,
-                Err(e) => e.kind() != std::io::ErrorKind::AlreadyExists,
-            })
-            .unwrap_or_default();
-        if !aside.is_dir() {
-            return Err(refused(
+        let cannot = |why: String| {
+            refused(
                 format!(
-                    "cannot set aside the earlier run in {}: no folder could be made beside it",
+                    "cannot set aside the earlier run in {}: {why}",
                     self.dir.display()
                 ),
                 "give this run its own folder with --out DIR, or pass --overwrite to replace that run's outputs",
-            ));
+            )
+        };
+        let aside = (1..)
+            .map(|n| parent.join(format!("{name}.previous-{n}")))
+            .find(|candidate| !candidate.exists())
+            .unwrap_or_default();
+        // `rename` onto an existing folder would fail (or, empty, be replaced): none exists
+        // at `aside` a moment ago, and another run setting aside beside this one takes the
+        // next number or fails here, moving nothing.
+        std::fs::rename(&self.dir, &aside)
+            .map_err(|e| cannot(format!("{} -> {}: {e}", self.dir.display(), aside.display())))?;
+        if let Err(e) = std::fs::create_dir(&self.dir) {
+            // Another run made the folder in the moment it was gone: it is that run's now,
+            // lock and all. This run's lock went with the earlier run.
+            self.locked = false;
+            let _ = std::fs::remove_file(aside.join(LOCK));
+            return Err(cannot(format!(
+                "another run took {} while it moved ({e}); the earlier run is in {}",
+                self.dir.display(),
+                aside.display()
+            )));
         }
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| RunError::output(&self.dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| RunError::output(&self.dir, e))?;
-            if entry.file_name() == LOCK {
-                continue;
-            }
-            let to = aside.join(entry.file_name());
-            std::fs::rename(entry.path(), &to).map_err(|e| RunError::output(&to, e))?;
-        }
+        let lock = self.dir.join(LOCK);
+        std::fs::rename(aside.join(LOCK), &lock).map_err(|e| RunError::output(&lock, e))?;
         Ok(aside)
     }
 
@@ -286,6 +313,7 @@ mod tests {
             fingerprint: fingerprint.to_string(),
             overwrite,
             resume: false,
+            resumable: false,
         }
     }
 
@@ -363,5 +391,40 @@ mod tests {
         std::fs::create_dir(runs.join("s-2")).unwrap();
         drop(refused);
         assert!(!runs.join("s-1").exists() && runs.join("s-2").exists());
+    }
+
+    #[test]
+    fn an_unfinished_redis_run_stays_where_resume_looks_for_it() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("s-1");
+        let on_redis = |fingerprint: &str| Claim {
+            resumable: true,
+            ..claim(fingerprint, false)
+        };
+        let mut first = RunFolder::claim(&dir, &on_redis("a")).unwrap();
+        first.take_over().unwrap();
+        first.keep(true);
+        drop(first);
+        // Crashed (no summary) or interrupted: another run does not move it.
+        for summary in [None, Some(r#"{"stop_reason":"interrupted"}"#)] {
+            if let Some(summary) = summary {
+                std::fs::write(dir.join("summary.json"), summary).unwrap();
+            }
+            let refused = RunFolder::claim(&dir, &claim("b", false)).err().unwrap();
+            assert!(refused.to_string().contains("did not finish"), "{refused}");
+            assert!(refused.hint().unwrap().contains("--out DIR"), "{refused:?}");
+        }
+        // Its own --resume still finds it.
+        let resumed = Claim {
+            resume: true,
+            ..on_redis("a")
+        };
+        drop(RunFolder::claim(&dir, &resumed).unwrap());
+        // Finished, it moves aside like any other.
+        std::fs::write(dir.join("summary.json"), r#"{"stop_reason":"ticks"}"#).unwrap();
+        let mut other = RunFolder::claim(&dir, &claim("b", false)).unwrap();
+        other.take_over().unwrap();
+        assert!(out.path().join("s-1.previous-1").join("summary.json").exists());
+        assert!(dir.join(LOCK).exists() && !out.path().join("s-1.previous-1").join(LOCK).exists());
     }
 }

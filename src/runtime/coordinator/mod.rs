@@ -118,6 +118,7 @@ impl<'a, B: Backend> Coordinator<'a, B> {
             fingerprint: self.scenario.fingerprint(),
             overwrite: self.options.overwrite,
             resume: self.options.resume,
+            resumable: self.scenario.backend.kind == crate::scenario::BackendKind::Redis,
         };
         let recording = self.read_recording(&run_dir)?;
         let mut folder = RunFolder::claim(&run_dir, &claim)?;

@@ -130,14 +130,28 @@ impl<B: Backend> Coordinator<'_, B> {
     }
 
     /// Sets the levels the behaviours work out from their agents' reported values
-    /// ([`Behaviour::model_reporters`](crate::Behaviour::model_reporters)), table by table.
+    /// ([`Behaviour::model_reporters`](crate::Behaviour::model_reporters)): a Rust
+    /// behaviour's table by table (each table has its own parameters), a program's over
+    /// every table that uses it (its reporters are the program's, the same for all).
     pub(super) fn add_model_reporters(&mut self, tally: &mut Tally) {
         if tally.agents.is_empty() {
             return;
         }
         for (t, table) in self.scenario.tables.iter().enumerate() {
+            let program = table.behaviour.as_program().map(|p| p.name.as_str());
+            let same = |u: usize| match program {
+                Some(name) => self.scenario.tables[u]
+                    .behaviour
+                    .as_program()
+                    .is_some_and(|p| p.name == name),
+                None => u == t,
+            };
+            if (0..t).any(same) {
+                // Worked out with the first table of its program.
+                continue;
+            }
             let mut values: std::collections::BTreeMap<String, Vec<f64>> = std::collections::BTreeMap::new();
-            for agent in self.scenario.agents.iter().filter(|a| a.table == t) {
+            for agent in self.scenario.agents.iter().filter(|a| same(a.table)) {
                 if let Some(reported) = tally.agents.get(&*agent.name) {
                     for (name, value) in reported {
                         values.entry(name.to_string()).or_default().push(*value);
