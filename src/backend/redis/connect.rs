@@ -134,6 +134,11 @@ pub(crate) fn connect_error(url: &RedisUrl, scrubber: &Scrubber, e: &RedisError)
 /// replica without its master, a cluster slot moving. A transaction refused at EXEC
 /// (EXECABORT: nothing of it ran) is transient when every command was refused for such a
 /// reason, as they are when Redis restarts between MULTI and EXEC.
+///
+/// On a Redis Cluster, MOVED and ASK are such a reason too when the client could not follow
+/// them itself: a transaction or pipeline sent to another node while its slot's primary was
+/// down (a new user's killed primary stopped the run with exit 1 and the raw redirects,
+/// though the primary came back at once). Sent again after the wait, it goes to the right node.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
     let transient = |kind: ServerErrorKind| {
         matches!(
@@ -142,17 +147,14 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::ClusterDown
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
         )
     };
-    match e.kind() {
-        ErrorKind::Server(ServerErrorKind::ExecAbort) => {
-            e.clone().into_server_errors().is_some_and(|refused| {
-                !refused.is_empty() && refused.iter().all(|(_, s)| s.kind().is_some_and(transient))
-            })
-        }
-        ErrorKind::Server(kind) => transient(kind),
-        _ => false,
-    }
+    // One server error, or each of a pipeline's or an aborted transaction's.
+    e.clone().into_server_errors().is_some_and(|errors| {
+        !errors.is_empty() && errors.iter().all(|(_, s)| s.kind().is_some_and(transient))
+    })
 }
 
 /// `SELECT` of a database the server does not have. Redis gives it no code of its own
@@ -483,5 +485,32 @@ mod tests {
         assert!(!s.scrub("redis://alice:pa55word@h:1/0").contains("pa55word"));
         let bare = Scrubber::new(&RedisUrl::parse("redis://h:1").unwrap());
         assert_eq!(bare.scrub("text"), "text");
+    }
+
+    /// The error a server's reply `reply` (RESP) makes.
+    fn server_error(reply: &str) -> RedisError {
+        redis::parse_redis_value(reply.as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn redirects_and_restarts_are_waited_out_and_other_errors_are_not() {
+        for transient in [
+            "-MOVED 7826 127.0.0.1:7102\r\n",
+            "-ASK 7826 127.0.0.1:7102\r\n",
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+        ] {
+            assert!(is_transient(&server_error(transient)), "{transient}");
+        }
+        for lasting in [
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+            "-NOPERM this user has no permissions\r\n",
+            "-EXECABORT Transaction discarded because of previous errors.\r\n",
+        ] {
+            assert!(!is_transient(&server_error(lasting)), "{lasting}");
+        }
     }
 }
