@@ -94,6 +94,53 @@ fn a_run_killed_on_a_cluster_resumes_to_its_transcript() {
     assert_eq!(hash(&run_dir), expected, "after kills and --resume");
 }
 
+#[test]
+fn a_run_rides_out_a_primary_killed_and_started_again() {
+    // A primary goes away mid-run and comes back with its data: the run waits, makes its
+    // connection to the cluster anew, and goes on to the memory transcript (a new user's
+    // run stopped here, and waited the whole reconnect_timeout for nothing first).
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "village.toml", &broadcast_village());
+    let longer = ["--set", "scenario.ticks=40"];
+    let memory = tempfile::tempdir().unwrap();
+    let expected = hash(&run_ok(&scenario, memory.path(), &longer));
+    let mut cluster = RedisCluster::start_with_aof();
+    let url = cluster.url();
+    let out = tempfile::tempdir().unwrap();
+    let child = agora()
+        .arg("run")
+        .arg(&scenario)
+        .args(["--quiet", "--no-plots", "--out"])
+        .arg(out.path())
+        .args(on_cluster(&url))
+        .args(longer)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while cluster.completed_tick("village").is_none_or(|t| t < 3) {
+        assert!(started.elapsed() < Duration::from_secs(60), "tick 3 never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.nodes[1].kill();
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.nodes[1].restart();
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the backend answers again"), "{stderr}");
+    let run_dir = out.path().join(
+        std::fs::read_dir(out.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name(),
+    );
+    assert_eq!(hash(&run_dir), expected);
+}
+
 fn read(group: &str) -> GroupRead {
     GroupRead {
         group: group.to_string(),

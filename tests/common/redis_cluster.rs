@@ -34,11 +34,23 @@ fn cli() -> PathBuf {
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_keeping("no")
+    }
+
+    /// A cluster whose nodes keep every write in their AOF (`appendfsync always`): a node
+    /// killed and started again ([`RedisServer::restart`]) comes back with its data.
+    pub fn start_with_aof() -> Self {
+        Self::start_keeping("yes")
+    }
+
+    fn start_keeping(appendonly: &str) -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 RedisServer::start_with(&[
                     "--appendonly",
-                    "no",
+                    appendonly,
+                    "--appendfsync",
+                    "always",
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",

@@ -33,7 +33,7 @@ fn glob_escape(text: &str) -> String {
 /// its primaries.
 async fn scan(b: &RedisBackend, prefix: &str, kind: Option<&str>) -> Result<Vec<String>, BackendError> {
     let pattern = format!("{}*", glob_escape(prefix));
-    let nodes = if b.inner.con.is_cluster() {
+    let nodes = if b.con().is_cluster() {
         primaries(b).await?.into_iter().map(Some).collect()
     } else {
         vec![None]
@@ -50,7 +50,7 @@ async fn scan(b: &RedisBackend, prefix: &str, kind: Option<&str>) -> Result<Vec<
             let (next, batch): (u64, Vec<String>) = match &node {
                 None => b.query("SCAN", &cmd).await?,
                 Some((host, port)) => {
-                    let reply = b.inner.con.on_node(cmd, host, *port).await;
+                    let reply = b.con().on_node(cmd, host, *port).await;
                     let reply = reply.map_err(|e| b.error("SCAN", &e))?;
                     redis::from_redis_value(reply).map_err(|e| BackendError::command(format!("SCAN: {e}")))?
                 }

@@ -289,13 +289,8 @@ pub(crate) async fn connect(
     }
 
     if cluster {
-        let cluster_client =
-            cluster_client(url, RESPONSE_TIMEOUT, retries_within(reconnect_timeout)).map_err(unusable)?;
-        let con = cluster_client
-            .get_async_connection()
-            .await
-            .map_err(|e| connect_error(url, scrubber, &e))?;
-        return Ok((Connector::Cluster, Connection::Cluster(con), true));
+        let con = cluster_connection(url, scrubber, reconnect_timeout).await?;
+        return Ok((Connector::Cluster, con, true));
     }
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -311,6 +306,21 @@ pub(crate) async fn connect(
         Connection::Single(manager),
         false,
     ))
+}
+
+/// The command connection to the Redis Cluster `url` names a node of.
+pub(crate) async fn cluster_connection(
+    url: &RedisUrl,
+    scrubber: &Scrubber,
+    reconnect_timeout: Duration,
+) -> Result<Connection, BackendError> {
+    let client = cluster_client(url, RESPONSE_TIMEOUT, retries_within(reconnect_timeout))
+        .map_err(|e| connect_error(url, scrubber, &e))?;
+    client
+        .get_async_connection()
+        .await
+        .map(Connection::Cluster)
+        .map_err(|e| connect_error(url, scrubber, &e))
 }
 
 /// A cluster client that starts from the node `url` names and finds the others itself.

@@ -53,8 +53,9 @@ struct Inner {
     url: RedisUrl,
     scrubber: Scrubber,
     connector: Connector,
-    /// For every command but blocking reads.
-    con: Connection,
+    /// For every command but blocking reads. On a cluster, made anew when a node comes back
+    /// after an outage ([`RedisBackend::ping`]): the client does not take it back itself.
+    con: std::sync::RwLock<Connection>,
     /// For blocking reads only, made when first needed.
     waiter: tokio::sync::Mutex<Option<Connection>>,
     /// For blocking reads of bookkeeping streams (worker control), apart from `waiter`.
@@ -166,7 +167,7 @@ impl RedisBackend {
                 url: url.clone(),
                 scrubber,
                 connector,
-                con,
+                con: std::sync::RwLock::new(con),
                 waiter: tokio::sync::Mutex::new(None),
                 note_waiter: tokio::sync::Mutex::new(None),
                 reads: tokio::sync::Mutex::new(ReadPath {
@@ -204,17 +205,26 @@ impl RedisBackend {
         &self.inner.url
     }
 
+    /// The command connection (a handle: clones share its sockets).
+    fn con(&self) -> Connection {
+        self.inner
+            .con
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn error(&self, what: &str, e: &redis::RedisError) -> BackendError {
         connect::command_error(what, &self.inner.scrubber, e)
     }
 
     async fn query<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, BackendError> {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         cmd.query_async(&mut con).await.map_err(|e| self.error(what, &e))
     }
 
     async fn pipeline<T: FromRedisValue>(&self, what: &str, pipe: &Pipeline) -> Result<T, BackendError> {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         pipe.query_async(&mut con).await.map_err(|e| self.error(what, &e))
     }
 
@@ -325,8 +335,72 @@ impl Backend for RedisBackend {
         &self.inner.keys
     }
 
+    /// On a cluster, a PING that fails or hangs makes the command connection anew and asks
+    /// again: the cluster client keeps waiting on a primary that went away and came back
+    /// (a new user's killed and restarted primary stopped every run until `--resume`).
     async fn ping(&self) -> Result<(), BackendError> {
-        self.query::<()>("PING", &redis::cmd("PING")).await
+        if !self.con().is_cluster() {
+            return self.query::<()>("PING", &redis::cmd("PING")).await;
+        }
+        let ping = || async {
+            // Every primary: one answering while another is down is not the backend back.
+            let primaries: Vec<String> = self
+                .inner
+                .slot_owners
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .primaries()
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            let con = self.con();
+            for node in &primaries {
+                let (host, port) = node.rsplit_once(':').unwrap_or((node, "0"));
+                let ping = con.on_node(redis::cmd("PING"), host, port.parse().unwrap_or(0));
+                // Any failure, of the node or of the client's way to it (no connection to
+                // it yet), is the cluster not back.
+                let failed = match tokio::time::timeout(connect::CONNECT_TIMEOUT, ping).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => self.inner.scrubber.scrub(&e.to_string()),
+                    Err(_) => "no answer".to_string(),
+                };
+                return Err(BackendError::unavailable(
+                    format!("{node}, a primary of the Redis Cluster, did not answer PING ({failed})"),
+                    "",
+                ));
+            }
+            Ok(())
+        };
+        if ping().await.is_ok() {
+            return Ok(());
+        }
+        let fresh = connect::cluster_connection(
+            &self.inner.url,
+            &self.inner.scrubber,
+            self.inner.reconnect_timeout,
+        );
+        let fresh = tokio::time::timeout(connect::CONNECT_TIMEOUT, fresh)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::unavailable(
+                    "connecting to the Redis Cluster timed out",
+                    "",
+                ))
+            })?;
+        // Who owns which slots may have changed too (a replica promoted).
+        if let Ok(owners) = fresh.slot_owners().await {
+            *self
+                .inner
+                .slot_owners
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = owners;
+        }
+        *self
+            .inner
+            .con
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        ping().await
     }
 
     async fn preflight(&self) -> Result<(), BackendError> {

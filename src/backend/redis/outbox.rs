@@ -367,7 +367,7 @@ impl RedisBackend {
             Err(error) if error.is_unavailable() => Err(error),
             Err(error) => {
                 tracing::debug!("relaying to one node at once: {error}; relaying key by key");
-                if let Ok(owners) = self.inner.con.slot_owners().await {
+                if let Ok(owners) = self.con().slot_owners().await {
                     *self
                         .inner
                         .slot_owners
@@ -417,7 +417,7 @@ impl RedisBackend {
                 invocation.arg(id.to_string()).arg(args.len()).arg(args);
             }
         }
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let reply: Value = invocation
             .invoke_async(&mut con)
             .await

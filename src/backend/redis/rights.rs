@@ -174,7 +174,7 @@ pub(super) async fn check(b: &RedisBackend) -> Result<(), BackendError> {
     for command in &commands {
         invocation.arg(command.len()).arg(command);
     }
-    let mut con = b.inner.con.clone();
+    let mut con = b.con();
     let refused: Vec<usize> = match invocation.invoke_async(&mut con).await {
         Ok(refused) => refused,
         Err(e) if e.code() == Some("NOPERM") => {

@@ -275,7 +275,7 @@ impl RunStore for RedisBackend {
             .arg(holder)
             .arg(ttl.as_millis() as u64)
             .arg(replacing.unwrap_or("-"));
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         invocation
             .invoke_async(&mut con)
             .await
@@ -311,7 +311,7 @@ impl RunStore for RedisBackend {
             .arg(holder)
             .arg(ttl.as_millis() as u64)
             .arg(recorded.unwrap_or_default());
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let renewed: i64 = invocation
             .invoke_async(&mut con)
             .await
@@ -328,7 +328,7 @@ impl RunStore for RedisBackend {
         });
         let mut invocation = RELEASE.key(self.inner.keys.lease());
         invocation.arg(holder);
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         invocation
             .invoke_async::<i64>(&mut con)
             .await
@@ -409,7 +409,7 @@ impl RunStore for RedisBackend {
         });
         let mut invocation = BOOK.key(self.inner.keys.model_use());
         invocation.arg(cost_ms).arg(crate::backend::unix_millis());
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         invocation
             .invoke_async::<u64>(&mut con)
             .await

@@ -336,7 +336,7 @@ impl Stream for RedisBackend {
     }
 
     async fn entries_added(&self) -> Result<u64, BackendError> {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let reply: Result<Value, _> = redis::cmd("XINFO")
             .arg("STREAM")
             .arg(&self.inner.keys.stream)
