@@ -167,6 +167,17 @@ fn cleanup_after_removes_the_run_and_nothing_else() {
         keys_on(&server),
         ["discussion-archive", "discussion2", "other:key"]
     );
+    // Again: nothing to delete is fine, and said, in case the stream was misspelt.
+    let again = agora()
+        .args(["cleanup", "--redis-url", &server.url(), "--stream", "discussion"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(
+        text(&again.stderr).contains("nothing of stream \"discussion\" was there"),
+        "{}",
+        text(&again.stderr)
+    );
     let (output, _) = run_on_redis(
         "scenarios/discussion.toml",
         out.path(),

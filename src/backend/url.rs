@@ -87,6 +87,16 @@ impl RedisUrl {
                 ENCODE_HINT,
             ));
         }
+        let host_part = rest[rest.rfind('@').map_or(0, |at| at + 1)..]
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        if host_part.contains(',') {
+            return Err(bad(
+                "names several servers; give one".into(),
+                "a Redis URL names one server: for a Redis Cluster, any one of its nodes (agora finds the others) with backend.cluster = true",
+            ));
+        }
         let parsed = url::Url::parse(text).map_err(|e| {
             let hint = if rest.starts_with(':') || rest.matches(':').count() > 1 && !rest.contains('[') {
                 "an IPv6 address goes in brackets: redis://[::1]:6379/0"
@@ -394,6 +404,9 @@ mod tests {
             assert!(!e.message.contains("Ret9") && !e.hint.contains("Ret9"), "{e:?}");
             assert!(e.hint.contains("%3F"), "{e:?}");
         }
+        let several = RedisUrl::parse("redis://127.0.0.1:7101,127.0.0.1:7102").unwrap_err();
+        assert!(several.message.contains("names several servers"), "{several:?}");
+        assert!(several.hint.contains("any one of its nodes"), "{several:?}");
         // An @ in a password is read as the URL standard says: the last @ ends the user part.
         let url = parse("redis://admin:p@ss@127.0.0.1:6379/0");
         assert_eq!(

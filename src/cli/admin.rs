@@ -97,6 +97,13 @@ pub(super) fn cleanup(args: CleanupArgs) -> Result<u8, Error> {
         if report.keys == 1 { "" } else { "s" },
         keys.stream
     );
+    if report.groups == 0 && report.keys == 0 {
+        // Nothing there is fine (cleaning up twice), but a misspelt stream looks the same.
+        eprintln!(
+            "note: nothing of stream {:?} was there; if a run should be, check --stream (the scenario's backend.stream, which `agora check` shows)",
+            keys.stream
+        );
+    }
     Ok(exit::SUCCESS)
 }
 

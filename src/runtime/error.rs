@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use crate::backend::BackendError;
 
+/// What to do when a run to be resumed finds entries it needs gone from its stream.
+pub(crate) const ENTRIES_GONE: &str = "start the run afresh (without --resume); keep other programs off its stream, and Redis's data across restarts (appendonly yes, as docker-compose.yml does): a Redis, or a cluster node, restarted without it comes back empty";
+
 /// A failure while running.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RunError {

@@ -155,8 +155,7 @@ impl<B: Backend> Coordinator<'_, B> {
                     "cannot resume: tick {tick} published {} messages, and stream {:?} holds only {found} of them (the rest were deleted or trimmed)",
                     checkpoint.expected.messages, self.scenario.backend.keys.stream
                 ),
-                hint: "start the run afresh (without --resume), and keep other programs off its stream"
-                    .to_string(),
+                hint: crate::runtime::error::ENTRIES_GONE.to_string(),
             });
         }
         Ok(())

@@ -223,8 +223,9 @@ impl<'a, B: Backend> Worker<'a, B> {
     async fn follow(&mut self, control_key: &str) -> Result<(), RunError> {
         loop {
             if self.parent_gone() {
-                return Err(RunError::Internal(
-                    "the agora run that started this worker is gone".into(),
+                // The coordinator was killed or stopped: nothing is wrong here.
+                return Err(RunError::Worker(
+                    "the agora run that started this worker is gone (killed or stopped); the worker stops with it, and --resume continues the run".into(),
                 ));
             }
             for command in self.commands(control_key, Duration::from_millis(500)).await? {

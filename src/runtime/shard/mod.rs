@@ -129,7 +129,7 @@ async fn take_over<B: Backend>(
             spec.name,
             backend.keys().stream
         ),
-        hint: "start the run afresh (without --resume), and keep other programs off its stream".to_string(),
+        hint: crate::runtime::error::ENTRIES_GONE.to_string(),
     })
 }
 
