@@ -188,9 +188,14 @@ fn is_tls_failure(e: &RedisError) -> bool {
     false
 }
 
-/// `XINFO` or another read of a key that does not exist: `ERR no such key`.
+/// `XINFO` or another read of a key that does not exist: `ERR no such key`; or an `XGROUP`
+/// subcommand on one: `ERR The XGROUP subcommand requires the key to exist` (a run retiring
+/// an idle consumer just after `agora cleanup` deleted its stream).
 pub(crate) fn is_no_such_key(e: &RedisError) -> bool {
-    e.code() == Some("ERR") && e.detail().is_some_and(|d| d.starts_with("no such key"))
+    e.code() == Some("ERR")
+        && e.detail().is_some_and(|d| {
+            d.starts_with("no such key") || d.starts_with("The XGROUP subcommand requires the key to exist")
+        })
 }
 
 /// The hint when a run's consumer groups have gone from under it.
@@ -503,6 +508,15 @@ mod tests {
             .unwrap()
             .extract_error()
             .unwrap_err()
+    }
+
+    #[test]
+    fn a_missing_key_is_told_apart_from_other_errors() {
+        assert!(is_no_such_key(&server_error("-ERR no such key\r\n")));
+        assert!(is_no_such_key(&server_error(
+            "-ERR The XGROUP subcommand requires the key to exist. Note that for CREATE you may want to use the MKSTREAM option to create an empty stream automatically.\r\n"
+        )));
+        assert!(!is_no_such_key(&server_error("-ERR syntax error\r\n")));
     }
 
     #[test]
