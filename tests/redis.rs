@@ -158,20 +158,20 @@ fn cleanup_after_removes_the_run_and_nothing_else() {
             && !stderr.contains("--resume"),
         "{stderr}"
     );
-    let cleaned = agora()
-        .args(["cleanup", "--redis-url", &server.url(), "--stream", "discussion"])
-        .output()
-        .unwrap();
-    assert!(cleaned.status.success());
+    let url = server.url();
+    let cleanup = || {
+        agora()
+            .args(["cleanup", "--redis-url", &url, "--stream", "discussion"])
+            .output()
+            .unwrap()
+    };
+    assert!(cleanup().status.success());
     assert_eq!(
         keys_on(&server),
         ["discussion-archive", "discussion2", "other:key"]
     );
     // Again: nothing to delete is fine, and said, in case the stream was misspelt.
-    let again = agora()
-        .args(["cleanup", "--redis-url", &server.url(), "--stream", "discussion"])
-        .output()
-        .unwrap();
+    let again = cleanup();
     assert!(again.status.success());
     assert!(
         text(&again.stderr).contains("nothing of stream \"discussion\" was there"),

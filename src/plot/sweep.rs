@@ -123,26 +123,21 @@ mod tests {
             run(3, "0.1", 9999.0, Some("exit 1: the behaviour failed")),
             run(4, "0.2", 2.0, None),
         ];
-        let written = draw_sweep(dir.path(), "opinion", &results).unwrap();
-        let svg = written
-            .iter()
-            .find(|p| p.extension().is_some_and(|e| e == "svg"))
-            .unwrap();
-        let svg = std::fs::read_to_string(svg).unwrap();
+        let svg_of = |results: &[RunResult]| {
+            let written = draw_sweep(dir.path(), "opinion", results).unwrap();
+            let svg = written
+                .iter()
+                .find(|p| p.extension().is_some_and(|e| e == "svg"))
+                .unwrap();
+            std::fs::read_to_string(svg).unwrap()
+        };
+        let svg = svg_of(&results);
         assert!(svg.contains("1 failed runs left out"), "{svg}");
         // The y axis spans the good runs' values (2 to 6), not the failed run's 9999, which
         // put its labels at thousands.
         assert!(!svg.lines().any(|l| l.trim() == "5000"), "{svg}");
 
-        let all_good = &results[..2];
-        let written = draw_sweep(dir.path(), "opinion", all_good).unwrap();
-        let svg = std::fs::read_to_string(
-            written
-                .iter()
-                .find(|p| p.extension().is_some_and(|e| e == "svg"))
-                .unwrap(),
-        )
-        .unwrap();
+        let svg = svg_of(&results[..2]);
         assert!(
             svg.contains("mean over 2 seeds") && !svg.contains("left out"),
             "{svg}"

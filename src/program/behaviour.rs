@@ -21,8 +21,8 @@ pub struct ProgramBehaviour {
     pub summary: String,
     /// The parameters it declares.
     pub declares: Vec<ParamDeclaration>,
-    /// Model-level numbers from the table's agents' values: name, statistic, value.
-    model_reporters: Vec<(String, Statistic, String)>,
+    /// Model-level numbers from its agents' values, by name: the statistic and the value.
+    model_reporters: std::collections::BTreeMap<String, (Statistic, String)>,
 }
 
 impl ProgramBehaviour {
@@ -40,11 +40,7 @@ impl ProgramBehaviour {
             acts_unprompted: greeted.acts_unprompted,
             summary: greeted.summary.clone(),
             declares: greeted.declares.clone(),
-            model_reporters: greeted
-                .model_reporters
-                .iter()
-                .map(|(name, (statistic, of))| (name.clone(), *statistic, of.clone()))
-                .collect(),
+            model_reporters: greeted.model_reporters.clone(),
         }
     }
 
@@ -128,7 +124,7 @@ impl DynBehaviour for ProgramBehaviour {
     fn model_reporters(&self, values: &std::collections::BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
         self.model_reporters
             .iter()
-            .filter_map(|(name, statistic, of)| {
+            .filter_map(|(name, (statistic, of))| {
                 let value = statistic.of(values.get(of)?)?;
                 Some((name.clone(), value))
             })

@@ -37,6 +37,15 @@ impl StopReason {
         }
     }
 
+    /// Whether `stop_reason`, as `summary.json` has it, is that of a run that came to its end
+    /// (a sweep's completed run; a run folder's that no `--resume` is waiting for).
+    pub fn names_an_end(stop_reason: &str) -> bool {
+        use StopReason::{Budget, Duration, Failed, Interrupted, Quiescent, Ticks};
+        [Ticks, Duration, Budget, Quiescent, Interrupted, Failed]
+            .into_iter()
+            .any(|r| r.finished() && r.as_str() == stop_reason)
+    }
+
     /// Whether the run came to its end, rather than being stopped.
     pub fn finished(self) -> bool {
         matches!(

@@ -29,7 +29,11 @@ fn finished(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("summary.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .is_some_and(|s| s["stop_reason"].as_str().is_some_and(|r| r != "interrupted"))
+        .is_some_and(|s| {
+            s["stop_reason"]
+                .as_str()
+                .is_some_and(crate::report::StopReason::names_an_end)
+        })
 }
 
 /// Who is writing into the run folder `dir`, when a run still going holds its lock.

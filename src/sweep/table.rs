@@ -44,7 +44,6 @@ impl RunResult {
     }
 }
 
-/// The stop reasons of a run that completed.
 /// The summary's keys `sweep.csv` has a column for, after the varied keys, in order.
 const SUMMARY_COLUMNS: [&str; 6] = [
     "stop_reason",
@@ -55,15 +54,13 @@ const SUMMARY_COLUMNS: [&str; 6] = [
     "transcript_sha256",
 ];
 
-const COMPLETE: [&str; 4] = ["ticks", "duration", "budget", "quiescent"];
-
 /// Whether `summary` is that of a completed run of the scenario whose fingerprint is
 /// `fingerprint`.
 pub fn completed(summary: &Value, fingerprint: &str) -> bool {
     summary["fingerprint"] == fingerprint
         && summary["stop_reason"]
             .as_str()
-            .is_some_and(|r| COMPLETE.contains(&r))
+            .is_some_and(crate::report::StopReason::names_an_end)
 }
 
 /// Writes `sweep.csv` (to a `.partial` file first, then renamed: a reader never sees half).

@@ -120,19 +120,14 @@ impl RedisBackend {
             .map_err(|e| connect::connect_error(url, &scrubber, &e))?;
         if cluster {
             // A primary that is down is found now, not after `reconnect_timeout` of retries.
-            for node in slot_owners.primaries() {
-                let (host, port) = node.rsplit_once(':').unwrap_or((node, "0"));
-                let ping = con.on_node(redis::cmd("PING"), host, port.parse().unwrap_or(0));
-                let answered = tokio::time::timeout(connect::CONNECT_TIMEOUT, ping).await;
-                if !matches!(answered, Ok(Ok(_))) {
-                    return Err(connect::cluster_down(
-                        url,
-                        &format!(
-                            "cannot reach {node}, a primary of the Redis Cluster at {}",
-                            url.address()
-                        ),
-                    ));
-                }
+            if let Err((node, _)) = ping_primaries(&con, &slot_owners.primaries(), &scrubber).await {
+                return Err(connect::cluster_down(
+                    url,
+                    &format!(
+                        "cannot reach {node}, a primary of the Redis Cluster at {}",
+                        url.address()
+                    ),
+                ));
             }
         }
         let fast = match &connector {
@@ -324,6 +319,27 @@ fn ids_reply(values: Vec<Value>) -> Result<Vec<EntryId>, BackendError> {
     values.into_iter().map(parse::entry_id).collect()
 }
 
+/// PINGs each of a cluster's `primaries` (`host:port`) through `con`, each within
+/// `CONNECT_TIMEOUT`; the first that does not answer, and why. Any failure counts, of the node
+/// or of the client's way to it (no connection to it yet).
+async fn ping_primaries(
+    con: &Connection,
+    primaries: &[&str],
+    scrubber: &Scrubber,
+) -> Result<(), (String, String)> {
+    for node in primaries {
+        let (host, port) = node.rsplit_once(':').unwrap_or((node, "0"));
+        let ping = con.on_node(redis::cmd("PING"), host, port.parse().unwrap_or(0));
+        let failed = match tokio::time::timeout(connect::CONNECT_TIMEOUT, ping).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => scrubber.scrub(&e.to_string()),
+            Err(_) => "no answer".to_string(),
+        };
+        return Err(((*node).to_string(), failed));
+    }
+    Ok(())
+}
+
 impl Backend for RedisBackend {
     type Transport = RedisBackend;
 
@@ -353,23 +369,15 @@ impl Backend for RedisBackend {
                 .into_iter()
                 .map(str::to_string)
                 .collect();
-            let con = self.con();
-            for node in &primaries {
-                let (host, port) = node.rsplit_once(':').unwrap_or((node, "0"));
-                let ping = con.on_node(redis::cmd("PING"), host, port.parse().unwrap_or(0));
-                // Any failure, of the node or of the client's way to it (no connection to
-                // it yet), is the cluster not back.
-                let failed = match tokio::time::timeout(connect::CONNECT_TIMEOUT, ping).await {
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(e)) => self.inner.scrubber.scrub(&e.to_string()),
-                    Err(_) => "no answer".to_string(),
-                };
-                return Err(BackendError::unavailable(
-                    format!("{node}, a primary of the Redis Cluster, did not answer PING ({failed})"),
-                    "",
-                ));
-            }
-            Ok(())
+            let primaries: Vec<&str> = primaries.iter().map(String::as_str).collect();
+            ping_primaries(&self.con(), &primaries, &self.inner.scrubber)
+                .await
+                .map_err(|(node, failed)| {
+                    BackendError::unavailable(
+                        format!("{node}, a primary of the Redis Cluster, did not answer PING ({failed})"),
+                        "",
+                    )
+                })
         };
         if ping().await.is_ok() {
             return Ok(());
