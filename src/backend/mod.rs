@@ -178,6 +178,12 @@ pub trait RunStore {
     /// Replaces fields of the run's record.
     async fn write_record(&self, fields: &[(&str, String)]) -> Result<(), BackendError>;
 
+    /// Replaces fields of the run's record if it is still there. A conflict error (with the
+    /// hint that the run's keys were deleted) when it is gone: a run whose keys `agora
+    /// cleanup` deleted while it ran must not bring its record back, which would stand as
+    /// an unfinished run in the way of the next.
+    async fn update_record(&self, fields: &[(&str, String)]) -> Result<(), BackendError>;
+
     /// Takes the stream's lease (`{stream}:lease`) for `holder` until `ttl` from now, if no
     /// one else holds it or the holder is `replacing`; otherwise returns who holds it.
     async fn take_lease(
@@ -305,6 +311,17 @@ pub async fn open<W: WithBackend>(config: &BackendConfig, task: W) -> Result<W::
 
 /// The wall clock in milliseconds since the Unix epoch: "now" for [`RunStore::book_model_turn`]
 /// where the backend has no clock of its own.
+/// The hint when a run's keys have gone from under it.
+pub(crate) const KEYS_DELETED: &str = "the run's keys were deleted while it ran (by agora cleanup, FLUSHDB or another program): start it afresh";
+
+/// The error of a write to the run's record after the record was deleted.
+pub(crate) fn record_gone() -> BackendError {
+    BackendError::conflict(
+        "writing the run's record: it is gone from the backend",
+        KEYS_DELETED,
+    )
+}
+
 pub(crate) fn unix_millis() -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -159,6 +159,9 @@ pub mod remote_cache {
         async fn write_record(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
             self.0.write_record(fields).await
         }
+        async fn update_record(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
+            self.0.update_record(fields).await
+        }
         async fn take_lease(
             &self,
             holder: &str,

@@ -321,6 +321,13 @@ impl RunStore for MemoryBackend {
         Ok(())
     }
 
+    async fn update_record(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
+        if self.store().record.is_empty() {
+            return Err(super::record_gone());
+        }
+        self.write_record(fields).await
+    }
+
     async fn take_lease(
         &self,
         holder: &str,

@@ -11,8 +11,8 @@ use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, ServerErrorKin
 
 use super::connection::Connection;
 
-use crate::backend::BackendError;
 use crate::backend::url::RedisUrl;
+use crate::backend::{BackendError, KEYS_DELETED};
 
 /// How long the first connection may take before agora gives up on it.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -197,9 +197,6 @@ pub(crate) fn is_no_such_key(e: &RedisError) -> bool {
             d.starts_with("no such key") || d.starts_with("The XGROUP subcommand requires the key to exist")
         })
 }
-
-/// The hint when a run's consumer groups have gone from under it.
-pub(crate) const KEYS_DELETED: &str = "the run's keys were deleted while it ran (by agora cleanup, FLUSHDB or another program): start it afresh";
 
 /// An error from a command on a connection that worked.
 pub(crate) fn command_error(what: &str, scrubber: &Scrubber, e: &RedisError) -> BackendError {

@@ -233,7 +233,7 @@ impl GroupReader {
                         if message.contains("NOGROUP") {
                             BackendError::conflict(
                                 format!("reading the stream: the run's consumer groups are gone from Redis ({message})"),
-                                super::connect::KEYS_DELETED,
+                                crate::backend::KEYS_DELETED,
                             )
                         } else {
                             BackendError::command(format!("XREADGROUP failed on Redis: {message}"))

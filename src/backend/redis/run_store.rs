@@ -252,6 +252,34 @@ impl RunStore for RedisBackend {
         self.query::<()>("HSET", &cmd).await
     }
 
+    async fn update_record(&self, fields: &[(&str, String)]) -> Result<(), BackendError> {
+        // One script: the record checked and written at once, so that a cleanup cannot come
+        // in between.
+        static UPDATE: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+                 redis.call('HSET', KEYS[1], unpack(ARGV))
+                 return 1",
+            )
+        });
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = UPDATE.key(self.inner.keys.checkpoint());
+        for (k, v) in fields {
+            invocation.arg(*k).arg(v);
+        }
+        let mut con = self.con();
+        let updated: i64 = invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.error("the record script", &e))?;
+        if updated == 0 {
+            return Err(crate::backend::record_gone());
+        }
+        Ok(())
+    }
+
     async fn take_lease(
         &self,
         holder: &str,

@@ -140,7 +140,7 @@ impl<B: Backend> Coordinator<'_, B> {
             return Err(displaced);
         }
         self.reconnect
-            .retry(&self.backend, || self.backend.write_record(&fields))
+            .retry(&self.backend, || self.backend.update_record(&fields))
             .await?;
         Ok(expected)
     }

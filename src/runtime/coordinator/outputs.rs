@@ -495,9 +495,10 @@ impl<B: Backend> Coordinator<'_, B> {
     async fn record_end(&self, stop_reason: StopReason, error: Option<&RunError>) -> Result<(), RunError> {
         let [status] = RunStatus::after(stop_reason).field();
         let fields = [status, super::record::elapsed_field(self.elapsed())];
-        if let Err(e) = self.backend.write_record(&fields).await {
-            // After losing the backend this is expected, and the run's error says it all.
-            if error.is_some_and(RunError::backend_unavailable) {
+        if let Err(e) = self.backend.update_record(&fields).await {
+            // After losing the backend, or the run's keys, this is expected, and the run's
+            // error says it all.
+            if error.is_some() {
                 tracing::debug!("could not record the run's end: {e}");
             } else {
                 tracing::warn!("could not record the run's end: {e}");

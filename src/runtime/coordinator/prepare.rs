@@ -91,8 +91,17 @@ impl<B: Backend> Coordinator<'_, B> {
             None
         };
         let start = RunRecord::start_fields(self.scenario, &self.holder.to_value());
+        let resume = self.options.resume;
         self.reconnect
-            .retry(&self.backend, || self.backend.write_record(&start))
+            .retry(&self.backend, || async {
+                // A resumed run's record was just read: should `agora cleanup` have deleted
+                // it since, the run's keys are gone, and the record is not brought back.
+                if resume {
+                    self.backend.update_record(&start).await
+                } else {
+                    self.backend.write_record(&start).await
+                }
+            })
             .await?;
         Ok(checkpoint)
     }
