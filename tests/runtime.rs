@@ -710,6 +710,53 @@ fn free_mode_stops_at_its_duration() {
     assert_eq!(s.ticks, None);
 }
 
+/// Free mode on the embedded backend reads for each thread's agents on that thread: however
+/// many threads, every token makes every hop, every agent reads every message, and the run
+/// ends quiescent with nothing lost.
+#[test]
+fn free_mode_agents_on_several_threads_relay_every_token() {
+    let on = |threads: usize| {
+        let options = RunOptions {
+            agent_threads: Some(threads),
+            ..RunOptions::default()
+        };
+        let sets = [
+            "agents.0.count=7",
+            "agents.0.params.tokens=30",
+            "agents.0.params.hops=40",
+        ];
+        run_with_options("scenarios/w1.toml", &sets, &Registry::builtin(), &options)
+    };
+    // Who sent what to whom; the senders' counters depend on the order steps ran in.
+    let sent = |run: &Run| -> Vec<(String, String, String)> {
+        let mut sent: Vec<_> = run
+            .lines
+            .iter()
+            .map(|l| {
+                let field = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                (field("sender_id"), field("to"), field("content"))
+            })
+            .collect();
+        sent.sort();
+        sent
+    };
+    let one = on(1);
+    for threads in [2, 3] {
+        let many = on(threads);
+        let s = &many.outcome.summary;
+        assert_eq!(s.stop_reason, "quiescent", "{threads} threads");
+        assert!(
+            many.outcome.error.is_none(),
+            "{threads} threads: {:?}",
+            many.outcome.error
+        );
+        assert_eq!(s.messages, 30 * 40, "{threads} threads");
+        assert_eq!(s.deliveries, 30 * 40 * 7, "{threads} threads");
+        assert_eq!(sent(&many), sent(&one), "{threads} threads");
+    }
+    assert_eq!(one.outcome.summary.messages, 30 * 40);
+}
+
 /// Remembers who each message came from as its own type, and says what its own cache holds.
 struct Noting {
     /// Remembers something serde_json cannot write for messages from this agent.

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::RunError;
 use super::agent::StepReport;
-use super::shard::{Expected, Shard, ShardEvent};
+use super::shard::{Expected, FeederEvent, Shard, ShardEvent};
 use crate::backend::Backend;
 use crate::scenario::Mode;
 use crate::tally::Tally;
@@ -58,10 +58,24 @@ pub(crate) struct LocalHosting<B: Backend> {
 
 /// Free mode's shard, running on a task of its own.
 struct FreeTask<B: Backend> {
-    events: mpsc::UnboundedReceiver<ShardEvent>,
+    events: mpsc::UnboundedReceiver<FeederEvent>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<(Shard<B>, Result<(), RunError>)>,
-    idle: bool,
+    /// Whether each of the shard's readers was idle at its last word.
+    idle: Vec<bool>,
+}
+
+impl<B: Backend> FreeTask<B> {
+    /// Counts `event` into `report`.
+    fn take(&mut self, (feeder, event): FeederEvent, report: &mut StepReport) {
+        match event {
+            ShardEvent::Step(step) => {
+                *report += step;
+                self.idle[feeder] = false;
+            }
+            ShardEvent::Idle => self.idle[feeder] = true,
+        }
+    }
 }
 
 impl<B: Backend> LocalHosting<B> {
@@ -123,6 +137,7 @@ impl<B: Backend> Hosting for LocalHosting<B> {
             .ok_or_else(|| RunError::Internal("free mode started twice".into()))?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
+        let idle = vec![false; shard.feeders()];
         let task = actix::spawn(async move {
             let result = shard.run_free(events_tx, stop_rx).await;
             (shard, result)
@@ -131,7 +146,7 @@ impl<B: Backend> Hosting for LocalHosting<B> {
             events,
             stop,
             task,
-            idle: false,
+            idle,
         });
         Ok(report)
     }
@@ -141,15 +156,8 @@ impl<B: Backend> Hosting for LocalHosting<B> {
             return Ok(FreeProgress::default());
         };
         let mut report = StepReport::default();
-        let mut take = |event: ShardEvent, idle: &mut bool| match event {
-            ShardEvent::Step(step) => {
-                report += step;
-                *idle = false;
-            }
-            ShardEvent::Idle => *idle = true,
-        };
         match tokio::time::timeout(wait, free.events.recv()).await {
-            Ok(Some(event)) => take(event, &mut free.idle),
+            Ok(Some(event)) => free.take(event, &mut report),
             // The shard stopped on its own: an error, which stopping it brings back.
             Ok(None) => {
                 let mut rest = self.stop_free().await?;
@@ -162,11 +170,11 @@ impl<B: Backend> Hosting for LocalHosting<B> {
             Err(_) => {}
         }
         while let Ok(event) = free.events.try_recv() {
-            take(event, &mut free.idle);
+            free.take(event, &mut report);
         }
         Ok(FreeProgress {
             report,
-            idle: free.idle,
+            idle: free.idle.iter().all(|&idle| idle),
         })
     }
 
@@ -176,7 +184,7 @@ impl<B: Backend> Hosting for LocalHosting<B> {
         };
         let _ = free.stop.send(true);
         let mut report = StepReport::default();
-        while let Some(event) = free.events.recv().await {
+        while let Some((_, event)) = free.events.recv().await {
             if let ShardEvent::Step(step) = event {
                 report += step;
             }

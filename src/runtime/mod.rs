@@ -60,10 +60,11 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Answer every completion from this recording (an `llm.jsonl`), with no network.
     pub replay: Option<PathBuf>,
-    /// How many threads a lockstep run's agents use on the embedded backend: `None` (the
-    /// default) one per core when the process hosts at least 500 agents whose behaviours
-    /// are plain Rust, else this thread alone; `Some(n)` spreads them over `n` threads
-    /// (`Some(1)`: this thread) whatever their number. The transcript is the same either way.
+    /// How many threads a run's agents use on the embedded backend when their behaviours are
+    /// plain Rust: `None` (the default) one per core in lockstep from 500 agents, and in free
+    /// mode from two (unless publishes are paced), else this thread alone; `Some(n)` spreads
+    /// them over `n` threads (`Some(1)`: this thread) whatever their number. A lockstep
+    /// transcript is the same either way.
     pub agent_threads: Option<usize>,
     /// Lockstep: run every tick even when one publishes nothing. Not a scenario setting: the
     /// benchmark harness uses it to time empty ticks.

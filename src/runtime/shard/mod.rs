@@ -25,7 +25,7 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-pub(crate) use self::free::ShardEvent;
+pub(crate) use self::free::{FeederEvent, ShardEvent};
 pub(crate) use self::lockstep::Expected;
 use super::RunError;
 use super::agent::{AgentActor, AgentCore, AgentSetup, BatchPlan, Step, StepInput, StepKind, StepReport};
@@ -66,6 +66,8 @@ struct Hosted<B: Backend> {
     /// another process can claim what a dead one left pending.
     consumer: String,
     addr: Addr<AgentActor<B>>,
+    /// Which of the shard's threads the agent's actor runs on (0: the shard's own).
+    thread: usize,
     started: bool,
     last_tick: Option<u64>,
     /// What the agent's last committed step counted (from its saved record).
@@ -133,17 +135,21 @@ async fn take_over<B: Backend>(
     })
 }
 
-/// The threads a shard's agents run on. In lockstep on the embedded backend, at least
-/// [`THREADED_AGENTS`] agents whose behaviours are plain Rust are dealt in turn to this thread
-/// and to one more actix arbiter per further core, so that a tick's steps use every core
-/// (opinion on two cores, 1,000 agents: 0.28 s became 0.21 s for 10% more CPU; 500 agents:
-/// 0.15 s became 0.11 s; 200: no faster). This thread takes its share: when it only waited
-/// for the others' replies, waking it for each of them cost as much as the second core
-/// gave (1,000 agents: no faster for 60% more CPU). The rest run here alone: on Redis its
-/// connections' drivers live here; programs and model calls wait on I/O; and a free-mode
-/// run's few agents lost more to waking each other across threads than they gained (W1:
-/// 10% slower). A lockstep transcript does not depend on which thread stepped an agent: a
-/// tick's messages are handled in sender order.
+/// The threads a shard's agents run on, on the embedded backend when every behaviour is plain
+/// Rust (on Redis the connections' drivers live on this thread; programs and model calls wait
+/// on I/O). Agents are dealt in turn to this thread and to one more actix arbiter per further
+/// core.
+///
+/// - Lockstep, at least [`THREADED_AGENTS`] agents: a tick's steps use every core (opinion
+///   on two cores, 1,000 agents: 0.28 s became 0.21 s for 10% more CPU; 500 agents: 0.15 s
+///   became 0.11 s; 200: no faster). This thread takes its share: when it only waited for the
+///   others' replies, waking it for each of them cost as much as the second core gave. A
+///   lockstep transcript does not depend on which thread stepped an agent: a tick's messages
+///   are handled in sender order.
+/// - Free mode, at least two agents and no publish pacing: each thread also reads for its own
+///   agents (`free::Feeder`), so no step crosses threads. Reading for all of them from here,
+///   the few agents of a free-mode run lost more to waking each other across threads than
+///   they gained (W1: 10% slower).
 struct AgentThreads {
     arbiters: Vec<Arbiter>,
     next: usize,
@@ -151,15 +157,16 @@ struct AgentThreads {
 
 impl AgentThreads {
     fn for_run<B: Backend>(backend: &B, scenario: &Scenario, agents: usize, wanted: Option<usize>) -> Self {
-        let plain = backend.kind() == BackendKind::Memory
-            && scenario.mode == Mode::Lockstep
-            && scenario.programs.is_empty()
-            && scenario.llm.is_none();
+        let plain =
+            backend.kind() == BackendKind::Memory && scenario.programs.is_empty() && scenario.llm.is_none();
+        let paced = scenario.min_publish_interval.is_some()
+            || scenario.tables.iter().any(|t| t.min_publish_interval.is_some());
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let threads = match wanted {
-            Some(n) => n,
-            None if agents >= THREADED_AGENTS => cores,
-            None => 1,
+        let threads = match (wanted, scenario.mode) {
+            (Some(n), _) => n,
+            (None, Mode::Lockstep) if agents >= THREADED_AGENTS => cores,
+            (None, Mode::Free) if agents >= 2 && !paced => cores.min(agents),
+            (None, _) => 1,
         };
         let arbiters = if plain && threads > 1 {
             (1..threads).map(|_| Arbiter::new()).collect()
@@ -169,15 +176,25 @@ impl AgentThreads {
         AgentThreads { arbiters, next: 0 }
     }
 
-    /// Starts `core`'s actor on the next thread in turn (this one first).
-    fn start<B: Backend>(&mut self, core: AgentCore<B>) -> Addr<AgentActor<B>> {
+    /// None: every agent on this thread.
+    fn none() -> Self {
+        AgentThreads {
+            arbiters: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Starts `core`'s actor on the next thread in turn (this one first), and says which:
+    /// 0 for this one, `k` for arbiter `k - 1`.
+    fn start<B: Backend>(&mut self, core: AgentCore<B>) -> (Addr<AgentActor<B>>, usize) {
         let turn = self.next % (self.arbiters.len() + 1);
         self.next += 1;
         if turn == 0 {
-            return AgentActor::new(core).start();
+            return (AgentActor::new(core).start(), 0);
         }
         let arbiter = &self.arbiters[turn - 1];
-        AgentActor::start_in_arbiter(&arbiter.handle(), move |_| AgentActor::new(core))
+        let addr = AgentActor::start_in_arbiter(&arbiter.handle(), move |_| AgentActor::new(core));
+        (addr, turn)
     }
 }
 
@@ -252,14 +269,18 @@ impl<B: Backend> Shard<B> {
                 pacer: pacer.clone(),
                 programs: programs.clone(),
             })?;
+            let (started, last_tick, last_tally) =
+                (core.has_started(), core.last_tick(), core.last_tally().clone());
+            let (addr, thread) = threads.start(core);
             hosted.push(Hosted {
                 spec: spec.clone(),
                 group,
                 consumer,
-                started: core.has_started(),
-                last_tick: core.last_tick(),
-                last_tally: core.last_tally().clone(),
-                addr: threads.start(core),
+                started,
+                last_tick,
+                last_tally,
+                addr,
+                thread,
             });
         }
         Ok(Shard {
