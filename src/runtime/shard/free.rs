@@ -27,8 +27,8 @@ pub(crate) enum ShardEvent {
     Idle,
 }
 
-/// A [`ShardEvent`] with the reader it comes from: 0 for the shard's own thread, `k` for its
-/// agents on arbiter `k` ([`Shard::feeders`] of them in all).
+/// A [`ShardEvent`] with the reader it comes from: 0 for the shard's own thread, then one
+/// number for each further thread with agents ([`Shard::feeders`] readers in all).
 pub(crate) type FeederEvent = (usize, ShardEvent);
 
 /// What a reader on another thread gives back when it stops: its agents, with their places in
@@ -151,7 +151,8 @@ impl<B: Backend> Shard<B> {
         }
         self.agents = near;
         let mut waits = Vec::new();
-        for (thread, (places, agents)) in far {
+        for (k, (thread, (places, agents))) in far.into_iter().enumerate() {
+            let feeder = k + 1;
             let mut reader = Shard {
                 backend: self.backend.clone(),
                 agents,
@@ -166,7 +167,7 @@ impl<B: Backend> Shard<B> {
             // The reader is built here and runs there: the future that feeds is not `Send`.
             self._threads.arbiters[thread - 1].spawn_fn(move || {
                 actix::spawn(async move {
-                    let ended = reader.feed_here(thread, events, halted).await;
+                    let ended = reader.feed_here(feeder, events, halted).await;
                     if ended.is_err() {
                         let _ = halt.send(true);
                     }
