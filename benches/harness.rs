@@ -212,8 +212,12 @@ fn speed_benchmarks(opinion: &str, results: &mut Vec<Measured>, notes: &mut Vec<
                 ));
             }
         }
-        _ => notes.push(format!(
-            "  mesa: skipped ({python} cannot import mesa; set AGORA_MESA_PYTHON)"
+        Ok(out) => notes.push(format!(
+            "  mesa: skipped ({python} benches/mesa_opinion.py failed: {}; AGORA_MESA_PYTHON names a Python with mesa)",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("no message")
+        )),
+        Err(e) => notes.push(format!(
+            "  mesa: skipped (cannot start {python}: {e}; AGORA_MESA_PYTHON names a Python with mesa)"
         )),
     }
     results.push(agora);
@@ -644,8 +648,12 @@ fn sweep_benchmarks(opinion: &str, notes: &mut Vec<String>) {
             let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
             notes.push(format!("  same sweep, {said} (Mesa 3, {python})"));
         }
-        _ => notes.push(format!(
-            "  mesa: skipped ({python} cannot import mesa; set AGORA_MESA_PYTHON)"
+        Ok(out) => notes.push(format!(
+            "  mesa: skipped ({python} benches/mesa_opinion.py failed: {}; AGORA_MESA_PYTHON names a Python with mesa)",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("no message")
+        )),
+        Err(e) => notes.push(format!(
+            "  mesa: skipped (cannot start {python}: {e}; AGORA_MESA_PYTHON names a Python with mesa)"
         )),
     }
 }
@@ -708,13 +716,45 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Every workload, by the name `cargo bench --bench harness -- NAME` picks it by (a part of
+/// a name picks every workload whose name holds it).
+const WORKLOADS: [&str; 16] = [
+    "speed",
+    "network",
+    "cluster",
+    "w1-memory",
+    "w1-redis",
+    "gossip-memory",
+    "gossip-redis",
+    "opinion-memory",
+    "empty-tick",
+    "seed-py",
+    "redis-benchmark",
+    "py-relay-memory",
+    "py-relay-redis",
+    "protocol-batching",
+    "sweep",
+    "llm-debate",
+];
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else selects workloads by name.
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if let Some(unknown) = filters
+        .iter()
+        .find(|f| !WORKLOADS.iter().any(|w| w.contains(f.as_str())))
+    {
+        eprintln!("error: no workload is named like {unknown:?}");
+        eprintln!("hint: the workloads are {}", WORKLOADS.join(", "));
+        std::process::exit(2);
+    }
+    let wanted = |name: &str| {
+        assert!(WORKLOADS.contains(&name), "{name} is missing from WORKLOADS");
+        filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+    };
     let w1 = repo().join("scenarios/w1.toml");
     let w1 = w1.to_str().unwrap();
     let opinion = repo().join("scenarios/opinion.toml");
