@@ -190,15 +190,9 @@ fn speed_benchmarks(opinion: &str, results: &mut Vec<Measured>, notes: &mut Vec<
         agora.elapsed_s,
         agora.elapsed_s / floor
     ));
-    let python = python_with("AGORA_MESA_PYTHON", "mesa");
-    match Command::new(&python)
-        .arg(repo().join("benches/mesa_opinion.py"))
-        .arg("single")
-        .output()
-    {
-        Ok(out) if out.status.success() => {
+    match mesa_opinion("single") {
+        (_, Ok(text)) => {
             // "mesa single: all-pairs 1.234s sorted 0.123s"
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
             let seconds: Vec<f64> = text
                 .split_whitespace()
                 .filter_map(|w| w.strip_suffix('s').and_then(|n| n.parse().ok()))
@@ -212,13 +206,7 @@ fn speed_benchmarks(opinion: &str, results: &mut Vec<Measured>, notes: &mut Vec<
                 ));
             }
         }
-        Ok(out) => notes.push(format!(
-            "  mesa: skipped ({python} benches/mesa_opinion.py failed: {}; AGORA_MESA_PYTHON names a Python with mesa)",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("no message")
-        )),
-        Err(e) => notes.push(format!(
-            "  mesa: skipped (cannot start {python}: {e}; AGORA_MESA_PYTHON names a Python with mesa)"
-        )),
+        (_, Err(skipped)) => notes.push(skipped),
     }
     results.push(agora);
     results.push(workload(
@@ -638,24 +626,35 @@ fn sweep_benchmarks(opinion: &str, notes: &mut Vec<String>) {
     notes.push(format!(
         "sweep of 40 opinion runs (1000 agents, 20 ticks), 2 at a time: agora sweep {agora_s:.2}s"
     ));
+    match mesa_opinion("2") {
+        (python, Ok(said)) => notes.push(format!("  same sweep, {} (Mesa 3, {python})", said.trim())),
+        (_, Err(skipped)) => notes.push(skipped),
+    }
+}
+
+/// `benches/mesa_opinion.py ARG` with the Python that has Mesa (`AGORA_MESA_PYTHON`, else
+/// one the harness finds or makes): that Python, and the script's output, or the note saying
+/// why the comparison was skipped.
+fn mesa_opinion(arg: &str) -> (String, Result<String, String>) {
     let python = python_with("AGORA_MESA_PYTHON", "mesa");
-    let output = Command::new(&python)
+    let ran = Command::new(&python)
         .arg(repo().join("benches/mesa_opinion.py"))
-        .arg("2")
+        .arg(arg)
         .output();
-    match output {
-        Ok(o) if o.status.success() => {
-            let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            notes.push(format!("  same sweep, {said} (Mesa 3, {python})"));
-        }
-        Ok(out) => notes.push(format!(
+    let result = match ran {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).to_string()),
+        Ok(out) => Err(format!(
             "  mesa: skipped ({python} benches/mesa_opinion.py failed: {}; AGORA_MESA_PYTHON names a Python with mesa)",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("no message")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no message")
         )),
-        Err(e) => notes.push(format!(
+        Err(e) => Err(format!(
             "  mesa: skipped (cannot start {python}: {e}; AGORA_MESA_PYTHON names a Python with mesa)"
         )),
-    }
+    };
+    (python, result)
 }
 
 /// The Python for a comparison that imports `module` (`mesa` for Mesa 3, `redis` for the old

@@ -309,8 +309,6 @@ pub async fn open<W: WithBackend>(config: &BackendConfig, task: W) -> Result<W::
     }
 }
 
-/// The wall clock in milliseconds since the Unix epoch: "now" for [`RunStore::book_model_turn`]
-/// where the backend has no clock of its own.
 /// The hint when a run's keys have gone from under it.
 pub(crate) const KEYS_DELETED: &str = "the run's keys were deleted while it ran (by agora cleanup, FLUSHDB or another program): start it afresh";
 
@@ -322,6 +320,8 @@ pub(crate) fn record_gone() -> BackendError {
     )
 }
 
+/// The wall clock in milliseconds since the Unix epoch: "now" for [`RunStore::book_model_turn`]
+/// where the backend has no clock of its own.
 pub(crate) fn unix_millis() -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

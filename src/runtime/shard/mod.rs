@@ -147,7 +147,7 @@ async fn take_over<B: Backend>(
 ///   lockstep transcript does not depend on which thread stepped an agent: a tick's messages
 ///   are handled in sender order.
 /// - Free mode, at least two agents and no publish pacing: each thread also reads for its own
-///   agents (`free::Feeder`), so no step crosses threads. Reading for all of them from here,
+///   agents (`shard::free`), so no step crosses threads. Reading for all of them from here,
 ///   the few agents of a free-mode run lost more to waking each other across threads than
 ///   they gained (W1: 10% slower).
 struct AgentThreads {
